@@ -1,0 +1,146 @@
+//! The anykv conformance suite: one public async function per rule of the
+//! anykv contract, runnable against any backend.
+//!
+//! A backend author provides a [`StoreFactory`] (a fresh client on a given
+//! root) and either runs the suite programmatically:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use anykv_conformance::{run_all, UrlFactory};
+//!
+//! # #[tokio::main]
+//! # async fn main() {
+//! let factory = UrlFactory::new("memory://doc-example", |url| async move {
+//!     anykv_memory::MemoryStore::open_url(&url)
+//! });
+//! let report = run_all(Arc::new(factory)).await;
+//! assert!(report.is_success(), "{report}");
+//! assert!(report.passed() >= 45);
+//! # }
+//! ```
+//!
+//! or expands one `#[tokio::test]` per case with [`conformance_tests!`]
+//! (the test crate needs `tokio` with the `macros` and `rt-multi-thread`
+//! features), so `cargo test` lists every case by name:
+//!
+//! ```no_run
+//! anykv_conformance::conformance_tests!(
+//!     anykv_conformance::UrlFactory::new("memory://my-tests", |url| async move {
+//!         anykv_memory::MemoryStore::open_url(&url)
+//!     })
+//! );
+//! # fn main() {}
+//! ```
+//!
+//! A backend whose capabilities rule a case out lists that case:
+//! `conformance_tests!(factory, unsupported = [watch_resume_from_revision])`.
+//! A listed case must report "unsupported" (naming the capability); an
+//! unlisted unsupported case fails, and so does a listed case that passes.
+//!
+//! Each case runs on a fresh root (`anykv-conformance/<run>/<case>-<n>`),
+//! so cases run in parallel against one server; the few that change what
+//! every case sees (compaction) run alone. A case that a backend's
+//! capabilities rule out reports [`Outcome::Unsupported`], never a pass.
+
+#![deny(rustdoc::broken_intra_doc_links)]
+
+pub mod check;
+mod harness;
+
+pub use check::{
+    bytes, expect_silence, next_event, next_item, read_initial, wait_until, EVENT_TIMEOUT, SLACK,
+};
+pub use harness::{
+    run_all, run_case, run_case_as_test, run_cases, Case, CaseReport, CaseResult, Ctx, Failure,
+    Outcome, Report, StoreFactory, UrlFactory, CASE_TIMEOUT, DEFAULT_CONCURRENCY,
+};
+
+#[doc(hidden)]
+pub mod __private {
+    pub use anykv_core::ErrorKind;
+}
+
+/// The cases, one module per part of the contract.
+pub mod cases {
+    pub mod atomic;
+    pub mod basic;
+    pub mod close;
+    pub mod isolation;
+    pub mod keys;
+    pub mod lease;
+    pub mod list;
+    pub mod lock;
+    pub mod race;
+    pub mod revision;
+    pub mod ttl;
+    pub mod watch;
+}
+
+/// Cases that change what every case can see, and so run alone.
+pub const EXCLUSIVE_CASES: &[&str] = &["watch_resume_compacted"];
+
+/// Calls `callback! { args group: [case, ...] }` once per group, in suite
+/// order. Each group's list lives in its module, beside its cases.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __anykv_for_each_group {
+    (($($cb:tt)*) $args:tt) => {
+        $crate::__anykv_cases_basic!(($($cb)*) $args);
+        $crate::__anykv_cases_keys!(($($cb)*) $args);
+        $crate::__anykv_cases_list!(($($cb)*) $args);
+        $crate::__anykv_cases_revision!(($($cb)*) $args);
+        $crate::__anykv_cases_atomic!(($($cb)*) $args);
+        $crate::__anykv_cases_race!(($($cb)*) $args);
+        $crate::__anykv_cases_isolation!(($($cb)*) $args);
+        $crate::__anykv_cases_watch!(($($cb)*) $args);
+        $crate::__anykv_cases_ttl!(($($cb)*) $args);
+        $crate::__anykv_cases_lease!(($($cb)*) $args);
+        $crate::__anykv_cases_lock!(($($cb)*) $args);
+        $crate::__anykv_cases_close!(($($cb)*) $args);
+    };
+}
+
+macro_rules! __push_cases {
+    ($v:ident $group:ident: [$($name:ident),* $(,)?]) => {
+        $(
+            $v.push(Case::new(stringify!($name), stringify!($group), |ctx| {
+                Box::pin(crate::cases::$group::$name(ctx))
+            }));
+        )*
+    };
+}
+
+/// Every case, in suite order.
+pub fn all_cases() -> Vec<Case> {
+    let mut v = Vec::new();
+    __anykv_for_each_group!((__push_cases) v);
+    v
+}
+
+/// Expands to one `#[tokio::test]` per case against a [`StoreFactory`]
+/// expression (evaluated once per test). Optionally lists the cases the
+/// backend's capabilities rule out: `unsupported = [case, ...]`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr $(,)?) => {
+        $crate::conformance_tests!($factory, unsupported = []);
+    };
+    ($factory:expr, unsupported = [$($u:ident),* $(,)?] $(,)?) => {
+        $crate::__anykv_for_each_group!(($crate::__anykv_case_tests) { ($factory) [$(stringify!($u)),*] });
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __anykv_case_tests {
+    ({ ($factory:expr) [$($u:expr),*] } $group:ident: [$($name:ident),* $(,)?]) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let factory: ::std::sync::Arc<dyn $crate::StoreFactory> =
+                    ::std::sync::Arc::new($factory);
+                $crate::run_case_as_test(stringify!($name), factory, &[$($u),*]).await;
+            }
+        )*
+    };
+}

@@ -1,0 +1,148 @@
+//! Choosing a backend at run time: URL schemes mapped to factories.
+//!
+//! Backends register their schemes with [`register`]; [`open`] parses a URL
+//! and hands it to the factory of its scheme. The `anykv` facade crate
+//! registers the built-in backends it was compiled with; a third-party
+//! backend registers its own scheme the same way.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, LazyLock};
+
+use futures::future::BoxFuture;
+use parking_lot::RwLock;
+use url::Url;
+
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// What a factory's future returns.
+pub type OpenFuture = BoxFuture<'static, Result<Arc<dyn Store>>>;
+
+/// A factory: opens a store from a parsed URL.
+pub type Factory = Arc<dyn Fn(Url) -> OpenFuture + Send + Sync>;
+
+static REGISTRY: LazyLock<RwLock<BTreeMap<String, Factory>>> =
+    LazyLock::new(|| RwLock::new(BTreeMap::new()));
+
+/// Registers `factory` for URLs of `scheme` (without `://`), replacing any
+/// earlier registration of that scheme.
+///
+/// ```
+/// use std::sync::Arc;
+/// use anykv_core::{registry, Error, Store};
+/// registry::register("nothing", |url| async move {
+///     Err::<Arc<dyn Store>, _>(Error::Config(format!("{} is not a real backend", url.scheme())))
+/// });
+/// assert!(registry::schemes().contains(&"nothing".to_string()));
+/// ```
+pub fn register<F, Fut>(scheme: &str, factory: F)
+where
+    F: Fn(Url) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Arc<dyn Store>>> + Send + 'static,
+{
+    let factory: Factory = Arc::new(move |url| Box::pin(factory(url)));
+    REGISTRY
+        .write()
+        .insert(scheme.to_ascii_lowercase(), factory);
+}
+
+/// Whether a factory is registered for `scheme`.
+pub fn is_registered(scheme: &str) -> bool {
+    REGISTRY.read().contains_key(&scheme.to_ascii_lowercase())
+}
+
+/// The registered schemes, sorted.
+pub fn schemes() -> Vec<String> {
+    REGISTRY.read().keys().cloned().collect()
+}
+
+/// Opens the store a URL names, with the factory registered for its scheme.
+///
+/// A URL that does not parse, or names no registered scheme, fails with
+/// [`Error::Config`]; the message never contains the URL's password.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    let parsed = Url::parse(url)
+        .map_err(|e| Error::Config(format!("invalid URL {:?}: {e}", redact_url(url))))?;
+    let factory = REGISTRY.read().get(parsed.scheme()).cloned();
+    match factory {
+        Some(factory) => factory(parsed).await,
+        None => {
+            let known = schemes();
+            Err(Error::Config(format!(
+                "no backend is registered for the scheme {:?} of {:?}; registered: {}{}",
+                parsed.scheme(),
+                redact_url(url),
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                },
+                ". Built-in backends are enabled by the anykv crate's features \
+                 (memory, etcd, redis, zookeeper)"
+            )))
+        }
+    }
+}
+
+/// The URL with any password replaced by `***`, for messages and logs.
+/// Works on URLs that do not parse, too.
+///
+/// ```
+/// use anykv_core::redact_url;
+/// assert_eq!(redact_url("redis://user:secret@host:6379/0"), "redis://user:***@host:6379/0");
+/// assert_eq!(redact_url("etcd://:secret@h:2379"), "etcd://:***@h:2379");
+/// assert_eq!(redact_url("zk://host:2181/app"), "zk://host:2181/app");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest_start = scheme_end + 3;
+    let rest = &url[rest_start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &authority[..at];
+    let redacted_userinfo = match userinfo.find(':') {
+        Some(colon) => format!("{}:***", &userinfo[..colon]),
+        None => userinfo.to_owned(),
+    };
+    format!(
+        "{}{}{}",
+        &url[..rest_start],
+        redacted_userinfo,
+        &rest[at..]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn redaction() {
+        assert_eq!(
+            redact_url("rediss://u:p%40ss@h:1/2?prefix=x"),
+            "rediss://u:***@h:1/2?prefix=x"
+        );
+        assert_eq!(redact_url("not a url"), "not a url");
+        assert_eq!(redact_url("x://a@b@c/d"), "x://a@b@c/d");
+        assert_eq!(redact_url("x://a:b@c:d@e/f"), "x://a:***@e/f");
+    }
+
+    #[tokio::test]
+    async fn bad_urls_are_config_errors_without_passwords() {
+        let e = open("nosuch://user:hunter2@host/").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let e = open("::not a url hunter2@").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        let e = open("x://u:hunter2@[bad/").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+}

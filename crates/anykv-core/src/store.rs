@@ -1,0 +1,100 @@
+//! The [`Store`] trait.
+
+use std::any::Any;
+use std::fmt::Debug;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::Result;
+use crate::handles::{Lease, LockGuard};
+use crate::types::{
+    Capabilities, KvPair, LockOptions, PutOptions, StoreStats, WatchOptions, WatchStream,
+};
+
+/// One key-value store: etcd, ZooKeeper, Redis or in-process, behind one
+/// contract.
+///
+/// The trait is object safe; `Arc<dyn Store>` (what [`crate::open`] returns)
+/// is the everyday type, cheap to clone and share between tasks.
+///
+/// Every key argument follows [the key rules](crate::key) and is checked
+/// before anything is sent; results carry canonical keys relative to the
+/// store's root. See the crate documentation for the whole contract.
+#[async_trait]
+pub trait Store: Send + Sync + Debug + 'static {
+    /// What this backend can do, and its limits.
+    fn capabilities(&self) -> &Capabilities;
+
+    /// What the store holds open right now.
+    fn stats(&self) -> StoreStats;
+
+    /// The concrete store, for backend-specific calls through
+    /// `Arc<dyn Store>` (`store.as_any().downcast_ref::<MemoryStore>()`).
+    fn as_any(&self) -> &dyn Any;
+
+    /// The pair at `key`, or `None` if the key is absent.
+    async fn get(&self, key: &str) -> Result<Option<KvPair>>;
+
+    /// Creates or replaces `key`; returns the new revision.
+    async fn put(&self, key: &str, value: Bytes, options: PutOptions) -> Result<u64>;
+
+    /// Deletes `key`; true if it existed.
+    async fn delete(&self, key: &str) -> Result<bool>;
+
+    /// Whether `key` exists.
+    async fn exists(&self, key: &str) -> Result<bool>;
+
+    /// Every key under `prefix/` at any depth, sorted by key, the prefix key
+    /// itself excluded. A prefix with nothing under it gives an empty list;
+    /// the empty prefix gives the whole store.
+    async fn list(&self, prefix: &str) -> Result<Vec<KvPair>>;
+
+    /// Deletes the key `prefix` and every key under `prefix/`; returns how
+    /// many keys were deleted. The empty prefix empties the store's root.
+    async fn delete_tree(&self, prefix: &str) -> Result<u64>;
+
+    /// Compare-and-swap. `expected: None` creates only, failing with
+    /// [`crate::Error::KeyExists`] if the key is present. `Some(rev)`
+    /// replaces only if the key's current revision is `rev`, failing with
+    /// [`crate::Error::KeyModified`] (present at another revision) or
+    /// [`crate::Error::KeyNotFound`] (absent). Returns the new revision.
+    async fn atomic_put(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: Option<u64>,
+        options: PutOptions,
+    ) -> Result<u64>;
+
+    /// Compare-and-delete: deletes `key` only if its current revision is
+    /// `expected`, failing with [`crate::Error::KeyModified`] or
+    /// [`crate::Error::KeyNotFound`].
+    async fn atomic_delete(&self, key: &str, expected: u64) -> Result<()>;
+
+    /// Watches one key. See [the watch rules](crate#watch).
+    async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream>;
+
+    /// Watches every key under `prefix/` (the keys `list(prefix)` returns).
+    /// See [the watch rules](crate#watch).
+    async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream>;
+
+    /// Grants a lease of `ttl` (raised to [`Capabilities::min_ttl`]), kept
+    /// alive until revoked, dropped, or the store closes.
+    async fn grant_lease(&self, ttl: Duration) -> Result<Lease>;
+
+    /// Waits until this store holds the lock `key` (bounded by
+    /// [`LockOptions::timeout`], then [`crate::Error::Timeout`]). Locks live
+    /// in a namespace of their own: lock `a` has nothing to do with key `a`,
+    /// and no lock bookkeeping is visible to `get`, `list` or watches.
+    async fn lock(&self, key: &str, options: LockOptions) -> Result<LockGuard>;
+
+    /// Takes the lock `key` if it is free right now; `None` if it is held.
+    async fn try_lock(&self, key: &str, options: LockOptions) -> Result<Option<LockGuard>>;
+
+    /// Ends background tasks, revokes this store's leases (their keys
+    /// vanish), releases its locks, ends its watch streams, and makes every
+    /// later call return [`crate::Error::Closed`]. Closing twice is fine.
+    async fn close(&self) -> Result<()>;
+}

@@ -1,0 +1,298 @@
+//! The values that cross the [`crate::Store`] trait.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use crate::error::Result;
+
+/// A key, its value and the revision of its last write.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KvPair {
+    /// The canonical key, relative to the store's root.
+    pub key: String,
+    /// The value, byte for byte as written.
+    pub value: Bytes,
+    /// The revision of the key's last write; never 0. See
+    /// [the revision rules](crate#revisions).
+    pub revision: u64,
+}
+
+impl KvPair {
+    /// A pair.
+    pub fn new(key: impl Into<String>, value: impl Into<Bytes>, revision: u64) -> Self {
+        KvPair {
+            key: key.into(),
+            value: value.into(),
+            revision,
+        }
+    }
+}
+
+/// The id of a [`crate::Lease`], unique within one store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LeaseId(pub u64);
+
+impl std::fmt::Display for LeaseId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:x}", self.0)
+    }
+}
+
+/// Options of a write.
+///
+/// ```
+/// use std::time::Duration;
+/// use anykv_core::PutOptions;
+/// let opts = PutOptions::new().with_ttl(Duration::from_secs(10));
+/// assert_eq!(opts.ttl, Some(Duration::from_secs(10)));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PutOptions {
+    /// The key vanishes this long after the write unless written again. A
+    /// write without a TTL makes the key permanent. Values below the
+    /// backend's [`Capabilities::min_ttl`] are raised to it; zero is an
+    /// [`crate::Error::InvalidArgument`].
+    pub ttl: Option<Duration>,
+    /// The key vanishes with this lease. Exclusive with `ttl`.
+    pub lease: Option<LeaseId>,
+}
+
+impl PutOptions {
+    /// No TTL, no lease: a permanent key.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the TTL.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Binds the key to a lease.
+    pub fn with_lease(mut self, lease: LeaseId) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// Checks the options: a TTL must be positive and excludes a lease.
+    pub fn validate(&self) -> Result<()> {
+        if self.ttl == Some(Duration::ZERO) {
+            return Err(crate::Error::InvalidArgument(
+                "the TTL must be greater than zero".into(),
+            ));
+        }
+        if self.ttl.is_some() && self.lease.is_some() {
+            return Err(crate::Error::InvalidArgument(
+                "a write takes a TTL or a lease, not both".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The default number of events a watch stream buffers for a slow consumer.
+pub const DEFAULT_WATCH_BUFFER: usize = 4096;
+
+/// Options of a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WatchOptions {
+    /// Resume after this revision: the stream starts with the first change
+    /// whose revision is greater than it, with no initial state and no
+    /// [`WatchEvent::Synced`]. `None` (the default): the current state, then
+    /// `Synced`, then every change.
+    pub from_revision: Option<u64>,
+    /// How many events the stream holds for a consumer that does not keep
+    /// up; past that it yields [`crate::Error::WatchLagged`] and ends.
+    pub buffer: usize,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions {
+            from_revision: None,
+            buffer: DEFAULT_WATCH_BUFFER,
+        }
+    }
+}
+
+impl WatchOptions {
+    /// The default: current state, `Synced`, then every change.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Resume after revision `revision`.
+    pub fn from_revision(revision: u64) -> Self {
+        WatchOptions {
+            from_revision: Some(revision),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the buffer size (at least 1).
+    pub fn with_buffer(mut self, buffer: usize) -> Self {
+        self.buffer = buffer.max(1);
+        self
+    }
+}
+
+/// One event of a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// The key now has this value (initial state, create or update).
+    Put(KvPair),
+    /// The key was deleted (by `delete`, `delete_tree`, TTL expiry or lease
+    /// loss) at `revision`.
+    Delete {
+        /// The canonical key, relative to the store's root.
+        key: String,
+        /// The revision of the delete, greater than the deleted pair's.
+        revision: u64,
+    },
+    /// Everything before this event is the complete state of what the
+    /// watch covers as of `revision`; live changes follow.
+    Synced {
+        /// The store's revision at the snapshot.
+        revision: u64,
+    },
+}
+
+impl WatchEvent {
+    /// The event's key, if it has one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            WatchEvent::Put(kv) => Some(&kv.key),
+            WatchEvent::Delete { key, .. } => Some(key),
+            WatchEvent::Synced { .. } => None,
+        }
+    }
+
+    /// The event's revision.
+    pub fn revision(&self) -> u64 {
+        match self {
+            WatchEvent::Put(kv) => kv.revision,
+            WatchEvent::Delete { revision, .. } | WatchEvent::Synced { revision } => *revision,
+        }
+    }
+}
+
+/// A stream of watch events: `Send`, `'static`, and ended by dropping it.
+pub type WatchStream = BoxStream<'static, Result<WatchEvent>>;
+
+/// The default TTL of the lease behind a lock.
+pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(15);
+
+/// Options of a lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LockOptions {
+    /// The TTL of the lease that holds the lock: if the holder dies, a waiter
+    /// gets the lock within this time plus slack.
+    pub ttl: Duration,
+    /// How long [`crate::Store::lock`] waits before failing with
+    /// [`crate::Error::Timeout`]; `None` waits for ever.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for LockOptions {
+    fn default() -> Self {
+        LockOptions {
+            ttl: DEFAULT_LOCK_TTL,
+            timeout: None,
+        }
+    }
+}
+
+impl LockOptions {
+    /// The default: a 15 s lease, no timeout.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the lease TTL.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Sets the wait timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// What a backend can do, and its limits.
+///
+/// Build one with [`Capabilities::new`] and change the fields that differ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// The backend's name, as in error messages.
+    pub backend: &'static str,
+    /// `watch` and `watch_tree` work.
+    pub watch: bool,
+    /// Every put is delivered to watchers; nothing is coalesced.
+    pub watch_every_revision: bool,
+    /// [`WatchOptions::from_revision`] works.
+    pub watch_resume: bool,
+    /// `put` with a TTL works.
+    pub ttl: bool,
+    /// The smallest TTL; smaller ones are raised to it.
+    pub min_ttl: Duration,
+    /// [`crate::Store::grant_lease`] works.
+    pub leases: bool,
+    /// [`crate::Store::lock`] works.
+    pub locks: bool,
+    /// The largest value, in bytes.
+    pub max_value_size: usize,
+}
+
+impl Capabilities {
+    /// Every capability on, `min_ttl` of 1 ms, values up to 16 MiB.
+    pub fn new(backend: &'static str) -> Self {
+        Capabilities {
+            backend,
+            watch: true,
+            watch_every_revision: true,
+            watch_resume: true,
+            ttl: true,
+            min_ttl: Duration::from_millis(1),
+            leases: true,
+            locks: true,
+            max_value_size: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// What a store holds open right now, for monitoring and for tests that
+/// check resources are freed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreStats {
+    /// Open watch streams.
+    pub watches: usize,
+    /// Live leases granted by this store (not counting those behind locks).
+    pub leases: usize,
+    /// Locks held through this store.
+    pub locks: usize,
+    /// Network connections the store holds open (0 for in-process stores).
+    pub connections: usize,
+}
+
+impl StoreStats {
+    /// Stats with the given counts.
+    pub fn new(watches: usize, leases: usize, locks: usize, connections: usize) -> Self {
+        StoreStats {
+            watches,
+            leases,
+            locks,
+            connections,
+        }
+    }
+}
