@@ -1,1 +1,75 @@
-//! x
+//! anykv: one async key-value [`Store`] trait over etcd, ZooKeeper, Redis
+//! and an in-process store, chosen at run time by URL, with one conformance
+//! suite that proves every backend behaves the same.
+//!
+//! ```
+//! use std::time::Duration;
+//! use anykv::{PutOptions, WatchEvent, WatchOptions};
+//! use futures::StreamExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> anykv::Result<()> {
+//! // Pick the backend at run time: memory://, etcd://, redis://, zk://.
+//! let store = anykv::open("memory://docs/app").await?;
+//!
+//! let rev = store.put("services/web/1", "10.0.0.1:80".into(), PutOptions::new()).await?;
+//! assert_eq!(store.get("services/web/1").await?.unwrap().revision, rev);
+//!
+//! // Watch a tree: current state, Synced, then every change.
+//! let mut watch = store.watch_tree("services", WatchOptions::new()).await?;
+//! assert!(matches!(watch.next().await, Some(Ok(WatchEvent::Put(_)))));
+//! assert!(matches!(watch.next().await, Some(Ok(WatchEvent::Synced { .. }))));
+//!
+//! // A key bound to a lease vanishes with it.
+//! let lease = store.grant_lease(Duration::from_secs(10)).await?;
+//! store.put("services/web/2", "10.0.0.2:80".into(), PutOptions::new().with_lease(lease.id())).await?;
+//! assert!(matches!(watch.next().await, Some(Ok(WatchEvent::Put(_)))));
+//! lease.revoke().await?;
+//! assert!(matches!(watch.next().await, Some(Ok(WatchEvent::Delete { .. }))));
+//!
+//! // Compare-and-swap, locks with fencing tokens.
+//! let err = store.atomic_put("services/web/1", "x".into(), Some(rev + 100), PutOptions::new()).await.unwrap_err();
+//! assert_eq!(err.kind(), anykv::ErrorKind::KeyModified);
+//! let guard = store.lock("jobs/nightly", Default::default()).await?;
+//! println!("holding the lock with fencing token {}", guard.fencing_token());
+//! guard.release().await?;
+//! store.close().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The contract every backend keeps is described in the
+//! [`anykv_core`] documentation and in `docs/contract.md`.
+//!
+//! # Features
+//!
+//! - `memory` (default): the in-process backend, `memory://name/root`.
+
+#![deny(rustdoc::broken_intra_doc_links)]
+
+use std::sync::{Arc, Once};
+
+pub use anykv_core::*;
+
+/// The in-process backend.
+#[cfg(feature = "memory")]
+pub use anykv_memory as memory;
+
+/// Registers the backends this build of anykv was compiled with (see the
+/// crate's features). [`open`] calls it; call it yourself only before using
+/// [`anykv_core::registry`] directly.
+pub fn register_builtin_backends() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        #[cfg(feature = "memory")]
+        anykv_memory::register();
+    });
+}
+
+/// Opens the store a URL names: `memory://name/root`, or any scheme a
+/// third-party backend registered with [`register`]. Bad URLs fail with
+/// [`Error::Config`] saying what is wrong, never showing a password.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    register_builtin_backends();
+    anykv_core::open(url).await
+}

@@ -133,13 +133,13 @@ macro_rules! conformance_tests {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __anykv_case_tests {
-    ({ ($factory:expr) [$($u:expr),*] } $group:ident: [$($name:ident),* $(,)?]) => {
+    ({ ($factory:expr) $unsupported:tt } $group:ident: [$($name:ident),* $(,)?]) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let factory: ::std::sync::Arc<dyn $crate::StoreFactory> =
                     ::std::sync::Arc::new($factory);
-                $crate::run_case_as_test(stringify!($name), factory, &[$($u),*]).await;
+                $crate::run_case_as_test(stringify!($name), factory, &$unsupported).await;
             }
         )*
     };

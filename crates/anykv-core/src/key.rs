@@ -122,9 +122,7 @@ pub fn is_in_tree(prefix: &str, key: &str) -> bool {
     if prefix.is_empty() {
         return !key.is_empty();
     }
-    key.len() > prefix.len() + 1
-        && key.starts_with(prefix)
-        && key.as_bytes()[prefix.len()] == b'/'
+    key.len() > prefix.len() + 1 && key.starts_with(prefix) && key.as_bytes()[prefix.len()] == b'/'
 }
 
 /// Joins a canonical root and a canonical key (or prefix).
@@ -217,10 +215,7 @@ mod tests {
         assert!(!is_in_tree("a", "ab"));
         assert!(!is_in_tree("a", "ab/c"));
         assert!(is_in_tree("", "a"));
-        assert_eq!(
-            tree_range("a"),
-            ("a/".to_string(), Some("a0".to_string()))
-        );
+        assert_eq!(tree_range("a"), ("a/".to_string(), Some("a0".to_string())));
         assert_eq!(join("r", "k"), "r/k");
         assert_eq!(join("", "k"), "k");
         assert_eq!(strip_root("r", "r/k"), Some("k"));

@@ -112,7 +112,7 @@ mod types;
 
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use handles::{lost_signal, Lease, LockGuard, LostSignal, LostTrigger, Release};
-pub use registry::{open, redact_url, register};
+pub use registry::{open, parse_param, redact_url, register, url_params, url_root};
 pub use store::Store;
 pub use types::{
     Capabilities, KvPair, LeaseId, LockOptions, PutOptions, StoreStats, WatchEvent, WatchOptions,

@@ -110,18 +110,82 @@ pub fn redact_url(url: &str) -> String {
         Some(colon) => format!("{}:***", &userinfo[..colon]),
         None => userinfo.to_owned(),
     };
-    format!(
-        "{}{}{}",
-        &url[..rest_start],
-        redacted_userinfo,
-        &rest[at..]
-    )
+    format!("{}{}{}", &url[..rest_start], redacted_userinfo, &rest[at..])
+}
+
+/// The root a URL's path names (an etcd prefix, a ZooKeeper chroot, a
+/// memory store's root): percent-decoded, checked with the key rules, in
+/// canonical form. `scheme://host/` and `scheme://host` give the empty root.
+pub fn url_root(url: &Url) -> Result<String> {
+    let decoded = percent_encoding::percent_decode_str(url.path())
+        .decode_utf8()
+        .map_err(|_| {
+            Error::Config(format!(
+                "the path of {:?} is not UTF-8",
+                redact_url(url.as_str())
+            ))
+        })?;
+    crate::key::normalize_root(&decoded)
+}
+
+/// The query parameters of a URL as `(name, value)` pairs, failing with
+/// [`Error::Config`] on a name not in `known` or given twice.
+pub fn url_params(url: &Url, known: &[&str]) -> Result<Vec<(String, String)>> {
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for (name, value) in url.query_pairs() {
+        if !known.contains(&name.as_ref()) {
+            return Err(Error::Config(format!(
+                "unknown parameter {name:?} in {:?}; known: {}",
+                redact_url(url.as_str()),
+                known.join(", ")
+            )));
+        }
+        if seen.iter().any(|(n, _)| n == name.as_ref()) {
+            return Err(Error::Config(format!("parameter {name:?} is given twice")));
+        }
+        seen.push((name.into_owned(), value.into_owned()));
+    }
+    Ok(seen)
+}
+
+/// Parses a URL parameter's value, failing with [`Error::Config`] that
+/// names the parameter.
+pub fn parse_param<T: std::str::FromStr>(name: &str, value: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|e| Error::Config(format!("parameter {name}={value:?}: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ErrorKind;
+
+    #[test]
+    fn roots_and_params() {
+        let u = Url::parse("memory://n/a%20b/c/?history=5").unwrap();
+        assert_eq!(url_root(&u).unwrap(), "a b/c");
+        let p = url_params(&u, &["history"]).unwrap();
+        assert_eq!(p, vec![("history".to_string(), "5".to_string())]);
+        assert_eq!(parse_param::<usize>("history", "5").unwrap(), 5);
+        assert_eq!(
+            parse_param::<usize>("history", "x").unwrap_err().kind(),
+            ErrorKind::Config
+        );
+        assert_eq!(url_params(&u, &[]).unwrap_err().kind(), ErrorKind::Config);
+        let u = Url::parse("memory://n/a/../b").unwrap();
+        assert_eq!(
+            url_root(&u).unwrap(),
+            "b",
+            "the url crate resolves dot segments"
+        );
+        let u = Url::parse("memory://n/a//b").unwrap();
+        assert_eq!(url_root(&u).unwrap_err().kind(), ErrorKind::Config);
+        assert_eq!(url_root(&Url::parse("memory://n").unwrap()).unwrap(), "");
+    }
 
     #[test]
     fn redaction() {
