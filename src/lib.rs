@@ -51,6 +51,11 @@ use std::sync::{Arc, Once};
 
 pub use anykv_core::*;
 
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// The in-process backend.
 #[cfg(feature = "memory")]
 pub use anykv_memory as memory;

@@ -1,0 +1,616 @@
+//! The suite's teeth: the memory backend wrapped in deliberately broken
+//! variants, each of which the suite must report as failing. A suite that
+//! passes a broken backend is itself broken.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anykv_conformance::{all_cases, run_cases, Outcome, Report, StoreFactory};
+use anykv_core::{
+    async_trait, key, lost_signal, Bytes, Capabilities, Error, KvPair, Lease, LeaseId, LockGuard,
+    LockOptions, LostTrigger, PutOptions, Release, Result, Store, StoreStats, WatchEvent,
+    WatchOptions, WatchStream,
+};
+use anykv_memory::{MemoryConfig, MemoryStore};
+use futures::StreamExt;
+use parking_lot::Mutex;
+
+/// One way of breaking the contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Breakage {
+    /// Compare-and-swap writes whatever revision was expected.
+    CasIgnoresRevision,
+    /// Watches swallow `Delete` events.
+    WatchDropsDeletes,
+    /// Watches deliver every put twice.
+    WatchDuplicates,
+    /// `list("a")` matches `ab` too: a string prefix, not a segment one.
+    ListIgnoresBoundaries,
+    /// Every `lock` call succeeds at once.
+    LockAdmitsTwo,
+    /// Every holder gets the same fencing token.
+    FencingTokenConstant,
+    /// The lock keeps a visible `___lock/...` key, as libkv did.
+    LockBookkeepingVisible,
+    /// TTLs are dropped: keys live for ever.
+    TtlIgnored,
+    /// Leases are dropped: keys outlive them.
+    LeaseIgnored,
+    /// Revisions are per-key versions that restart after delete (ABA).
+    RevisionsReusedAfterRecreate,
+    /// Invalid keys are written under an escaped name instead of refused.
+    InvalidKeysAccepted,
+    /// A backend that does nothing and says yes to everything.
+    NothingAtAll,
+}
+
+#[derive(Debug)]
+struct Broken {
+    inner: MemoryStore,
+    breakage: Breakage,
+    caps: Capabilities,
+    versions: Mutex<HashMap<String, u64>>,
+    lock_counter: AtomicU64,
+}
+
+impl Broken {
+    fn is(&self, b: Breakage) -> bool {
+        self.breakage == b
+    }
+
+    fn mangle(&self, k: &str) -> String {
+        if self.is(Breakage::InvalidKeysAccepted) && key::normalize_key(k).is_err() {
+            let hex: String = k.bytes().map(|b| format!("{b:02x}")).collect();
+            format!("accepted-{hex}")
+        } else {
+            k.to_owned()
+        }
+    }
+
+    fn version_of(&self, k: &str) -> Option<u64> {
+        let k = key::normalize_key(k).ok()?;
+        self.versions.lock().get(&k).copied()
+    }
+
+    fn bump_version(&self, k: &str) -> u64 {
+        let k = key::normalize_key(k).unwrap_or_default();
+        let mut v = self.versions.lock();
+        let e = v.entry(k).or_insert(0);
+        *e += 1;
+        *e
+    }
+
+    fn forget_version(&self, k: &str) {
+        if let Ok(k) = key::normalize_key(k) {
+            self.versions.lock().remove(&k);
+        }
+    }
+
+    fn with_version(&self, mut kv: KvPair) -> KvPair {
+        if self.is(Breakage::RevisionsReusedAfterRecreate) {
+            if let Some(v) = self.versions.lock().get(&kv.key) {
+                kv.revision = *v;
+            }
+        }
+        kv
+    }
+
+    fn nothing_guard(key: &str) -> LockGuard {
+        let (trigger, signal) = lost_signal();
+        LockGuard::new(key.to_owned(), 1, signal, Box::new(Nothing(trigger)))
+    }
+}
+
+/// A release that releases nothing, keeping its loss signal unfired.
+struct Nothing(#[allow(dead_code)] LostTrigger);
+
+#[async_trait]
+impl Release for Nothing {
+    async fn release(&self) -> Result<()> {
+        Ok(())
+    }
+    fn release_in_background(&self) {}
+}
+
+/// Wraps a real guard, reporting a constant fencing token.
+struct Wrapped(Mutex<Option<LockGuard>>);
+
+#[async_trait]
+impl Release for Wrapped {
+    async fn release(&self) -> Result<()> {
+        let guard = self.0.lock().take();
+        match guard {
+            Some(g) => g.release().await,
+            None => Ok(()),
+        }
+    }
+    fn release_in_background(&self) {
+        drop(self.0.lock().take());
+    }
+}
+
+#[async_trait]
+impl Store for Broken {
+    fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    fn stats(&self) -> StoreStats {
+        if self.is(Breakage::NothingAtAll) {
+            StoreStats::default()
+        } else {
+            self.inner.stats()
+        }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    async fn get(&self, k: &str) -> Result<Option<KvPair>> {
+        if self.is(Breakage::NothingAtAll) {
+            return Ok(None);
+        }
+        Ok(self
+            .inner
+            .get(&self.mangle(k))
+            .await?
+            .map(|kv| self.with_version(kv)))
+    }
+
+    async fn put(&self, k: &str, value: Bytes, mut options: PutOptions) -> Result<u64> {
+        match self.breakage {
+            Breakage::NothingAtAll => return Ok(1),
+            Breakage::TtlIgnored => options.ttl = None,
+            Breakage::LeaseIgnored => options.lease = None,
+            _ => {}
+        }
+        let rev = self.inner.put(&self.mangle(k), value, options).await?;
+        if self.is(Breakage::RevisionsReusedAfterRecreate) {
+            return Ok(self.bump_version(k));
+        }
+        Ok(rev)
+    }
+
+    async fn delete(&self, k: &str) -> Result<bool> {
+        if self.is(Breakage::NothingAtAll) {
+            return Ok(false);
+        }
+        self.forget_version(k);
+        self.inner.delete(&self.mangle(k)).await
+    }
+
+    async fn exists(&self, k: &str) -> Result<bool> {
+        if self.is(Breakage::NothingAtAll) {
+            return Ok(false);
+        }
+        self.inner.exists(&self.mangle(k)).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
+        match self.breakage {
+            Breakage::NothingAtAll => Ok(Vec::new()),
+            Breakage::ListIgnoresBoundaries => {
+                let p = key::normalize_prefix(prefix)?;
+                Ok(self
+                    .inner
+                    .list("")
+                    .await?
+                    .into_iter()
+                    .filter(|kv| kv.key.starts_with(&p) && kv.key != p)
+                    .collect())
+            }
+            _ => Ok(self
+                .inner
+                .list(prefix)
+                .await?
+                .into_iter()
+                .map(|kv| self.with_version(kv))
+                .collect()),
+        }
+    }
+
+    async fn delete_tree(&self, prefix: &str) -> Result<u64> {
+        if self.is(Breakage::NothingAtAll) {
+            return Ok(0);
+        }
+        if self.is(Breakage::RevisionsReusedAfterRecreate) {
+            let p = key::normalize_prefix(prefix)?;
+            self.versions
+                .lock()
+                .retain(|k, _| !(p.is_empty() || *k == p || key::is_in_tree(&p, k)));
+        }
+        self.inner.delete_tree(prefix).await
+    }
+
+    async fn atomic_put(
+        &self,
+        k: &str,
+        value: Bytes,
+        expected: Option<u64>,
+        options: PutOptions,
+    ) -> Result<u64> {
+        match self.breakage {
+            Breakage::NothingAtAll => Ok(1),
+            Breakage::CasIgnoresRevision => self.inner.put(k, value, options).await,
+            Breakage::RevisionsReusedAfterRecreate => {
+                let current = self.version_of(k);
+                let canonical = key::normalize_key(k)?;
+                match (expected, current) {
+                    (None, Some(_)) => Err(Error::KeyExists {
+                        backend: "broken",
+                        key: canonical,
+                    }),
+                    (Some(_), None) => Err(Error::KeyNotFound {
+                        backend: "broken",
+                        key: canonical,
+                    }),
+                    (Some(e), Some(c)) if e != c => Err(Error::KeyModified {
+                        backend: "broken",
+                        key: canonical,
+                        expected: e,
+                        actual: c,
+                    }),
+                    _ => {
+                        self.inner.put(k, value, options).await?;
+                        Ok(self.bump_version(k))
+                    }
+                }
+            }
+            _ => {
+                self.inner
+                    .atomic_put(&self.mangle(k), value, expected, options)
+                    .await
+            }
+        }
+    }
+
+    async fn atomic_delete(&self, k: &str, expected: u64) -> Result<()> {
+        match self.breakage {
+            Breakage::NothingAtAll => Ok(()),
+            Breakage::CasIgnoresRevision => self.inner.delete(k).await.map(|_| ()),
+            Breakage::RevisionsReusedAfterRecreate => {
+                let canonical = key::normalize_key(k)?;
+                match self.version_of(k) {
+                    None => Err(Error::KeyNotFound {
+                        backend: "broken",
+                        key: canonical,
+                    }),
+                    Some(c) if c != expected => Err(Error::KeyModified {
+                        backend: "broken",
+                        key: canonical,
+                        expected,
+                        actual: c,
+                    }),
+                    Some(_) => {
+                        self.forget_version(k);
+                        self.inner.delete(k).await.map(|_| ())
+                    }
+                }
+            }
+            _ => self.inner.atomic_delete(&self.mangle(k), expected).await,
+        }
+    }
+
+    async fn watch(&self, k: &str, options: WatchOptions) -> Result<WatchStream> {
+        if self.is(Breakage::NothingAtAll) {
+            return Ok(nothing_stream());
+        }
+        let s = self.inner.watch(&self.mangle(k), options).await?;
+        Ok(self.break_stream(s))
+    }
+
+    async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
+        if self.is(Breakage::NothingAtAll) {
+            return Ok(nothing_stream());
+        }
+        let s = self.inner.watch_tree(prefix, options).await?;
+        Ok(self.break_stream(s))
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<Lease> {
+        if self.is(Breakage::NothingAtAll) {
+            let (trigger, signal) = lost_signal();
+            return Ok(Lease::new(
+                LeaseId(1),
+                ttl,
+                signal,
+                Box::new(Nothing(trigger)),
+            ));
+        }
+        self.inner.grant_lease(ttl).await
+    }
+
+    async fn lock(&self, k: &str, options: LockOptions) -> Result<LockGuard> {
+        match self.breakage {
+            Breakage::NothingAtAll => Ok(Self::nothing_guard(k)),
+            Breakage::LockAdmitsTwo => {
+                let n = self.lock_counter.fetch_add(1, Ordering::SeqCst);
+                self.inner.lock(&format!("{k}/{n}"), options).await
+            }
+            _ => {
+                let g = self.inner.lock(&self.mangle(k), options).await?;
+                self.after_lock(k, g).await
+            }
+        }
+    }
+
+    async fn try_lock(&self, k: &str, options: LockOptions) -> Result<Option<LockGuard>> {
+        match self.breakage {
+            Breakage::NothingAtAll | Breakage::LockAdmitsTwo => {
+                self.lock(k, options).await.map(Some)
+            }
+            _ => match self.inner.try_lock(&self.mangle(k), options).await? {
+                Some(g) => self.after_lock(k, g).await.map(Some),
+                None => Ok(None),
+            },
+        }
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.is(Breakage::NothingAtAll) {
+            return Ok(());
+        }
+        self.inner.close().await
+    }
+}
+
+impl Broken {
+    async fn after_lock(&self, k: &str, g: LockGuard) -> Result<LockGuard> {
+        match self.breakage {
+            Breakage::FencingTokenConstant => {
+                let lost = g.lost_signal();
+                let key = g.key().to_owned();
+                Ok(LockGuard::new(
+                    key,
+                    7,
+                    lost,
+                    Box::new(Wrapped(Mutex::new(Some(g)))),
+                ))
+            }
+            Breakage::LockBookkeepingVisible => {
+                self.inner
+                    .put(
+                        &format!("___lock/{k}"),
+                        Bytes::from_static(b"held"),
+                        PutOptions::new(),
+                    )
+                    .await?;
+                Ok(g)
+            }
+            _ => Ok(g),
+        }
+    }
+
+    fn break_stream(&self, s: WatchStream) -> WatchStream {
+        match self.breakage {
+            Breakage::WatchDropsDeletes => s
+                .filter(|item| {
+                    let keep = !matches!(item, Ok(WatchEvent::Delete { .. }));
+                    async move { keep }
+                })
+                .boxed(),
+            Breakage::WatchDuplicates => s
+                .flat_map(|item| {
+                    let twice = match &item {
+                        Ok(WatchEvent::Put(kv)) => vec![Ok(WatchEvent::Put(kv.clone())), item],
+                        _ => vec![item],
+                    };
+                    futures::stream::iter(twice)
+                })
+                .boxed(),
+            _ => s,
+        }
+    }
+}
+
+fn nothing_stream() -> WatchStream {
+    futures::stream::once(async { Ok(WatchEvent::Synced { revision: 1 }) })
+        .chain(futures::stream::pending())
+        .boxed()
+}
+
+struct BrokenFactory(Breakage);
+
+#[async_trait]
+impl StoreFactory for BrokenFactory {
+    async fn open(&self, root: &str) -> Result<Arc<dyn Store>> {
+        let inner =
+            MemoryStore::open(MemoryConfig::named(format!("teeth-{:?}", self.0)).with_root(root))?;
+        let mut caps = inner.capabilities().clone();
+        caps.backend = "broken";
+        Ok(Arc::new(Broken {
+            inner,
+            breakage: self.0,
+            caps,
+            versions: Mutex::new(HashMap::new()),
+            lock_counter: AtomicU64::new(0),
+        }))
+    }
+
+    async fn compact(&self, store: &Arc<dyn Store>, revision: u64) -> Result<()> {
+        match store.as_any().downcast_ref::<Broken>() {
+            Some(b) if b.breakage != Breakage::NothingAtAll => b.inner.compact(revision),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Runs `cases` against the broken backend and asserts each of them
+/// fails; returns the report.
+async fn must_fail(breakage: Breakage, cases: &[&str]) -> Report {
+    let selected: Vec<_> = all_cases()
+        .into_iter()
+        .filter(|c| cases.contains(&c.name))
+        .collect();
+    assert_eq!(
+        selected.len(),
+        cases.len(),
+        "some of {cases:?} are not cases of the suite"
+    );
+    let report = run_cases(Arc::new(BrokenFactory(breakage)), selected, 16).await;
+    for name in cases {
+        let case = report.case(name).expect("the case ran");
+        assert!(
+            matches!(case.outcome, Outcome::Failed(_)),
+            "{breakage:?}: the suite should fail {name}, but it reported {:?}",
+            case.outcome
+        );
+    }
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cas_that_ignores_the_revision_fails() {
+    must_fail(
+        Breakage::CasIgnoresRevision,
+        &[
+            "atomic_put_create_only",
+            "atomic_put_stale_revision",
+            "atomic_put_missing_key",
+            "atomic_delete_stale_revision",
+            "cas_counter_16_tasks",
+            "create_race_one_winner",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_that_drops_deletes_fails() {
+    must_fail(
+        Breakage::WatchDropsDeletes,
+        &[
+            "watch_delete_event",
+            "watch_tree_sees_delete_tree",
+            "ttl_expiry_emits_delete",
+            "watch_converges_to_final_state",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_that_duplicates_events_fails() {
+    must_fail(
+        Breakage::WatchDuplicates,
+        &[
+            "watch_every_put_in_order",
+            "watch_revisions_strictly_increase",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_that_ignores_segment_boundaries_fails() {
+    must_fail(
+        Breakage::ListIgnoresBoundaries,
+        &["list_segment_boundaries"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_that_admits_two_holders_fails() {
+    must_fail(
+        Breakage::LockAdmitsTwo,
+        &[
+            "lock_mutual_exclusion_counter",
+            "try_lock_fails_while_held",
+            "lock_timeout",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn constant_fencing_tokens_fail() {
+    must_fail(
+        Breakage::FencingTokenConstant,
+        &["lock_fencing_tokens_increase"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visible_lock_bookkeeping_fails() {
+    must_fail(
+        Breakage::LockBookkeepingVisible,
+        &["lock_bookkeeping_invisible"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignored_ttl_fails() {
+    must_fail(
+        Breakage::TtlIgnored,
+        &["ttl_key_expires", "ttl_expiry_emits_delete"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignored_lease_fails() {
+    must_fail(
+        Breakage::LeaseIgnored,
+        &[
+            "lease_revoke_removes_keys",
+            "lease_drop_removes_keys",
+            "lease_close_removes_keys",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revisions_reused_after_recreate_fail() {
+    must_fail(
+        Breakage::RevisionsReusedAfterRecreate,
+        &[
+            "revision_increases_across_recreate",
+            "atomic_put_old_revision_after_recreate",
+            "revision_ordered_across_keys",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_invalid_keys_fail() {
+    must_fail(Breakage::InvalidKeysAccepted, &["invalid_keys_rejected"]).await;
+}
+
+/// A backend that does nothing must fail every single case: no case of
+/// the suite can pass by accident.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_does_nothing_fails_every_case() {
+    let names: Vec<&str> = all_cases().iter().map(|c| c.name).collect();
+    let report = must_fail(Breakage::NothingAtAll, &names).await;
+    assert_eq!(report.passed(), 0, "{report}");
+    assert_eq!(report.unsupported(), 0, "{report}");
+}
+
+/// The untouched memory backend passes every case through `run_all`, the
+/// programmatic entry point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_backend_passes_run_all() {
+    let factory =
+        anykv_conformance::UrlFactory::new("memory://teeth-reference", |url| async move {
+            MemoryStore::open_url(&url)
+        })
+        .with_compact(|store, revision| async move {
+            store
+                .as_any()
+                .downcast_ref::<MemoryStore>()
+                .ok_or_else(|| Error::Config("not a memory store".into()))?
+                .compact(revision)
+        });
+    let report = anykv_conformance::run_all(Arc::new(factory)).await;
+    assert!(report.is_success(), "{report}");
+    assert_eq!(report.unsupported(), 0, "{report}");
+    assert_eq!(report.passed(), all_cases().len());
+}

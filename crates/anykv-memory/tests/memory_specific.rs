@@ -1,0 +1,200 @@
+//! Behaviour of the memory backend beyond the shared conformance suite.
+
+use std::time::Duration;
+
+use anykv_core::{ErrorKind, LockOptions, PutOptions, Store, Url, WatchEvent, WatchOptions};
+use anykv_memory::{MemoryConfig, MemoryStore};
+use futures::StreamExt;
+
+async fn next(s: &mut anykv_core::WatchStream) -> anykv_core::Result<WatchEvent> {
+    tokio::time::timeout(Duration::from_secs(10), s.next())
+        .await
+        .expect("an event within 10 s")
+        .expect("the stream is open")
+}
+
+#[test]
+fn urls_parse_into_configs() {
+    let c =
+        MemoryConfig::from_url(&Url::parse("memory://n/a/b?history=7&max_value_size=9").unwrap())
+            .unwrap();
+    assert_eq!(
+        c,
+        MemoryConfig::named("n")
+            .with_root("a/b")
+            .with_history(7)
+            .with_max_value_size(9)
+    );
+    assert_eq!(
+        MemoryConfig::from_url(&Url::parse("memory://").unwrap()).unwrap(),
+        MemoryConfig::new()
+    );
+    for bad in [
+        "memory://n/?colour=red",
+        "memory://n/?history=lots",
+        "memory://n/?history=1&history=2",
+        "memory://user:hunter2@n/",
+        "memory://n:1234/",
+        "memory://n/a//b",
+        "etcd://n/",
+    ] {
+        let e = MemoryConfig::from_url(&Url::parse(bad).unwrap()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config, "{bad}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn named_stores_are_shared_and_private_ones_are_not() {
+    let a = MemoryStore::open_url("memory://specific-shared/x").unwrap();
+    let b = MemoryStore::open_url("memory://specific-shared/x").unwrap();
+    let rev = a.put("k", "v".into(), PutOptions::new()).await.unwrap();
+    assert_eq!(b.get("k").await.unwrap().unwrap().revision, rev);
+
+    let p = MemoryStore::open_url("memory://").unwrap();
+    let q = MemoryStore::open_url("memory://").unwrap();
+    p.put("k", "v".into(), PutOptions::new()).await.unwrap();
+    assert_eq!(q.get("k").await.unwrap(), None);
+}
+
+#[test]
+fn a_named_store_outlives_the_runtime_that_made_it() {
+    let first = tokio::runtime::Runtime::new().unwrap();
+    first.block_on(async {
+        let s = MemoryStore::named("specific-runtimes");
+        s.put(
+            "short",
+            "lived".into(),
+            PutOptions::new().with_ttl(Duration::from_millis(1500)),
+        )
+        .await
+        .unwrap();
+        std::mem::forget(s);
+    });
+    drop(first);
+    let second = tokio::runtime::Runtime::new().unwrap();
+    second.block_on(async {
+        let s = MemoryStore::named("specific-runtimes");
+        let mut w = s.watch("short", WatchOptions::new()).await.unwrap();
+        assert!(matches!(next(&mut w).await.unwrap(), WatchEvent::Put(_)));
+        assert!(matches!(
+            next(&mut w).await.unwrap(),
+            WatchEvent::Synced { .. }
+        ));
+        match next(&mut w).await.unwrap() {
+            WatchEvent::Delete { key, .. } => assert_eq!(key, "short"),
+            other => panic!("expected the TTL delete, got {other:?}"),
+        }
+    });
+}
+
+#[tokio::test]
+async fn history_is_bounded() {
+    let s = MemoryStore::open(MemoryConfig::new().with_history(3)).unwrap();
+    let first = s.put("k", "1".into(), PutOptions::new()).await.unwrap();
+    for i in 2..=5 {
+        s.put("k", i.to_string().into(), PutOptions::new())
+            .await
+            .unwrap();
+    }
+    let mut w = s
+        .watch("k", WatchOptions::from_revision(first))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(w.kind(), ErrorKind::Compacted);
+    w = s
+        .watch("k", WatchOptions::from_revision(first - 1))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(w.kind(), ErrorKind::Compacted);
+    // The last three changes are still there.
+    let mut ok = s
+        .watch("k", WatchOptions::from_revision(first + 1))
+        .await
+        .unwrap();
+    match next(&mut ok).await.unwrap() {
+        WatchEvent::Put(kv) => assert_eq!(kv.value, "3"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_lock_wait_does_not_block_the_next_waiter() {
+    let s = MemoryStore::open_url("memory://specific-locks").unwrap();
+    let held = s.lock("l", LockOptions::new()).await.unwrap();
+    // A waiter whose future is dropped while queued.
+    let cancelled =
+        tokio::time::timeout(Duration::from_millis(50), s.lock("l", LockOptions::new())).await;
+    assert!(cancelled.is_err());
+    // A waiter that times out.
+    let e = s
+        .lock(
+            "l",
+            LockOptions::new().with_timeout(Duration::from_millis(50)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout);
+    let waiter = {
+        let s = s.clone();
+        tokio::spawn(async move { s.lock("l", LockOptions::new()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let first_token = held.fencing_token();
+    held.release().await.unwrap();
+    let next_guard = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the live waiter gets the lock")
+        .unwrap()
+        .unwrap();
+    assert!(next_guard.fencing_token() > first_token);
+}
+
+#[tokio::test]
+async fn dropping_the_last_handle_gives_everything_back() {
+    let observer = MemoryStore::open_url("memory://specific-drop").unwrap();
+    let holder = MemoryStore::open_url("memory://specific-drop").unwrap();
+    let lease = holder.grant_lease(Duration::from_secs(60)).await.unwrap();
+    holder
+        .put(
+            "leased",
+            "x".into(),
+            PutOptions::new().with_lease(lease.id()),
+        )
+        .await
+        .unwrap();
+    let guard = holder.lock("l", LockOptions::new()).await.unwrap();
+    let lost = guard.lost();
+    std::mem::forget(lease);
+    std::mem::forget(guard);
+    drop(holder);
+    tokio::time::timeout(Duration::from_secs(5), lost)
+        .await
+        .expect("the lock's loss signal fires");
+    assert_eq!(observer.get("leased").await.unwrap(), None);
+    assert!(observer
+        .try_lock("l", LockOptions::new())
+        .await
+        .unwrap()
+        .is_some());
+}
+
+#[tokio::test]
+async fn stats_count_what_a_handle_holds() {
+    let s = MemoryStore::new();
+    let w = s.watch_tree("", WatchOptions::new()).await.unwrap();
+    let lease = s.grant_lease(Duration::from_secs(5)).await.unwrap();
+    let guard = s.lock("l", LockOptions::new()).await.unwrap();
+    let st = s.stats();
+    assert_eq!(
+        (st.watches, st.leases, st.locks, st.connections),
+        (1, 1, 1, 0)
+    );
+    drop(w);
+    lease.revoke().await.unwrap();
+    guard.release().await.unwrap();
+    let st = s.stats();
+    assert_eq!((st.watches, st.leases, st.locks), (0, 0, 0));
+}
