@@ -191,7 +191,11 @@ pub async fn expect_silence(stream: &mut WatchStream, quiet: Duration) -> Result
 
 /// Polls `condition` every 50 ms until it is true; fails with `what` if it
 /// is still false after `within`.
-pub async fn wait_until<F, Fut>(within: Duration, what: &str, mut condition: F) -> Result<(), Failure>
+pub async fn wait_until<F, Fut>(
+    within: Duration,
+    what: &str,
+    mut condition: F,
+) -> Result<(), Failure>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<bool, Failure>>,
@@ -202,7 +206,9 @@ where
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(Failure::failed(format!("{what}: not true within {within:?}")));
+            return Err(Failure::failed(format!(
+                "{what}: not true within {within:?}"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -49,12 +49,13 @@ pub trait StoreFactory: Send + Sync + 'static {
 /// `anykv::open`, so any URL-addressed backend can be tested without code.
 pub struct UrlFactory {
     base: String,
-    opener: Arc<dyn Fn(String) -> BoxFuture<'static, Result<Arc<dyn Store>>> + Send + Sync>,
+    opener: OpenFn,
     compact: Option<CompactFn>,
 }
 
-type CompactFn =
-    Arc<dyn Fn(Arc<dyn Store>, u64) -> BoxFuture<'static, Result<()>> + Send + Sync>;
+type OpenFn = Arc<dyn Fn(String) -> BoxFuture<'static, Result<Arc<dyn Store>>> + Send + Sync>;
+
+type CompactFn = Arc<dyn Fn(Arc<dyn Store>, u64) -> BoxFuture<'static, Result<()>> + Send + Sync>;
 
 impl UrlFactory {
     /// A factory opening `{base}/{root}` with `opener`. `base` is a URL whose
@@ -255,11 +256,9 @@ impl Ctx {
 
     /// A new client on an arbitrary root.
     pub async fn open_root(&self, root: &str) -> std::result::Result<Arc<dyn Store>, Failure> {
-        let store = self
-            .factory
-            .open(root)
-            .await
-            .map_err(|e| Failure::failed(format!("the factory could not open root {root:?}: {e}")))?;
+        let store = self.factory.open(root).await.map_err(|e| {
+            Failure::failed(format!("the factory could not open root {root:?}: {e}"))
+        })?;
         self.stores.lock().push(store.clone());
         Ok(store)
     }
@@ -476,16 +475,16 @@ pub async fn run_case_as_test(
     let report = run_case(factory, case).await;
     let allowed = allowed_unsupported.contains(&name);
     match report.outcome {
-        Outcome::Passed if allowed => panic!(
-            "{name} passed, but the test lists it as unsupported: remove it from the list"
-        ),
+        Outcome::Passed if allowed => {
+            panic!("{name} passed, but the test lists it as unsupported: remove it from the list")
+        }
         Outcome::Passed => {}
         Outcome::Failed(m) => panic!("{name} failed: {m}"),
         Outcome::Unsupported(m) if allowed => {
             eprintln!("{name}: unsupported, as declared: {m}");
         }
-        Outcome::Unsupported(m) => panic!(
-            "{name} is unsupported ({m}) but the test does not list it as unsupported"
-        ),
+        Outcome::Unsupported(m) => {
+            panic!("{name} is unsupported ({m}) but the test does not list it as unsupported")
+        }
     }
 }

@@ -64,6 +64,7 @@ pub mod __private {
 pub mod cases {
     pub mod atomic;
     pub mod basic;
+    pub mod capabilities;
     pub mod close;
     pub mod isolation;
     pub mod keys;
@@ -97,6 +98,7 @@ macro_rules! __anykv_for_each_group {
         $crate::__anykv_cases_lease!(($($cb)*) $args);
         $crate::__anykv_cases_lock!(($($cb)*) $args);
         $crate::__anykv_cases_close!(($($cb)*) $args);
+        $crate::__anykv_cases_capabilities!(($($cb)*) $args);
     };
 }
 

@@ -103,8 +103,9 @@ pub const DEFAULT_WATCH_BUFFER: usize = 4096;
 pub struct WatchOptions {
     /// Resume after this revision: the stream starts with the first change
     /// whose revision is greater than it, with no initial state and no
-    /// [`WatchEvent::Synced`]. `None` (the default): the current state, then
-    /// `Synced`, then every change.
+    /// [`WatchEvent::Synced`]. Where that history is gone, the stream
+    /// yields [`crate::Error::Compacted`] and ends. `None` (the default):
+    /// the current state, then `Synced`, then every change.
     pub from_revision: Option<u64>,
     /// How many events the stream holds for a consumer that does not keep
     /// up; past that it yields [`crate::Error::WatchLagged`] and ends.

@@ -325,7 +325,17 @@ impl MemoryStore {
             filter,
             options.from_revision,
             options.buffer,
-        )?;
+        );
+        let registered = match registered {
+            Ok(r) => r,
+            // A start whose history is gone is reported by the stream, the
+            // one place a consumer handles compaction (it can also happen
+            // mid-stream on backends that compact while watching).
+            Err(e @ Error::Compacted { .. }) => {
+                return Ok(Box::pin(futures::stream::once(async move { Err(e) })))
+            }
+            Err(e) => return Err(e),
+        };
         Ok(Box::pin(MemoryWatch {
             initial: registered.initial.into_iter(),
             rx: registered.rx,

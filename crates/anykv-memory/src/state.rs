@@ -539,10 +539,10 @@ impl State {
 
     pub(crate) fn lock(&mut self, owner: u64, full: &str, wait: bool) -> LockAttempt {
         let ticket = self.next_id();
-        let free = self
-            .locks
-            .get(full)
-            .is_none_or(|l| l.holder.is_none() && l.waiters.is_empty());
+        let free = match self.locks.get(full) {
+            None => true,
+            Some(l) => l.holder.is_none() && l.waiters.is_empty(),
+        };
         if free {
             let (token, lost) = self.grant_lock(full, owner, ticket);
             return LockAttempt::Acquired {

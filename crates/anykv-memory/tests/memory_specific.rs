@@ -97,18 +97,14 @@ async fn history_is_bounded() {
             .await
             .unwrap();
     }
-    let mut w = s
-        .watch("k", WatchOptions::from_revision(first))
-        .await
-        .map(|_| ())
-        .unwrap_err();
-    assert_eq!(w.kind(), ErrorKind::Compacted);
-    w = s
-        .watch("k", WatchOptions::from_revision(first - 1))
-        .await
-        .map(|_| ())
-        .unwrap_err();
-    assert_eq!(w.kind(), ErrorKind::Compacted);
+    for from in [first - 1, first] {
+        let mut w = s
+            .watch("k", WatchOptions::from_revision(from))
+            .await
+            .unwrap();
+        assert_eq!(next(&mut w).await.unwrap_err().kind(), ErrorKind::Compacted);
+        assert!(w.next().await.is_none(), "the stream ends after Compacted");
+    }
     // The last three changes are still there.
     let mut ok = s
         .watch("k", WatchOptions::from_revision(first + 1))
