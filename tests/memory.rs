@@ -1,21 +1,13 @@
 //! The whole conformance suite against the in-process backend, one test per
 //! case: `cargo test --test memory`.
 
-use anykv::memory::MemoryStore;
-use anykv::Error;
 use anykv_conformance::{conformance_tests, UrlFactory};
 
 fn factory() -> UrlFactory {
     UrlFactory::new("memory://conformance", |url| async move {
         anykv::open(&url).await
     })
-    .with_compact(|store, revision| async move {
-        store
-            .as_any()
-            .downcast_ref::<MemoryStore>()
-            .ok_or_else(|| Error::Config("not a memory store".into()))?
-            .compact(revision)
-    })
+    .with_compact(|store, revision| async move { anykv::memory::compact(&*store, revision) })
 }
 
 conformance_tests!(factory());

@@ -4,7 +4,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use anykv_core::{Bytes, KvPair, WatchEvent, WatchStream};
+use std::sync::Arc;
+
+use anykv_core::{Bytes, KvPair, PutOptions, Store, WatchEvent, WatchStream};
 use futures::StreamExt;
 
 use crate::harness::Failure;
@@ -211,5 +213,66 @@ where
             )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A put with the given options, returning the pair it wrote (checking
+/// the revision is not 0).
+pub async fn put_with(
+    s: &Arc<dyn Store>,
+    key: &str,
+    value: &str,
+    options: PutOptions,
+) -> Result<KvPair, Failure> {
+    let rev = s.put(key, bytes(value.to_owned()), options).await?;
+    crate::check!(rev > 0, "put of {key:?} returned revision 0");
+    Ok(KvPair::new(key, value.to_owned(), rev))
+}
+
+/// Whether `key` is gone by every read: `get`, `exists` and `list("")`.
+pub async fn is_gone(s: &Arc<dyn Store>, key: &str) -> Result<bool, Failure> {
+    Ok(s.get(key).await?.is_none()
+        && !s.exists(key).await?
+        && !s.list("").await?.iter().any(|p| p.key == key))
+}
+
+/// Waits until every key of `keys` is gone by every read, failing after
+/// `within`.
+pub async fn wait_gone(s: &Arc<dyn Store>, keys: &[&str], within: Duration) -> Result<(), Failure> {
+    let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+    wait_until(within, &format!("the keys {keys:?} are gone"), || {
+        let s = s.clone();
+        let keys = keys.clone();
+        async move {
+            for k in &keys {
+                if !is_gone(&s, k).await? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+    })
+    .await
+}
+
+/// The next event must be `Delete` of `key` with a revision greater than
+/// `after`; returns its revision.
+pub async fn expect_delete(
+    w: &mut WatchStream,
+    key: &str,
+    after: u64,
+    within: Duration,
+) -> Result<u64, Failure> {
+    match next_event(w, within).await? {
+        WatchEvent::Delete { key: k, revision } if k == key => {
+            crate::check!(
+                revision > after,
+                "Delete of {key:?} has revision {revision}, not greater than {after}"
+            );
+            Ok(revision)
+        }
+        other => Err(Failure::failed(format!(
+            "expected Delete of {key:?} after revision {after}, got {other:?}"
+        ))),
     }
 }

@@ -48,7 +48,8 @@ pub mod check;
 mod harness;
 
 pub use check::{
-    bytes, expect_silence, next_event, next_item, read_initial, wait_until, EVENT_TIMEOUT, SLACK,
+    bytes, expect_delete, expect_silence, is_gone, next_event, next_item, put_with, read_initial,
+    wait_gone, wait_until, EVENT_TIMEOUT, SLACK,
 };
 pub use harness::{
     run_all, run_case, run_case_as_test, run_cases, Case, CaseReport, CaseResult, Ctx, Failure,

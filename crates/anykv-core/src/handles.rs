@@ -71,6 +71,37 @@ pub trait Release: Send + Sync + 'static {
     fn release_in_background(&self);
 }
 
+/// What a lease and a lock guard share: the loss signal and the release,
+/// run once, by `release()` or else on drop.
+struct Held {
+    lost: LostSignal,
+    release: Option<Box<dyn Release>>,
+}
+
+impl Held {
+    fn new(lost: LostSignal, release: Box<dyn Release>) -> Self {
+        Held {
+            lost,
+            release: Some(release),
+        }
+    }
+
+    async fn release(&mut self) -> Result<()> {
+        match self.release.take() {
+            Some(release) => release.release().await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release.release_in_background();
+        }
+    }
+}
+
 /// A TTL shared by many keys and kept alive by the client while this handle
 /// lives (an etcd lease, a ZooKeeper session).
 ///
@@ -80,8 +111,7 @@ pub trait Release: Send + Sync + 'static {
 pub struct Lease {
     id: LeaseId,
     ttl: Duration,
-    lost: LostSignal,
-    release: Option<Box<dyn Release>>,
+    held: Held,
 }
 
 impl fmt::Debug for Lease {
@@ -89,7 +119,7 @@ impl fmt::Debug for Lease {
         f.debug_struct("Lease")
             .field("id", &self.id)
             .field("ttl", &self.ttl)
-            .field("lost", &self.lost.is_lost())
+            .field("lost", &self.is_lost())
             .finish()
     }
 }
@@ -100,8 +130,7 @@ impl Lease {
         Lease {
             id,
             ttl,
-            lost,
-            release: Some(release),
+            held: Held::new(lost, release),
         }
     }
 
@@ -118,33 +147,22 @@ impl Lease {
     /// Completes when the lease has expired, was revoked, or can no longer
     /// be kept alive.
     pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.lost.wait()
+        self.held.lost.wait()
     }
 
     /// Whether the lease is lost.
     pub fn is_lost(&self) -> bool {
-        self.lost.is_lost()
+        self.held.lost.is_lost()
     }
 
     /// A signal that outlives this handle.
     pub fn lost_signal(&self) -> LostSignal {
-        self.lost.clone()
+        self.held.lost.clone()
     }
 
     /// Revokes the lease: its keys vanish.
     pub async fn revoke(mut self) -> Result<()> {
-        match self.release.take() {
-            Some(release) => release.release().await,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if let Some(release) = self.release.take() {
-            release.release_in_background();
-        }
+        self.held.release().await
     }
 }
 
@@ -153,8 +171,7 @@ impl Drop for Lease {
 pub struct LockGuard {
     key: String,
     fencing_token: u64,
-    lost: LostSignal,
-    release: Option<Box<dyn Release>>,
+    held: Held,
 }
 
 impl fmt::Debug for LockGuard {
@@ -162,7 +179,7 @@ impl fmt::Debug for LockGuard {
         f.debug_struct("LockGuard")
             .field("key", &self.key)
             .field("fencing_token", &self.fencing_token)
-            .field("lost", &self.lost.is_lost())
+            .field("lost", &self.is_lost())
             .finish()
     }
 }
@@ -178,8 +195,7 @@ impl LockGuard {
         LockGuard {
             key,
             fencing_token,
-            lost,
-            release: Some(release),
+            held: Held::new(lost, release),
         }
     }
 
@@ -197,34 +213,23 @@ impl LockGuard {
 
     /// Completes if the lock is lost (its lease or session is gone).
     pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.lost.wait()
+        self.held.lost.wait()
     }
 
     /// Whether the lock is lost.
     pub fn is_lost(&self) -> bool {
-        self.lost.is_lost()
+        self.held.lost.is_lost()
     }
 
     /// A signal that outlives this guard.
     pub fn lost_signal(&self) -> LostSignal {
-        self.lost.clone()
+        self.held.lost.clone()
     }
 
     /// Releases the lock. After a loss this never removes the next holder's
     /// lock.
     pub async fn release(mut self) -> Result<()> {
-        match self.release.take() {
-            Some(release) => release.release().await,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for LockGuard {
-    fn drop(&mut self) {
-        if let Some(release) = self.release.take() {
-            release.release_in_background();
-        }
+        self.held.release().await
     }
 }
 

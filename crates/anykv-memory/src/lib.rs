@@ -696,6 +696,17 @@ fn check_expected(
     }
 }
 
+/// Compacts the memory store behind a type-erased handle (see
+/// [`MemoryStore::compact`]); an `InvalidArgument` for any other store.
+/// This is the conformance suite's compact hook for memory stores.
+pub fn compact(store: &dyn Store, revision: u64) -> Result<()> {
+    store
+        .as_any()
+        .downcast_ref::<MemoryStore>()
+        .ok_or_else(|| Error::InvalidArgument(format!("{store:?} is not a memory store")))?
+        .compact(revision)
+}
+
 /// Registers the `memory` scheme with [`anykv_core::registry`], so
 /// `anykv_core::open("memory://...")` opens a [`MemoryStore`].
 pub fn register() {

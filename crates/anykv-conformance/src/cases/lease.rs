@@ -9,8 +9,8 @@ use anykv_core::{KvPair, LeaseId, PutOptions, Store, WatchEvent, WatchOptions, W
 use tokio::time::Instant;
 
 use crate::{
-    bytes, check, check_eq, check_err, next_event, read_initial, wait_until, CaseResult, Ctx,
-    Failure, EVENT_TIMEOUT, SLACK,
+    bytes, check, check_eq, check_err, is_gone, next_event, put_with, read_initial, wait_gone,
+    wait_until, CaseResult, Ctx, Failure, EVENT_TIMEOUT, SLACK,
 };
 
 #[doc(hidden)]
@@ -41,50 +41,9 @@ async fn lease_store(ctx: &Ctx) -> Result<(Arc<dyn Store>, Duration), Failure> {
     Ok((s, ttl))
 }
 
-/// A put with the given options, returning the pair it wrote.
-async fn put_with(
-    s: &Arc<dyn Store>,
-    key: &str,
-    value: &str,
-    options: PutOptions,
-) -> Result<KvPair, Failure> {
-    let rev = s.put(key, bytes(value.to_owned()), options).await?;
-    check!(rev > 0, "put of {key:?} returned revision 0");
-    Ok(KvPair::new(key, value.to_owned(), rev))
-}
-
 /// Options binding a write to `lease`.
 fn leased(lease: LeaseId) -> PutOptions {
     PutOptions::new().with_lease(lease)
-}
-
-/// Whether `key` is gone by `get`, `exists` and `list("")`.
-async fn is_gone(s: &Arc<dyn Store>, key: &str) -> Result<bool, Failure> {
-    Ok(s.get(key).await?.is_none()
-        && !s.exists(key).await?
-        && !s.list("").await?.iter().any(|p| p.key == key))
-}
-
-/// Waits until every key in `keys` is gone, failing after `within`.
-async fn wait_gone(s: &Arc<dyn Store>, keys: &[&str], within: Duration) -> CaseResult {
-    let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
-    wait_until(
-        within,
-        &format!("the leased keys {keys:?} are gone"),
-        || {
-            let s = s.clone();
-            let keys = keys.clone();
-            async move {
-                for k in &keys {
-                    if !is_gone(&s, k).await? {
-                        return Ok(false);
-                    }
-                }
-                Ok(true)
-            }
-        },
-    )
-    .await
 }
 
 /// A tree watch on `prefix` with its initial state read, if the backend

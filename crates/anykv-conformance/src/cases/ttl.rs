@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anykv_core::{KvPair, PutOptions, Store, WatchEvent, WatchOptions, WatchStream};
+use anykv_core::{KvPair, PutOptions, Store, WatchEvent, WatchOptions};
 use tokio::time::Instant;
 
 use crate::{
-    bytes, check, check_eq, check_err, next_event, read_initial, wait_until, CaseResult, Ctx,
-    Failure, EVENT_TIMEOUT, SLACK,
+    bytes, check, check_eq, check_err, expect_delete, is_gone, next_event, put_with, read_initial,
+    wait_gone, CaseResult, Ctx, Failure, EVENT_TIMEOUT, SLACK,
 };
 
 #[doc(hidden)]
@@ -38,56 +38,6 @@ async fn ttl_store(ctx: &Ctx) -> Result<(Arc<dyn Store>, Duration), Failure> {
     Ok((s, ttl))
 }
 
-/// A put with the given options, returning the pair it wrote.
-async fn put_with(
-    s: &Arc<dyn Store>,
-    key: &str,
-    value: &str,
-    options: PutOptions,
-) -> Result<KvPair, Failure> {
-    let rev = s.put(key, bytes(value.to_owned()), options).await?;
-    check!(rev > 0, "put of {key:?} returned revision 0");
-    Ok(KvPair::new(key, value.to_owned(), rev))
-}
-
-/// Whether `key` is gone by every read: `get`, `exists` and `list("")`.
-async fn is_gone(s: &Arc<dyn Store>, key: &str) -> Result<bool, Failure> {
-    Ok(s.get(key).await?.is_none()
-        && !s.exists(key).await?
-        && !s.list("").await?.iter().any(|p| p.key == key))
-}
-
-/// Waits until `key` is gone by every read, failing after `within`.
-async fn wait_gone(s: &Arc<dyn Store>, key: &str, within: Duration) -> CaseResult {
-    wait_until(within, &format!("the TTL key {key:?} is gone"), || {
-        let s = s.clone();
-        let key = key.to_owned();
-        async move { is_gone(&s, &key).await }
-    })
-    .await
-}
-
-/// The next event must be `Delete` of `key` with a revision above `after`.
-async fn expect_delete(
-    w: &mut WatchStream,
-    key: &str,
-    after: u64,
-    within: Duration,
-) -> Result<u64, Failure> {
-    match next_event(w, within).await? {
-        WatchEvent::Delete { key: k, revision } if k == key => {
-            check!(
-                revision > after,
-                "Delete of {key:?} has revision {revision}, not greater than {after}"
-            );
-            Ok(revision)
-        }
-        other => Err(Failure::failed(format!(
-            "expected Delete of {key:?} after revision {after}, got {other:?}"
-        ))),
-    }
-}
-
 /// A key put with a 2 s TTL is present right after the put (to this and
 /// another client, in `get`, `exists` and `list`) and still a quarter of
 /// the TTL later, and gone from all of them within TTL + [`SLACK`] of the
@@ -109,7 +59,7 @@ pub async fn ttl_key_expires(ctx: &Ctx) -> CaseResult {
         "the key a quarter of its TTL of {ttl:?} after the put"
     );
     let remaining = (ttl + SLACK).saturating_sub(start.elapsed());
-    wait_gone(&s, "k", remaining).await?;
+    wait_gone(&s, &["k"], remaining).await?;
     check!(
         is_gone(&other, "k").await?,
         "another client still sees the key"
@@ -266,11 +216,11 @@ pub async fn ttl_refreshed_by_put(ctx: &Ctx) -> CaseResult {
                     other => return Err(Failure::failed(format!("unexpected event {other:?}"))),
                 }
             }
-            wait_gone(&s, "k", SLACK).await?;
+            wait_gone(&s, &["k"], SLACK).await?;
         }
         None => {
             let remaining = (ttl + SLACK).saturating_sub(last_put.elapsed());
-            wait_gone(&s, "k", remaining).await?;
+            wait_gone(&s, &["k"], remaining).await?;
         }
     }
     Ok(())
@@ -286,7 +236,7 @@ pub async fn put_without_ttl_makes_permanent(ctx: &Ctx) -> CaseResult {
     put_with(&s, "k", "with ttl", opts.clone()).await?;
     put_with(&s, "ctl", "with ttl", opts).await?;
     let k = put_with(&s, "k", "permanent", PutOptions::new()).await?;
-    wait_gone(&s, "ctl", ttl + SLACK).await?;
+    wait_gone(&s, &["ctl"], ttl + SLACK).await?;
     tokio::time::sleep_until(start + ttl + SLACK).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     check_eq!(s.get("k").await?, Some(k.clone()));
@@ -305,7 +255,7 @@ pub async fn ttl_atomic_put_expires(ctx: &Ctx) -> CaseResult {
         .await?;
     check_eq!(s.get("k").await?, Some(KvPair::new("k", "v1", rev)));
     let remaining = (ttl + SLACK).saturating_sub(start.elapsed());
-    wait_gone(&s, "k", remaining).await?;
+    wait_gone(&s, &["k"], remaining).await?;
     let rev2 = s
         .atomic_put("k", bytes("v2"), None, PutOptions::new())
         .await?;
@@ -357,7 +307,7 @@ pub async fn ttl_short_raised_to_minimum(ctx: &Ctx) -> CaseResult {
         );
     }
     let remaining = (min.max(tiny) + SLACK).saturating_sub(start.elapsed());
-    wait_gone(&s, "k", remaining).await?;
+    wait_gone(&s, &["k"], remaining).await?;
     Ok(())
 }
 

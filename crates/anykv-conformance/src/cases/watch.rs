@@ -11,8 +11,8 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 
 use crate::{
-    bytes, check, check_eq, check_err, expect_silence, next_event, next_item, read_initial,
-    wait_until, CaseResult, Ctx, Failure, EVENT_TIMEOUT, SLACK,
+    bytes, check, check_eq, check_err, expect_delete, expect_silence, next_event, next_item,
+    read_initial, wait_until, CaseResult, Ctx, Failure, EVENT_TIMEOUT, SLACK,
 };
 
 #[doc(hidden)]
@@ -69,23 +69,6 @@ async fn expect_synced(w: &mut WatchStream) -> Result<u64, Failure> {
     match next_event(w, EVENT_TIMEOUT).await? {
         WatchEvent::Synced { revision } => Ok(revision),
         other => Err(Failure::failed(format!("expected Synced, got {other:?}"))),
-    }
-}
-
-/// The next event must be `Delete` of `key` with a revision greater than
-/// `after`; returns its revision.
-async fn expect_delete(w: &mut WatchStream, key: &str, after: u64) -> Result<u64, Failure> {
-    match next_event(w, EVENT_TIMEOUT).await? {
-        WatchEvent::Delete { key: k, revision } if k == key => {
-            check!(
-                revision > after,
-                "Delete of {key:?} has revision {revision}, not greater than {after}"
-            );
-            Ok(revision)
-        }
-        other => Err(Failure::failed(format!(
-            "expected Delete of {key:?} after revision {after}, got {other:?}"
-        ))),
     }
 }
 
@@ -231,7 +214,7 @@ pub async fn watch_delete_event(ctx: &Ctx) -> CaseResult {
         s.delete("k").await?,
         "delete of a present key returned false"
     );
-    let del = expect_delete(&mut w, "k", pair.revision.max(synced)).await?;
+    let del = expect_delete(&mut w, "k", pair.revision.max(synced), EVENT_TIMEOUT).await?;
     let again = put(&s, "k", "v").await?;
     check!(
         again.revision > del,
@@ -268,7 +251,7 @@ pub async fn watch_key_ignores_other_keys(ctx: &Ctx) -> CaseResult {
     put(&s, "b", "again").await?;
     s.delete_tree("ab").await?;
     check!(s.delete("a").await?);
-    expect_delete(&mut w, "a", a.revision).await?;
+    expect_delete(&mut w, "a", a.revision, EVENT_TIMEOUT).await?;
     put(&s, "a/b", "last").await?;
     put(&s, "ab", "last").await?;
     expect_silence(&mut w, QUIET).await?;
@@ -328,7 +311,7 @@ pub async fn watch_tree_prefix_boundary(ctx: &Ctx) -> CaseResult {
         s.delete(k).await?;
     }
     check!(s.delete("a/x").await?);
-    expect_delete(&mut w, "a/x", ax.revision).await?;
+    expect_delete(&mut w, "a/x", ax.revision, EVENT_TIMEOUT).await?;
     put(&s, "ab/d", "out").await?;
     put(&s, "a", "out").await?;
     expect_silence(&mut w, QUIET).await?;
@@ -650,7 +633,7 @@ pub async fn watch_resume_from_revision(ctx: &Ctx) -> CaseResult {
         WatchEvent::Put(v6.clone())
     );
     check!(s.delete("k").await?);
-    expect_delete(&mut w, "k", v6.revision).await?;
+    expect_delete(&mut w, "k", v6.revision, EVENT_TIMEOUT).await?;
     Ok(())
 }
 
@@ -674,7 +657,7 @@ pub async fn watch_tree_resume_from_revision(ctx: &Ctx) -> CaseResult {
         next_event(&mut w, EVENT_TIMEOUT).await?,
         WatchEvent::Put(b.clone())
     );
-    let del = expect_delete(&mut w, "t/a", b.revision.max(a.revision)).await?;
+    let del = expect_delete(&mut w, "t/a", b.revision.max(a.revision), EVENT_TIMEOUT).await?;
     check!(
         del < cd.revision,
         "the replayed Delete of t/a is out of order"
@@ -957,7 +940,7 @@ pub async fn watch_sees_other_client_writes(ctx: &Ctx) -> CaseResult {
         WatchEvent::Put(xy)
     );
     check!(b.delete("k").await?);
-    let d = expect_delete(&mut wk, "k", k.revision).await?;
+    let d = expect_delete(&mut wk, "k", k.revision, EVENT_TIMEOUT).await?;
     check_eq!(
         next_event(&mut wt, EVENT_TIMEOUT).await?,
         WatchEvent::Delete {
@@ -1000,7 +983,7 @@ pub async fn watch_empty_prefix_sees_whole_root(ctx: &Ctx) -> CaseResult {
         WatchEvent::Put(deep)
     );
     check!(s.delete("a").await?);
-    expect_delete(&mut w, "a", a.revision).await?;
+    expect_delete(&mut w, "a", a.revision, EVENT_TIMEOUT).await?;
     for o in [&sibling, &longer] {
         put(o, "a", "theirs, last").await?;
     }
@@ -1027,7 +1010,7 @@ pub async fn watch_canonical_keys(ctx: &Ctx) -> CaseResult {
         WatchEvent::Put(pair.clone())
     );
     check!(s.delete("t/a/").await?);
-    let d = expect_delete(&mut wk, "t/a", rev).await?;
+    let d = expect_delete(&mut wk, "t/a", rev, EVENT_TIMEOUT).await?;
     check_eq!(
         next_event(&mut wt, EVENT_TIMEOUT).await?,
         WatchEvent::Delete {
