@@ -188,7 +188,7 @@ pub async fn watch_every_put_in_order(ctx: &Ctx) -> CaseResult {
             };
             check_eq!(kv, written[i]);
             check!(
-                last.map_or(true, |l| i > l),
+                last.is_none_or(|l| i > l),
                 "put #{i} arrived after put #{last:?}: out of order or twice"
             );
             last = Some(i);
