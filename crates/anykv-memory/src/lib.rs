@@ -176,7 +176,7 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         if !self.closed.swap(true, Ordering::SeqCst) {
-            self.shared.state.lock().close_owner(self.owner);
+            self.shared.state.write().close_owner(self.owner);
         }
     }
 }
@@ -241,7 +241,7 @@ impl MemoryStore {
     }
 
     fn from_parts(name: Option<String>, root: String, shared: Arc<Shared>) -> Self {
-        let owner = shared.state.lock().new_owner();
+        let owner = shared.state.write().new_owner();
         let mut caps = Capabilities::new(BACKEND);
         caps.min_ttl = MIN_TTL;
         caps.max_value_size = shared.max_value_size;
@@ -259,7 +259,7 @@ impl MemoryStore {
 
     /// The store's current revision (the last one granted).
     pub fn revision(&self) -> u64 {
-        self.inner.shared.state.lock().revision()
+        self.inner.shared.state.read().revision()
     }
 
     /// The root this handle works under.
@@ -271,7 +271,7 @@ impl MemoryStore {
     /// longer resume from before it.
     pub fn compact(&self, revision: u64) -> Result<()> {
         self.check()?;
-        self.inner.shared.state.lock().compact(revision);
+        self.inner.shared.state.write().compact(revision);
         Ok(())
     }
 
@@ -319,7 +319,7 @@ impl MemoryStore {
     }
 
     fn watch_filter(&self, filter: Filter, options: WatchOptions) -> Result<WatchStream> {
-        let registered = self.inner.shared.state.lock().add_watcher(
+        let registered = self.inner.shared.state.write().add_watcher(
             self.inner.owner,
             &self.inner.root,
             filter,
@@ -362,7 +362,7 @@ impl MemoryStore {
             .inner
             .shared
             .state
-            .lock()
+            .write()
             .lock(self.inner.owner, &full, wait);
         let guard = |ticket, token, lost| {
             LockGuard::new(
@@ -429,7 +429,7 @@ struct PendingLock {
 impl Drop for PendingLock {
     fn drop(&mut self) {
         if self.armed {
-            self.shared.state.lock().unlock(&self.full, self.ticket);
+            self.shared.state.write().unlock(&self.full, self.ticket);
         }
     }
 }
@@ -448,7 +448,7 @@ impl Release for LockRelease {
     }
 
     fn release_in_background(&self) {
-        self.shared.state.lock().unlock(&self.full, self.ticket);
+        self.shared.state.write().unlock(&self.full, self.ticket);
     }
 }
 
@@ -465,7 +465,7 @@ impl Release for LeaseRelease {
     }
 
     fn release_in_background(&self) {
-        self.shared.state.lock().revoke_lease(self.id);
+        self.shared.state.write().revoke_lease(self.id);
     }
 }
 
@@ -476,7 +476,7 @@ struct WatchGuard {
 
 impl Drop for WatchGuard {
     fn drop(&mut self) {
-        self.shared.state.lock().remove_watcher(self.id);
+        self.shared.state.write().remove_watcher(self.id);
     }
 }
 
@@ -529,7 +529,7 @@ impl Store for MemoryStore {
             .inner
             .shared
             .state
-            .lock()
+            .read()
             .owner_counts(self.inner.owner);
         StoreStats::new(watches, leases, locks, 0)
     }
@@ -541,7 +541,7 @@ impl Store for MemoryStore {
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
         self.check()?;
         let full = self.full_key(key)?;
-        Ok(self.inner.shared.state.lock().get(&full, &self.inner.root))
+        Ok(self.inner.shared.state.read().get(&full, &self.inner.root))
     }
 
     async fn put(&self, key: &str, value: Bytes, options: PutOptions) -> Result<u64> {
@@ -550,7 +550,7 @@ impl Store for MemoryStore {
             self.inner
                 .shared
                 .state
-                .lock()
+                .write()
                 .put(&full, value, options.lease.map(|l| l.0), ttl)?;
         self.after_write(ttl);
         Ok(rev)
@@ -559,7 +559,7 @@ impl Store for MemoryStore {
     async fn delete(&self, key: &str) -> Result<bool> {
         self.check()?;
         let full = self.full_key(key)?;
-        Ok(self.inner.shared.state.lock().delete(&full).is_some())
+        Ok(self.inner.shared.state.write().delete(&full).is_some())
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
@@ -569,7 +569,7 @@ impl Store for MemoryStore {
             .inner
             .shared
             .state
-            .lock()
+            .read()
             .current_revision_of(&full)
             .is_some())
     }
@@ -577,14 +577,14 @@ impl Store for MemoryStore {
     async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
         self.check()?;
         let (_, full) = self.full_prefix(prefix)?;
-        Ok(self.inner.shared.state.lock().list(&full, &self.inner.root))
+        Ok(self.inner.shared.state.read().list(&full, &self.inner.root))
     }
 
     async fn delete_tree(&self, prefix: &str) -> Result<u64> {
         self.check()?;
         let (has_key, full) = self.full_prefix(prefix)?;
         let key = has_key.then_some(full.as_str());
-        Ok(self.inner.shared.state.lock().delete_tree(key, &full))
+        Ok(self.inner.shared.state.write().delete_tree(key, &full))
     }
 
     async fn atomic_put(
@@ -596,7 +596,7 @@ impl Store for MemoryStore {
     ) -> Result<u64> {
         let (full, ttl) = self.check_write(key, &value, &options)?;
         let rev = {
-            let mut state = self.inner.shared.state.lock();
+            let mut state = self.inner.shared.state.write();
             let current = state.current_revision_of(&full);
             check_expected(&full, expected, current, &self.inner.root)?;
             state.put(&full, value, options.lease.map(|l| l.0), ttl)?
@@ -608,7 +608,7 @@ impl Store for MemoryStore {
     async fn atomic_delete(&self, key: &str, expected: u64) -> Result<()> {
         self.check()?;
         let full = self.full_key(key)?;
-        let mut state = self.inner.shared.state.lock();
+        let mut state = self.inner.shared.state.write();
         let current = state.current_revision_of(&full);
         check_expected(&full, Some(expected), current, &self.inner.root)?;
         state.delete(&full);
@@ -634,7 +634,12 @@ impl Store for MemoryStore {
                 "a lease's TTL must be greater than zero".into(),
             ));
         }
-        let (id, lost) = self.inner.shared.state.lock().grant_lease(self.inner.owner);
+        let (id, lost) = self
+            .inner
+            .shared
+            .state
+            .write()
+            .grant_lease(self.inner.owner);
         Ok(Lease::new(
             LeaseId(id),
             ttl.max(MIN_TTL),
@@ -663,7 +668,11 @@ impl Store for MemoryStore {
 
     async fn close(&self) -> Result<()> {
         if !self.inner.closed.swap(true, Ordering::SeqCst) {
-            self.inner.shared.state.lock().close_owner(self.inner.owner);
+            self.inner
+                .shared
+                .state
+                .write()
+                .close_owner(self.inner.owner);
         }
         Ok(())
     }

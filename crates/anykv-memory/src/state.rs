@@ -10,14 +10,19 @@ use std::time::{Duration, Instant};
 use anykv_core::{
     key, lost_signal, Bytes, Error, KvPair, LostSignal, LostTrigger, Result, WatchEvent,
 };
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot};
 
 pub(crate) const BACKEND: &str = "memory";
 
 /// One store's data, shared by every handle opened on it.
 pub(crate) struct Shared {
-    pub(crate) state: Mutex<State>,
+    /// Reads take it shared, writes exclusive; it is never held across an
+    /// await.
+    pub(crate) state: RwLock<State>,
+    /// Set, under its mutex, when a new deadline may be earlier than the
+    /// one the expiry thread sleeps until.
+    expiry_kicked: Mutex<bool>,
     /// Wakes the expiry thread when an earlier deadline appears.
     expiry_cv: Condvar,
     expiry_thread: AtomicBool,
@@ -128,7 +133,7 @@ pub(crate) struct Registered {
 impl Shared {
     pub(crate) fn new(history_limit: usize, max_value_size: usize) -> Arc<Self> {
         Arc::new(Shared {
-            state: Mutex::new(State {
+            state: RwLock::new(State {
                 revision: 0,
                 data: BTreeMap::new(),
                 history: VecDeque::new(),
@@ -143,6 +148,7 @@ impl Shared {
                 owners: HashMap::new(),
                 next_id: 1,
             }),
+            expiry_kicked: Mutex::new(false),
             expiry_cv: Condvar::new(),
             expiry_thread: AtomicBool::new(false),
             max_value_size,
@@ -164,6 +170,7 @@ impl Shared {
                 tracing::error!("anykv-memory: could not start the TTL thread");
             }
         }
+        *self.expiry_kicked.lock() = true;
         self.expiry_cv.notify_all();
     }
 }
@@ -171,17 +178,23 @@ impl Shared {
 fn expiry_loop(weak: Weak<Shared>) {
     loop {
         let Some(shared) = weak.upgrade() else { return };
-        let mut state = shared.state.lock();
         let now = Instant::now();
-        state.expire_due(now);
-        let idle_check = now + Duration::from_secs(1);
-        let wake = state
-            .expiries
-            .first()
-            .map(|(at, _)| (*at).min(idle_check))
-            .unwrap_or(idle_check);
-        shared.expiry_cv.wait_until(&mut state, wake);
-        drop(state);
+        let wake = {
+            let mut state = shared.state.write();
+            state.expire_due(now);
+            let idle_check = now + Duration::from_secs(1);
+            state
+                .expiries
+                .first()
+                .map(|(at, _)| (*at).min(idle_check))
+                .unwrap_or(idle_check)
+        };
+        let mut kicked = shared.expiry_kicked.lock();
+        if !*kicked {
+            shared.expiry_cv.wait_until(&mut kicked, wake);
+        }
+        *kicked = false;
+        drop(kicked);
         drop(shared);
     }
 }
