@@ -52,8 +52,10 @@ struct Broken {
     breakage: Breakage,
     caps: Capabilities,
     versions: Mutex<HashMap<String, u64>>,
-    lock_counter: AtomicU64,
 }
+
+/// Gives every broken `lock` call a lock name of its own, across clients.
+static LOCK_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Broken {
     fn is(&self, b: Breakage) -> bool {
@@ -327,7 +329,7 @@ impl Store for Broken {
         match self.breakage {
             Breakage::NothingAtAll => Ok(Self::nothing_guard(k)),
             Breakage::LockAdmitsTwo => {
-                let n = self.lock_counter.fetch_add(1, Ordering::SeqCst);
+                let n = LOCK_COUNTER.fetch_add(1, Ordering::SeqCst);
                 self.inner.lock(&format!("{k}/{n}"), options).await
             }
             _ => {
@@ -426,7 +428,6 @@ impl StoreFactory for BrokenFactory {
             breakage: self.0,
             caps,
             versions: Mutex::new(HashMap::new()),
-            lock_counter: AtomicU64::new(0),
         }))
     }
 
@@ -450,7 +451,8 @@ async fn must_fail(breakage: Breakage, cases: &[&str]) -> Report {
         cases.len(),
         "some of {cases:?} are not cases of the suite"
     );
-    let report = run_cases(Arc::new(BrokenFactory(breakage)), selected, 16).await;
+    let all_at_once = selected.len();
+    let report = run_cases(Arc::new(BrokenFactory(breakage)), selected, all_at_once).await;
     for name in cases {
         let case = report.case(name).expect("the case ran");
         assert!(

@@ -94,9 +94,26 @@ fn spawn_lock(
     Spawned::spawn(async move { store.lock(&key, opts).await })
 }
 
+/// `try_lock`, which must answer without waiting for the lock: a call that
+/// has not returned within [`EVENT_TIMEOUT`] fails the case.
+async fn try_lock_now(
+    s: &Arc<dyn Store>,
+    key: &str,
+    opts: &LockOptions,
+) -> Result<Option<LockGuard>, Failure> {
+    tokio::time::timeout(EVENT_TIMEOUT, s.try_lock(key, opts.clone()))
+        .await
+        .map_err(|_| {
+            Failure::failed(format!(
+                "try_lock({key:?}) did not return within {EVENT_TIMEOUT:?}: it must never wait"
+            ))
+        })?
+        .map_err(Failure::from)
+}
+
 /// `try_lock` must find the lock held.
 async fn expect_held(s: &Arc<dyn Store>, key: &str, opts: &LockOptions) -> CaseResult {
-    match s.try_lock(key, opts.clone()).await? {
+    match try_lock_now(s, key, opts).await? {
         None => Ok(()),
         Some(g) => Err(Failure::failed(format!(
             "try_lock({key:?}) got the lock (token {}) while another client holds it",
@@ -111,7 +128,7 @@ async fn expect_free(
     key: &str,
     opts: &LockOptions,
 ) -> Result<LockGuard, Failure> {
-    s.try_lock(key, opts.clone()).await?.ok_or_else(|| {
+    try_lock_now(s, key, opts).await?.ok_or_else(|| {
         Failure::failed(format!(
             "try_lock({key:?}) found the lock held; it should be free"
         ))
