@@ -254,6 +254,18 @@ impl Ctx {
         self.open_root(&format!("{}{suffix}", self.root)).await
     }
 
+    /// A new client on the case's root that the suite keeps no handle on,
+    /// so that dropping it drops the client's last handle. The case cleans
+    /// up after it (it is not closed for the case).
+    pub async fn unmanaged_store(&self) -> std::result::Result<Arc<dyn Store>, Failure> {
+        self.factory.open(&self.root).await.map_err(|e| {
+            Failure::failed(format!(
+                "the factory could not open root {:?}: {e}",
+                self.root
+            ))
+        })
+    }
+
     /// A new client on an arbitrary root.
     pub async fn open_root(&self, root: &str) -> std::result::Result<Arc<dyn Store>, Failure> {
         let store = self.factory.open(root).await.map_err(|e| {

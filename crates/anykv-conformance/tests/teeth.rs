@@ -36,6 +36,11 @@ enum Breakage {
     LockBookkeepingVisible,
     /// TTLs are dropped: keys live for ever.
     TtlIgnored,
+    /// Keys expire at 60 % of their TTL.
+    TtlEarly,
+    /// Watches lose what changes in the 50 ms after their snapshot, as
+    /// libkv's did between its initial read and its watch start.
+    WatchGap,
     /// Leases are dropped: keys outlive them.
     LeaseIgnored,
     /// Revisions are per-key versions that restart after delete (ABA).
@@ -166,6 +171,7 @@ impl Store for Broken {
         match self.breakage {
             Breakage::NothingAtAll => return Ok(1),
             Breakage::TtlIgnored => options.ttl = None,
+            Breakage::TtlEarly => options.ttl = options.ttl.map(|t| t * 6 / 10),
             Breakage::LeaseIgnored => options.lease = None,
             _ => {}
         }
@@ -394,6 +400,18 @@ impl Broken {
                     async move { keep }
                 })
                 .boxed(),
+            Breakage::WatchGap => {
+                let opened = std::time::Instant::now();
+                let mut after_synced = false;
+                s.filter(move |item| {
+                    let is_synced = matches!(item, Ok(WatchEvent::Synced { .. }));
+                    let in_gap = opened.elapsed() < Duration::from_millis(50);
+                    let keep = !(after_synced && in_gap && !is_synced);
+                    after_synced |= is_synced;
+                    async move { keep }
+                })
+                .boxed()
+            }
             Breakage::WatchDuplicates => s
                 .flat_map(|item| {
                     let twice = match &item {
@@ -551,6 +569,24 @@ async fn ignored_ttl_fails() {
     must_fail(
         Breakage::TtlIgnored,
         &["ttl_key_expires", "ttl_expiry_emits_delete"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_ttl_fails() {
+    must_fail(
+        Breakage::TtlEarly,
+        &["ttl_key_expires", "ttl_expiry_emits_delete"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_with_a_gap_after_its_snapshot_fails() {
+    must_fail(
+        Breakage::WatchGap,
+        &["watch_opened_during_writes_misses_nothing"],
     )
     .await;
 }

@@ -112,11 +112,11 @@ mod types;
 
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use handles::{lost_signal, Lease, LockGuard, LostSignal, LostTrigger, Release};
-pub use registry::{open, parse_param, redact_url, register, url_params, url_root};
+pub use registry::{open, parse_param, parse_url, redact_url, register, url_params, url_root};
 pub use store::Store;
 pub use types::{
-    Capabilities, KvPair, LeaseId, LockOptions, PutOptions, StoreStats, WatchEvent, WatchOptions,
-    WatchStream, DEFAULT_LOCK_TTL, DEFAULT_WATCH_BUFFER,
+    check_ttl, Capabilities, KvPair, LeaseId, LockOptions, PutOptions, StoreStats, WatchEvent,
+    WatchOptions, WatchStream, DEFAULT_LOCK_TTL, DEFAULT_WATCH_BUFFER, MAX_TTL, MAX_WATCH_BUFFER,
 };
 
 /// Re-exported so backends and users name the same versions.

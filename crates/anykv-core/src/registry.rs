@@ -62,17 +62,15 @@ pub fn schemes() -> Vec<String> {
 /// A URL that does not parse, or names no registered scheme, fails with
 /// [`Error::Config`]; the message never contains the URL's password.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
-    let parsed = Url::parse(url)
-        .map_err(|e| Error::Config(format!("invalid URL {:?}: {e}", redact_url(url))))?;
+    let parsed = parse_url(url)?;
     let factory = REGISTRY.read().get(parsed.scheme()).cloned();
     match factory {
         Some(factory) => factory(parsed).await,
         None => {
             let known = schemes();
             Err(Error::Config(format!(
-                "no backend is registered for the scheme {:?} of {:?}; registered: {}{}",
+                "no backend is registered for the scheme {:?}; registered: {}{}",
                 parsed.scheme(),
-                redact_url(url),
                 if known.is_empty() {
                     "none".to_string()
                 } else {
@@ -85,32 +83,58 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     }
 }
 
+/// Parses a store URL. A URL that does not parse fails with
+/// [`Error::Config`] naming only its scheme and the parser's reason: the
+/// text around a parse error may be a password.
+pub fn parse_url(url: &str) -> Result<Url> {
+    Url::parse(url).map_err(|e| {
+        let scheme = url
+            .split_once(':')
+            .map(|(s, _)| s)
+            .filter(|s| {
+                !s.is_empty()
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            })
+            .unwrap_or("?");
+        Error::Config(format!("invalid {scheme}:// URL: {e}"))
+    })
+}
+
 /// The URL with any password replaced by `***`, for messages and logs.
-/// Works on URLs that do not parse, too.
+/// Works on URLs that do not parse, too, and errs towards hiding more: a
+/// password may itself contain `/`, `?`, `#` or `@`, so everything from the
+/// first `:` after the user name up to the last `@` is hidden.
 ///
 /// ```
 /// use anykv_core::redact_url;
 /// assert_eq!(redact_url("redis://user:secret@host:6379/0"), "redis://user:***@host:6379/0");
 /// assert_eq!(redact_url("etcd://:secret@h:2379"), "etcd://:***@h:2379");
+/// assert_eq!(redact_url("redis://user:s3cr/t@host:6379/0"), "redis://user:***@host:6379/0");
 /// assert_eq!(redact_url("zk://host:2181/app"), "zk://host:2181/app");
 /// ```
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
+    let rest_start = match url.find("://") {
+        Some(i) => i + 3,
+        None => match url.find(':') {
+            Some(i) => i + 1,
+            None => return url.to_owned(),
+        },
     };
-    let rest_start = scheme_end + 3;
     let rest = &url[rest_start..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
+    let Some(at) = rest.rfind('@') else {
         return url.to_owned();
     };
-    let userinfo = &authority[..at];
-    let redacted_userinfo = match userinfo.find(':') {
-        Some(colon) => format!("{}:***", &userinfo[..colon]),
-        None => userinfo.to_owned(),
-    };
-    format!("{}{}{}", &url[..rest_start], redacted_userinfo, &rest[at..])
+    let userinfo = &rest[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..rest_start],
+            &userinfo[..colon],
+            &rest[at..]
+        ),
+        None => url.to_owned(),
+    }
 }
 
 /// The root a URL's path names (an etcd prefix, a ZooKeeper chroot, a
@@ -135,9 +159,13 @@ pub fn url_params(url: &Url, known: &[&str]) -> Result<Vec<(String, String)>> {
     for (name, value) in url.query_pairs() {
         if !known.contains(&name.as_ref()) {
             return Err(Error::Config(format!(
-                "unknown parameter {name:?} in {:?}; known: {}",
-                redact_url(url.as_str()),
-                known.join(", ")
+                "unknown parameter {name:?} in a {}:// URL; known: {}",
+                url.scheme(),
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             )));
         }
         if seen.iter().any(|(n, _)| n == name.as_ref()) {
@@ -156,7 +184,7 @@ where
 {
     value
         .parse()
-        .map_err(|e| Error::Config(format!("parameter {name}={value:?}: {e}")))
+        .map_err(|e| Error::Config(format!("parameter {name}: {e}")))
 }
 
 #[cfg(test)]
@@ -196,6 +224,12 @@ mod tests {
         assert_eq!(redact_url("not a url"), "not a url");
         assert_eq!(redact_url("x://a@b@c/d"), "x://a@b@c/d");
         assert_eq!(redact_url("x://a:b@c:d@e/f"), "x://a:***@e/f");
+        assert_eq!(redact_url("x://u:ab#cd@h/"), "x://u:***@h/");
+        assert_eq!(redact_url("x://u:pa?ss@h/"), "x://u:***@h/");
+        assert_eq!(
+            redact_url("redis:/user:hunter2@host/0"),
+            "redis:/user:***@host/0"
+        );
     }
 
     #[tokio::test]
@@ -205,8 +239,17 @@ mod tests {
         assert!(!e.to_string().contains("hunter2"), "{e}");
         let e = open("::not a url hunter2@").await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Config);
-        let e = open("x://u:hunter2@[bad/").await.unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Config);
-        assert!(!e.to_string().contains("hunter2"), "{e}");
+        for url in [
+            "x://u:hunter2@[bad/",
+            "redis://user:hun/ter2@host:6379/0",
+            "etcd://user:hun#ter2@host/",
+            "memory://user:hun?ter2@n/",
+            "redis:/user:hunter2@host/0",
+            "memory://n/r?password=hunter2",
+        ] {
+            let e = open(url).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Config);
+            assert!(!e.to_string().contains("ter2"), "{e}");
+        }
     }
 }

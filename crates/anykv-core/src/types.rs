@@ -78,12 +78,11 @@ impl PutOptions {
         self
     }
 
-    /// Checks the options: a TTL must be positive and excludes a lease.
+    /// Checks the options: a TTL must be positive, at most [`MAX_TTL`],
+    /// and excludes a lease.
     pub fn validate(&self) -> Result<()> {
-        if self.ttl == Some(Duration::ZERO) {
-            return Err(crate::Error::InvalidArgument(
-                "the TTL must be greater than zero".into(),
-            ));
+        if let Some(ttl) = self.ttl {
+            check_ttl(ttl)?;
         }
         if self.ttl.is_some() && self.lease.is_some() {
             return Err(crate::Error::InvalidArgument(
@@ -94,8 +93,29 @@ impl PutOptions {
     }
 }
 
+/// The longest TTL of a key or lease: ten years.
+pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Checks a key's or lease's TTL: more than zero and at most [`MAX_TTL`].
+pub fn check_ttl(ttl: Duration) -> Result<()> {
+    if ttl.is_zero() {
+        return Err(crate::Error::InvalidArgument(
+            "the TTL must be greater than zero".into(),
+        ));
+    }
+    if ttl > MAX_TTL {
+        return Err(crate::Error::InvalidArgument(format!(
+            "a TTL of {ttl:?} is longer than the maximum of ten years"
+        )));
+    }
+    Ok(())
+}
+
 /// The default number of events a watch stream buffers for a slow consumer.
 pub const DEFAULT_WATCH_BUFFER: usize = 4096;
+
+/// The largest watch buffer.
+pub const MAX_WATCH_BUFFER: usize = 1 << 20;
 
 /// Options of a watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,10 +155,22 @@ impl WatchOptions {
         }
     }
 
-    /// Sets the buffer size (at least 1).
+    /// Sets the buffer size, kept between 1 and [`MAX_WATCH_BUFFER`].
     pub fn with_buffer(mut self, buffer: usize) -> Self {
-        self.buffer = buffer.max(1);
+        self.buffer = buffer.clamp(1, MAX_WATCH_BUFFER);
         self
+    }
+
+    /// Checks the options: the buffer must be between 1 and
+    /// [`MAX_WATCH_BUFFER`].
+    pub fn validate(&self) -> Result<()> {
+        if self.buffer == 0 || self.buffer > MAX_WATCH_BUFFER {
+            return Err(crate::Error::InvalidArgument(format!(
+                "a watch buffer of {} events is outside 1..={MAX_WATCH_BUFFER}",
+                self.buffer
+            )));
+        }
+        Ok(())
     }
 }
 

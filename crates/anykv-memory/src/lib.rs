@@ -60,6 +60,11 @@ use state::{Filter, LockAttempt, Shared, BACKEND};
 /// How many changes a store keeps for resuming watches, by default.
 pub const DEFAULT_HISTORY: usize = 10_000;
 
+/// How many bytes of keys and values the history holds at most, by
+/// default: 64 MiB. The history keeps the last [`DEFAULT_HISTORY`] changes or
+/// this many bytes, whichever is less.
+pub const DEFAULT_HISTORY_BYTES: usize = 64 * 1024 * 1024;
+
 /// The largest value a store takes, by default: 16 MiB.
 pub const DEFAULT_MAX_VALUE_SIZE: usize = 16 * 1024 * 1024;
 
@@ -79,6 +84,8 @@ pub struct MemoryConfig {
     pub root: String,
     /// Changes kept for resuming watches.
     pub history: usize,
+    /// Bytes of keys and values kept for resuming watches.
+    pub history_bytes: usize,
     /// The largest value, in bytes.
     pub max_value_size: usize,
 }
@@ -89,6 +96,7 @@ impl Default for MemoryConfig {
             name: None,
             root: String::new(),
             history: DEFAULT_HISTORY,
+            history_bytes: DEFAULT_HISTORY_BYTES,
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
         }
     }
@@ -120,13 +128,19 @@ impl MemoryConfig {
         self
     }
 
+    /// Sets how many bytes of keys and values the history keeps.
+    pub fn with_history_bytes(mut self, bytes: usize) -> Self {
+        self.history_bytes = bytes;
+        self
+    }
+
     /// Sets the largest value.
     pub fn with_max_value_size(mut self, max: usize) -> Self {
         self.max_value_size = max;
         self
     }
 
-    /// Reads `memory://[name][/root][?history=N&max_value_size=N]`.
+    /// Reads `memory://[name][/root][?history=N&history_bytes=N&max_value_size=N]`.
     pub fn from_url(url: &Url) -> Result<Self> {
         if url.scheme() != "memory" {
             return Err(Error::Config(format!(
@@ -145,11 +159,10 @@ impl MemoryConfig {
             config.name = Some(name.to_owned());
         }
         config.root = url_root(url)?;
-        for (name, value) in url_params(url, &["history", "max_value_size"])? {
+        for (name, value) in url_params(url, &["history", "history_bytes", "max_value_size"])? {
             match name.as_str() {
-                "history" => {
-                    config = config.with_history(parse_param(&name, &value)?);
-                }
+                "history" => config = config.with_history(parse_param(&name, &value)?),
+                "history_bytes" => config.history_bytes = parse_param(&name, &value)?,
                 _ => config.max_value_size = parse_param(&name, &value)?,
             }
         }
@@ -203,7 +216,11 @@ impl MemoryStore {
         Self::from_parts(
             None,
             String::new(),
-            Shared::new(DEFAULT_HISTORY, DEFAULT_MAX_VALUE_SIZE),
+            Shared::new(
+                DEFAULT_HISTORY,
+                DEFAULT_HISTORY_BYTES,
+                DEFAULT_MAX_VALUE_SIZE,
+            ),
         )
     }
 
@@ -219,11 +236,13 @@ impl MemoryStore {
     pub fn open(config: MemoryConfig) -> Result<Self> {
         let root = key::normalize_root(&config.root)?;
         let shared = match &config.name {
-            None => Shared::new(config.history, config.max_value_size),
+            None => Shared::new(config.history, config.history_bytes, config.max_value_size),
             Some(name) => NAMED
                 .lock()
                 .entry(name.clone())
-                .or_insert_with(|| Shared::new(config.history, config.max_value_size))
+                .or_insert_with(|| {
+                    Shared::new(config.history, config.history_bytes, config.max_value_size)
+                })
                 .clone(),
         };
         Ok(Self::from_parts(config.name, root, shared))
@@ -231,12 +250,7 @@ impl MemoryStore {
 
     /// Opens a `memory://` URL as a shared, type-erased store.
     pub fn open_url(url: &str) -> Result<Arc<dyn Store>> {
-        let parsed = Url::parse(url).map_err(|e| {
-            Error::Config(format!(
-                "invalid URL {:?}: {e}",
-                anykv_core::redact_url(url)
-            ))
-        })?;
+        let parsed = anykv_core::parse_url(url)?;
         Ok(Arc::new(Self::open(MemoryConfig::from_url(&parsed)?)?))
     }
 
@@ -319,6 +333,7 @@ impl MemoryStore {
     }
 
     fn watch_filter(&self, filter: Filter, options: WatchOptions) -> Result<WatchStream> {
+        options.validate()?;
         let registered = self.inner.shared.state.write().add_watcher(
             self.inner.owner,
             &self.inner.root,
@@ -383,6 +398,7 @@ impl MemoryStore {
                 lost,
             } => Ok(Some(guard(ticket, token, lost))),
             LockAttempt::Busy => Ok(None),
+            LockAttempt::Closed => Err(Error::closed(BACKEND)),
             LockAttempt::Queued { ticket, rx } => {
                 let mut pending = PendingLock {
                     shared: self.inner.shared.clone(),
@@ -629,17 +645,13 @@ impl Store for MemoryStore {
 
     async fn grant_lease(&self, ttl: Duration) -> Result<Lease> {
         self.check()?;
-        if ttl.is_zero() {
-            return Err(Error::InvalidArgument(
-                "a lease's TTL must be greater than zero".into(),
-            ));
-        }
+        anykv_core::check_ttl(ttl)?;
         let (id, lost) = self
             .inner
             .shared
             .state
             .write()
-            .grant_lease(self.inner.owner);
+            .grant_lease(self.inner.owner)?;
         Ok(Lease::new(
             LeaseId(id),
             ttl.max(MIN_TTL),

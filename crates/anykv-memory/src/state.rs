@@ -53,6 +53,9 @@ struct Watcher {
     owner: u64,
     root: String,
     filter: Filter,
+    /// Live changes at or below this revision are not delivered (a resume
+    /// from a revision ahead of the store).
+    after: u64,
     tx: mpsc::Sender<WatchEvent>,
     lagged: Arc<AtomicBool>,
 }
@@ -95,6 +98,8 @@ pub(crate) struct State {
     data: BTreeMap<String, Entry>,
     history: VecDeque<Change>,
     history_limit: usize,
+    history_bytes: usize,
+    history_bytes_limit: usize,
     /// Every change after this revision is in `history`.
     compacted: u64,
     expiries: BTreeSet<(Instant, String)>,
@@ -115,6 +120,8 @@ pub(crate) enum LockAttempt {
         lost: LostSignal,
     },
     Busy,
+    /// The owner was closed.
+    Closed,
     Queued {
         ticket: u64,
         rx: oneshot::Receiver<Grant>,
@@ -131,13 +138,19 @@ pub(crate) struct Registered {
 }
 
 impl Shared {
-    pub(crate) fn new(history_limit: usize, max_value_size: usize) -> Arc<Self> {
+    pub(crate) fn new(
+        history_limit: usize,
+        history_bytes_limit: usize,
+        max_value_size: usize,
+    ) -> Arc<Self> {
         Arc::new(Shared {
             state: RwLock::new(State {
                 revision: 0,
                 data: BTreeMap::new(),
                 history: VecDeque::new(),
                 history_limit,
+                history_bytes: 0,
+                history_bytes_limit,
                 compacted: 0,
                 expiries: BTreeSet::new(),
                 watchers: HashMap::new(),
@@ -268,9 +281,11 @@ impl State {
                 });
             }
         }
+        // Deadlines past what an Instant can hold are "never" in practice
+        // (the TTL is at most ten years, checked by the caller).
+        let expires = ttl.and_then(|t| Instant::now().checked_add(t));
         self.revision += 1;
         let revision = self.revision;
-        let expires = ttl.map(|t| Instant::now() + t);
         let old = self.data.insert(
             full.to_owned(),
             Entry {
@@ -358,9 +373,14 @@ impl State {
 
     fn record(&mut self, change: Change) {
         self.notify(&change);
+        self.history_bytes += change_size(&change);
         self.history.push_back(change);
-        while self.history.len() > self.history_limit {
+        while self.history.len() > 1
+            && (self.history.len() > self.history_limit
+                || self.history_bytes > self.history_bytes_limit)
+        {
             if let Some(old) = self.history.pop_front() {
+                self.history_bytes -= change_size(&old);
                 self.compacted = old.revision;
             }
         }
@@ -370,7 +390,9 @@ impl State {
     pub(crate) fn compact(&mut self, revision: u64) {
         let revision = revision.min(self.revision);
         while self.history.front().is_some_and(|c| c.revision <= revision) {
-            self.history.pop_front();
+            if let Some(old) = self.history.pop_front() {
+                self.history_bytes -= change_size(&old);
+            }
         }
         self.compacted = self.compacted.max(revision);
     }
@@ -390,6 +412,9 @@ impl State {
             let Some(w) = self.watchers.get(&id) else {
                 continue;
             };
+            if change.revision <= w.after {
+                continue;
+            }
             let Some(rel) = key::strip_root(&w.root, &change.key) else {
                 continue;
             };
@@ -425,6 +450,9 @@ impl State {
         from: Option<u64>,
         buffer: usize,
     ) -> Result<Registered> {
+        if !self.owners.contains_key(&owner) {
+            return Err(Error::closed(BACKEND));
+        }
         let initial = match from {
             Some(r) => {
                 if r < self.compacted {
@@ -482,6 +510,7 @@ impl State {
                 owner,
                 root: root.to_owned(),
                 filter,
+                after: from.unwrap_or(0),
                 tx,
                 lagged: lagged.clone(),
             },
@@ -516,7 +545,10 @@ impl State {
         }
     }
 
-    pub(crate) fn grant_lease(&mut self, owner: u64) -> (u64, LostSignal) {
+    pub(crate) fn grant_lease(&mut self, owner: u64) -> Result<(u64, LostSignal)> {
+        if !self.owners.contains_key(&owner) {
+            return Err(Error::closed(BACKEND));
+        }
         let id = self.next_id();
         let (trigger, signal) = lost_signal();
         self.leases.insert(
@@ -530,7 +562,7 @@ impl State {
         if let Some(o) = self.owners.get_mut(&owner) {
             o.leases.insert(id);
         }
-        (id, signal)
+        Ok((id, signal))
     }
 
     /// Revokes a lease: its keys are deleted (in key order) and its loss
@@ -551,6 +583,9 @@ impl State {
     }
 
     pub(crate) fn lock(&mut self, owner: u64, full: &str, wait: bool) -> LockAttempt {
+        if !self.owners.contains_key(&owner) {
+            return LockAttempt::Closed;
+        }
         let ticket = self.next_id();
         let free = match self.locks.get(full) {
             None => true,
@@ -625,7 +660,7 @@ impl State {
                 self.locks.remove(full);
                 return;
             };
-            if next.tx.is_closed() {
+            if next.tx.is_closed() || !self.owners.contains_key(&next.owner) {
                 continue;
             }
             let grant = self.grant_lock(full, next.owner, next.ticket);
@@ -657,14 +692,8 @@ impl State {
         let Some(o) = self.owners.remove(&owner) else {
             return;
         };
-        let mut leases: Vec<u64> = o.leases.into_iter().collect();
-        leases.sort();
-        for l in leases {
-            self.revoke_lease(l);
-        }
-        for (full, ticket) in o.locks {
-            self.unlock(&full, ticket);
-        }
+        // Waits first: with the owner gone, none of its waiters can be
+        // handed a lock this close releases.
         let waiting: Vec<(String, u64)> = self
             .locks
             .iter()
@@ -678,10 +707,23 @@ impl State {
         for (full, ticket) in waiting {
             self.unlock(&full, ticket);
         }
+        let mut leases: Vec<u64> = o.leases.into_iter().collect();
+        leases.sort();
+        for l in leases {
+            self.revoke_lease(l);
+        }
+        for (full, ticket) in o.locks {
+            self.unlock(&full, ticket);
+        }
         for id in o.watchers {
             self.remove_watcher(id);
         }
     }
+}
+
+/// What a change costs the history, in bytes.
+fn change_size(c: &Change) -> usize {
+    c.key.len() + c.value.as_ref().map_or(0, |v| v.len())
 }
 
 fn matches_filter(filter: &Filter, full: &str) -> bool {

@@ -194,3 +194,155 @@ async fn stats_count_what_a_handle_holds() {
     let st = s.stats();
     assert_eq!((st.watches, st.leases, st.locks), (0, 0, 0));
 }
+
+#[tokio::test]
+async fn closing_a_store_never_hands_its_lock_to_its_own_waiter() {
+    let a = MemoryStore::open_url("memory://specific-close-lock").unwrap();
+    let b = MemoryStore::open_url("memory://specific-close-lock").unwrap();
+    let _held = a.lock("l", LockOptions::new()).await.unwrap();
+    let own_waiter = {
+        let a = a.clone();
+        tokio::spawn(async move { a.lock("l", LockOptions::new()).await })
+    };
+    let other_waiter = {
+        let b = b.clone();
+        tokio::spawn(async move { b.lock("l", LockOptions::new()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.close().await.unwrap();
+    let own = own_waiter.await.unwrap();
+    assert_eq!(own.unwrap_err().kind(), ErrorKind::Closed);
+    let other = tokio::time::timeout(Duration::from_secs(5), other_waiter)
+        .await
+        .expect("the other store's waiter gets the lock")
+        .unwrap();
+    assert!(other.is_ok());
+}
+
+#[tokio::test]
+async fn nothing_outlives_a_close_it_raced_with() {
+    for _ in 0..200 {
+        let s = MemoryStore::open_url("memory://specific-close-race").unwrap();
+        let closer = {
+            let s = s.clone();
+            tokio::spawn(async move { s.close().await })
+        };
+        let lease = s.grant_lease(Duration::from_secs(60)).await;
+        let watch = s.watch("k", WatchOptions::new()).await;
+        let lock = s.try_lock("l", LockOptions::new()).await;
+        closer.await.unwrap().unwrap();
+        if let Ok(lease) = lease {
+            assert!(
+                lease.is_lost(),
+                "a lease granted before the close is revoked by it"
+            );
+        }
+        if let Ok(Some(guard)) = lock {
+            assert!(
+                guard.is_lost(),
+                "a lock taken before the close is released by it"
+            );
+        }
+        if let Ok(mut w) = watch {
+            while let Some(item) = tokio::time::timeout(Duration::from_secs(5), w.next())
+                .await
+                .expect("a watch opened before the close ends with it")
+            {
+                item.unwrap();
+            }
+        }
+        assert_eq!(s.stats().watches + s.stats().leases + s.stats().locks, 0);
+    }
+}
+
+#[tokio::test]
+async fn resuming_ahead_of_the_store_skips_changes_up_to_that_revision() {
+    let s = MemoryStore::new();
+    let now = s.put("k", "1".into(), PutOptions::new()).await.unwrap();
+    let mut w = s
+        .watch("k", WatchOptions::from_revision(now + 2))
+        .await
+        .unwrap();
+    s.put("k", "2".into(), PutOptions::new()).await.unwrap();
+    s.put("k", "3".into(), PutOptions::new()).await.unwrap();
+    let fourth = s.put("k", "4".into(), PutOptions::new()).await.unwrap();
+    match next(&mut w).await.unwrap() {
+        WatchEvent::Put(kv) => assert_eq!((kv.value.as_ref(), kv.revision), (&b"4"[..], fourth)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn extreme_arguments_are_errors_not_panics() {
+    let s = MemoryStore::new();
+    for ttl in [Duration::MAX, anykv_core::MAX_TTL + Duration::from_secs(1)] {
+        let e = s
+            .put("k", "v".into(), PutOptions::new().with_ttl(ttl))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        let e = s.grant_lease(ttl).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    }
+    assert_eq!(s.revision(), 0, "nothing was written");
+    s.put(
+        "k",
+        "v".into(),
+        PutOptions::new().with_ttl(anykv_core::MAX_TTL),
+    )
+    .await
+    .unwrap();
+    let mut opts = WatchOptions::new();
+    opts.buffer = usize::MAX;
+    let e = s.watch("k", opts).await.map(|_| ()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    let w = s
+        .watch("k", WatchOptions::new().with_buffer(usize::MAX))
+        .await;
+    assert!(w.is_ok(), "with_buffer clamps");
+    let mut w = s
+        .watch("k", WatchOptions::from_revision(u64::MAX))
+        .await
+        .unwrap();
+    s.put("k", "w".into(), PutOptions::new()).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), w.next())
+            .await
+            .is_err(),
+        "nothing is after revision u64::MAX"
+    );
+}
+
+#[tokio::test]
+async fn history_is_bounded_in_bytes_too() {
+    let s = MemoryStore::open(MemoryConfig::new().with_history_bytes(4_000_000)).unwrap();
+    let first = s
+        .put("big", vec![1u8; 1_000_000].into(), PutOptions::new())
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        s.put("big", vec![2u8; 1_000_000].into(), PutOptions::new())
+            .await
+            .unwrap();
+    }
+    let mut w = s
+        .watch("big", WatchOptions::from_revision(first))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut w).await.unwrap_err().kind(), ErrorKind::Compacted);
+}
+
+#[tokio::test]
+async fn passwords_never_reach_errors() {
+    for url in [
+        "memory://user:hun/ter2@n/",
+        "memory://user:hun#ter2@n/",
+        "memory://user:hun?ter2@n/",
+        "memory://user:hunter2@n/",
+        "memory://n/r?password=hunter2",
+    ] {
+        let e = MemoryStore::open_url(url).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config, "{url}");
+        assert!(!e.to_string().contains("ter2"), "{e}");
+    }
+}

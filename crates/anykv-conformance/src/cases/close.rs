@@ -7,8 +7,8 @@ use anykv_core::{KvPair, LockOptions, PutOptions, WatchEvent, WatchOptions, Watc
 use futures::StreamExt;
 
 use crate::{
-    bytes, check, check_eq, check_err, next_event, read_initial, CaseResult, Ctx, Failure,
-    EVENT_TIMEOUT, SLACK,
+    bytes, check, check_eq, check_err, next_event, read_initial, wait_gone, wait_until, CaseResult,
+    Ctx, Failure, EVENT_TIMEOUT, SLACK,
 };
 
 #[doc(hidden)]
@@ -24,6 +24,7 @@ macro_rules! __anykv_cases_close {
             close_is_idempotent,
             close_leaves_other_clients_working,
             close_leaves_other_clients_watches,
+            dropping_last_handle_releases,
         ] }
     };
 }
@@ -286,5 +287,82 @@ pub async fn close_leaves_other_clients_watches(ctx: &Ctx) -> CaseResult {
         next_event(&mut w2, EVENT_TIMEOUT).await?,
         WatchEvent::Put(KvPair::new("n", "n", r3))
     );
+    Ok(())
+}
+
+/// Dropping a client's last handle (without `close()`, as a process that
+/// forgets to close) gives back what it held, on a best-effort basis but
+/// within the TTLs: its leases' keys vanish within the lease TTL plus
+/// [`SLACK`], its locks are free for others within the lock TTL plus
+/// [`SLACK`] and report the loss, and its permanent keys stay.
+pub async fn dropping_last_handle_releases(ctx: &Ctx) -> CaseResult {
+    let observer = ctx.store().await?;
+    let s = ctx.unmanaged_store().await?;
+    let caps = s.capabilities().clone();
+    let ttl = Duration::from_secs(2).max(caps.min_ttl);
+    let plain = s.put("plain", bytes("stays"), PutOptions::new()).await?;
+    let lease = if caps.leases {
+        let lease = s.grant_lease(ttl).await?;
+        s.put(
+            "leased",
+            bytes("goes"),
+            PutOptions::new().with_lease(lease.id()),
+        )
+        .await?;
+        Some(lease)
+    } else {
+        None
+    };
+    let guard = if caps.locks {
+        Some(s.lock("l", LockOptions::new().with_ttl(ttl)).await?)
+    } else {
+        None
+    };
+    check!(
+        caps.leases || caps.locks,
+        "the backend has neither leases nor locks: nothing to release"
+    );
+    if caps.leases {
+        check!(
+            observer.exists("leased").await?,
+            "the leased key was written"
+        );
+    }
+    if caps.locks {
+        check!(
+            observer.try_lock("l", LockOptions::new()).await?.is_none(),
+            "the lock is held before the drop"
+        );
+    }
+    // The lease and guard handles stay alive: only the store is dropped.
+    drop(s);
+    if caps.leases {
+        wait_gone(&observer, &["leased"], ttl + SLACK).await?;
+    }
+    if let Some(g) = &guard {
+        let observer = observer.clone();
+        wait_until(ttl + SLACK, "the dropped client's lock is free", || {
+            let observer = observer.clone();
+            async move {
+                match observer.try_lock("l", LockOptions::new()).await? {
+                    Some(mine) => {
+                        mine.release().await?;
+                        Ok(true)
+                    }
+                    None => Ok(false),
+                }
+            }
+        })
+        .await?;
+        check!(
+            g.is_lost(),
+            "the dropped client's guard does not report the loss"
+        );
+    }
+    check_eq!(
+        observer.get("plain").await?.map(|p| p.revision),
+        Some(plain)
+    );
+    drop((lease, guard));
     Ok(())
 }

@@ -8,8 +8,8 @@ use anykv_core::{KvPair, PutOptions, Store, WatchEvent, WatchOptions};
 use tokio::time::Instant;
 
 use crate::{
-    bytes, check, check_eq, check_err, expect_delete, is_gone, next_event, put_with, read_initial,
-    wait_gone, CaseResult, Ctx, Failure, EVENT_TIMEOUT, SLACK,
+    bytes, check, check_eq, check_err, expect_delete, expect_silence, is_gone, next_event,
+    put_with, read_initial, wait_gone, CaseResult, Ctx, Failure, EVENT_TIMEOUT, SLACK,
 };
 
 #[doc(hidden)]
@@ -29,6 +29,11 @@ macro_rules! __anykv_cases_ttl {
     };
 }
 
+/// How much earlier than its TTL a key may vanish: clock and timer
+/// granularity, and the time between the server starting the TTL and the
+/// client's clock reading.
+const EARLY_TOLERANCE: Duration = Duration::from_millis(400);
+
 /// A client on the case's root and the TTL the suite uses (2 s, raised to
 /// the backend's minimum), or "unsupported" unless TTLs work.
 async fn ttl_store(ctx: &Ctx) -> Result<(Arc<dyn Store>, Duration), Failure> {
@@ -39,9 +44,9 @@ async fn ttl_store(ctx: &Ctx) -> Result<(Arc<dyn Store>, Duration), Failure> {
 }
 
 /// A key put with a 2 s TTL is present right after the put (to this and
-/// another client, in `get`, `exists` and `list`) and still a quarter of
-/// the TTL later, and gone from all of them within TTL + [`SLACK`] of the
-/// put; a permanent key beside it stays.
+/// another client, in `get`, `exists` and `list`) and still there 400 ms
+/// before its TTL runs out (it never vanishes early), and gone from all of
+/// them within TTL + [`SLACK`] of the put; a permanent key beside it stays.
 pub async fn ttl_key_expires(ctx: &Ctx) -> CaseResult {
     let (s, ttl) = ttl_store(ctx).await?;
     let other = ctx.store().await?;
@@ -52,11 +57,14 @@ pub async fn ttl_key_expires(ctx: &Ctx) -> CaseResult {
     check!(s.exists("k").await?, "exists is false right after the put");
     check_eq!(s.list("").await?, vec![k.clone(), keep.clone()]);
     check_eq!(other.get("k").await?, Some(k.clone()));
-    tokio::time::sleep_until(start + ttl / 4).await;
+    // Not early: still there shortly before its TTL has run (the put's
+    // reply came after the server started the TTL, so this is safe).
+    let almost = ttl.saturating_sub(EARLY_TOLERANCE);
+    tokio::time::sleep_until(start + almost).await;
     check_eq!(
         s.get("k").await?,
         Some(k.clone()),
-        "the key a quarter of its TTL of {ttl:?} after the put"
+        "the key {almost:?} after the put, before its TTL of {ttl:?} ran out"
     );
     let remaining = (ttl + SLACK).saturating_sub(start.elapsed());
     wait_gone(&s, &["k"], remaining).await?;
@@ -69,7 +77,8 @@ pub async fn ttl_key_expires(ctx: &Ctx) -> CaseResult {
     Ok(())
 }
 
-/// TTL expiry is a `Delete` for watchers: a key watcher and a tree watcher
+/// TTL expiry is a `Delete` for watchers, never before the TTL has run: a
+/// key watcher and a tree watcher
 /// each get one `Delete` per expired key, with the same revision on both
 /// streams, greater than the expired pair's and than `Synced`, strictly
 /// increasing on the tree; permanent keys get nothing, and re-creating the
@@ -78,6 +87,7 @@ pub async fn ttl_expiry_emits_delete(ctx: &Ctx) -> CaseResult {
     let (s, ttl) = ttl_store(ctx).await?;
     ctx.require(s.capabilities().watch, "watch")?;
     let opts = PutOptions::new().with_ttl(ttl);
+    let before_puts = Instant::now();
     let a = put_with(&s, "t/a", "a", opts.clone()).await?;
     let b = put_with(&s, "t/b", "b", opts).await?;
     let p = put_with(&s, "t/p", "permanent", PutOptions::new()).await?;
@@ -89,6 +99,11 @@ pub async fn ttl_expiry_emits_delete(ctx: &Ctx) -> CaseResult {
     let (initial, synced_k) = read_initial(&mut wk, EVENT_TIMEOUT).await?;
     check_eq!(initial, vec![a.clone()]);
 
+    // No expiry Delete before the TTL (less a tolerance) has run.
+    let early = ttl
+        .saturating_sub(EARLY_TOLERANCE)
+        .saturating_sub(before_puts.elapsed());
+    expect_silence(&mut wt, early).await?;
     let within = (ttl + SLACK).saturating_sub(start.elapsed()) + Duration::from_millis(500);
     let mut last = synced_t.max(p.revision);
     let mut a_deleted = None;

@@ -31,6 +31,7 @@ macro_rules! __anykv_cases_watch {
             watch_tree_sees_delete_tree,
             watch_revisions_strictly_increase,
             watch_converges_to_final_state,
+            watch_opened_during_writes_misses_nothing,
             watch_resume_from_revision,
             watch_tree_resume_from_revision,
             watch_resume_compacted,
@@ -92,23 +93,27 @@ impl Rng {
 }
 
 /// A watch on an existing key first delivers its current pair (exact value
-/// and revision), then `Synced` with a revision at least the pair's; a
+/// and revision), then `Synced` with the store's revision at the snapshot
+/// (at least that of a write to another key just before); a
 /// change made afterwards follows with a revision greater than `Synced`'s.
 /// Keys below the watched key are not part of a single-key watch.
 pub async fn watch_initial_state_then_synced(ctx: &Ctx) -> CaseResult {
     let s = watch_store(ctx).await?;
     let pair = put(&s, "k", "v1").await?;
-    put(&s, "k/child", "c").await?;
+    let child = put(&s, "k/child", "c").await?;
     let mut w = s.watch("k", WatchOptions::new()).await?;
     check_eq!(
         next_event(&mut w, EVENT_TIMEOUT).await?,
         WatchEvent::Put(pair.clone())
     );
     let synced = expect_synced(&mut w).await?;
+    // Synced carries the store's revision at the snapshot, which is at
+    // least that of every write completed before the watch was opened,
+    // including writes to keys outside the watch.
     check!(
-        synced >= pair.revision,
-        "Synced revision {synced} is below the pair's revision {}",
-        pair.revision
+        synced >= child.revision && synced >= pair.revision,
+        "Synced revision {synced} is below the store's revision {} when the watch opened",
+        child.revision
     );
     let p2 = put(&s, "k", "v2").await?;
     check!(
@@ -1037,5 +1042,167 @@ pub async fn watch_invalid_key_rejected(ctx: &Ctx) -> CaseResult {
     read_initial(&mut w, EVENT_TIMEOUT).await?;
     let p = put(&s, "x", "v").await?;
     check_eq!(next_event(&mut w, EVENT_TIMEOUT).await?, WatchEvent::Put(p));
+    Ok(())
+}
+
+/// One write of the log kept by [`watch_opened_during_writes_misses_nothing`]:
+/// key, value (`None` for a delete) and revision.
+type Logged = (String, Option<String>, u64);
+
+/// Watches opened while other clients keep writing miss nothing between
+/// their initial state and their live changes (the gap Go's libkv had):
+/// for each of several watches opened at different moments, the initial
+/// state is exactly the store's state at its `Synced` revision, rebuilt
+/// from the writers' log, and the changes after it are exactly the logged
+/// writes with greater revisions, in order (with `watch_every_revision`;
+/// without it, the watch converges to the final state in increasing
+/// revisions).
+pub async fn watch_opened_during_writes_misses_nothing(ctx: &Ctx) -> CaseResult {
+    let s = watch_store(ctx).await?;
+    let every = s.capabilities().watch_every_revision;
+    let log: Arc<Mutex<Vec<Logged>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut writers = Vec::new();
+    for c in 0..2u64 {
+        let client = ctx.store().await?;
+        let log = log.clone();
+        writers.push(tokio::spawn(async move {
+            let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ (c + 7));
+            for i in 0..60 {
+                let key = format!("g/k{}", rng.below(5));
+                if rng.below(4) == 0 {
+                    let existed = client.get(&key).await?;
+                    if let Some(p) = existed {
+                        if client.atomic_delete(&key, p.revision).await.is_ok() {
+                            // The delete's revision is unknown to the client;
+                            // it is recovered from the events below.
+                            log.lock().push((key, None, 0));
+                        }
+                    }
+                } else {
+                    let value = format!("c{c}-{i}");
+                    let rev = client
+                        .put(&key, bytes(value.clone()), PutOptions::new())
+                        .await?;
+                    log.lock().push((key, Some(value), rev));
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Ok::<_, anykv_core::Error>(())
+        }));
+    }
+    let mut watches = Vec::new();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let mut w = s.watch_tree("g", WatchOptions::new()).await?;
+        let (initial, synced) = read_initial(&mut w, EVENT_TIMEOUT).await?;
+        watches.push((w, initial, synced));
+    }
+    for t in writers {
+        joined(t.await)??;
+    }
+    let last_write = s.put("g/last", bytes("last"), PutOptions::new()).await?;
+    log.lock()
+        .push(("g/last".into(), Some("last".into()), last_write));
+    let final_state: BTreeMap<String, KvPair> = s
+        .list("g")
+        .await?
+        .into_iter()
+        .map(|p| (p.key.clone(), p))
+        .collect();
+    let puts: Vec<Logged> = {
+        let mut l: Vec<Logged> = log
+            .lock()
+            .iter()
+            .filter(|e| e.1.is_some())
+            .cloned()
+            .collect();
+        l.sort_by_key(|e| e.2);
+        l
+    };
+    let distinct: BTreeSet<u64> = puts.iter().map(|e| e.2).collect();
+    check_eq!(
+        distinct.len(),
+        puts.len(),
+        "every put got a revision of its own"
+    );
+    check_eq!(
+        final_state.get("g/last").map(|p| p.revision),
+        Some(last_write),
+        "the last write is in the store"
+    );
+    for (n, (mut w, initial, synced)) in watches.into_iter().enumerate() {
+        // Apply events until the watcher's state equals the final state.
+        let mut state: BTreeMap<String, KvPair> =
+            initial.iter().map(|p| (p.key.clone(), p.clone())).collect();
+        let mut live_puts: Vec<u64> = Vec::new();
+        let mut last = synced;
+        let deadline = tokio::time::Instant::now() + SLACK + EVENT_TIMEOUT;
+        while state != final_state {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let ev = next_event(&mut w, left).await.map_err(|e| {
+                Failure::failed(format!(
+                    "watch {n} (Synced at {synced}) never reached the final state: {e}; \
+                     it has {state:?}, the store {final_state:?}"
+                ))
+            })?;
+            let rev = ev.revision();
+            check!(rev > last, "watch {n}: revision {rev} after {last}");
+            last = rev;
+            match ev {
+                WatchEvent::Put(kv) => {
+                    live_puts.push(kv.revision);
+                    state.insert(kv.key.clone(), kv);
+                }
+                WatchEvent::Delete { key, .. } => {
+                    state.remove(&key);
+                }
+                WatchEvent::Synced { .. } => {
+                    return Err(Failure::failed(format!("watch {n}: a second Synced")));
+                }
+            }
+        }
+        if every {
+            // The initial state holds, for each key, the last logged put at
+            // or below Synced unless a later delete at or below it removed
+            // it; every logged put above Synced arrived live.
+            for p in &initial {
+                check!(
+                    p.revision <= synced,
+                    "watch {n}: initial pair {p:?} is newer than Synced {synced}"
+                );
+                let logged = puts.iter().any(|(k, v, r)| {
+                    *k == p.key
+                        && *r == p.revision
+                        && v.as_deref() == Some(&*String::from_utf8_lossy(&p.value))
+                });
+                check!(logged, "watch {n}: initial pair {p:?} was never written");
+            }
+            let expected: Vec<u64> = puts.iter().map(|e| e.2).filter(|r| *r > synced).collect();
+            check_eq!(
+                live_puts,
+                expected,
+                "watch {n} (Synced at {synced}): the revisions of the live puts"
+            );
+            // A key whose last put at or below Synced is missing from the
+            // initial state must have been deleted before Synced, which the
+            // final state or a live put shows; the converse (a pair in the
+            // initial state that was deleted before Synced) cannot be told
+            // from the log, as deletes' revisions are the server's.
+            for (k, _, r) in puts.iter().filter(|e| e.2 <= synced) {
+                let newest_put_at_or_below = puts
+                    .iter()
+                    .filter(|e| e.0 == *k && e.2 <= synced)
+                    .map(|e| e.2)
+                    .max();
+                if newest_put_at_or_below == Some(*r) && !initial.iter().any(|p| p.key == *k) {
+                    let later_put = puts.iter().any(|e| e.0 == *k && e.2 > synced);
+                    check!(
+                        later_put || !final_state.contains_key(k),
+                        "watch {n}: {k} (put at {r}) is missing from the initial state"
+                    );
+                }
+            }
+        }
+    }
     Ok(())
 }
