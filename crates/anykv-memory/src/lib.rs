@@ -7,16 +7,21 @@
 //!   processes; each handle owns its own leases, locks and watches, and
 //!   closing it gives them back as a process exit would.
 //! - Revisions are a store-wide counter. Watches deliver every revision and
-//!   can resume from the last `history` changes (default
-//!   [`DEFAULT_HISTORY`]); older starts yield `Compacted`.
+//!   can resume from the recent history (see the parameters below); older
+//!   starts yield `Compacted` from the stream.
 //! - TTL keys expire on time (a thread of the store's own, so a store
 //!   outlives the async runtime that created it) and emit `Delete`.
 //! - Locks are FIFO queues: a release hands the lock to the next waiter
 //!   directly, so waiters never stampede.
 //!
-//! URL parameters: `history` (changes kept for resuming watches) and
-//! `max_value_size` (bytes). They apply when the named store is first
-//! created; later handles share the store as it is.
+//! URL parameters: `history` (changes kept for resuming watches, default
+//! [`DEFAULT_HISTORY`]), `history_bytes` (bytes of keys and values kept for
+//! them, default [`DEFAULT_HISTORY_BYTES`]) and `max_value_size` (bytes).
+//! They apply when the named store is first created; later handles share
+//! the store as it is.
+//!
+//! Like every anykv backend, the store's async calls run on Tokio (a lock
+//! wait with a timeout uses Tokio's timer).
 //!
 //! ```
 //! use anykv_core::{PutOptions, Store};

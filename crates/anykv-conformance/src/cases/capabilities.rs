@@ -164,7 +164,8 @@ pub async fn capabilities_are_honest(ctx: &Ctx) -> CaseResult {
 }
 
 /// Error messages name the backend and the key: `KeyExists`,
-/// `KeyModified`, `KeyNotFound` and `InvalidKey` carry both in their text.
+/// `KeyModified` and `KeyNotFound` carry both in their text, and
+/// `InvalidKey` (raised before any backend is involved) names the key.
 pub async fn errors_name_backend_and_key(ctx: &Ctx) -> CaseResult {
     let s = ctx.store().await?;
     let backend = s.capabilities().backend;
