@@ -112,7 +112,10 @@ mod types;
 
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use handles::{lost_signal, Lease, LockGuard, LostSignal, LostTrigger, Release};
-pub use registry::{open, parse_param, parse_url, redact_url, register, url_params, url_root};
+pub use registry::{
+    open, parse_duration_param, parse_param, parse_url, redact_url, register, url_credentials,
+    url_params, url_root,
+};
 pub use store::Store;
 pub use types::{
     check_ttl, Capabilities, KvPair, LeaseId, LockOptions, PutOptions, StoreStats, WatchEvent,

@@ -187,6 +187,57 @@ where
         .map_err(|e| Error::Config(format!("parameter {name}: {e}")))
 }
 
+/// The user name and password of a URL, percent-decoded; `None` when the
+/// URL names no user. The password is never put into an error message.
+pub fn url_credentials(url: &Url) -> Result<Option<(String, String)>> {
+    if url.username().is_empty() && url.password().is_none() {
+        return Ok(None);
+    }
+    let decode = |part: &str, what: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| {
+                Error::Config(format!(
+                    "the {what} in the {}:// URL is not UTF-8",
+                    url.scheme()
+                ))
+            })
+    };
+    let user = decode(url.username(), "user name")?;
+    let password = decode(url.password().unwrap_or(""), "password")?;
+    Ok(Some((user, password)))
+}
+
+/// Parses a duration parameter: `250ms`, `5s`, `2m`, or a plain number of
+/// seconds (fractions allowed: `0.5`). Zero and negative values are
+/// refused with [`Error::Config`] naming the parameter.
+pub fn parse_duration_param(name: &str, value: &str) -> Result<std::time::Duration> {
+    let v = value.trim();
+    let (number, unit) = if let Some(n) = v.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (v, 1.0)
+    };
+    let seconds = number
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite() && *n > 0.0)
+        .map(|n| n * unit)
+        .filter(|s| *s <= 10.0 * 365.0 * 24.0 * 3600.0)
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "parameter {name}: {value:?} is not a positive duration such as 250ms, 5s or 2m"
+            ))
+        })?;
+    Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +264,47 @@ mod tests {
         let u = Url::parse("memory://n/a//b").unwrap();
         assert_eq!(url_root(&u).unwrap_err().kind(), ErrorKind::Config);
         assert_eq!(url_root(&Url::parse("memory://n").unwrap()).unwrap(), "");
+    }
+
+    #[test]
+    fn credentials_and_durations() {
+        let u = Url::parse("redis://us%40er:p%2Fss@h:1/0").unwrap();
+        assert_eq!(
+            url_credentials(&u).unwrap(),
+            Some(("us@er".to_string(), "p/ss".to_string()))
+        );
+        assert_eq!(
+            url_credentials(&Url::parse("redis://h:1/0").unwrap()).unwrap(),
+            None
+        );
+        assert_eq!(
+            url_credentials(&Url::parse("redis://:pw@h:1/0").unwrap()).unwrap(),
+            Some((String::new(), "pw".to_string()))
+        );
+        use std::time::Duration;
+        assert_eq!(
+            parse_duration_param("t", "250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            parse_duration_param("t", "5s").unwrap(),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            parse_duration_param("t", "2m").unwrap(),
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            parse_duration_param("t", "0.5").unwrap(),
+            Duration::from_millis(500)
+        );
+        for bad in ["", "0", "-1s", "x", "1h", "NaN", "inf", "1e300"] {
+            assert_eq!(
+                parse_duration_param("t", bad).unwrap_err().kind(),
+                ErrorKind::Config,
+                "{bad}"
+            );
+        }
     }
 
     #[test]
