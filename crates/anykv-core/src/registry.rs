@@ -86,8 +86,20 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
 /// Parses a store URL. A URL that does not parse fails with
 /// [`Error::Config`] naming only its scheme and the parser's reason: the
 /// text around a parse error may be a password.
+///
+/// A URL may name several servers, as etcd and ZooKeeper clusters have:
+/// `etcd://a:2379,b:2379,c:2379/root`. The first stays the URL's host and
+/// the others are given to the backend as the `endpoints` parameter
+/// (`etcd://a:2379/root?endpoints=b:2379,c:2379`), since a parsed URL holds
+/// one host.
+///
+/// ```
+/// let u = anykv_core::parse_url("zk://a:2181,b:2181,c:2181/app").unwrap();
+/// assert_eq!((u.host_str(), u.port(), u.path()), (Some("a"), Some(2181), "/app"));
+/// assert_eq!(u.query(), Some("endpoints=b%3A2181%2Cc%3A2181"));
+/// ```
 pub fn parse_url(url: &str) -> Result<Url> {
-    Url::parse(url).map_err(|e| {
+    let parse_error = |e: url::ParseError| {
         let scheme = url
             .split_once(':')
             .map(|(s, _)| s)
@@ -98,7 +110,36 @@ pub fn parse_url(url: &str) -> Result<Url> {
             })
             .unwrap_or("?");
         Error::Config(format!("invalid {scheme}:// URL: {e}"))
-    })
+    };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Url::parse(url).map_err(parse_error);
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let (userinfo, hosts) = match authority.rfind('@') {
+        Some(at) => authority.split_at(at + 1),
+        None => ("", authority),
+    };
+    if !hosts.contains(',') {
+        return Url::parse(url).map_err(parse_error);
+    }
+    let mut all = hosts.split(',');
+    let first = all.next().unwrap_or("");
+    let others: Vec<&str> = all.collect();
+    if first.is_empty() || others.iter().any(|h| h.is_empty()) {
+        return Err(Error::Config(format!(
+            "invalid {scheme}:// URL: an empty host in its list of servers"
+        )));
+    }
+    let mut parsed = Url::parse(&format!(
+        "{scheme}://{userinfo}{first}{}",
+        &rest[authority_end..]
+    ))
+    .map_err(parse_error)?;
+    parsed
+        .query_pairs_mut()
+        .append_pair("endpoints", &others.join(","));
+    Ok(parsed)
 }
 
 /// The URL with any password replaced by `***`, for messages and logs.
@@ -264,6 +305,30 @@ mod tests {
         let u = Url::parse("memory://n/a//b").unwrap();
         assert_eq!(url_root(&u).unwrap_err().kind(), ErrorKind::Config);
         assert_eq!(url_root(&Url::parse("memory://n").unwrap()).unwrap(), "");
+    }
+
+    #[test]
+    fn several_hosts() {
+        let u = parse_url("etcd://u:p@a:1,b:2,c/root/x?tls=true").unwrap();
+        assert_eq!(u.host_str(), Some("a"));
+        assert_eq!(u.port(), Some(1));
+        assert_eq!(u.path(), "/root/x");
+        assert_eq!(
+            url_params(&u, &["tls", "endpoints"]).unwrap(),
+            vec![
+                ("tls".to_string(), "true".to_string()),
+                ("endpoints".to_string(), "b:2,c".to_string())
+            ]
+        );
+        assert_eq!(url_credentials(&u).unwrap(), Some(("u".into(), "p".into())));
+        for bad in ["etcd://a:1,,b:2/", "etcd://,a:1/", "etcd://a:1,/"] {
+            assert_eq!(
+                parse_url(bad).unwrap_err().kind(),
+                ErrorKind::Config,
+                "{bad}"
+            );
+        }
+        assert_eq!(parse_url("memory://n/r").unwrap().host_str(), Some("n"));
     }
 
     #[test]
