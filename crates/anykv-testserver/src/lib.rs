@@ -1,0 +1,243 @@
+//! Real servers for anykv's tests: etcd, Redis and ZooKeeper from Debian's
+//! packages, started on free loopback ports with temporary data
+//! directories, and stopped afterwards.
+//!
+//! A test whose server binary is missing fails with a message saying which
+//! Debian package to install (or which `ANYKV_*_URL` to set to use a server
+//! of your own); it never skips quietly.
+//!
+//! Every process started here has a watchdog that stops it when the test
+//! process exits, so a server kept in a `static` for a whole test binary
+//! does not outlive it.
+
+use std::fs::File;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use tempfile::TempDir;
+
+pub mod etcd;
+pub mod redis;
+pub mod zookeeper;
+
+/// A free TCP port on 127.0.0.1 (free when asked; bind it soon).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
+}
+
+/// The path of a server binary, found on `PATH` or at one of `candidates`;
+/// panics with how to install it otherwise.
+pub fn require_binary(name: &str, candidates: &[&str], package: &str, url_var: &str) -> PathBuf {
+    for c in candidates {
+        let p = Path::new(c);
+        if p.is_file() {
+            return p.to_path_buf();
+        }
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    panic!(
+        "{name} is not installed, and these tests need a real server. Install it with \
+         `sudo apt-get install {package}` (Debian/Ubuntu), or point {url_var} at a running \
+         server, or run `docker compose up -d` and set {url_var}."
+    )
+}
+
+/// A new temporary directory for a server's data.
+pub fn temp_dir(prefix: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"))
+}
+
+/// Waits until something accepts TCP connections on `127.0.0.1:port`.
+pub fn wait_for_port(port: u16, within: Duration) -> Result<(), String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            // A connection to a port in the ephemeral range can be the
+            // socket connecting to itself (TCP simultaneous open) when
+            // nothing listens; that is not a server.
+            if stream.local_addr().ok() != stream.peer_addr().ok() {
+                return Ok(());
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "nothing listens on 127.0.0.1:{port} after {within:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A server process that is stopped when dropped, or when the test process
+/// exits.
+#[derive(Debug)]
+pub struct Process {
+    name: String,
+    child: Child,
+    watchdog: Option<Child>,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Starts `command` with its output going to `log` (in the server's
+    /// temporary directory).
+    pub fn spawn(name: &str, mut command: Command, log: PathBuf) -> Process {
+        let out =
+            File::create(&log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+        let err = out
+            .try_clone()
+            .unwrap_or_else(|e| panic!("cannot reopen {}: {e}", log.display()));
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "while kill -0 {test} 2>/dev/null && kill -0 {server} 2>/dev/null; do sleep 0.5; done; \
+                 kill -TERM {server} 2>/dev/null; sleep 3; kill -KILL {server} 2>/dev/null",
+                test = std::process::id(),
+                server = child.id()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok();
+        Process {
+            name: name.to_owned(),
+            child,
+            watchdog,
+            log,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The last `bytes` of the process's output, for failure messages.
+    pub fn log_tail(&self, bytes: usize) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        let start = s.len().saturating_sub(bytes);
+        let start = (start..s.len())
+            .find(|i| s.is_char_boundary(*i))
+            .unwrap_or(s.len());
+        s[start..].to_owned()
+    }
+
+    /// Stops the process gracefully (SIGTERM), then forcibly after `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        if !self.is_running() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if !self.is_running() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The process's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+        if let Some(mut w) = self.watchdog.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_stops_on_drop() {
+        let dir = temp_dir("anykv-testserver-");
+        let mut p = Process::spawn(
+            "sleep",
+            {
+                let mut c = Command::new("sleep");
+                c.arg("30");
+                c
+            },
+            dir.path().join("log"),
+        );
+        assert!(p.is_running());
+        let pid = p.pid();
+        drop(p);
+        let alive = Command::new("kill")
+            .arg("-0")
+            .arg(pid.to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(!alive, "the process outlived its handle");
+    }
+
+    #[test]
+    fn ports_and_binaries() {
+        let l = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(wait_for_port(port, Duration::from_secs(1)).is_ok());
+        drop(l);
+        assert!(require_binary("sh", &[], "dash", "X").is_file());
+        let r = std::panic::catch_unwind(|| {
+            require_binary("no-such-server-binary", &[], "pkg", "ANYKV_X_URL")
+        });
+        let msg = r.unwrap_err();
+        let msg = msg.downcast_ref::<String>().unwrap();
+        assert!(
+            msg.contains("apt-get install pkg") && msg.contains("ANYKV_X_URL"),
+            "{msg}"
+        );
+    }
+}
