@@ -1,0 +1,1650 @@
+//! The Redis backend of anykv.
+//!
+//! Redis has no revisions, no prefix index and no reliable change feed, so
+//! this backend builds them on the server, atomically, with Lua scripts:
+//! every write is one script that bumps a revision counter, stores the
+//! value with its revision, maintains a sorted index of the keys and
+//! appends a change record to a Redis stream. Nothing depends on keyspace
+//! notifications or `CONFIG SET`, and nothing ever scans the keyspace.
+//!
+//! # URL
+//!
+//! `redis[s]://[user:password@]host[:port][/db[/root...]][?params]`
+//!
+//! - `rediss://` is TLS (rustls with the ring provider, which the backend
+//!   installs as the process's default if none is installed yet);
+//!   `ca_file=/path/ca.pem` trusts that CA instead of the system's roots.
+//! - `user:password` authenticates an ACL user; `:password` (no user) the
+//!   default user of a server with `requirepass`.
+//! - The first path segment is the database number (default `0`); the rest
+//!   is the root. `prefix=a/b` puts that root under `a/b`.
+//! - `namespace=name` (default `anykv`): the key prefix of everything this
+//!   backend stores; see below.
+//! - `request_timeout` (default `5s`): how long one call may take before it
+//!   fails with `Timeout`; `connect_timeout` (default `2s`). Durations are
+//!   written `250ms`, `5s`, `2m` or as plain seconds, as for every backend.
+//! - `history` (default 10,000): changes kept in the change stream; a watch
+//!   can resume from any of them.
+//! - `max_value_size` (default 16 MiB).
+//!
+//! [`RedisConfig`] is the same as a typed builder.
+//!
+//! # Layout on the server
+//!
+//! With namespace `ns`, every key begins with `{ns}:` (a hash tag, so all of
+//! a namespace's keys live in one slot). User keys are stored as their full
+//! canonical key (`root/key`), and user keys contain no control characters,
+//! so the internal names below never collide with them:
+//!
+//! | Redis key | type | holds |
+//! |---|---|---|
+//! | `{ns}:k:<root/key>` | hash | `v` value, `r` revision, `e` expiry deadline (ms, server clock), `l` lease id |
+//! | `{ns}:idx` | sorted set, score 0 | every key; `list` and `delete_tree` read it with `ZRANGEBYLEX [root/prefix/ (root/prefix0` |
+//! | `{ns}:rev` | string | the revision counter: one per namespace, shared by all roots, so roots nest |
+//! | `{ns}:log` | stream | one entry `{revision}-0` per revision: `k` key, `t` `p`ut or `d`elete, `v` value; lock releases add `{revision}-n` entries with `t` `u` that use no revision |
+//! | `{ns}:ttl` | sorted set | TTL keys scored by deadline |
+//! | `{ns}:leases` | sorted set | live leases scored by deadline |
+//! | `{ns}:lease:<id>` | set | the keys bound to a lease |
+//! | `{ns}:lid`, `{ns}:fence` | strings | lease ids and lock fencing tokens |
+//! | `{ns}:lock:<root/name>` | string with `PX` | a lock's holder token |
+//!
+//! Writes are scripts (`EVALSHA`) that check their conditions (CAS,
+//! create-only, the lease) before their first write, so a failed condition
+//! writes nothing; every revision handed out gets its change record in the
+//! same script, so the stream's `{revision}-0` entries are contiguous and a
+//! gap is proof of trimmed history.
+//!
+//! # Capabilities and why
+//!
+//! Everything is on: `watch`, `watch_every_revision` (the stream records
+//! every put with its value), `watch_resume` (a watch resumes from any
+//! revision still in the stream; older starts yield `Compacted`), `ttl`,
+//! `leases`, `locks`. `min_ttl` is 1 s: TTLs are enforced by the server's
+//! clock for every read at once, but keys are removed (and their `Delete`
+//! events written) by a sweep that each open store runs every 200 ms, and
+//! leases are kept alive every third of their TTL. `max_value_size` is the
+//! configured maximum (16 MiB by default); values are also kept in the
+//! change stream, so `history * typical value size` is the stream's memory.
+//!
+//! # TTL, and servers that forbid `CONFIG SET`
+//!
+//! A TTL is a deadline in the key's hash and in `{ns}:ttl`, computed with
+//! the server's `TIME`. Reads treat a key past its deadline as absent at
+//! once. Every open store runs a sweep script every 200 ms that deletes due
+//! keys, each with its own revision and change record, so watchers see a
+//! `Delete`. The design uses neither keyspace notifications nor
+//! `CONFIG SET`, so a server that forbids `CONFIG` behaves exactly the same.
+//! The one condition: the `Delete` events (and the memory) of expired keys
+//! wait until some store of that namespace is open; reads never see them.
+//!
+//! # Watches
+//!
+//! Each store has one reader task on a connection of its own, running
+//! `XREAD BLOCK` on the change stream and fanning entries out to all of the
+//! store's watches, so a thousand watches cost one connection. A new watch
+//! reads its snapshot and the store's revision in one script, then catches
+//! up from the stream with `XRANGE` until the reader has not gone past it.
+//! After a reconnect the reader continues from the last entry it delivered;
+//! a gap in revisions (history trimmed meanwhile) yields `Compacted` to
+//! every watch, which then ends.
+//!
+//! # Leases and locks
+//!
+//! A lease is a record in `{ns}:leases` with a deadline that the client
+//! extends every third of the TTL; keys put with it are listed in its set.
+//! Revoking it (or its lapse, seen by the sweep) deletes its keys, each with
+//! a revision. A lock is `SET {ns}:lock:<name> <token> NX PX <ttl>`, kept
+//! alive by the holder with a token-checked `PEXPIRE`, released by a
+//! token-checked delete that appends an unlock record to the stream. The
+//! fencing token comes from `INCR {ns}:fence`. Waiters sleep until the
+//! reader sees an unlock record for their lock, or until the holder's
+//! remaining `PTTL` runs out; they do not poll.
+//!
+//! # Server requirements
+//!
+//! Redis 7.0 or later (scripts that call `TIME` before writing, `XADD`
+//! with `<ms>-*` IDs, exclusive stream ranges). A standalone server or a
+//! primary (no Cluster mode support beyond the hash tag). An ACL user needs
+//! the key pattern `~{ns}:*` and the commands `EVALSHA`, `SCRIPT|LOAD`,
+//! `XREAD`, `SELECT` (a database other than 0), plus those the scripts
+//! call: `TIME INCR
+//! GET SET PTTL PEXPIRE DEL HMGET HGET HSET HDEL ZADD ZREM ZSCORE
+//! ZRANGEBYLEX ZRANGEBYSCORE SADD SREM SMEMBERS XADD XRANGE EXISTS`.
+//! [`RedisStore::compact`] also needs `XTRIM`. `CONFIG`, `KEYS`, `SCAN` and
+//! keyspace notifications are never used. The integration tests run with
+//! a user restricted to exactly this list.
+//!
+//! # Reconnects and errors
+//!
+//! Calls go through a `ConnectionManager` that reconnects by itself. A call
+//! that cannot complete within `timeout` fails with `Timeout`, a lost
+//! connection with `Unavailable`; a write that fails so **may have been
+//! applied** and is never retried. Reads are retried within the timeout.
+//! Wrong credentials give `Unauthenticated`, ACL refusals
+//! `PermissionDenied`. Neither [`RedisConfig`]'s `Debug` nor any error
+//! shows the password.
+
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod config;
+mod scripts;
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use anykv_core::{
+    async_trait, key, lost_signal, Bytes, Capabilities, Error, KvPair, Lease, LeaseId, LockGuard,
+    LockOptions, LostTrigger, PutOptions, Release, Result, Store, StoreStats, Url, WatchEvent,
+    WatchOptions, WatchStream,
+};
+use futures::Stream;
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client, RedisError, Value};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+
+pub use config::{
+    RedisConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HISTORY, DEFAULT_MAX_VALUE_SIZE,
+    DEFAULT_NAMESPACE, DEFAULT_TIMEOUT,
+};
+
+const BACKEND: &str = "redis";
+
+/// The smallest TTL (of keys, leases and locks); smaller ones are raised.
+pub const MIN_TTL: Duration = Duration::from_secs(1);
+
+/// The largest TTL (of keys, leases and locks): about a hundred years;
+/// larger ones are lowered to it.
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// How often each store sweeps expired keys and lapsed leases.
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(200);
+
+const BLOCK_MS: u64 = 1000;
+const CATCH_UP_COUNT: usize = 256;
+const SWEEP_BATCH: usize = 500;
+
+/// A handle on a Redis-backed store. Cheap to clone; clones are the same
+/// client. See the [crate documentation](crate).
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let shared = self.shared.clone();
+        if shared.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(async move { shared.close().await });
+            }
+            Err(_) => shared.shutdown_local(),
+        }
+    }
+}
+
+struct Shared {
+    config: RedisConfig,
+    root: String,
+    prefix: String,
+    history: String,
+    client: Client,
+    conn: ConnectionManager,
+    caps: Capabilities,
+    closed: AtomicBool,
+    shutdown: watch::Sender<bool>,
+    hub: Mutex<Hub>,
+    leases: Mutex<HashMap<u64, Held>>,
+    locks: Mutex<HashMap<u64, (String, String, Held)>>,
+    next_id: AtomicU64,
+    uid: String,
+    reader_connected: AtomicBool,
+}
+
+struct Held {
+    trigger: LostTrigger,
+    task: JoinHandle<()>,
+}
+
+struct Hub {
+    /// The last stream entry the reader dispatched.
+    pos: (u64, u64),
+    subs: HashMap<u64, Sub>,
+    lock_waiters: HashMap<String, Arc<Notify>>,
+}
+
+#[derive(Clone)]
+enum Filter {
+    Key(String),
+    Tree(String),
+}
+
+impl Filter {
+    fn matches(&self, full: &str) -> bool {
+        match self {
+            Filter::Key(k) => k == full,
+            Filter::Tree(p) => key::is_in_tree(p, full),
+        }
+    }
+}
+
+struct Sub {
+    filter: Filter,
+    tx: mpsc::Sender<Result<WatchEvent>>,
+    lagged: Arc<AtomicBool>,
+    last: u64,
+}
+
+/// One change record of the stream.
+struct Entry {
+    rev: u64,
+    seq: u64,
+    key: String,
+    kind: u8,
+    value: Vec<u8>,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.inner.shared;
+        f.debug_struct("RedisStore")
+            .field("config", &s.config)
+            .field("closed", &s.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+fn map_err(e: RedisError, what: &str) -> Error {
+    let code = e.code().unwrap_or("");
+    let text = e.to_string();
+    if e.kind() == redis::ErrorKind::AuthenticationFailed
+        || code == "WRONGPASS"
+        || code == "NOAUTH"
+        || text.contains("WRONGPASS")
+        || text.contains("NOAUTH")
+    {
+        return Error::Unauthenticated {
+            backend: BACKEND,
+            message: format!("{what}: {text}"),
+        };
+    }
+    if code == "NOPERM"
+        || text.contains("NOPERM")
+        || text.contains("can't access at least one of the keys")
+        || text.contains("has no permissions")
+    {
+        return Error::PermissionDenied {
+            backend: BACKEND,
+            message: format!("{what}: {text}"),
+        };
+    }
+    if e.is_timeout() {
+        return Error::Unavailable {
+            backend: BACKEND,
+            message: format!("{what}: the server did not answer in time (may have been applied)"),
+            source: Some(Box::new(e)),
+        };
+    }
+    if e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(
+            code,
+            "LOADING" | "TRYAGAIN" | "MASTERDOWN" | "BUSY" | "CLUSTERDOWN"
+        )
+    {
+        return Error::Unavailable {
+            backend: BACKEND,
+            message: format!("{what}: {text}"),
+            source: Some(Box::new(e)),
+        };
+    }
+    Error::Backend {
+        backend: BACKEND,
+        message: format!("{what}: {text}"),
+        source: Some(Box::new(e)),
+    }
+}
+
+fn bad_reply(what: &str) -> Error {
+    Error::Backend {
+        backend: BACKEND,
+        message: format!("{what}: unexpected reply from the server"),
+        source: None,
+    }
+}
+
+fn as_bytes(v: &Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b.clone()),
+        Value::SimpleString(s) => Some(s.as_bytes().to_vec()),
+        Value::Int(i) => Some(i.to_string().into_bytes()),
+        Value::Okay => Some(b"OK".to_vec()),
+        _ => None,
+    }
+}
+
+fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        other => std::str::from_utf8(&as_bytes(other)?).ok()?.parse().ok(),
+    }
+}
+
+fn as_i64(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        other => std::str::from_utf8(&as_bytes(other)?).ok()?.parse().ok(),
+    }
+}
+
+fn as_array(v: Value) -> Option<Vec<Value>> {
+    match v {
+        Value::Array(a) | Value::Set(a) => Some(a),
+        Value::Nil => Some(Vec::new()),
+        _ => None,
+    }
+}
+
+fn code_pair(v: Value, what: &str) -> Result<(i64, i64)> {
+    let a = as_array(v).ok_or_else(|| bad_reply(what))?;
+    match (a.first().and_then(as_i64), a.get(1).and_then(as_i64)) {
+        (Some(c), Some(n)) => Ok((c, n)),
+        _ => Err(bad_reply(what)),
+    }
+}
+
+fn parse_id(id: &[u8]) -> Option<(u64, u64)> {
+    let s = std::str::from_utf8(id).ok()?;
+    let (a, b) = s.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// Parses `[id, [field, value, ...]]` entries. An entry whose fields are
+/// not ours (kind 0) is kept, so the reader moves past it.
+fn parse_entries(v: Value) -> Option<Vec<Entry>> {
+    let mut out = Vec::new();
+    for item in as_array(v)? {
+        let mut parts = as_array(item)?.into_iter();
+        let Some((rev, seq)) = parts
+            .next()
+            .as_ref()
+            .and_then(as_bytes)
+            .and_then(|id| parse_id(&id))
+        else {
+            continue;
+        };
+        let mut e = Entry {
+            rev,
+            seq,
+            key: String::new(),
+            kind: 0,
+            value: Vec::new(),
+        };
+        let fields = parts.next().and_then(as_array).unwrap_or_default();
+        let mut it = fields.iter();
+        let mut key = None;
+        let mut kind = 0;
+        while let (Some(f), Some(val)) = (it.next(), it.next()) {
+            let (Some(f), Some(val)) = (as_bytes(f), as_bytes(val)) else {
+                continue;
+            };
+            match f.as_slice() {
+                b"k" => key = String::from_utf8(val).ok(),
+                b"t" => kind = val.first().copied().unwrap_or(0),
+                b"v" => e.value = val,
+                _ => {}
+            }
+        }
+        if let Some(k) = key {
+            e.key = k;
+            e.kind = kind;
+        }
+        out.push(e);
+    }
+    Some(out)
+}
+
+/// Parses an `XREAD` reply: `[[stream, entries]]` (RESP2) or a map (RESP3).
+fn parse_xread(v: Value) -> Option<Vec<Entry>> {
+    match v {
+        Value::Nil => Some(Vec::new()),
+        Value::Map(m) => {
+            let mut out = Vec::new();
+            for (_, entries) in m {
+                out.extend(parse_entries(entries)?);
+            }
+            Some(out)
+        }
+        other => {
+            let mut out = Vec::new();
+            for stream in as_array(other)? {
+                let mut parts = as_array(stream)?.into_iter();
+                let _name = parts.next()?;
+                out.extend(parse_entries(parts.next()?)?);
+            }
+            Some(out)
+        }
+    }
+}
+
+impl Shared {
+    fn name(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            Err(Error::closed(BACKEND))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn relative<'a>(&self, full: &'a str) -> &'a str {
+        key::strip_root(&self.root, full).unwrap_or(full)
+    }
+
+    /// Runs a script once, within the timeout. For writes.
+    async fn run(&self, script: &redis::Script, args: &[&[u8]], what: &str) -> Result<Value> {
+        let mut inv = script.prepare_invoke();
+        inv.arg(self.prefix.as_bytes()).arg(self.history.as_bytes());
+        for a in args {
+            inv.arg(*a);
+        }
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.config.timeout, inv.invoke_async::<Value>(&mut conn)).await
+        {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(map_err(e, what)),
+            Err(_) => Err(Error::Timeout {
+                backend: BACKEND,
+                operation: format!("{what} (may have been applied)"),
+                after: self.config.timeout,
+            }),
+        }
+    }
+
+    /// Runs a read-only script, retrying transient failures within the
+    /// timeout.
+    async fn read(&self, script: &redis::Script, args: &[&[u8]], what: &str) -> Result<Value> {
+        let deadline = Instant::now()
+            .checked_add(self.config.timeout)
+            .unwrap_or_else(Instant::now);
+        loop {
+            let mut inv = script.prepare_invoke();
+            inv.arg(self.prefix.as_bytes()).arg(self.history.as_bytes());
+            for a in args {
+                inv.arg(*a);
+            }
+            let mut conn = self.conn.clone();
+            let left = deadline.saturating_duration_since(Instant::now());
+            let err = match tokio::time::timeout(left, inv.invoke_async::<Value>(&mut conn)).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => map_err(e, what),
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        backend: BACKEND,
+                        operation: what.to_owned(),
+                        after: self.config.timeout,
+                    })
+                }
+            };
+            if !err.is_retryable() || Instant::now() + Duration::from_millis(100) >= deadline {
+                return Err(err);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.check()?;
+        }
+    }
+
+    async fn revoke_lease(&self, id: u64) -> Result<()> {
+        let held = self.leases.lock().remove(&id);
+        if let Some(h) = held {
+            h.task.abort();
+            h.trigger.fire();
+        }
+        self.run(
+            &scripts::REVOKE,
+            &[id.to_string().as_bytes()],
+            "revoke lease",
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn unlock(&self, id: u64) -> Result<()> {
+        let held = self.locks.lock().remove(&id);
+        if let Some((full, token, h)) = held {
+            h.task.abort();
+            h.trigger.fire();
+            self.run(
+                &scripts::UNLOCK,
+                &[full.as_bytes(), token.as_bytes()],
+                "release lock",
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Stops background work without talking to the server.
+    fn shutdown_local(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.shutdown.send_replace(true);
+        let mut hub = self.hub.lock();
+        hub.subs.clear();
+        for n in hub.lock_waiters.values() {
+            n.notify_waiters();
+        }
+        drop(hub);
+        for (_, h) in self.leases.lock().drain() {
+            h.task.abort();
+            h.trigger.fire();
+        }
+        for (_, (_, _, h)) in self.locks.lock().drain() {
+            h.task.abort();
+            h.trigger.fire();
+        }
+    }
+
+    async fn close(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.shutdown.send_replace(true);
+        let leases: Vec<u64> = self.leases.lock().keys().copied().collect();
+        for id in leases {
+            let _ = self.revoke_lease(id).await;
+        }
+        let locks: Vec<u64> = self.locks.lock().keys().copied().collect();
+        for id in locks {
+            let _ = self.unlock(id).await;
+        }
+        self.shutdown_local();
+    }
+
+    /// Delivers stream entries the reader read, in order.
+    fn dispatch(&self, entries: Vec<Entry>) {
+        let mut hub = self.hub.lock();
+        for e in entries {
+            if (e.rev, e.seq) <= hub.pos {
+                continue;
+            }
+            if e.seq == 0 {
+                if e.rev > hub.pos.0.saturating_add(1) {
+                    // Entries between were trimmed before the reader saw
+                    // them: every watch may have missed something.
+                    let requested = hub.pos.0;
+                    for (_, sub) in hub.subs.drain() {
+                        let sent = sub.tx.try_send(Err(Error::Compacted {
+                            backend: BACKEND,
+                            requested,
+                            oldest: e.rev,
+                        }));
+                        if sent.is_err() {
+                            // Never silent: a full buffer ends in WatchLagged.
+                            sub.lagged.store(true, Ordering::SeqCst);
+                        }
+                    }
+                }
+                let mut gone = Vec::new();
+                for (id, sub) in hub.subs.iter_mut() {
+                    if e.rev <= sub.last {
+                        continue;
+                    }
+                    sub.last = e.rev;
+                    if !matches!(e.kind, b'p' | b'd') || !sub.filter.matches(&e.key) {
+                        continue;
+                    }
+                    let ev = self.event(&e);
+                    match sub.tx.try_send(Ok(ev)) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            sub.lagged.store(true, Ordering::SeqCst);
+                            gone.push(*id);
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => gone.push(*id),
+                    }
+                }
+                for id in gone {
+                    hub.subs.remove(&id);
+                }
+            } else if e.kind == b'u' {
+                if let Some(n) = hub.lock_waiters.get(&e.key) {
+                    n.notify_waiters();
+                }
+            }
+            hub.pos = (e.rev, e.seq);
+        }
+    }
+
+    fn event(&self, e: &Entry) -> WatchEvent {
+        let key = self.relative(&e.key).to_owned();
+        if e.kind == b'd' {
+            WatchEvent::Delete {
+                key,
+                revision: e.rev,
+            }
+        } else {
+            WatchEvent::Put(KvPair {
+                key,
+                value: Bytes::from(e.value.clone()),
+                revision: e.rev,
+            })
+        }
+    }
+}
+
+async fn reader_loop(shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.subscribe();
+    let log = shared.name("log");
+    let cfg = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(shared.config.connect_timeout))
+        .set_response_timeout(Some(
+            Duration::from_millis(BLOCK_MS).saturating_add(shared.config.timeout),
+        ));
+    let mut conn: Option<MultiplexedConnection> = None;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => {
+                let attempt = tokio::select! {
+                    _ = shutdown.changed() => break,
+                    r = shared.client.get_multiplexed_async_connection_with_config(&cfg) => r,
+                };
+                match attempt {
+                    Ok(c) => {
+                        shared.reader_connected.store(true, Ordering::SeqCst);
+                        conn.insert(c)
+                    }
+                    Err(e) => {
+                        tracing::debug!("anykv-redis watch reader cannot connect: {e}");
+                        tokio::select! {
+                            _ = shutdown.changed() => break,
+                            _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                        }
+                    }
+                }
+            }
+        };
+        let pos = shared.hub.lock().pos;
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(128)
+            .arg("BLOCK")
+            .arg(BLOCK_MS)
+            .arg("STREAMS")
+            .arg(&log)
+            .arg(format!("{}-{}", pos.0, pos.1));
+        let reply = tokio::select! {
+            _ = shutdown.changed() => break,
+            r = cmd.query_async::<Value>(c) => r,
+        };
+        match reply {
+            Ok(v) => match parse_xread(v) {
+                Some(entries) => shared.dispatch(entries),
+                None => {
+                    tracing::warn!("anykv-redis: an unreadable reply from XREAD");
+                    tokio::select! {
+                        _ = shutdown.changed() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+            },
+            Err(e) => {
+                tracing::debug!("anykv-redis watch reader lost its connection: {e}");
+                conn = None;
+                shared.reader_connected.store(false, Ordering::SeqCst);
+                tokio::select! {
+                    _ = shutdown.changed() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        }
+    }
+    shared.reader_connected.store(false, Ordering::SeqCst);
+    shared.hub.lock().subs.clear();
+}
+
+async fn sweep_loop(shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.subscribe();
+    let batch = SWEEP_BATCH.to_string();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        if let Err(e) = shared
+            .run(&scripts::SWEEP, &[batch.as_bytes()], "expiry sweep")
+            .await
+        {
+            tracing::debug!("anykv-redis expiry sweep failed: {e}");
+        }
+    }
+}
+
+impl RedisStore {
+    /// Opens a store as configured: connects, checks the credentials and
+    /// the namespace's keys are usable, and starts the store's watch
+    /// reader and expiry sweep.
+    pub async fn open(config: RedisConfig) -> Result<Self> {
+        let root = config.validate()?;
+        let scheme = if config.tls { "rediss" } else { "redis" };
+        let host = if config.host.contains(':') && !config.host.starts_with('[') {
+            format!("[{}]", config.host)
+        } else {
+            config.host.clone()
+        };
+        let addr = format!("{scheme}://{host}:{}/{}", config.port, config.db);
+        let mut info = redis::IntoConnectionInfo::into_connection_info(addr.as_str())
+            .map_err(|e| Error::Config(format!("invalid Redis address: {e}")))?;
+        let mut settings = info.redis_settings().clone();
+        if let Some(u) = &config.username {
+            settings = settings.set_username(u);
+        }
+        if let Some(p) = &config.password {
+            settings = settings.set_password(p);
+        }
+        info = info.set_redis_settings(settings);
+        let client = if config.tls {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let root_cert = match &config.ca_file {
+                Some(path) => Some(std::fs::read(path).map_err(|e| {
+                    Error::Config(format!("cannot read ca_file {}: {e}", path.display()))
+                })?),
+                None => None,
+            };
+            Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert,
+                },
+            )
+        } else {
+            Client::open(info)
+        }
+        .map_err(|e| Error::Config(format!("invalid Redis configuration: {e}")))?;
+        let mgr_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = match tokio::time::timeout(
+            config.connect_timeout.saturating_add(config.timeout),
+            ConnectionManager::new_with_config(client.clone(), mgr_config),
+        )
+        .await
+        {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(map_err(e, "connect")),
+            Err(_) => {
+                return Err(Error::Timeout {
+                    backend: BACKEND,
+                    operation: "connect".into(),
+                    after: config.connect_timeout.saturating_add(config.timeout),
+                })
+            }
+        };
+        let prefix = format!("{{{}}}:", config.namespace);
+        let mut caps = Capabilities::new(BACKEND);
+        caps.min_ttl = MIN_TTL;
+        caps.max_value_size = config.max_value_size;
+        let (shutdown, _) = watch::channel(false);
+        static STORES: AtomicU64 = AtomicU64::new(1);
+        let uid = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            STORES.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        );
+        let shared = Arc::new(Shared {
+            history: config.history.to_string(),
+            config,
+            root,
+            prefix,
+            client,
+            conn,
+            caps,
+            closed: AtomicBool::new(false),
+            shutdown,
+            hub: Mutex::new(Hub {
+                pos: (0, 0),
+                subs: HashMap::new(),
+                lock_waiters: HashMap::new(),
+            }),
+            leases: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            uid,
+            reader_connected: AtomicBool::new(false),
+        });
+        // The reader starts at the current revision; this read also proves
+        // the credentials and the ACL allow our keys.
+        let v = shared
+            .read(&scripts::READ, &[b"\x01", b"", b""], "open")
+            .await;
+        let v = match v {
+            Ok(v) => v,
+            Err(e) => {
+                shared.shutdown_local();
+                return Err(e);
+            }
+        };
+        let rev = as_array(v)
+            .and_then(|a| a.first().and_then(as_u64))
+            .ok_or_else(|| bad_reply("open"))?;
+        shared.hub.lock().pos = (rev, 0);
+        tokio::spawn(reader_loop(shared.clone()));
+        tokio::spawn(sweep_loop(shared.clone()));
+        Ok(RedisStore {
+            inner: Arc::new(Inner { shared }),
+        })
+    }
+
+    /// Opens a `redis://` or `rediss://` URL (see the crate documentation).
+    pub async fn open_url(url: &str) -> Result<Self> {
+        let parsed = Url::parse(url).map_err(|e| {
+            Error::Config(format!(
+                "invalid URL {:?}: {e}",
+                anykv_core::redact_url(url)
+            ))
+        })?;
+        Self::open(RedisConfig::from_url(&parsed)?).await
+    }
+
+    /// The store's configuration (its `Debug` hides the password).
+    pub fn config(&self) -> &RedisConfig {
+        &self.inner.shared.config
+    }
+
+    /// Trims the change stream so that watches can no longer resume from
+    /// `revision` or before (`XTRIM {ns}:log MINID revision+1`). The
+    /// conformance suite's compact hook.
+    pub async fn compact(&self, revision: u64) -> Result<()> {
+        let s = &self.inner.shared;
+        s.check()?;
+        let mut cmd = redis::cmd("XTRIM");
+        cmd.arg(s.name("log"))
+            .arg("MINID")
+            .arg(format!("{}-0", revision.saturating_add(1)));
+        let mut conn = s.conn.clone();
+        match tokio::time::timeout(s.config.timeout, cmd.query_async::<Value>(&mut conn)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(map_err(e, "compact")),
+            Err(_) => Err(Error::Timeout {
+                backend: BACKEND,
+                operation: "compact".into(),
+                after: s.config.timeout,
+            }),
+        }
+    }
+
+    fn full_key(&self, key: &str) -> Result<(String, String)> {
+        let canonical = key::normalize_key(key)?;
+        Ok((key::join(&self.inner.shared.root, &canonical), canonical))
+    }
+
+    /// The full prefix and the index range of a tree.
+    fn tree(&self, prefix: &str) -> Result<(String, String, String, bool)> {
+        let p = key::normalize_prefix(prefix)?;
+        let full = key::join(&self.inner.shared.root, &p);
+        let (min, max) = if full.is_empty() {
+            ("-".to_owned(), "+".to_owned())
+        } else {
+            let (a, b) = key::tree_range(&full);
+            (
+                format!("[{a}"),
+                format!("({}", b.unwrap_or_else(|| format!("{full}0"))),
+            )
+        };
+        Ok((full, min, max, !p.is_empty()))
+    }
+
+    fn check_write(&self, key: &str, value: &Bytes, options: &PutOptions) -> Result<String> {
+        let s = &self.inner.shared;
+        s.check()?;
+        let (full, canonical) = self.full_key(key)?;
+        options.validate()?;
+        if value.len() > s.config.max_value_size {
+            return Err(Error::ValueTooLarge {
+                backend: BACKEND,
+                key: canonical,
+                size: value.len(),
+                max: s.config.max_value_size,
+            });
+        }
+        Ok(full)
+    }
+
+    async fn write(
+        &self,
+        key: &str,
+        value: Bytes,
+        mode: &str,
+        expected: u64,
+        options: PutOptions,
+    ) -> Result<u64> {
+        let full = self.check_write(key, &value, &options)?;
+        let s = &self.inner.shared;
+        let ttl = options
+            .ttl
+            .map(|t| t.clamp(MIN_TTL, MAX_TTL).as_millis().to_string())
+            .unwrap_or_else(|| "0".into());
+        let lease = options.lease.map(|l| l.0).unwrap_or(0).to_string();
+        let v = s
+            .run(
+                &scripts::PUT,
+                &[
+                    full.as_bytes(),
+                    &value,
+                    mode.as_bytes(),
+                    expected.to_string().as_bytes(),
+                    ttl.as_bytes(),
+                    lease.as_bytes(),
+                ],
+                &format!("put {:?}", s.relative(&full)),
+            )
+            .await?;
+        let (code, n) = code_pair(v, "put")?;
+        let canonical = s.relative(&full).to_owned();
+        match code {
+            0 => u64::try_from(n).map_err(|_| bad_reply("put")),
+            1 => Err(Error::KeyExists {
+                backend: BACKEND,
+                key: canonical,
+            }),
+            2 => Err(Error::KeyModified {
+                backend: BACKEND,
+                key: canonical,
+                expected,
+                actual: u64::try_from(n).unwrap_or(0),
+            }),
+            3 => Err(Error::KeyNotFound {
+                backend: BACKEND,
+                key: canonical,
+            }),
+            4 => Err(Error::LeaseLost {
+                backend: BACKEND,
+                lease: options.lease.map(|l| l.0).unwrap_or(0),
+            }),
+            _ => Err(bad_reply("put")),
+        }
+    }
+
+    /// Reads pairs: one key, or a range of the index. Returns the store's
+    /// revision and the pairs, as of one instant.
+    async fn read_pairs(
+        &self,
+        single: &str,
+        min: &str,
+        max: &str,
+        what: &str,
+    ) -> Result<(u64, Vec<KvPair>)> {
+        let s = &self.inner.shared;
+        let v = s
+            .read(
+                &scripts::READ,
+                &[single.as_bytes(), min.as_bytes(), max.as_bytes()],
+                what,
+            )
+            .await?;
+        let a = as_array(v).ok_or_else(|| bad_reply(what))?;
+        let mut it = a.into_iter();
+        let rev = it
+            .next()
+            .as_ref()
+            .and_then(as_u64)
+            .ok_or_else(|| bad_reply(what))?;
+        let mut pairs = Vec::new();
+        while let (Some(k), Some(v), Some(r)) = (it.next(), it.next(), it.next()) {
+            let k = as_bytes(&k)
+                .and_then(|k| String::from_utf8(k).ok())
+                .ok_or_else(|| bad_reply(what))?;
+            let value = as_bytes(&v).unwrap_or_default();
+            let revision = as_u64(&r).ok_or_else(|| bad_reply(what))?;
+            pairs.push(KvPair {
+                key: s.relative(&k).to_owned(),
+                value: Bytes::from(value),
+                revision,
+            });
+        }
+        Ok((rev, pairs))
+    }
+
+    async fn watch_filter(
+        &self,
+        filter: Filter,
+        single: &str,
+        min: &str,
+        max: &str,
+        options: WatchOptions,
+    ) -> Result<WatchStream> {
+        let s = self.inner.shared.clone();
+        let buffer = options.buffer.max(1);
+        let (start, initial) = match options.from_revision {
+            Some(r) => (r, Vec::new()),
+            None => {
+                let (rev, pairs) = self.read_pairs(single, min, max, "watch").await?;
+                let mut initial: Vec<WatchEvent> = pairs.into_iter().map(WatchEvent::Put).collect();
+                initial.push(WatchEvent::Synced { revision: rev });
+                (rev, initial)
+            }
+        };
+        let (tx, rx) = mpsc::channel(buffer);
+        let lagged = Arc::new(AtomicBool::new(false));
+        let id = s.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut last = start;
+        let stream = |registered: bool| -> WatchStream {
+            Box::pin(RedisWatch {
+                initial: initial.clone().into_iter(),
+                rx,
+                lagged: lagged.clone(),
+                buffer,
+                done: false,
+                _guard: WatchGuard {
+                    shared: s.clone(),
+                    id: registered.then_some(id),
+                },
+            })
+        };
+        loop {
+            {
+                let mut hub = s.hub.lock();
+                if hub.pos.0 <= last {
+                    if s.closed.load(Ordering::SeqCst) {
+                        drop(hub);
+                        drop(tx);
+                        return Ok(stream(false));
+                    }
+                    hub.subs.insert(
+                        id,
+                        Sub {
+                            filter: filter.clone(),
+                            tx,
+                            lagged: lagged.clone(),
+                            last,
+                        },
+                    );
+                    drop(hub);
+                    return Ok(stream(true));
+                }
+            }
+            let from = format!("{}-0", last.saturating_add(1));
+            let v = s
+                .read(
+                    &scripts::CATCH_UP,
+                    &[from.as_bytes(), CATCH_UP_COUNT.to_string().as_bytes()],
+                    "watch catch-up",
+                )
+                .await?;
+            let mut parts = as_array(v).ok_or_else(|| bad_reply("watch"))?.into_iter();
+            let current = parts
+                .next()
+                .as_ref()
+                .and_then(as_u64)
+                .ok_or_else(|| bad_reply("watch"))?;
+            let entries = parts
+                .next()
+                .and_then(parse_entries)
+                .ok_or_else(|| bad_reply("watch"))?;
+            let full_page = entries.len() >= CATCH_UP_COUNT;
+            let mut compacted = None;
+            for e in entries {
+                if e.seq != 0 {
+                    continue;
+                }
+                if e.rev != last.saturating_add(1) {
+                    compacted = Some(e.rev);
+                    break;
+                }
+                last = e.rev;
+                if matches!(e.kind, b'p' | b'd')
+                    && filter.matches(&e.key)
+                    && tx.try_send(Ok(s.event(&e))).is_err()
+                {
+                    lagged.store(true, Ordering::SeqCst);
+                    drop(tx);
+                    return Ok(stream(false));
+                }
+            }
+            if compacted.is_none() && !full_page && current > last {
+                compacted = Some(current);
+            }
+            if let Some(oldest) = compacted {
+                let sent = tx.try_send(Err(Error::Compacted {
+                    backend: BACKEND,
+                    requested: start,
+                    oldest,
+                }));
+                if sent.is_err() {
+                    lagged.store(true, Ordering::SeqCst);
+                }
+                drop(tx);
+                return Ok(stream(false));
+            }
+        }
+    }
+
+    async fn lock_impl(
+        &self,
+        key: &str,
+        options: LockOptions,
+        wait: bool,
+    ) -> Result<Option<LockGuard>> {
+        let s = self.inner.shared.clone();
+        s.check()?;
+        let (full, canonical) = self.full_key(key)?;
+        let ttl = options.ttl.clamp(MIN_TTL, MAX_TTL);
+        let ttl_ms = ttl.as_millis().to_string();
+        let deadline = options.timeout.and_then(|t| Instant::now().checked_add(t));
+        let id = s.next_id.fetch_add(1, Ordering::Relaxed);
+        let token = format!("{}-{id}", s.uid);
+        let notify = s
+            .hub
+            .lock()
+            .lock_waiters
+            .entry(full.clone())
+            .or_insert_with(|| Arc::new(Notify::new()))
+            .clone();
+        let _waiter = WaiterGuard {
+            shared: s.clone(),
+            full: full.clone(),
+            notify: notify.clone(),
+        };
+        loop {
+            s.check()?;
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let attempt = s
+                .run(
+                    &scripts::LOCK,
+                    &[full.as_bytes(), token.as_bytes(), ttl_ms.as_bytes()],
+                    &format!("lock {canonical:?}"),
+                )
+                .await;
+            let (got, n) = match attempt.and_then(|v| code_pair(v, "lock")) {
+                Ok(p) => p,
+                Err(e) => {
+                    // The outcome is unknown: give back what we may hold.
+                    let s2 = s.clone();
+                    let (f2, t2) = (full.clone(), token.clone());
+                    tokio::spawn(async move {
+                        let _ = s2
+                            .run(&scripts::UNLOCK, &[f2.as_bytes(), t2.as_bytes()], "unlock")
+                            .await;
+                    });
+                    return Err(e);
+                }
+            };
+            if got == 1 {
+                let fence = u64::try_from(n).map_err(|_| bad_reply("lock"))?;
+                return Ok(Some(self.held_lock(full, canonical, token, ttl, fence, id)));
+            }
+            if !wait {
+                return Ok(None);
+            }
+            let nap = if n > 0 {
+                Duration::from_millis(n as u64 + 5).min(Duration::from_secs(1))
+            } else {
+                Duration::from_secs(1)
+            };
+            let until = deadline.map(tokio::time::Instant::from_std);
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(nap) => {}
+                _ = async {
+                    match until {
+                        Some(u) => tokio::time::sleep_until(u).await,
+                        None => futures::future::pending().await,
+                    }
+                } => {
+                    return Err(Error::Timeout {
+                        backend: BACKEND,
+                        operation: format!("lock {canonical:?}"),
+                        after: options.timeout.unwrap_or_default(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn held_lock(
+        &self,
+        full: String,
+        canonical: String,
+        token: String,
+        ttl: Duration,
+        fence: u64,
+        id: u64,
+    ) -> LockGuard {
+        let s = self.inner.shared.clone();
+        let (trigger, signal) = lost_signal();
+        let task = {
+            let s = s.clone();
+            let trigger = trigger.clone();
+            let (full, token) = (full.clone(), token.clone());
+            let ttl_ms = ttl.as_millis().to_string();
+            tokio::spawn(async move {
+                let mut last_ok = Instant::now();
+                loop {
+                    tokio::time::sleep(ttl / 3).await;
+                    let r = s
+                        .run(
+                            &scripts::LOCK_REFRESH,
+                            &[full.as_bytes(), token.as_bytes(), ttl_ms.as_bytes()],
+                            "keep lock",
+                        )
+                        .await
+                        .map(|v| as_i64(&v));
+                    match r {
+                        Ok(Some(1)) => last_ok = Instant::now(),
+                        Ok(_) => break,
+                        Err(_) if last_ok.elapsed() >= ttl => break,
+                        Err(_) => {}
+                    }
+                }
+                s.locks.lock().remove(&id);
+                trigger.fire();
+            })
+        };
+        s.locks
+            .lock()
+            .insert(id, (full, token, Held { trigger, task }));
+        LockGuard::new(
+            canonical,
+            fence,
+            signal,
+            Box::new(LockRelease { shared: s, id }),
+        )
+    }
+}
+
+/// Wakes nobody; removes the lock's waiter entry when the last waiter of
+/// this store leaves.
+struct WaiterGuard {
+    shared: Arc<Shared>,
+    full: String,
+    notify: Arc<Notify>,
+}
+
+impl Drop for WaiterGuard {
+    fn drop(&mut self) {
+        let mut hub = self.shared.hub.lock();
+        // Ours, the map's: no other waiter of this store.
+        if Arc::strong_count(&self.notify) <= 2 {
+            hub.lock_waiters.remove(&self.full);
+        }
+    }
+}
+
+struct LockRelease {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+#[async_trait]
+impl Release for LockRelease {
+    async fn release(&self) -> Result<()> {
+        self.shared.unlock(self.id).await
+    }
+
+    fn release_in_background(&self) {
+        let s = self.shared.clone();
+        let id = self.id;
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(async move {
+                    let _ = s.unlock(id).await;
+                });
+            }
+            Err(_) => {
+                if let Some((_, _, h)) = s.locks.lock().remove(&id) {
+                    h.task.abort();
+                    h.trigger.fire();
+                }
+            }
+        }
+    }
+}
+
+struct LeaseRelease {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+#[async_trait]
+impl Release for LeaseRelease {
+    async fn release(&self) -> Result<()> {
+        self.shared.revoke_lease(self.id).await
+    }
+
+    fn release_in_background(&self) {
+        let s = self.shared.clone();
+        let id = self.id;
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(async move {
+                    let _ = s.revoke_lease(id).await;
+                });
+            }
+            Err(_) => {
+                if let Some(h) = s.leases.lock().remove(&id) {
+                    h.task.abort();
+                    h.trigger.fire();
+                }
+            }
+        }
+    }
+}
+
+struct WatchGuard {
+    shared: Arc<Shared>,
+    id: Option<u64>,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.shared.hub.lock().subs.remove(&id);
+        }
+    }
+}
+
+struct RedisWatch {
+    initial: std::vec::IntoIter<WatchEvent>,
+    rx: mpsc::Receiver<Result<WatchEvent>>,
+    lagged: Arc<AtomicBool>,
+    buffer: usize,
+    done: bool,
+    _guard: WatchGuard,
+}
+
+impl Stream for RedisWatch {
+    type Item = Result<WatchEvent>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(ev) = this.initial.next() {
+            return Poll::Ready(Some(Ok(ev)));
+        }
+        match this.rx.poll_recv(cx) {
+            Poll::Ready(Some(Ok(ev))) => Poll::Ready(Some(Ok(ev))),
+            Poll::Ready(Some(Err(e))) => {
+                this.done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                if this.lagged.load(Ordering::SeqCst) {
+                    Poll::Ready(Some(Err(Error::WatchLagged {
+                        backend: BACKEND,
+                        buffer: this.buffer,
+                    })))
+                } else {
+                    Poll::Ready(None)
+                }
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn capabilities(&self) -> &Capabilities {
+        &self.inner.shared.caps
+    }
+
+    fn stats(&self) -> StoreStats {
+        let s = &self.inner.shared;
+        let watches = s.hub.lock().subs.len();
+        let leases = s.leases.lock().len();
+        let locks = s.locks.lock().len();
+        let conns = if s.closed.load(Ordering::SeqCst) {
+            0
+        } else {
+            1 + usize::from(s.reader_connected.load(Ordering::SeqCst))
+        };
+        StoreStats::new(watches, leases, locks, conns)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KvPair>> {
+        self.inner.shared.check()?;
+        let (full, _) = self.full_key(key)?;
+        let (_, mut pairs) = self.read_pairs(&full, "", "", "get").await?;
+        Ok(pairs.pop())
+    }
+
+    async fn put(&self, key: &str, value: Bytes, options: PutOptions) -> Result<u64> {
+        self.write(key, value, "put", 0, options).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let s = &self.inner.shared;
+        s.check()?;
+        let (full, _) = self.full_key(key)?;
+        let v = s
+            .run(
+                &scripts::DELETE,
+                &[full.as_bytes(), b"plain", b"0"],
+                &format!("delete {:?}", s.relative(&full)),
+            )
+            .await?;
+        let (_, n) = code_pair(v, "delete")?;
+        Ok(n == 1)
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        Ok(self.get(key).await?.is_some())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
+        self.inner.shared.check()?;
+        let (_, min, max, _) = self.tree(prefix)?;
+        let (_, pairs) = self.read_pairs("", &min, &max, "list").await?;
+        Ok(pairs)
+    }
+
+    async fn delete_tree(&self, prefix: &str) -> Result<u64> {
+        let s = &self.inner.shared;
+        s.check()?;
+        let (full, min, max, has_key) = self.tree(prefix)?;
+        let key = if has_key { full.as_str() } else { "" };
+        let v = s
+            .run(
+                &scripts::DELETE_TREE,
+                &[key.as_bytes(), min.as_bytes(), max.as_bytes()],
+                "delete_tree",
+            )
+            .await?;
+        as_u64(&v).ok_or_else(|| bad_reply("delete_tree"))
+    }
+
+    async fn atomic_put(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: Option<u64>,
+        options: PutOptions,
+    ) -> Result<u64> {
+        match expected {
+            None => self.write(key, value, "create", 0, options).await,
+            Some(r) => self.write(key, value, "cas", r, options).await,
+        }
+    }
+
+    async fn atomic_delete(&self, key: &str, expected: u64) -> Result<()> {
+        let s = &self.inner.shared;
+        s.check()?;
+        let (full, canonical) = self.full_key(key)?;
+        let v = s
+            .run(
+                &scripts::DELETE,
+                &[full.as_bytes(), b"cas", expected.to_string().as_bytes()],
+                &format!("atomic_delete {canonical:?}"),
+            )
+            .await?;
+        match code_pair(v, "atomic_delete")? {
+            (0, _) => Ok(()),
+            (2, actual) => Err(Error::KeyModified {
+                backend: BACKEND,
+                key: canonical,
+                expected,
+                actual: u64::try_from(actual).unwrap_or(0),
+            }),
+            (3, _) => Err(Error::KeyNotFound {
+                backend: BACKEND,
+                key: canonical,
+            }),
+            _ => Err(bad_reply("atomic_delete")),
+        }
+    }
+
+    async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
+        self.inner.shared.check()?;
+        let (full, _) = self.full_key(key)?;
+        self.watch_filter(Filter::Key(full.clone()), &full, "", "", options)
+            .await
+    }
+
+    async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
+        self.inner.shared.check()?;
+        let (full, min, max, _) = self.tree(prefix)?;
+        self.watch_filter(Filter::Tree(full), "", &min, &max, options)
+            .await
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<Lease> {
+        let s = self.inner.shared.clone();
+        s.check()?;
+        if ttl.is_zero() {
+            return Err(Error::InvalidArgument(
+                "a lease's TTL must be greater than zero".into(),
+            ));
+        }
+        let ttl = ttl.clamp(MIN_TTL, MAX_TTL);
+        let ttl_ms = ttl.as_millis().to_string();
+        let v = s
+            .run(&scripts::GRANT, &[ttl_ms.as_bytes()], "grant lease")
+            .await?;
+        let id = as_u64(&v).ok_or_else(|| bad_reply("grant lease"))?;
+        let (trigger, signal) = lost_signal();
+        let task = {
+            let s = s.clone();
+            let trigger = trigger.clone();
+            let id_s = id.to_string();
+            tokio::spawn(async move {
+                let mut last_ok = Instant::now();
+                loop {
+                    tokio::time::sleep(ttl / 3).await;
+                    let r = s
+                        .run(
+                            &scripts::KEEPALIVE,
+                            &[id_s.as_bytes(), ttl_ms.as_bytes()],
+                            "keep lease",
+                        )
+                        .await
+                        .map(|v| as_i64(&v));
+                    match r {
+                        Ok(Some(1)) => last_ok = Instant::now(),
+                        Ok(_) => break,
+                        Err(_) if last_ok.elapsed() >= ttl => break,
+                        Err(_) => {}
+                    }
+                }
+                s.leases.lock().remove(&id);
+                trigger.fire();
+            })
+        };
+        s.leases.lock().insert(
+            id,
+            Held {
+                trigger: trigger.clone(),
+                task,
+            },
+        );
+        if s.closed.load(Ordering::SeqCst) {
+            let _ = s.revoke_lease(id).await;
+            return Err(Error::closed(BACKEND));
+        }
+        Ok(Lease::new(
+            LeaseId(id),
+            ttl,
+            signal,
+            Box::new(LeaseRelease { shared: s, id }),
+        ))
+    }
+
+    async fn lock(&self, key: &str, options: LockOptions) -> Result<LockGuard> {
+        match self.lock_impl(key, options, true).await? {
+            Some(g) => Ok(g),
+            None => Err(bad_reply("lock")),
+        }
+    }
+
+    async fn try_lock(&self, key: &str, options: LockOptions) -> Result<Option<LockGuard>> {
+        self.lock_impl(key, options, false).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.inner.shared.close().await;
+        Ok(())
+    }
+}
+
+/// Trims the change stream of the Redis store behind a type-erased handle
+/// (see [`RedisStore::compact`]); `InvalidArgument` for any other store.
+/// The conformance suite's compact hook.
+pub async fn compact(store: &dyn Store, revision: u64) -> Result<()> {
+    store
+        .as_any()
+        .downcast_ref::<RedisStore>()
+        .ok_or_else(|| Error::InvalidArgument(format!("{store:?} is not a Redis store")))?
+        .compact(revision)
+        .await
+}
+
+/// Registers the `redis` and `rediss` schemes with
+/// [`anykv_core::registry`].
+pub fn register() {
+    for scheme in ["redis", "rediss"] {
+        anykv_core::register(scheme, |url: Url| async move {
+            let store: Arc<dyn Store> =
+                Arc::new(RedisStore::open(RedisConfig::from_url(&url)?).await?);
+            Ok(store)
+        });
+    }
+}
