@@ -1,0 +1,129 @@
+//! Connections, error mapping and timeouts.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anykv_core::Error;
+use zookeeper_client as zk;
+
+use crate::config::ZkConfig;
+use crate::BACKEND;
+
+/// Opens a session with the configured servers, credentials and timeouts.
+pub(crate) async fn connect(
+    config: &ZkConfig,
+    session_timeout: Duration,
+) -> anykv_core::Result<zk::Client> {
+    let mut connector = zk::Client::connector()
+        .with_session_timeout(session_timeout)
+        .with_connection_timeout(config.connect_timeout);
+    if let Some((user, password)) = &config.digest {
+        connector = connector.with_auth("digest", format!("{user}:{password}").as_bytes());
+    }
+    let cluster = config.connect_string();
+    let limit = config.connect_timeout + session_timeout;
+    match tokio::time::timeout(limit, connector.connect(&cluster)).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => Err(map_err(e, &format!("connecting to {cluster}"))),
+        Err(_) => Err(Error::Timeout {
+            backend: BACKEND,
+            operation: format!("connecting to {cluster}"),
+            after: limit,
+        }),
+    }
+}
+
+/// Maps a client error to the anykv error of the same meaning.
+pub(crate) fn map_err(e: zk::Error, what: &str) -> Error {
+    match e {
+        zk::Error::NoAuth => Error::PermissionDenied {
+            backend: BACKEND,
+            message: format!("{what}: the credentials do not allow this (ZooKeeper ACL)"),
+        },
+        zk::Error::AuthFailed => Error::Unauthenticated {
+            backend: BACKEND,
+            message: format!("{what}: the server refused the credentials"),
+        },
+        zk::Error::Timeout => Error::Timeout {
+            backend: BACKEND,
+            operation: what.to_owned(),
+            after: Duration::ZERO,
+        },
+        zk::Error::ConnectionLoss
+        | zk::Error::NoHosts
+        | zk::Error::SessionExpired
+        | zk::Error::SessionMoved
+        | zk::Error::Throttled
+        | zk::Error::NotReadOnly
+        | zk::Error::ClientClosed => Error::Unavailable {
+            backend: BACKEND,
+            message: format!("{what}: {e} (a write may have been applied)"),
+            source: Some(Box::new(e)),
+        },
+        zk::Error::Unimplemented if !what.starts_with("put") => Error::unsupported(
+            BACKEND,
+            "this call",
+            format!("{what}: the server does not implement it (anykv needs ZooKeeper 3.6+)"),
+        ),
+        zk::Error::Unimplemented => Error::unsupported(
+            BACKEND,
+            "put with a TTL",
+            format!(
+                "{what}: the server refused a TTL node; TTL keys need \
+                 extendedTypesEnabled=true in zoo.cfg and the JVM property \
+                 -Dznode.container.checkIntervalMs=1000"
+            ),
+        ),
+        other => Error::Backend {
+            backend: BACKEND,
+            message: format!("{what}: {other}"),
+            source: Some(Box::new(other)),
+        },
+    }
+}
+
+/// Runs one call with the request timeout; a timeout is `Error::Timeout`.
+pub(crate) async fn timed<T, F>(
+    limit: Duration,
+    what: &str,
+    fut: F,
+) -> anykv_core::Result<Result<T, zk::Error>>
+where
+    F: Future<Output = Result<T, zk::Error>>,
+{
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => Ok(r),
+        Err(_) => Err(Error::Timeout {
+            backend: BACKEND,
+            operation: what.to_owned(),
+            after: limit,
+        }),
+    }
+}
+
+/// The error of a multi-op: the failing operation's error, or the
+/// request's.
+pub(crate) fn multi_err(e: zk::MultiWriteError) -> zk::Error {
+    match e {
+        zk::MultiWriteError::RequestFailed { source } => source,
+        zk::MultiWriteError::OperationFailed { source, .. } => source,
+    }
+}
+
+/// A random-enough token (not security relevant: it tells our own lock
+/// nodes apart after a lost reply).
+pub(crate) fn token() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut x = nanos
+        ^ (u64::from(std::process::id()) << 32)
+        ^ COUNTER.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x
+}

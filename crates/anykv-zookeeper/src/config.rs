@@ -1,0 +1,186 @@
+//! The `zk://` URL and the store's configuration.
+
+use std::fmt;
+use std::time::Duration;
+
+use anykv_core::{
+    key, parse_duration_param, parse_param, redact_url, url_credentials, url_params, url_root,
+    Error, Result, Url,
+};
+
+/// The default session timeout of the store's own session.
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default time allowed to establish a connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default time allowed for one call.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest value: ZooKeeper's default `jute.maxbuffer` is 1 MiB for a
+/// whole request, so values are held to 1,000,000 bytes, leaving room for
+/// the path.
+pub const DEFAULT_MAX_VALUE_SIZE: usize = 1_000_000;
+
+/// How to open a [`crate::ZkStore`].
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ZkConfig {
+    /// `host:port` of every server of the ensemble.
+    pub servers: Vec<String>,
+    /// The root (canonical) every key lives under.
+    pub root: String,
+    /// The store's session timeout (negotiated with the server).
+    pub session_timeout: Duration,
+    /// The time allowed to establish a connection.
+    pub connect_timeout: Duration,
+    /// The time allowed for one call before it fails with `Timeout`.
+    pub request_timeout: Duration,
+    /// Digest credentials (`user`, `password`); with them, every node the
+    /// store creates carries an ACL giving all rights to these credentials
+    /// only.
+    pub digest: Option<(String, String)>,
+    /// The largest value, in bytes.
+    pub max_value_size: usize,
+}
+
+impl fmt::Debug for ZkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZkConfig")
+            .field("servers", &self.servers)
+            .field("root", &self.root)
+            .field("session_timeout", &self.session_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("digest_user", &self.digest.as_ref().map(|(u, _)| u))
+            .field("max_value_size", &self.max_value_size)
+            .finish()
+    }
+}
+
+impl ZkConfig {
+    /// A configuration for `servers` (`host:port`) with the defaults.
+    pub fn new(servers: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        ZkConfig {
+            servers: servers.into_iter().map(Into::into).collect(),
+            root: String::new(),
+            session_timeout: DEFAULT_SESSION_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            digest: None,
+            max_value_size: DEFAULT_MAX_VALUE_SIZE,
+        }
+    }
+
+    /// Sets the root.
+    pub fn with_root(mut self, root: impl Into<String>) -> Self {
+        self.root = root.into();
+        self
+    }
+
+    /// Sets digest credentials.
+    pub fn with_digest(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.digest = Some((user.into(), password.into()));
+        self
+    }
+
+    /// Sets the session timeout.
+    pub fn with_session_timeout(mut self, t: Duration) -> Self {
+        self.session_timeout = t;
+        self
+    }
+
+    /// Sets the request timeout.
+    pub fn with_request_timeout(mut self, t: Duration) -> Self {
+        self.request_timeout = t;
+        self
+    }
+
+    /// Reads `zk://[user:password@]host:port[,host:port...]/root?params`
+    /// as [`anykv_core::parse_url`] hands it over: the first server is the
+    /// URL's host, the others are in the `endpoints` parameter.
+    ///
+    /// Parameters: `endpoints` (more `host:port` servers, comma-separated),
+    /// `connect_timeout`, `request_timeout` (per call) and
+    /// `session_timeout` (durations such as `250ms`, `5s`, `2m`), and
+    /// `max_value_size` (bytes).
+    pub fn from_url(url: &Url) -> Result<Self> {
+        if url.scheme() != "zk" {
+            return Err(Error::Config(format!(
+                "the ZooKeeper backend takes zk:// URLs, not {}://",
+                url.scheme()
+            )));
+        }
+        let shown = redact_url(url.as_str());
+        let host = url.host_str().unwrap_or("");
+        if host.is_empty() {
+            return Err(Error::Config(format!("{shown:?} names no server")));
+        }
+        let mut servers = vec![format!("{host}:{}", url.port().unwrap_or(2181))];
+        let mut config = ZkConfig::new(Vec::<String>::new());
+        config.root = key::normalize_root(&url_root(url)?)?;
+        config.digest = url_credentials(url)?;
+        for (name, value) in url_params(
+            url,
+            &[
+                "endpoints",
+                "connect_timeout",
+                "request_timeout",
+                "session_timeout",
+                "max_value_size",
+            ],
+        )? {
+            match name.as_str() {
+                "endpoints" => {
+                    for s in value.split(',') {
+                        let s = s.trim();
+                        if s.is_empty() {
+                            return Err(Error::Config(format!(
+                                "{shown:?} has an empty server in its endpoints"
+                            )));
+                        }
+                        servers.push(if s.contains(':') {
+                            s.to_owned()
+                        } else {
+                            format!("{s}:2181")
+                        });
+                    }
+                }
+                "connect_timeout" => config.connect_timeout = parse_duration_param(&name, &value)?,
+                "request_timeout" => config.request_timeout = parse_duration_param(&name, &value)?,
+                "session_timeout" => config.session_timeout = parse_duration_param(&name, &value)?,
+                _ => config.max_value_size = parse_param(&name, &value)?,
+            }
+        }
+        config.servers = servers;
+        Ok(config)
+    }
+
+    /// The connect string of the ensemble.
+    pub fn connect_string(&self) -> String {
+        self.servers.join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = anykv_core::parse_url(
+            "zk://u:p%40ss@h1:2182,h2:1,h3/app/x?request_timeout=100ms&session_timeout=20s",
+        )
+        .unwrap();
+        let c = ZkConfig::from_url(&u).unwrap();
+        assert_eq!(c.servers, vec!["h1:2182", "h2:1", "h3:2181"]);
+        assert_eq!(c.connect_string(), "h1:2182,h2:1,h3:2181");
+        assert_eq!(c.root, "app/x");
+        assert_eq!(c.digest, Some(("u".into(), "p@ss".into())));
+        assert_eq!(c.request_timeout, Duration::from_millis(100));
+        assert_eq!(c.session_timeout, Duration::from_secs(20));
+        assert!(!format!("{c:?}").contains("p@ss"));
+        let bad = |u: &str| ZkConfig::from_url(&anykv_core::parse_url(u).unwrap()).is_err();
+        assert!(bad("zk://h/?bogus=1"));
+        assert!(bad("zk://h/?request_timeout=0s"));
+        assert!(bad("etcd://h/"));
+        assert!(anykv_core::parse_url("zk://h1,,h2/").is_err());
+    }
+}

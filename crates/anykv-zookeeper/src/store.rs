@@ -1,0 +1,1082 @@
+//! The store: keys, values, leases and locks.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anykv_core::{
+    async_trait, key, lost_signal, Bytes, Capabilities, Error, KvPair, Lease, LeaseId, LockGuard,
+    LockOptions, LostTrigger, PutOptions, Release, Result, Store, StoreStats, WatchOptions,
+    WatchStream,
+};
+use futures::FutureExt;
+use parking_lot::Mutex;
+use tokio::sync::watch as tokio_watch;
+use zookeeper_client as zk;
+
+use crate::client::{connect, map_err, multi_err, timed, token};
+use crate::config::ZkConfig;
+use crate::paths::{self, child, node_path, unescape_segment, LOCKS, LOCK_PREFIX, VALUE};
+use crate::watch::{Filter, Hub};
+use crate::{BACKEND, MIN_TTL};
+
+/// How often a write retries after a definite, not-applied failure (a
+/// parent reaped, a version moved) before giving up.
+const WRITE_ATTEMPTS: usize = 64;
+
+/// The data of a key node while its value node is a TTL node.
+const TTL_FLAG: &[u8] = b"t";
+
+/// A store on a ZooKeeper ensemble. Cheap to clone. See the
+/// [crate documentation](crate).
+#[derive(Clone)]
+pub struct ZkStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: ZkConfig,
+    pub(crate) root_path: String,
+    client: Mutex<zk::Client>,
+    reconnect: tokio::sync::Mutex<()>,
+    pub(crate) closed: AtomicBool,
+    pub(crate) closed_tx: tokio_watch::Sender<bool>,
+    caps: Capabilities,
+    leases: Mutex<HashMap<u64, Arc<Session>>>,
+    locks: Mutex<HashMap<u64, Arc<Session>>>,
+    next_lock: AtomicU64,
+    pub(crate) watches: Arc<AtomicUsize>,
+    pub(crate) hub: Mutex<Option<Arc<Hub>>>,
+}
+
+/// A session of its own, behind a lease or a lock.
+pub(crate) struct Session {
+    client: Mutex<Option<zk::Client>>,
+    trigger: LostTrigger,
+    /// The lock node, for locks.
+    node: Option<String>,
+}
+
+impl Session {
+    fn client(&self) -> Option<zk::Client> {
+        self.client.lock().clone()
+    }
+}
+
+impl fmt::Debug for ZkStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZkStore")
+            .field("config", &self.inner.config)
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.closed_tx.send_replace(true);
+        for (_, s) in self.leases.lock().drain() {
+            s.trigger.fire();
+            s.client.lock().take();
+        }
+        for (_, s) in self.locks.lock().drain() {
+            s.trigger.fire();
+            s.client.lock().take();
+        }
+    }
+}
+
+enum Mode {
+    Plain,
+    Ttl(Duration),
+    Lease(Arc<Session>, u64),
+}
+
+impl ZkStore {
+    /// Connects and opens a store as configured.
+    pub async fn open(config: ZkConfig) -> Result<Self> {
+        let root = key::normalize_root(&config.root)?;
+        let mut config = config;
+        config.root = root.clone();
+        if config.servers.is_empty() {
+            return Err(Error::Config("no ZooKeeper server given".into()));
+        }
+        let client = connect(&config, config.session_timeout).await?;
+        let mut caps = Capabilities::new(BACKEND);
+        caps.watch_every_revision = false;
+        caps.watch_resume = false;
+        caps.min_ttl = MIN_TTL;
+        caps.max_value_size = config.max_value_size;
+        let (closed_tx, _) = tokio_watch::channel(false);
+        Ok(ZkStore {
+            inner: Arc::new(Inner {
+                root_path: node_path(&root),
+                config,
+                client: Mutex::new(client),
+                reconnect: tokio::sync::Mutex::new(()),
+                closed: AtomicBool::new(false),
+                closed_tx,
+                caps,
+                leases: Mutex::new(HashMap::new()),
+                locks: Mutex::new(HashMap::new()),
+                next_lock: AtomicU64::new(1),
+                watches: Arc::new(AtomicUsize::new(0)),
+                hub: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The id of the store's own ZooKeeper session.
+    pub fn session_id(&self) -> i64 {
+        self.inner.client.lock().session_id().0
+    }
+
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            Err(Error::closed(BACKEND))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The store's session, re-established if it expired.
+    pub(crate) async fn client(&self) -> Result<zk::Client> {
+        self.check()?;
+        let c = self.inner.client.lock().clone();
+        if !c.state().is_terminated() {
+            return Ok(c);
+        }
+        let _g = self.inner.reconnect.lock().await;
+        let c = self.inner.client.lock().clone();
+        if !c.state().is_terminated() {
+            return Ok(c);
+        }
+        let fresh = connect(&self.inner.config, self.inner.config.session_timeout).await?;
+        *self.inner.client.lock() = fresh.clone();
+        Ok(fresh)
+    }
+
+    /// The store's session, after a `sync`: the server it is connected to
+    /// has caught up with the leader, so a read that starts after another
+    /// client's write completed sees it, even on a follower.
+    pub(crate) async fn synced_client(&self) -> Result<zk::Client> {
+        let client = self.client().await?;
+        match timed(self.limit(), "sync", client.sync("/")).await? {
+            Ok(()) => Ok(client),
+            Err(e) => Err(map_err(e, "sync")),
+        }
+    }
+
+    pub(crate) fn limit(&self) -> Duration {
+        self.inner.config.request_timeout
+    }
+
+    fn canonical(&self, key: &str) -> Result<String> {
+        key::normalize_key(key)
+    }
+
+    pub(crate) fn key_dir(&self, canonical: &str) -> String {
+        node_path(&key::join(&self.inner.config.root, canonical))
+    }
+
+    pub(crate) fn value_path(&self, canonical: &str) -> String {
+        child(&self.key_dir(canonical), VALUE)
+    }
+
+    pub(crate) fn acls(&self) -> zk::Acls<'static> {
+        if self.inner.config.digest.is_some() {
+            zk::Acls::creator_all()
+        } else {
+            zk::Acls::anyone_all()
+        }
+    }
+
+    /// Creates the container nodes down to `dir`. Nodes above the store's
+    /// root are open to anyone (as `mkdir -p` would make them), so that
+    /// other users can have roots beside ours; the root and everything
+    /// under it carry the store's ACLs.
+    pub(crate) async fn make_dirs(&self, client: &zk::Client, dir: &str) -> Result<()> {
+        if dir == "/" {
+            return Ok(());
+        }
+        let opts = zk::CreateMode::Container.with_acls(self.acls());
+        let open = zk::CreateMode::Container.with_acls(zk::Acls::anyone_all());
+        let root = self.inner.root_path.as_str();
+        let mut ends: Vec<usize> = dir
+            .char_indices()
+            .filter(|(i, c)| *c == '/' && *i > 0)
+            .map(|(i, _)| i)
+            .collect();
+        ends.push(dir.len());
+        // Try the deepest first: usually only it is missing.
+        let mut start = ends.len() - 1;
+        loop {
+            let path = &dir[..ends[start]];
+            let r = timed(
+                self.limit(),
+                "creating parents",
+                client.create(
+                    path,
+                    b"",
+                    if path.len() < root.len() && paths::is_ancestor(path, root) {
+                        &open
+                    } else {
+                        &opts
+                    },
+                ),
+            )
+            .await?;
+            match r {
+                Ok(_) | Err(zk::Error::NodeExists) => {
+                    if start + 1 == ends.len() {
+                        return Ok(());
+                    }
+                    start += 1;
+                }
+                Err(zk::Error::NoNode) if start > 0 => start -= 1,
+                Err(e) => return Err(map_err(e, &format!("creating {path}"))),
+            }
+        }
+    }
+
+    async fn read_pair(&self, canonical: &str) -> Result<Option<KvPair>> {
+        let client = self.synced_client().await?;
+        let path = self.value_path(canonical);
+        match timed(self.limit(), "get", client.get_data(&path)).await? {
+            Ok((data, stat)) => Ok(Some(KvPair::new(canonical, data, stat.mzxid as u64))),
+            Err(zk::Error::NoNode) => Ok(None),
+            Err(e) => Err(map_err(e, &format!("get {canonical:?}"))),
+        }
+    }
+
+    async fn stat_of(
+        &self,
+        client: &zk::Client,
+        path: &str,
+        what: &str,
+    ) -> Result<Option<zk::Stat>> {
+        match timed(self.limit(), what, client.check_stat(path)).await? {
+            Ok(s) => Ok(s),
+            Err(e) => Err(map_err(e, what)),
+        }
+    }
+
+    fn check_value(&self, canonical: &str, value: &Bytes, options: &PutOptions) -> Result<Mode> {
+        options.validate()?;
+        if value.len() > self.inner.config.max_value_size {
+            return Err(Error::ValueTooLarge {
+                backend: BACKEND,
+                key: canonical.to_owned(),
+                size: value.len(),
+                max: self.inner.config.max_value_size,
+            });
+        }
+        if let Some(ttl) = options.ttl {
+            return Ok(Mode::Ttl(ttl.max(MIN_TTL)));
+        }
+        if let Some(lease) = options.lease {
+            let s = self.inner.leases.lock().get(&lease.0).cloned();
+            return match s {
+                Some(s) if !s.trigger.is_fired() => Ok(Mode::Lease(s, lease.0)),
+                _ => Err(Error::LeaseLost {
+                    backend: BACKEND,
+                    lease: lease.0,
+                }),
+            };
+        }
+        Ok(Mode::Plain)
+    }
+
+    /// Writes `value` at `canonical`. `expected`: `None` for a plain put,
+    /// `Some(None)` create-only, `Some(Some(rev))` replace at `rev`.
+    ///
+    /// The key's node (a container) carries `t` as its data while its
+    /// value node is a TTL node (ZooKeeper's stat does not tell TTL nodes
+    /// apart), and its data version counts the re-creations of the value
+    /// node, so a compare-and-swap also fails if the value node was
+    /// replaced (and its version restarted) between the read and the write.
+    async fn write(
+        &self,
+        canonical: &str,
+        value: Bytes,
+        expected: Option<Option<u64>>,
+        mode: Mode,
+    ) -> Result<u64> {
+        let client = self.synced_client().await?;
+        let dir = self.key_dir(canonical);
+        let vpath = child(&dir, VALUE);
+        let what = format!("put {canonical:?}");
+        let writer_client = match &mode {
+            Mode::Lease(s, id) => s.client().ok_or(Error::LeaseLost {
+                backend: BACKEND,
+                lease: *id,
+            })?,
+            _ => client.clone(),
+        };
+        let create_opts = match &mode {
+            Mode::Plain => zk::CreateMode::Persistent.with_acls(self.acls()),
+            Mode::Ttl(ttl) => zk::CreateMode::Persistent
+                .with_acls(self.acls())
+                .with_ttl(*ttl),
+            Mode::Lease(..) => zk::CreateMode::Ephemeral.with_acls(self.acls()),
+        };
+        let flag: &[u8] = if matches!(mode, Mode::Ttl(_)) {
+            TTL_FLAG
+        } else {
+            b""
+        };
+        for _ in 0..WRITE_ATTEMPTS {
+            let dir_read = match timed(self.limit(), &what, client.get_data(&dir)).await? {
+                Ok((data, st)) => Some((data, st)),
+                Err(zk::Error::NoNode) => None,
+                Err(e) => return Err(map_err(e, &what)),
+            };
+            let stat = match &dir_read {
+                Some(_) => self.stat_of(&client, &vpath, &what).await?,
+                None => None,
+            };
+            match (expected, &stat) {
+                (Some(None), Some(_)) => {
+                    return Err(Error::KeyExists {
+                        backend: BACKEND,
+                        key: canonical.to_owned(),
+                    })
+                }
+                (Some(Some(_)), None) => {
+                    return Err(Error::KeyNotFound {
+                        backend: BACKEND,
+                        key: canonical.to_owned(),
+                    })
+                }
+                (Some(Some(rev)), Some(st)) if st.mzxid as u64 != rev => {
+                    return Err(Error::KeyModified {
+                        backend: BACKEND,
+                        key: canonical.to_owned(),
+                        expected: rev,
+                        actual: st.mzxid as u64,
+                    })
+                }
+                _ => {}
+            }
+            let Some((dir_data, dir_stat)) = dir_read else {
+                self.make_dirs(&client, &dir).await?;
+                continue;
+            };
+            let in_place = matches!(mode, Mode::Plain)
+                && dir_data.as_slice() != TTL_FLAG
+                && stat.as_ref().is_some_and(|st| st.ephemeral_owner == 0);
+            let result: std::result::Result<u64, zk::Error> = match &stat {
+                Some(st) if in_place && expected.is_none() => {
+                    match timed(
+                        self.limit(),
+                        &what,
+                        writer_client.set_data(&vpath, &value, Some(st.version)),
+                    )
+                    .await?
+                    {
+                        Ok(st) => Ok(st.mzxid as u64),
+                        Err(e) => Err(e),
+                    }
+                }
+                _ => {
+                    let mut multi = writer_client.new_multi_writer();
+                    let built = (|| -> std::result::Result<(), zk::Error> {
+                        match &stat {
+                            Some(st) if in_place => {
+                                multi.add_check_version(&dir, dir_stat.version)?;
+                                multi.add_set_data(&vpath, &value, Some(st.version))?;
+                            }
+                            _ => {
+                                // Replace (or create) the value node: count the
+                                // re-creation on the key's node, create it
+                                // empty, then set the value, whose reply
+                                // carries the stat.
+                                multi.add_set_data(&dir, flag, Some(dir_stat.version))?;
+                                if let Some(st) = &stat {
+                                    multi.add_delete(&vpath, Some(st.version))?;
+                                }
+                                multi.add_create(&vpath, b"", &create_opts)?;
+                                multi.add_set_data(&vpath, &value, Some(0))?;
+                            }
+                        }
+                        Ok(())
+                    })();
+                    match built {
+                        Err(e) => Err(e),
+                        Ok(()) => match timed(
+                            self.limit(),
+                            &what,
+                            multi.commit().map(|r| r.map_err(multi_err)),
+                        )
+                        .await?
+                        {
+                            Ok(results) => match results.last() {
+                                Some(zk::MultiWriteResult::SetData { stat }) => {
+                                    Ok(stat.mzxid as u64)
+                                }
+                                _ => Err(zk::Error::UnexpectedError(
+                                    "a multi-op without its result".into(),
+                                )),
+                            },
+                            Err(e) => Err(e),
+                        },
+                    }
+                }
+            };
+            match result {
+                Ok(rev) => return Ok(rev),
+                // Not applied: something changed between the read and the
+                // write (or the key's node was reaped). A plain put tries
+                // again; a compare-and-swap reports what it finds.
+                Err(zk::Error::NoNode | zk::Error::BadVersion | zk::Error::NodeExists) => {
+                    if let Some(exp) = expected {
+                        let now = self.stat_of(&client, &vpath, &what).await?;
+                        let err = match (exp, now) {
+                            (None, Some(_)) => Some(Error::KeyExists {
+                                backend: BACKEND,
+                                key: canonical.to_owned(),
+                            }),
+                            (Some(_), None) => Some(Error::KeyNotFound {
+                                backend: BACKEND,
+                                key: canonical.to_owned(),
+                            }),
+                            (Some(rev), Some(st)) => Some(Error::KeyModified {
+                                backend: BACKEND,
+                                key: canonical.to_owned(),
+                                expected: rev,
+                                actual: st.mzxid as u64,
+                            }),
+                            // Create-only and still absent: the key's node
+                            // was reaped under us; try again.
+                            (None, None) => None,
+                        };
+                        if let Some(err) = err {
+                            return Err(err);
+                        }
+                    }
+                }
+                Err(zk::Error::SessionExpired | zk::Error::ClientClosed)
+                    if matches!(mode, Mode::Lease(..)) =>
+                {
+                    if let Mode::Lease(_, id) = mode {
+                        return Err(Error::LeaseLost {
+                            backend: BACKEND,
+                            lease: id,
+                        });
+                    }
+                }
+                Err(e) => return Err(map_err(e, &what)),
+            }
+        }
+        Err(Error::Backend {
+            backend: BACKEND,
+            message: format!("{what}: the key kept changing under the write"),
+            source: None,
+        })
+    }
+
+    /// Every key under the node `start` (the prefix key itself excluded),
+    /// read level by level.
+    pub(crate) async fn list_under(
+        &self,
+        client: &zk::Client,
+        prefix: &str,
+    ) -> Result<Vec<KvPair>> {
+        let start = if prefix.is_empty() {
+            self.inner.root_path.clone()
+        } else {
+            self.key_dir(prefix)
+        };
+        let mut out = Vec::new();
+        let mut level: Vec<(String, String)> = vec![(start, prefix.to_owned())];
+        while !level.is_empty() {
+            let lists = futures::future::join_all(level.iter().map(|(path, _)| {
+                let client = client.clone();
+                let path = path.clone();
+                let limit = self.limit();
+                async move { timed(limit, "list", client.list_children(&path)).await }
+            }))
+            .await;
+            let mut next = Vec::new();
+            let mut values = Vec::new();
+            for ((path, key), listed) in level.iter().zip(lists) {
+                let children = match listed? {
+                    Ok(c) => c,
+                    Err(zk::Error::NoNode) => continue,
+                    Err(e) => return Err(map_err(e, &format!("list {prefix:?}"))),
+                };
+                for name in children {
+                    if name == VALUE {
+                        if key != prefix {
+                            values.push((child(path, VALUE), key.clone()));
+                        }
+                        continue;
+                    }
+                    let Some(seg) = unescape_segment(&name) else {
+                        continue;
+                    };
+                    let sub = if key.is_empty() {
+                        seg.into_owned()
+                    } else {
+                        format!("{key}/{seg}")
+                    };
+                    next.push((child(path, &name), sub));
+                }
+            }
+            let read = futures::future::join_all(values.iter().map(|(path, _)| {
+                let client = client.clone();
+                let path = path.clone();
+                let limit = self.limit();
+                async move { timed(limit, "list", client.get_data(&path)).await }
+            }))
+            .await;
+            for ((_, key), r) in values.into_iter().zip(read) {
+                match r? {
+                    Ok((data, stat)) => out.push(KvPair::new(key, data, stat.mzxid as u64)),
+                    Err(zk::Error::NoNode) => {}
+                    Err(e) => return Err(map_err(e, &format!("list {prefix:?}"))),
+                }
+            }
+            level = next;
+        }
+        out.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
+        Ok(out)
+    }
+
+    fn full_prefix(&self, prefix: &str) -> Result<String> {
+        key::normalize_prefix(prefix)
+    }
+
+    async fn new_session(
+        &self,
+        ttl: Duration,
+    ) -> Result<(zk::Client, Arc<Session>, anykv_core::LostSignal)> {
+        let client = connect(&self.inner.config, ttl).await?;
+        let (trigger, signal) = lost_signal();
+        let session = Arc::new(Session {
+            client: Mutex::new(Some(client.clone())),
+            trigger,
+            node: None,
+        });
+        Ok((client, session, signal))
+    }
+
+    fn monitor(session: &Arc<Session>, client: &zk::Client) {
+        let weak = Arc::downgrade(session);
+        let mut states = client.state_watcher();
+        let timeout = client.session_timeout();
+        tokio::spawn(async move {
+            loop {
+                let state = states.changed().await;
+                let Some(s) = weak.upgrade() else { return };
+                match state {
+                    zk::SessionState::Disconnected => {
+                        drop(s);
+                        match tokio::time::timeout(timeout, states.changed()).await {
+                            Ok(zk::SessionState::SyncConnected) => continue,
+                            _ => {
+                                if let Some(s) = weak.upgrade() {
+                                    s.trigger.fire();
+                                }
+                                return;
+                            }
+                        }
+                    }
+                    st if st.is_terminated() => {
+                        s.trigger.fire();
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+
+    async fn lock_impl(
+        &self,
+        key: &str,
+        options: LockOptions,
+        wait: bool,
+    ) -> Result<Option<LockGuard>> {
+        self.check()?;
+        let canonical = self.canonical(key)?;
+        let lock_dir = {
+            let mut p = child(&self.inner.root_path, LOCKS);
+            for seg in canonical.split('/') {
+                p = child(&p, &paths::escape_segment(seg));
+            }
+            p
+        };
+        let ttl = options.ttl.max(MIN_TTL);
+        let (client, session, _) = self.new_session(ttl).await?;
+        let what = format!("lock {canonical:?}");
+        let tok = format!("{LOCK_PREFIX}{:016x}-", token());
+        let acls = self.acls();
+        let opts = zk::CreateMode::EphemeralSequential.with_acls(acls);
+        let deadline = options.timeout.map(|t| tokio::time::Instant::now() + t);
+        // Create our node; after a lost reply, find it again by its token.
+        let mut mine: Option<String> = None;
+        for _ in 0..WRITE_ATTEMPTS {
+            let r = tokio::time::timeout(
+                self.limit(),
+                client.create(&child(&lock_dir, &tok), b"", &opts),
+            )
+            .await;
+            match r {
+                Ok(Ok(_)) | Ok(Err(zk::Error::ConnectionLoss)) | Err(_) => {
+                    if let Ok(Ok((_, seq))) = &r {
+                        mine = Some(format!("{tok}{seq}"));
+                        break;
+                    }
+                    if let Ok(Ok(children)) =
+                        tokio::time::timeout(self.limit(), client.list_children(&lock_dir)).await
+                    {
+                        if let Some(n) = children.into_iter().find(|c| c.starts_with(&tok)) {
+                            mine = Some(n);
+                            break;
+                        }
+                    }
+                    if r.is_err() {
+                        return Err(Error::Timeout {
+                            backend: BACKEND,
+                            operation: what,
+                            after: self.limit(),
+                        });
+                    }
+                }
+                Ok(Err(zk::Error::NoNode)) => self.make_dirs(&client, &lock_dir).await?,
+                Ok(Err(e)) => return Err(map_err(e, &what)),
+            }
+        }
+        let Some(mine) = mine else {
+            return Err(Error::Backend {
+                backend: BACKEND,
+                message: format!("{what}: could not create the lock node"),
+                source: None,
+            });
+        };
+        let my_path = child(&lock_dir, &mine);
+        let seq_of = |n: &str| {
+            n.rsplit('-')
+                .next()
+                .and_then(|s| s.parse::<i64>().ok())
+                .unwrap_or(i64::MAX)
+        };
+        let give_up = |client: zk::Client, path: String| async move {
+            let _ = tokio::time::timeout(Duration::from_secs(2), client.delete(&path, None)).await;
+            drop(client);
+        };
+        loop {
+            if self.inner.closed.load(Ordering::SeqCst) {
+                give_up(client, my_path).await;
+                return Err(Error::closed(BACKEND));
+            }
+            let children = match timed(self.limit(), &what, client.list_children(&lock_dir)).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    give_up(client, my_path).await;
+                    return Err(map_err(e, &what));
+                }
+                Err(e) => {
+                    give_up(client, my_path).await;
+                    return Err(e);
+                }
+            };
+            let mut waiters: Vec<&String> = children
+                .iter()
+                .filter(|c| c.starts_with(LOCK_PREFIX))
+                .collect();
+            waiters.sort_by_key(|c| seq_of(c));
+            let Some(idx) = waiters.iter().position(|c| **c == mine) else {
+                give_up(client, my_path).await;
+                return Err(Error::Unavailable {
+                    backend: BACKEND,
+                    message: format!("{what}: the lock node vanished (session lost)"),
+                    source: None,
+                });
+            };
+            if idx == 0 {
+                let stat = match self.stat_of(&client, &my_path, &what).await {
+                    Ok(Some(st)) => st,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        give_up(client, my_path).await;
+                        return Err(e);
+                    }
+                };
+                let fencing = stat.czxid as u64;
+                let id = self.inner.next_lock.fetch_add(1, Ordering::Relaxed);
+                let (trigger, signal) = lost_signal();
+                let held = Arc::new(Session {
+                    client: Mutex::new(Some(client.clone())),
+                    trigger,
+                    node: Some(my_path.clone()),
+                });
+                Self::monitor(&held, &client);
+                drop(session);
+                self.inner.locks.lock().insert(id, held.clone());
+                if self.inner.closed.load(Ordering::SeqCst) {
+                    self.inner.locks.lock().remove(&id);
+                    held.trigger.fire();
+                    give_up(client, my_path).await;
+                    return Err(Error::closed(BACKEND));
+                }
+                return Ok(Some(LockGuard::new(
+                    canonical,
+                    fencing,
+                    signal,
+                    Box::new(SessionRelease {
+                        store: Arc::downgrade(&self.inner),
+                        id,
+                        lease: false,
+                        session: held,
+                        root_path: self.inner.root_path.clone(),
+                        limit: self.limit(),
+                    }),
+                )));
+            }
+            if !wait {
+                give_up(client, my_path).await;
+                return Ok(None);
+            }
+            let pred = child(&lock_dir, waiters[idx - 1]);
+            let watcher = match timed(self.limit(), &what, client.check_and_watch_stat(&pred)).await
+            {
+                Ok(Ok((None, _))) => continue,
+                Ok(Ok((Some(_), w))) => w,
+                Ok(Err(e)) => {
+                    give_up(client, my_path).await;
+                    return Err(map_err(e, &what));
+                }
+                Err(e) => {
+                    give_up(client, my_path).await;
+                    return Err(e);
+                }
+            };
+            let mut closed = self.inner.closed_tx.subscribe();
+            let waited = async {
+                tokio::select! {
+                    _ = watcher.changed() => true,
+                    _ = closed.wait_for(|c| *c) => false,
+                }
+            };
+            let outcome = match deadline {
+                Some(d) => tokio::time::timeout_at(d, waited).await.ok(),
+                None => Some(waited.await),
+            };
+            match outcome {
+                Some(true) => {}
+                Some(false) => {
+                    give_up(client, my_path).await;
+                    return Err(Error::closed(BACKEND));
+                }
+                None => {
+                    give_up(client, my_path).await;
+                    return Err(Error::Timeout {
+                        backend: BACKEND,
+                        operation: what,
+                        after: options.timeout.unwrap_or_default(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Ends a lease's or a lock's session: deletes its ephemeral nodes key by
+/// key (so each delete has its own zxid and is done when this returns),
+/// then closes the session.
+struct SessionRelease {
+    store: std::sync::Weak<Inner>,
+    id: u64,
+    lease: bool,
+    session: Arc<Session>,
+    root_path: String,
+    limit: Duration,
+}
+
+impl SessionRelease {
+    fn forget(&self) {
+        if let Some(inner) = self.store.upgrade() {
+            if self.lease {
+                inner.leases.lock().remove(&self.id);
+            } else {
+                inner.locks.lock().remove(&self.id);
+            }
+        }
+    }
+}
+
+async fn end_session(session: Arc<Session>, root_path: String, limit: Duration) -> Result<()> {
+    let Some(client) = session.client.lock().take() else {
+        session.trigger.fire();
+        return Ok(());
+    };
+    session.trigger.fire();
+    let mut result = Ok(());
+    if let Some(node) = &session.node {
+        if let Ok(Err(e)) = timed(limit, "release", client.delete(node, None)).await {
+            if e != zk::Error::NoNode && e != zk::Error::SessionExpired {
+                result = Err(map_err(e, "release the lock"));
+            }
+        }
+    } else if !client.state().is_terminated() {
+        match timed(limit, "revoke", client.list_ephemerals(&root_path)).await {
+            Ok(Ok(mut nodes)) => {
+                nodes.sort();
+                for n in nodes {
+                    let _ = timed(limit, "revoke", client.delete(&n, None)).await;
+                }
+            }
+            Ok(Err(zk::Error::SessionExpired)) => {}
+            Ok(Err(e)) => result = Err(map_err(e, "revoke the lease")),
+            Err(e) => result = Err(e),
+        }
+    }
+    drop(client);
+    result
+}
+
+#[async_trait]
+impl Release for SessionRelease {
+    async fn release(&self) -> Result<()> {
+        self.forget();
+        end_session(self.session.clone(), self.root_path.clone(), self.limit).await
+    }
+
+    fn release_in_background(&self) {
+        self.forget();
+        let session = self.session.clone();
+        let root = self.root_path.clone();
+        let limit = self.limit;
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(async move {
+                    let _ = end_session(session, root, limit).await;
+                });
+            }
+            Err(_) => {
+                session.trigger.fire();
+                session.client.lock().take();
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for ZkStore {
+    fn capabilities(&self) -> &Capabilities {
+        &self.inner.caps
+    }
+
+    fn stats(&self) -> StoreStats {
+        let leases = self.inner.leases.lock().len();
+        let locks = self.inner.locks.lock().len();
+        let open = usize::from(!self.inner.closed.load(Ordering::SeqCst));
+        StoreStats::new(
+            self.inner.watches.load(Ordering::SeqCst),
+            leases,
+            locks,
+            open + leases + locks,
+        )
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KvPair>> {
+        self.check()?;
+        let canonical = self.canonical(key)?;
+        self.read_pair(&canonical).await
+    }
+
+    async fn put(&self, key: &str, value: Bytes, options: PutOptions) -> Result<u64> {
+        self.check()?;
+        let canonical = self.canonical(key)?;
+        let mode = self.check_value(&canonical, &value, &options)?;
+        self.write(&canonical, value, None, mode).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.check()?;
+        let canonical = self.canonical(key)?;
+        let client = self.client().await?;
+        let path = self.value_path(&canonical);
+        let what = format!("delete {canonical:?}");
+        match timed(self.limit(), &what, client.delete(&path, None)).await? {
+            Ok(()) => Ok(true),
+            Err(zk::Error::NoNode) => Ok(false),
+            Err(e) => Err(map_err(e, &what)),
+        }
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        self.check()?;
+        let canonical = self.canonical(key)?;
+        let client = self.synced_client().await?;
+        let path = self.value_path(&canonical);
+        Ok(self
+            .stat_of(&client, &path, &format!("exists {canonical:?}"))
+            .await?
+            .is_some())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
+        self.check()?;
+        let prefix = self.full_prefix(prefix)?;
+        let client = self.synced_client().await?;
+        self.list_under(&client, &prefix).await
+    }
+
+    async fn delete_tree(&self, prefix: &str) -> Result<u64> {
+        self.check()?;
+        let prefix = self.full_prefix(prefix)?;
+        let client = self.synced_client().await?;
+        let mut keys: Vec<String> = self
+            .list_under(&client, &prefix)
+            .await?
+            .into_iter()
+            .map(|p| p.key)
+            .collect();
+        if !prefix.is_empty() {
+            keys.insert(0, prefix.clone());
+        }
+        let mut n = 0;
+        for k in keys {
+            let path = self.value_path(&k);
+            let what = format!("delete_tree {prefix:?}: delete {k:?}");
+            match timed(self.limit(), &what, client.delete(&path, None)).await? {
+                Ok(()) => n += 1,
+                Err(zk::Error::NoNode) => {}
+                Err(e) => return Err(map_err(e, &what)),
+            }
+        }
+        Ok(n)
+    }
+
+    async fn atomic_put(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: Option<u64>,
+        options: PutOptions,
+    ) -> Result<u64> {
+        self.check()?;
+        let canonical = self.canonical(key)?;
+        let mode = self.check_value(&canonical, &value, &options)?;
+        self.write(&canonical, value, Some(expected), mode).await
+    }
+
+    async fn atomic_delete(&self, key: &str, expected: u64) -> Result<()> {
+        self.check()?;
+        let canonical = self.canonical(key)?;
+        let client = self.synced_client().await?;
+        let path = self.value_path(&canonical);
+        let what = format!("atomic_delete {canonical:?}");
+        let not_found = || Error::KeyNotFound {
+            backend: BACKEND,
+            key: canonical.clone(),
+        };
+        let Some(st) = self.stat_of(&client, &path, &what).await? else {
+            return Err(not_found());
+        };
+        if st.mzxid as u64 != expected {
+            return Err(Error::KeyModified {
+                backend: BACKEND,
+                key: canonical.clone(),
+                expected,
+                actual: st.mzxid as u64,
+            });
+        }
+        match timed(self.limit(), &what, client.delete(&path, Some(st.version))).await? {
+            Ok(()) => Ok(()),
+            Err(zk::Error::NoNode | zk::Error::BadVersion) => {
+                match self.stat_of(&client, &path, &what).await? {
+                    None => Err(not_found()),
+                    Some(now) => Err(Error::KeyModified {
+                        backend: BACKEND,
+                        key: canonical.clone(),
+                        expected,
+                        actual: now.mzxid as u64,
+                    }),
+                }
+            }
+            Err(e) => Err(map_err(e, &what)),
+        }
+    }
+
+    async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
+        self.check()?;
+        let canonical = self.canonical(key)?;
+        crate::watch::open(self, Filter::Key(canonical), options).await
+    }
+
+    async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
+        self.check()?;
+        let prefix = self.full_prefix(prefix)?;
+        crate::watch::open(self, Filter::Tree(prefix), options).await
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<Lease> {
+        self.check()?;
+        anykv_core::check_ttl(ttl)?;
+        let ttl = ttl.max(MIN_TTL);
+        let (client, session, signal) = self.new_session(ttl).await?;
+        let id = client.session_id().0 as u64;
+        Self::monitor(&session, &client);
+        let granted = client.session_timeout();
+        self.inner.leases.lock().insert(id, session.clone());
+        if self.inner.closed.load(Ordering::SeqCst) {
+            self.inner.leases.lock().remove(&id);
+            let _ = end_session(session, self.inner.root_path.clone(), self.limit()).await;
+            return Err(Error::closed(BACKEND));
+        }
+        Ok(Lease::new(
+            LeaseId(id),
+            granted,
+            signal,
+            Box::new(SessionRelease {
+                store: Arc::downgrade(&self.inner),
+                id,
+                lease: true,
+                session,
+                root_path: self.inner.root_path.clone(),
+                limit: self.limit(),
+            }),
+        ))
+    }
+
+    async fn lock(&self, key: &str, options: LockOptions) -> Result<LockGuard> {
+        match self.lock_impl(key, options, true).await? {
+            Some(g) => Ok(g),
+            None => Err(Error::Backend {
+                backend: BACKEND,
+                message: "a waiting lock returned without the lock".into(),
+                source: None,
+            }),
+        }
+    }
+
+    async fn try_lock(&self, key: &str, options: LockOptions) -> Result<Option<LockGuard>> {
+        self.lock_impl(key, options, false).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.inner.closed_tx.send_replace(true);
+        self.inner.hub.lock().take();
+        let leases: Vec<_> = self.inner.leases.lock().drain().map(|(_, s)| s).collect();
+        let locks: Vec<_> = self.inner.locks.lock().drain().map(|(_, s)| s).collect();
+        for s in leases.into_iter().chain(locks) {
+            let _ = end_session(s, self.inner.root_path.clone(), self.limit()).await;
+        }
+        Ok(())
+    }
+}
