@@ -44,6 +44,9 @@
 //! # Features
 //!
 //! - `memory` (default): the in-process backend, `memory://name/root`.
+//! - `etcd`: etcd v3, `etcd://host:port[,host:port...]/root`.
+//! - `redis`: Redis, `redis://host:port/db?prefix=root`, `rediss://` for TLS.
+//! - `zookeeper`: ZooKeeper 3.6+, `zk://host:port[,host:port...]/chroot`.
 
 #![deny(rustdoc::broken_intra_doc_links)]
 
@@ -60,6 +63,18 @@ pub struct ReadmeDoctests;
 #[cfg(feature = "memory")]
 pub use anykv_memory as memory;
 
+/// The etcd backend.
+#[cfg(feature = "etcd")]
+pub use anykv_etcd as etcd;
+
+/// The Redis backend.
+#[cfg(feature = "redis")]
+pub use anykv_redis as redis;
+
+/// The ZooKeeper backend.
+#[cfg(feature = "zookeeper")]
+pub use anykv_zookeeper as zookeeper;
+
 /// Registers the backends this build of anykv was compiled with (see the
 /// crate's features). [`open`] calls it; call it yourself only before using
 /// [`anykv_core::registry`] directly.
@@ -68,6 +83,12 @@ pub fn register_builtin_backends() {
     ONCE.call_once(|| {
         #[cfg(feature = "memory")]
         anykv_memory::register();
+        #[cfg(feature = "etcd")]
+        anykv_etcd::register();
+        #[cfg(feature = "redis")]
+        anykv_redis::register();
+        #[cfg(feature = "zookeeper")]
+        anykv_zookeeper::register();
     });
 }
 
