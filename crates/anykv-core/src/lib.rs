@@ -105,6 +105,7 @@
 
 mod error;
 mod handles;
+pub mod fanout;
 pub mod key;
 pub mod registry;
 mod store;

@@ -45,20 +45,16 @@ mod state;
 use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anykv_core::{
     async_trait, key, parse_param, url_params, url_root, Bytes, Capabilities, Error, KvPair, Lease,
     LeaseId, LockGuard, LockOptions, PutOptions, Release, Result, Store, StoreStats, Url,
-    WatchEvent, WatchOptions, WatchStream,
+    WatchOptions, WatchStream,
 };
-use futures::Stream;
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
 
 use state::{Filter, LockAttempt, Shared, BACKEND};
 
@@ -356,17 +352,13 @@ impl MemoryStore {
             }
             Err(e) => return Err(e),
         };
-        Ok(Box::pin(MemoryWatch {
-            initial: registered.initial.into_iter(),
-            rx: registered.rx,
-            lagged: registered.lagged,
-            buffer: options.buffer,
-            done: false,
-            _guard: WatchGuard {
+        Ok(registered.events.into_stream(
+            registered.initial,
+            WatchGuard {
                 shared: self.inner.shared.clone(),
                 id: registered.id,
             },
-        }))
+        ))
     }
 
     async fn lock_impl(
@@ -498,44 +490,6 @@ struct WatchGuard {
 impl Drop for WatchGuard {
     fn drop(&mut self) {
         self.shared.state.write().remove_watcher(self.id);
-    }
-}
-
-struct MemoryWatch {
-    initial: std::vec::IntoIter<WatchEvent>,
-    rx: mpsc::Receiver<WatchEvent>,
-    lagged: Arc<AtomicBool>,
-    buffer: usize,
-    done: bool,
-    _guard: WatchGuard,
-}
-
-impl Stream for MemoryWatch {
-    type Item = Result<WatchEvent>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if this.done {
-            return Poll::Ready(None);
-        }
-        if let Some(ev) = this.initial.next() {
-            return Poll::Ready(Some(Ok(ev)));
-        }
-        match this.rx.poll_recv(cx) {
-            Poll::Ready(Some(ev)) => Poll::Ready(Some(Ok(ev))),
-            Poll::Ready(None) => {
-                this.done = true;
-                if this.lagged.load(Ordering::SeqCst) {
-                    Poll::Ready(Some(Err(Error::WatchLagged {
-                        backend: BACKEND,
-                        buffer: this.buffer,
-                    })))
-                } else {
-                    Poll::Ready(None)
-                }
-            }
-            Poll::Pending => Poll::Pending,
-        }
     }
 }
 

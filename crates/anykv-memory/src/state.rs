@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use anykv_core::fanout::{event_channel, EventReceiver, EventSender};
 use anykv_core::{
     key, lost_signal, Bytes, Error, KvPair, LostSignal, LostTrigger, Result, WatchEvent,
 };
 use parking_lot::{Condvar, Mutex, RwLock};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 pub(crate) const BACKEND: &str = "memory";
 
@@ -56,8 +57,7 @@ struct Watcher {
     /// Live changes at or below this revision are not delivered (a resume
     /// from a revision ahead of the store).
     after: u64,
-    tx: mpsc::Sender<WatchEvent>,
-    lagged: Arc<AtomicBool>,
+    events: EventSender,
 }
 
 struct LeaseState {
@@ -133,8 +133,7 @@ pub(crate) enum LockAttempt {
 pub(crate) struct Registered {
     pub(crate) id: u64,
     pub(crate) initial: Vec<WatchEvent>,
-    pub(crate) rx: mpsc::Receiver<WatchEvent>,
-    pub(crate) lagged: Arc<AtomicBool>,
+    pub(crate) events: EventReceiver,
 }
 
 impl Shared {
@@ -425,13 +424,8 @@ impl State {
                     revision: change.revision,
                 },
             };
-            match w.tx.try_send(event) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    w.lagged.store(true, Ordering::SeqCst);
-                    dead.push(id);
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => dead.push(id),
+            if w.events.send(Ok(event)).is_err() {
+                dead.push(id);
             }
         }
         for id in dead {
@@ -498,8 +492,7 @@ impl State {
             }
         };
         let id = self.next_id();
-        let (tx, rx) = mpsc::channel(buffer.max(1));
-        let lagged = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = event_channel(BACKEND, buffer);
         match &filter {
             Filter::Key(k) => self.key_watchers.entry(k.clone()).or_default().push(id),
             Filter::Tree(p) => self.tree_watchers.entry(p.clone()).or_default().push(id),
@@ -511,8 +504,7 @@ impl State {
                 root: root.to_owned(),
                 filter,
                 after: from.unwrap_or(0),
-                tx,
-                lagged: lagged.clone(),
+                events: tx,
             },
         );
         if let Some(o) = self.owners.get_mut(&owner) {
@@ -521,8 +513,7 @@ impl State {
         Ok(Registered {
             id,
             initial,
-            rx,
-            lagged,
+            events: rx,
         })
     }
 

@@ -132,22 +132,20 @@ mod scripts;
 use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use anykv_core::fanout::{event_channel, EventSender};
 use anykv_core::{
     async_trait, key, lost_signal, Bytes, Capabilities, Error, KvPair, Lease, LeaseId, LockGuard,
     LockOptions, LostTrigger, PutOptions, Release, Result, Store, StoreStats, Url, WatchEvent,
     WatchOptions, WatchStream,
 };
-use futures::Stream;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, RedisError, Value};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 pub use config::{
@@ -244,8 +242,7 @@ impl Filter {
 
 struct Sub {
     filter: Filter,
-    tx: mpsc::Sender<Result<WatchEvent>>,
-    lagged: Arc<AtomicBool>,
+    events: EventSender,
     last: u64,
 }
 
@@ -591,15 +588,12 @@ impl Shared {
                     // them: every watch may have missed something.
                     let requested = hub.pos.0;
                     for (_, sub) in hub.subs.drain() {
-                        let sent = sub.tx.try_send(Err(Error::Compacted {
+                        // Never silent: a full buffer ends in WatchLagged.
+                        let _ = sub.events.send(Err(Error::Compacted {
                             backend: BACKEND,
                             requested,
                             oldest: e.rev,
                         }));
-                        if sent.is_err() {
-                            // Never silent: a full buffer ends in WatchLagged.
-                            sub.lagged.store(true, Ordering::SeqCst);
-                        }
                     }
                 }
                 let mut gone = Vec::new();
@@ -611,14 +605,8 @@ impl Shared {
                     if !matches!(e.kind, b'p' | b'd') || !sub.filter.matches(&e.key) {
                         continue;
                     }
-                    let ev = self.event(&e);
-                    match sub.tx.try_send(Ok(ev)) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            sub.lagged.store(true, Ordering::SeqCst);
-                            gone.push(*id);
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => gone.push(*id),
+                    if sub.events.send(Ok(self.event(&e))).is_err() {
+                        gone.push(*id);
                     }
                 }
                 for id in gone {
@@ -1055,22 +1043,17 @@ impl RedisStore {
                 (rev, initial)
             }
         };
-        let (tx, rx) = mpsc::channel(buffer);
-        let lagged = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = event_channel(BACKEND, buffer);
         let id = s.next_id.fetch_add(1, Ordering::Relaxed);
         let mut last = start;
         let stream = |registered: bool| -> WatchStream {
-            Box::pin(RedisWatch {
-                initial: initial.clone().into_iter(),
-                rx,
-                lagged: lagged.clone(),
-                buffer,
-                done: false,
-                _guard: WatchGuard {
+            rx.into_stream(
+                initial.clone(),
+                WatchGuard {
                     shared: s.clone(),
                     id: registered.then_some(id),
                 },
-            })
+            )
         };
         loop {
             {
@@ -1085,8 +1068,7 @@ impl RedisStore {
                         id,
                         Sub {
                             filter: filter.clone(),
-                            tx,
-                            lagged: lagged.clone(),
+                            events: tx,
                             last,
                         },
                     );
@@ -1125,9 +1107,8 @@ impl RedisStore {
                 last = e.rev;
                 if matches!(e.kind, b'p' | b'd')
                     && filter.matches(&e.key)
-                    && tx.try_send(Ok(s.event(&e))).is_err()
+                    && tx.send(Ok(s.event(&e))).is_err()
                 {
-                    lagged.store(true, Ordering::SeqCst);
                     drop(tx);
                     return Ok(stream(false));
                 }
@@ -1136,14 +1117,12 @@ impl RedisStore {
                 compacted = Some(current);
             }
             if let Some(oldest) = compacted {
-                let sent = tx.try_send(Err(Error::Compacted {
+                // A full buffer ends in WatchLagged instead.
+                let _ = tx.send(Err(Error::Compacted {
                     backend: BACKEND,
                     requested: start,
                     oldest,
                 }));
-                if sent.is_err() {
-                    lagged.store(true, Ordering::SeqCst);
-                }
                 drop(tx);
                 return Ok(stream(false));
             }
@@ -1372,48 +1351,6 @@ impl Drop for WatchGuard {
     fn drop(&mut self) {
         if let Some(id) = self.id {
             self.shared.hub.lock().subs.remove(&id);
-        }
-    }
-}
-
-struct RedisWatch {
-    initial: std::vec::IntoIter<WatchEvent>,
-    rx: mpsc::Receiver<Result<WatchEvent>>,
-    lagged: Arc<AtomicBool>,
-    buffer: usize,
-    done: bool,
-    _guard: WatchGuard,
-}
-
-impl Stream for RedisWatch {
-    type Item = Result<WatchEvent>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if this.done {
-            return Poll::Ready(None);
-        }
-        if let Some(ev) = this.initial.next() {
-            return Poll::Ready(Some(Ok(ev)));
-        }
-        match this.rx.poll_recv(cx) {
-            Poll::Ready(Some(Ok(ev))) => Poll::Ready(Some(Ok(ev))),
-            Poll::Ready(Some(Err(e))) => {
-                this.done = true;
-                Poll::Ready(Some(Err(e)))
-            }
-            Poll::Ready(None) => {
-                this.done = true;
-                if this.lagged.load(Ordering::SeqCst) {
-                    Poll::Ready(Some(Err(Error::WatchLagged {
-                        backend: BACKEND,
-                        buffer: this.buffer,
-                    })))
-                } else {
-                    Poll::Ready(None)
-                }
-            }
-            Poll::Pending => Poll::Pending,
         }
     }
 }
