@@ -164,6 +164,54 @@ async fn restart_keeps_watch_and_data() {
     store.close().await.unwrap();
 }
 
+/// The server restarts without persistence while a watch is open: the
+/// namespace (and its revision counter) is gone, so revisions would be
+/// handed out again. The watch yields `Compacted` and ends instead of
+/// staying silent, and the store goes on working with new watches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_without_persistence_ends_watches() {
+    let mut server = RedisServer::start_without_persistence();
+    let url = format!("{}/0/{}?request_timeout=1s", server.url(), unique("lossy"));
+    let store = anykv::open(&url).await.unwrap();
+    let mut last = 0;
+    for i in 0..5 {
+        last = store
+            .put("k", format!("{i}").into(), PutOptions::new())
+            .await
+            .unwrap();
+    }
+    let mut w = store.watch_tree("", WatchOptions::new()).await.unwrap();
+    assert!(matches!(next(&mut w).await, WatchEvent::Put(kv) if kv.revision == last));
+    assert!(matches!(next(&mut w).await, WatchEvent::Synced { .. }));
+    server.restart();
+    match tokio::time::timeout(Duration::from_secs(20), w.next()).await {
+        Ok(Some(Err(e))) => assert_eq!(e.kind(), ErrorKind::Compacted, "{e}"),
+        other => panic!("expected Err(Compacted), got {other:?}"),
+    }
+    assert!(tokio::time::timeout(Duration::from_secs(5), w.next())
+        .await
+        .unwrap()
+        .is_none());
+    // A new watch sees new writes.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut w = loop {
+        match store.watch("k", WatchOptions::new()).await {
+            Ok(w) => break w,
+            Err(e) if Instant::now() < deadline && e.is_retryable() => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(matches!(next(&mut w).await, WatchEvent::Synced { .. }));
+    let r = store
+        .put("k", "new".into(), PutOptions::new())
+        .await
+        .unwrap();
+    assert!(matches!(next(&mut w).await, WatchEvent::Put(kv) if kv.revision == r));
+    store.close().await.unwrap();
+}
+
 /// A watch resumed from a revision after a restart replays what it missed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_after_restart() {
@@ -222,8 +270,14 @@ async fn acl_users() {
             rules: "~{anykv}:* -@all +evalsha +script|load +xread +select \
                     +time +incr +get +set +pttl +pexpire +del +hmget +hget +hset +hdel +zadd \
                     +zrem +zscore +zrangebylex +zrangebyscore +sadd +srem +smembers +xadd \
-                    +xrange +exists"
+                    +xrange +xrevrange +exists"
                 .into(),
+        },
+        AclUser {
+            name: "noxread".into(),
+            password: "noxread-pass".into(),
+            // Everything but XREAD: watches could never see a change.
+            rules: "~{anykv}:* +@all -xread".into(),
         },
         AclUser {
             name: "other".into(),
@@ -266,6 +320,12 @@ async fn acl_users() {
     assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{e}");
     assert!(!e.to_string().contains("bad-pass"));
     let e = anykv::open(&format!("redis://other:other-pass@{base}/0/r"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    // A user that may not XREAD the change stream: open fails loudly
+    // instead of watches staying silent.
+    let e = anykv::open(&format!("redis://noxread:noxread-pass@{base}/0/r"))
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
@@ -358,6 +418,35 @@ async fn history_bound_yields_compacted() {
     for r in last - 9..=last {
         assert!(matches!(next(&mut w).await, WatchEvent::Put(kv) if kv.revision == r));
     }
+    s.delete_tree("").await.unwrap();
+    s.close().await.unwrap();
+}
+
+/// Resuming over more matching changes than the watch's buffer delivers
+/// all of them (the catch-up comes ahead of the channel) instead of
+/// lagging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_more_than_buffer() {
+    let url = format!("{}/0/{}", shared_url(), unique("resume-buffer"));
+    let s = anykv::open(&url).await.unwrap();
+    let first = s.put("k", "start".into(), PutOptions::new()).await.unwrap();
+    let mut revs = Vec::new();
+    for i in 0..40 {
+        revs.push(
+            s.put("k", format!("{i}").into(), PutOptions::new())
+                .await
+                .unwrap(),
+        );
+    }
+    let mut w = s
+        .watch("k", WatchOptions::from_revision(first).with_buffer(4))
+        .await
+        .unwrap();
+    for r in revs {
+        assert!(matches!(next(&mut w).await, WatchEvent::Put(kv) if kv.revision == r));
+    }
+    let r = s.put("k", "live".into(), PutOptions::new()).await.unwrap();
+    assert!(matches!(next(&mut w).await, WatchEvent::Put(kv) if kv.revision == r));
     s.delete_tree("").await.unwrap();
     s.close().await.unwrap();
 }

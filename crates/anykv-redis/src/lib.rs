@@ -46,13 +46,16 @@
 //! | `{ns}:leases` | sorted set | live leases scored by deadline |
 //! | `{ns}:lease:<id>` | set | the keys bound to a lease |
 //! | `{ns}:lid`, `{ns}:fence` | strings | lease ids and lock fencing tokens |
+//! | `{ns}:epoch` | string | a random id set (`NX`) by the first store that opens the namespace; a new one means the server lost the namespace |
 //! | `{ns}:lock:<root/name>` | string with `PX` | a lock's holder token |
 //!
 //! Writes are scripts (`EVALSHA`) that check their conditions (CAS,
 //! create-only, the lease) before their first write, so a failed condition
 //! writes nothing; every revision handed out gets its change record in the
 //! same script, so the stream's `{revision}-0` entries are contiguous and a
-//! gap is proof of trimmed history.
+//! gap is proof of trimmed history. A script's first revision is never
+//! below the stream's last entry: a counter that was evicted or reset
+//! continues after the stream's top instead of reusing revisions.
 //!
 //! # Capabilities and why
 //!
@@ -86,7 +89,32 @@
 //! up from the stream with `XRANGE` until the reader has not gone past it.
 //! After a reconnect the reader continues from the last entry it delivered;
 //! a gap in revisions (history trimmed meanwhile) yields `Compacted` to
-//! every watch, which then ends.
+//! every watch, which then ends. Gaps are measured from the last data
+//! entry (`{revision}-0`) seen, so an unlock record cannot hide one.
+//!
+//! On every (re)connect the reader checks the namespace's epoch and
+//! revision. A server that lost writes (restarted without persistence,
+//! flushed, or evicting keys) has a new epoch or a revision below the
+//! reader's position: it would hand out revisions again, so every watch
+//! gets `Compacted` and ends, and the reader starts over at the server's
+//! revision. Revisions are never reused across restarts only with
+//! persistence (`appendonly yes`, plus `appendfsync always` to lose no
+//! acknowledged write; with `everysec` the last second can be lost, which
+//! the reader then reports as above).
+//!
+//! Errors of the reader that would repeat (an ACL without `XREAD`, a
+//! `WRONGTYPE` key, an unreadable reply) end every watch with that error
+//! (`PermissionDenied` or `Backend`); `open` already fails with
+//! `PermissionDenied` when the user may not `XREAD` the stream. Transient
+//! errors only make the reader reconnect, but once it has been unable to
+//! read for the larger of three `request_timeout`s and 15 s, every watch
+//! ends with `Unavailable` rather than waiting in silence.
+//!
+//! A watch that resumes (`from_revision`) catches up from the stream
+//! (`XRANGE`, in pages) before it is returned, and delivers those changes
+//! ahead of its channel, like an initial state: resuming over more
+//! matching changes than `buffer` does not lag. They are held in memory
+//! until consumed, at most `history` of them.
 //!
 //! # Leases and locks
 //!
@@ -98,7 +126,17 @@
 //! token-checked delete that appends an unlock record to the stream. The
 //! fencing token comes from `INCR {ns}:fence`. Waiters sleep until the
 //! reader sees an unlock record for their lock, or until the holder's
-//! remaining `PTTL` runs out; they do not poll.
+//! remaining `PTTL` runs out, then try again; every waiter of the store
+//! wakes on a release and they race for it (no fairness). While the
+//! reader is disconnected, waiters retry at least every second. A `lock()`
+//! cancelled while its attempt is in flight gives back whatever that
+//! attempt took (a token-checked release in the background).
+//!
+//! A lock's or a lease's deadline is measured from when the refresh that
+//! set it was sent (the server set it later); `lost()` fires a little
+//! before that deadline if no refresh has succeeded by then, whatever
+//! refresh is still in flight, and each refresh is bounded by the time
+//! left.
 //!
 //! # Server requirements
 //!
@@ -109,10 +147,17 @@
 //! `XREAD`, `SELECT` (a database other than 0), plus those the scripts
 //! call: `TIME INCR
 //! GET SET PTTL PEXPIRE DEL HMGET HGET HSET HDEL ZADD ZREM ZSCORE
-//! ZRANGEBYLEX ZRANGEBYSCORE SADD SREM SMEMBERS XADD XRANGE EXISTS`.
-//! [`RedisStore::compact`] also needs `XTRIM`. `CONFIG`, `KEYS`, `SCAN` and
-//! keyspace notifications are never used. The integration tests run with
-//! a user restricted to exactly this list.
+//! ZRANGEBYLEX ZRANGEBYSCORE SADD SREM SMEMBERS XADD XRANGE XREVRANGE EXISTS`.
+//! [`RedisStore::compact`] also needs `XTRIM`. `KEYS`, `SCAN` and keyspace
+//! notifications are never used; `CONFIG GET maxmemory-policy` is tried
+//! once at open, only to log a warning, and may be forbidden. The
+//! integration tests run with a user restricted to exactly this list.
+//!
+//! The server must not evict the namespace's keys: use
+//! `maxmemory-policy noeviction` (or no `maxmemory`). An evicted counter
+//! is repaired from the stream, but an evicted value, index or stream
+//! loses data. Keep persistence on (see [Watches](#watches)) if revisions
+//! must survive restarts.
 //!
 //! # Reconnects and errors
 //!
@@ -166,6 +211,10 @@ pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(200);
 
 const BLOCK_MS: u64 = 1000;
+/// The shortest outage of the watch reader after which watches end with
+/// `Unavailable` (the limit is the larger of this and three request
+/// timeouts).
+const MIN_OUTAGE: Duration = Duration::from_secs(15);
 const CATCH_UP_COUNT: usize = 256;
 const SWEEP_BATCH: usize = 500;
 
@@ -211,6 +260,8 @@ struct Shared {
     next_id: AtomicU64,
     uid: String,
     reader_connected: AtomicBool,
+    /// The namespace's epoch (`{ns}:epoch`) as this store knows it.
+    epoch: Mutex<String>,
 }
 
 struct Held {
@@ -221,8 +272,28 @@ struct Held {
 struct Hub {
     /// The last stream entry the reader dispatched.
     pos: (u64, u64),
+    /// The last revision whose data entry (`{rev}-0`) the reader saw (or
+    /// the revision it started at). Gaps are measured from here, never
+    /// from an unlock record.
+    data: u64,
     subs: HashMap<u64, Sub>,
-    lock_waiters: HashMap<String, Arc<Notify>>,
+    /// Per lock key: the notifier and how many of this store's `lock()`
+    /// calls wait on it.
+    lock_waiters: HashMap<String, (Arc<Notify>, usize)>,
+}
+
+impl Hub {
+    /// Ends every watch with `err`, and wakes every lock waiter (the
+    /// unlock record it waits for may be lost too; it tries again).
+    fn fail_all(&mut self, err: impl Fn() -> Error) {
+        for (_, sub) in self.subs.drain() {
+            // Never silent: a full buffer ends in WatchLagged.
+            let _ = sub.events.send(Err(err()));
+        }
+        for (n, _) in self.lock_waiters.values() {
+            n.notify_waiters();
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -545,7 +616,7 @@ impl Shared {
         self.shutdown.send_replace(true);
         let mut hub = self.hub.lock();
         hub.subs.clear();
-        for n in hub.lock_waiters.values() {
+        for (n, _) in hub.lock_waiters.values() {
             n.notify_waiters();
         }
         drop(hub);
@@ -582,20 +653,26 @@ impl Shared {
             if (e.rev, e.seq) <= hub.pos {
                 continue;
             }
+            // A data entry must follow the last one seen; an unlock record
+            // `{r}-n` (n >= 1) follows `{r}-0`, so one for a revision whose
+            // data entry was never seen means that entry was trimmed.
+            let gap = if e.seq == 0 {
+                e.rev > hub.data.saturating_add(1)
+            } else {
+                e.rev > hub.data
+            };
+            if gap {
+                // Entries between were trimmed before the reader saw
+                // them: every watch may have missed something.
+                let requested = hub.data;
+                let oldest = e.rev;
+                hub.fail_all(|| Error::Compacted {
+                    backend: BACKEND,
+                    requested,
+                    oldest,
+                });
+            }
             if e.seq == 0 {
-                if e.rev > hub.pos.0.saturating_add(1) {
-                    // Entries between were trimmed before the reader saw
-                    // them: every watch may have missed something.
-                    let requested = hub.pos.0;
-                    for (_, sub) in hub.subs.drain() {
-                        // Never silent: a full buffer ends in WatchLagged.
-                        let _ = sub.events.send(Err(Error::Compacted {
-                            backend: BACKEND,
-                            requested,
-                            oldest: e.rev,
-                        }));
-                    }
-                }
                 let mut gone = Vec::new();
                 for (id, sub) in hub.subs.iter_mut() {
                     if e.rev <= sub.last {
@@ -613,10 +690,11 @@ impl Shared {
                     hub.subs.remove(&id);
                 }
             } else if e.kind == b'u' {
-                if let Some(n) = hub.lock_waiters.get(&e.key) {
+                if let Some((n, _)) = hub.lock_waiters.get(&e.key) {
                     n.notify_waiters();
                 }
             }
+            hub.data = hub.data.max(e.rev);
             hub.pos = (e.rev, e.seq);
         }
     }
@@ -638,6 +716,88 @@ impl Shared {
     }
 }
 
+/// A copy of a reader error, for every watch it ends.
+fn reader_error(e: &Error) -> impl Fn() -> Error {
+    let kind = e.kind();
+    let message = format!("the watch reader cannot read the change stream: {e}");
+    move || match kind {
+        anykv_core::ErrorKind::PermissionDenied => Error::PermissionDenied {
+            backend: BACKEND,
+            message: message.clone(),
+        },
+        anykv_core::ErrorKind::Unauthenticated => Error::Unauthenticated {
+            backend: BACKEND,
+            message: message.clone(),
+        },
+        _ => Error::Backend {
+            backend: BACKEND,
+            message: message.clone(),
+            source: None,
+        },
+    }
+}
+
+/// Parses the `STATE` script's `{epoch, revision}`.
+fn parse_state(v: Value, what: &str) -> Result<(String, u64)> {
+    let a = as_array(v).ok_or_else(|| bad_reply(what))?;
+    let epoch = a
+        .first()
+        .and_then(as_bytes)
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| bad_reply(what))?;
+    let rev = a.get(1).and_then(as_u64).ok_or_else(|| bad_reply(what))?;
+    Ok((epoch, rev))
+}
+
+/// Checks, on a new reader connection, that the namespace is the one the
+/// reader has been following: the same epoch, and a revision not below
+/// the last one delivered. Otherwise the server lost writes (a restart
+/// without persistence, a flush, eviction): revisions may be handed out
+/// again and the reader's position means nothing, so every watch ends with
+/// `Compacted` and the reader starts over at the server's revision.
+async fn check_state(shared: &Shared, c: &mut MultiplexedConnection) -> Result<()> {
+    let candidate = format!(
+        "{}-{}",
+        shared.uid,
+        shared.next_id.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut inv = scripts::STATE.prepare_invoke();
+    inv.arg(shared.prefix.as_bytes())
+        .arg(shared.history.as_bytes())
+        .arg(candidate.as_bytes());
+    let v = match tokio::time::timeout(shared.config.timeout, inv.invoke_async::<Value>(c)).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return Err(map_err(e, "watch reader")),
+        Err(_) => {
+            return Err(Error::Timeout {
+                backend: BACKEND,
+                operation: "watch reader".into(),
+                after: shared.config.timeout,
+            })
+        }
+    };
+    let (epoch, rev) = parse_state(v, "watch reader")?;
+    let mut hub = shared.hub.lock();
+    let mut ours = shared.epoch.lock();
+    if *ours != epoch || rev < hub.data {
+        let requested = hub.data;
+        tracing::warn!(
+            "anykv-redis: the server lost writes (epoch {} -> {epoch}, revision {requested} \
+             -> {rev}); ending every watch with Compacted",
+            *ours
+        );
+        hub.fail_all(|| Error::Compacted {
+            backend: BACKEND,
+            requested,
+            oldest: rev.saturating_add(1),
+        });
+        *ours = epoch;
+        hub.data = rev;
+        hub.pos = (rev, 0);
+    }
+    Ok(())
+}
+
 async fn reader_loop(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
     let log = shared.name("log");
@@ -646,10 +806,26 @@ async fn reader_loop(shared: Arc<Shared>) {
         .set_response_timeout(Some(
             Duration::from_millis(BLOCK_MS).saturating_add(shared.config.timeout),
         ));
+    let outage_limit = shared.config.timeout.saturating_mul(3).max(MIN_OUTAGE);
     let mut conn: Option<MultiplexedConnection> = None;
+    // Since when the reader has not been reading (None: it is).
+    let mut down_since: Option<Instant> = None;
     loop {
         if *shutdown.borrow() {
             break;
+        }
+        if let Some(since) = down_since {
+            let down = since.elapsed();
+            let mut hub = shared.hub.lock();
+            if down >= outage_limit && !hub.subs.is_empty() {
+                hub.fail_all(|| Error::Unavailable {
+                    backend: BACKEND,
+                    message: format!(
+                        "the watch reader could not read the change stream for {down:?}"
+                    ),
+                    source: None,
+                });
+            }
         }
         let c = match conn.as_mut() {
             Some(c) => c,
@@ -658,13 +834,27 @@ async fn reader_loop(shared: Arc<Shared>) {
                     _ = shutdown.changed() => break,
                     r = shared.client.get_multiplexed_async_connection_with_config(&cfg) => r,
                 };
-                match attempt {
+                let checked = match attempt {
+                    Ok(mut c) => {
+                        let r = tokio::select! {
+                            _ = shutdown.changed() => break,
+                            r = check_state(&shared, &mut c) => r,
+                        };
+                        r.map(|()| c)
+                    }
+                    Err(e) => Err(map_err(e, "watch reader connect")),
+                };
+                match checked {
                     Ok(c) => {
                         shared.reader_connected.store(true, Ordering::SeqCst);
                         conn.insert(c)
                     }
                     Err(e) => {
                         tracing::debug!("anykv-redis watch reader cannot connect: {e}");
+                        if !e.is_retryable() {
+                            shared.hub.lock().fail_all(reader_error(&e));
+                        }
+                        down_since.get_or_insert_with(Instant::now);
                         tokio::select! {
                             _ = shutdown.changed() => break,
                             _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
@@ -686,30 +876,66 @@ async fn reader_loop(shared: Arc<Shared>) {
             _ = shutdown.changed() => break,
             r = cmd.query_async::<Value>(c) => r,
         };
-        match reply {
+        let err = match reply {
             Ok(v) => match parse_xread(v) {
-                Some(entries) => shared.dispatch(entries),
-                None => {
-                    tracing::warn!("anykv-redis: an unreadable reply from XREAD");
-                    tokio::select! {
-                        _ = shutdown.changed() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    }
+                Some(entries) => {
+                    down_since = None;
+                    shared.reader_connected.store(true, Ordering::SeqCst);
+                    shared.dispatch(entries);
+                    continue;
                 }
+                None => bad_reply("XREAD"),
             },
-            Err(e) => {
-                tracing::debug!("anykv-redis watch reader lost its connection: {e}");
-                conn = None;
-                shared.reader_connected.store(false, Ordering::SeqCst);
-                tokio::select! {
-                    _ = shutdown.changed() => break,
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                }
-            }
+            Err(e) => map_err(e, "XREAD"),
+        };
+        // Transient errors: reconnect and go on from the same position.
+        // Others (an ACL without XREAD, a key of the wrong type, a reply
+        // we cannot read) would repeat: they end every watch, loudly.
+        tracing::debug!("anykv-redis watch reader failed: {err}");
+        conn = None;
+        shared.reader_connected.store(false, Ordering::SeqCst);
+        down_since.get_or_insert_with(Instant::now);
+        let nap = if err.is_retryable() {
+            Duration::from_millis(100)
+        } else {
+            tracing::warn!("anykv-redis: {err}; ending every watch");
+            shared.hub.lock().fail_all(reader_error(&err));
+            Duration::from_millis(500)
+        };
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = tokio::time::sleep(nap) => {}
         }
     }
     shared.reader_connected.store(false, Ordering::SeqCst);
     shared.hub.lock().subs.clear();
+}
+
+/// Warns when the server may evict the namespace's keys. `CONFIG` is
+/// optional: a user without it gets a debug message only.
+async fn check_eviction_policy(shared: &Shared) {
+    let mut cmd = redis::cmd("CONFIG");
+    cmd.arg("GET").arg("maxmemory-policy");
+    let mut conn = shared.conn.clone();
+    match tokio::time::timeout(shared.config.timeout, cmd.query_async::<Value>(&mut conn)).await {
+        Ok(Ok(v)) => {
+            let policy = match v {
+                Value::Map(m) => m.into_iter().next().and_then(|(_, v)| as_bytes(&v)),
+                other => as_array(other).and_then(|a| a.get(1).and_then(as_bytes)),
+            };
+            if let Some(p) = policy {
+                let p = String::from_utf8_lossy(&p);
+                if p != "noeviction" {
+                    tracing::warn!(
+                        "anykv-redis: the server's maxmemory-policy is {p:?}; evicted keys \
+                         lose data and revisions, use noeviction"
+                    );
+                }
+            }
+        }
+        Ok(Err(e)) => tracing::debug!("anykv-redis: cannot check maxmemory-policy: {e}"),
+        Err(_) => tracing::debug!("anykv-redis: cannot check maxmemory-policy: timed out"),
+    }
 }
 
 async fn sweep_loop(shared: Arc<Shared>) {
@@ -822,31 +1048,63 @@ impl RedisStore {
             shutdown,
             hub: Mutex::new(Hub {
                 pos: (0, 0),
+                data: 0,
                 subs: HashMap::new(),
                 lock_waiters: HashMap::new(),
             }),
             leases: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            epoch: Mutex::new(uid.clone()),
             uid,
             reader_connected: AtomicBool::new(false),
         });
-        // The reader starts at the current revision; this read also proves
-        // the credentials and the ACL allow our keys.
-        let v = shared
-            .read(&scripts::READ, &[b"\x01", b"", b""], "open")
-            .await;
-        let v = match v {
+        // The reader starts at the current revision of the namespace's
+        // epoch (stored now if the namespace has none); this also proves
+        // the credentials and the ACL allow our keys, and the XREAD that
+        // the reader may read the change stream.
+        let checked = async {
+            let v = shared
+                .read(&scripts::STATE, &[shared.uid.as_bytes()], "open")
+                .await?;
+            let (epoch, rev) = parse_state(v, "open")?;
+            let mut cmd = redis::cmd("XREAD");
+            cmd.arg("COUNT")
+                .arg(1)
+                .arg("STREAMS")
+                .arg(shared.name("log"))
+                .arg(format!("{rev}-0"));
+            let mut conn = shared.conn.clone();
+            match tokio::time::timeout(shared.config.timeout, cmd.query_async::<Value>(&mut conn))
+                .await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(map_err(e, "open (XREAD of the change stream)")),
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        backend: BACKEND,
+                        operation: "open".into(),
+                        after: shared.config.timeout,
+                    })
+                }
+            }
+            Ok((epoch, rev))
+        }
+        .await;
+        let (epoch, rev) = match checked {
             Ok(v) => v,
             Err(e) => {
                 shared.shutdown_local();
                 return Err(e);
             }
         };
-        let rev = as_array(v)
-            .and_then(|a| a.first().and_then(as_u64))
-            .ok_or_else(|| bad_reply("open"))?;
-        shared.hub.lock().pos = (rev, 0);
+        check_eviction_policy(&shared).await;
+        *shared.epoch.lock() = epoch;
+        {
+            let mut hub = shared.hub.lock();
+            hub.pos = (rev, 0);
+            hub.data = rev;
+        }
         tokio::spawn(reader_loop(shared.clone()));
         tokio::spawn(sweep_loop(shared.clone()));
         Ok(RedisStore {
@@ -1034,7 +1292,7 @@ impl RedisStore {
     ) -> Result<WatchStream> {
         let s = self.inner.shared.clone();
         let buffer = options.buffer.max(1);
-        let (start, initial) = match options.from_revision {
+        let (start, mut initial) = match options.from_revision {
             Some(r) => (r, Vec::new()),
             None => {
                 let (rev, pairs) = self.read_pairs(single, min, max, "watch").await?;
@@ -1046,9 +1304,12 @@ impl RedisStore {
         let (tx, rx) = event_channel(BACKEND, buffer);
         let id = s.next_id.fetch_add(1, Ordering::Relaxed);
         let mut last = start;
-        let stream = |registered: bool| -> WatchStream {
+        // The catch-up from the stream goes into `initial` (not the
+        // channel), so resuming over more changes than `buffer` does not
+        // lag; it is bounded by the stream's `history`.
+        let stream = |registered: bool, initial: Vec<WatchEvent>| -> WatchStream {
             rx.into_stream(
-                initial.clone(),
+                initial,
                 WatchGuard {
                     shared: s.clone(),
                     id: registered.then_some(id),
@@ -1062,7 +1323,7 @@ impl RedisStore {
                     if s.closed.load(Ordering::SeqCst) {
                         drop(hub);
                         drop(tx);
-                        return Ok(stream(false));
+                        return Ok(stream(false, initial));
                     }
                     hub.subs.insert(
                         id,
@@ -1073,7 +1334,7 @@ impl RedisStore {
                         },
                     );
                     drop(hub);
-                    return Ok(stream(true));
+                    return Ok(stream(true, initial));
                 }
             }
             let from = format!("{}-0", last.saturating_add(1));
@@ -1105,26 +1366,22 @@ impl RedisStore {
                     break;
                 }
                 last = e.rev;
-                if matches!(e.kind, b'p' | b'd')
-                    && filter.matches(&e.key)
-                    && tx.send(Ok(s.event(&e))).is_err()
-                {
-                    drop(tx);
-                    return Ok(stream(false));
+                if matches!(e.kind, b'p' | b'd') && filter.matches(&e.key) {
+                    initial.push(s.event(&e));
                 }
             }
             if compacted.is_none() && !full_page && current > last {
                 compacted = Some(current);
             }
             if let Some(oldest) = compacted {
-                // A full buffer ends in WatchLagged instead.
+                // The channel is empty: this is delivered after `initial`.
                 let _ = tx.send(Err(Error::Compacted {
                     backend: BACKEND,
                     requested: start,
                     oldest,
                 }));
                 drop(tx);
-                return Ok(stream(false));
+                return Ok(stream(false, initial));
             }
         }
     }
@@ -1143,23 +1400,34 @@ impl RedisStore {
         let deadline = options.timeout.and_then(|t| Instant::now().checked_add(t));
         let id = s.next_id.fetch_add(1, Ordering::Relaxed);
         let token = format!("{}-{id}", s.uid);
-        let notify = s
-            .hub
-            .lock()
-            .lock_waiters
-            .entry(full.clone())
-            .or_insert_with(|| Arc::new(Notify::new()))
-            .clone();
+        let notify = {
+            let mut hub = s.hub.lock();
+            let entry = hub
+                .lock_waiters
+                .entry(full.clone())
+                .or_insert_with(|| (Arc::new(Notify::new()), 0));
+            entry.1 += 1;
+            entry.0.clone()
+        };
         let _waiter = WaiterGuard {
             shared: s.clone(),
             full: full.clone(),
-            notify: notify.clone(),
         };
         loop {
             s.check()?;
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            // If this future is dropped while the script is in flight, or
+            // the outcome is unknown, the guard gives back what we may
+            // hold (a token-checked UNLOCK) instead of leaving it held for
+            // the whole TTL.
+            let mut attempt_guard = AttemptGuard {
+                shared: Some(s.clone()),
+                full: full.clone(),
+                token: token.clone(),
+            };
+            let sent = Instant::now();
             let attempt = s
                 .run(
                     &scripts::LOCK,
@@ -1167,31 +1435,34 @@ impl RedisStore {
                     &format!("lock {canonical:?}"),
                 )
                 .await;
-            let (got, n) = match attempt.and_then(|v| code_pair(v, "lock")) {
-                Ok(p) => p,
-                Err(e) => {
-                    // The outcome is unknown: give back what we may hold.
-                    let s2 = s.clone();
-                    let (f2, t2) = (full.clone(), token.clone());
-                    tokio::spawn(async move {
-                        let _ = s2
-                            .run(&scripts::UNLOCK, &[f2.as_bytes(), t2.as_bytes()], "unlock")
-                            .await;
-                    });
-                    return Err(e);
-                }
-            };
+            let (got, n) = attempt.and_then(|v| code_pair(v, "lock"))?;
             if got == 1 {
                 let fence = u64::try_from(n).map_err(|_| bad_reply("lock"))?;
-                return Ok(Some(self.held_lock(full, canonical, token, ttl, fence, id)));
+                attempt_guard.shared = None;
+                return Ok(Some(
+                    self.held_lock(full, canonical, token, ttl, fence, id, sent),
+                ));
             }
+            attempt_guard.shared = None;
             if !wait {
                 return Ok(None);
             }
-            let nap = if n > 0 {
-                Duration::from_millis(n as u64 + 5).min(Duration::from_secs(1))
-            } else {
-                Duration::from_secs(1)
+            // While the reader is connected, its unlock records wake us;
+            // otherwise the holder's remaining PTTL is the only bound, and
+            // without the reader we retry at least every second.
+            let reading = s.reader_connected.load(Ordering::SeqCst);
+            let nap = match n {
+                n if n > 0 => {
+                    let d = Duration::from_millis(n as u64 + 5);
+                    if reading {
+                        d
+                    } else {
+                        d.min(Duration::from_secs(1))
+                    }
+                }
+                // Released between SET and PTTL.
+                -2 => Duration::from_millis(5),
+                _ => Duration::from_secs(1),
             };
             let until = deadline.map(tokio::time::Instant::from_std);
             tokio::select! {
@@ -1213,6 +1484,7 @@ impl RedisStore {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn held_lock(
         &self,
         full: String,
@@ -1221,6 +1493,7 @@ impl RedisStore {
         ttl: Duration,
         fence: u64,
         id: u64,
+        sent: Instant,
     ) -> LockGuard {
         let s = self.inner.shared.clone();
         let (trigger, signal) = lost_signal();
@@ -1230,24 +1503,16 @@ impl RedisStore {
             let (full, token) = (full.clone(), token.clone());
             let ttl_ms = ttl.as_millis().to_string();
             tokio::spawn(async move {
-                let mut last_ok = Instant::now();
-                loop {
-                    tokio::time::sleep(ttl / 3).await;
-                    let r = s
-                        .run(
-                            &scripts::LOCK_REFRESH,
-                            &[full.as_bytes(), token.as_bytes(), ttl_ms.as_bytes()],
-                            "keep lock",
-                        )
-                        .await
-                        .map(|v| as_i64(&v));
-                    match r {
-                        Ok(Some(1)) => last_ok = Instant::now(),
-                        Ok(_) => break,
-                        Err(_) if last_ok.elapsed() >= ttl => break,
-                        Err(_) => {}
-                    }
-                }
+                let (sr, f, t, m) = (&*s, &full, &token, &ttl_ms);
+                keep_alive(sr, ttl, sent, move || async move {
+                    sr.run(
+                        &scripts::LOCK_REFRESH,
+                        &[f.as_bytes(), t.as_bytes(), m.as_bytes()],
+                        "keep lock",
+                    )
+                    .await
+                })
+                .await;
                 s.locks.lock().remove(&id);
                 trigger.fire();
             })
@@ -1264,20 +1529,98 @@ impl RedisStore {
     }
 }
 
+/// Keeps a lock or a lease alive until it is lost; returns then. `sent`
+/// is when the request that set its current deadline was sent: the server
+/// set that deadline later, so `sent + ttl` is never past it. A refresh
+/// every third of the TTL moves it on; a refresh that fails or hangs does
+/// not delay the verdict, which falls at `sent + ttl - margin` whatever
+/// is in flight.
+async fn keep_alive<F, Fut>(s: &Shared, ttl: Duration, sent: Instant, mut refresh: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Value>>,
+{
+    let margin = (ttl / 10).min(Duration::from_millis(250));
+    let mut valid_until = tokio::time::Instant::from_std(sent) + ttl - margin;
+    let mut wait = ttl / 3;
+    loop {
+        let next = tokio::time::Instant::now() + wait;
+        if next >= valid_until {
+            tokio::time::sleep_until(valid_until).await;
+            return;
+        }
+        tokio::time::sleep_until(next).await;
+        let sent = tokio::time::Instant::now();
+        let bound = s
+            .config
+            .timeout
+            .min(valid_until.saturating_duration_since(sent));
+        match tokio::time::timeout(bound, refresh()).await {
+            Ok(Ok(v)) if as_i64(&v) == Some(1) => {
+                valid_until = sent + ttl - margin;
+                wait = ttl / 3;
+            }
+            // Gone (or an answer we do not understand): lost now.
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) if !e.is_retryable() => return,
+            // Unknown: retry soon, until the deadline.
+            Ok(Err(_)) | Err(_) => {
+                if tokio::time::Instant::now() >= valid_until {
+                    return;
+                }
+                wait = Duration::from_millis(200);
+            }
+        }
+    }
+}
+
+/// Gives back a lock an attempt may have taken, unless disarmed (its
+/// `shared` taken) once the outcome is known.
+struct AttemptGuard {
+    shared: Option<Arc<Shared>>,
+    full: String,
+    token: String,
+}
+
+impl Drop for AttemptGuard {
+    fn drop(&mut self) {
+        let Some(s) = self.shared.take() else {
+            return;
+        };
+        let Ok(h) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (full, token) = (
+            std::mem::take(&mut self.full),
+            std::mem::take(&mut self.token),
+        );
+        h.spawn(async move {
+            let _ = s
+                .run(
+                    &scripts::UNLOCK,
+                    &[full.as_bytes(), token.as_bytes()],
+                    "unlock",
+                )
+                .await;
+        });
+    }
+}
+
 /// Wakes nobody; removes the lock's waiter entry when the last waiter of
 /// this store leaves.
 struct WaiterGuard {
     shared: Arc<Shared>,
     full: String,
-    notify: Arc<Notify>,
 }
 
 impl Drop for WaiterGuard {
     fn drop(&mut self) {
         let mut hub = self.shared.hub.lock();
-        // Ours, the map's: no other waiter of this store.
-        if Arc::strong_count(&self.notify) <= 2 {
-            hub.lock_waiters.remove(&self.full);
+        if let Some(entry) = hub.lock_waiters.get_mut(&self.full) {
+            entry.1 = entry.1.saturating_sub(1);
+            if entry.1 == 0 {
+                hub.lock_waiters.remove(&self.full);
+            }
         }
     }
 }
@@ -1494,6 +1837,7 @@ impl Store for RedisStore {
         }
         let ttl = ttl.clamp(MIN_TTL, MAX_TTL);
         let ttl_ms = ttl.as_millis().to_string();
+        let sent = Instant::now();
         let v = s
             .run(&scripts::GRANT, &[ttl_ms.as_bytes()], "grant lease")
             .await?;
@@ -1504,24 +1848,16 @@ impl Store for RedisStore {
             let trigger = trigger.clone();
             let id_s = id.to_string();
             tokio::spawn(async move {
-                let mut last_ok = Instant::now();
-                loop {
-                    tokio::time::sleep(ttl / 3).await;
-                    let r = s
-                        .run(
-                            &scripts::KEEPALIVE,
-                            &[id_s.as_bytes(), ttl_ms.as_bytes()],
-                            "keep lease",
-                        )
-                        .await
-                        .map(|v| as_i64(&v));
-                    match r {
-                        Ok(Some(1)) => last_ok = Instant::now(),
-                        Ok(_) => break,
-                        Err(_) if last_ok.elapsed() >= ttl => break,
-                        Err(_) => {}
-                    }
-                }
+                let (sr, i, m) = (&*s, &id_s, &ttl_ms);
+                keep_alive(sr, ttl, sent, move || async move {
+                    sr.run(
+                        &scripts::KEEPALIVE,
+                        &[i.as_bytes(), m.as_bytes()],
+                        "keep lease",
+                    )
+                    .await
+                })
+                .await;
                 s.leases.lock().remove(&id);
                 trigger.fire();
             })

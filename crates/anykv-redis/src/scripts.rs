@@ -7,6 +7,8 @@
 //! is checked before anything is written, and every revision the counter
 //! hands out gets its change record in the same script, so the stream's
 //! `{revision}-0` entries are contiguous (a gap means trimmed history).
+//! A counter below the stream's top (evicted, or reset by hand) is moved
+//! past it by the first `bump` of a script, before its `XADD`.
 
 use std::sync::LazyLock;
 
@@ -35,8 +37,30 @@ local function bless(a, b)
   end
   return la < lb
 end
+-- The highest revision the change stream holds (0 if empty).
+local function top()
+  local last = redis.call('XREVRANGE', LOG, '+', '-', 'COUNT', 1)
+  if last[1] then
+    local ms = string.match(last[1][1], '^(%d+)-')
+    if ms then return tonumber(ms) end
+  end
+  return 0
+end
+-- Set once the counter is known to be at or past the stream's top.
+local CHECKED = false
 local function bump(full, kind, value)
   local rev = redis.call('INCR', REV)
+  if not CHECKED then
+    -- An evicted or reset counter would hand out revisions the stream
+    -- already has: continue after the stream's top instead of failing
+    -- (XADD refuses smaller IDs) after a write.
+    local t = top()
+    if rev <= t then
+      rev = t + 1
+      redis.call('SET', REV, fmt(rev))
+    end
+    CHECKED = true
+  end
   if value then
     redis.call('XADD', LOG, 'MAXLEN', '~', MAXLEN, fmt(rev) .. '-0', 'k', full, 't', kind, 'v', value)
   else
@@ -286,11 +310,29 @@ pub(crate) static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
 local key = P .. 'lock:' .. ARGV[3]
 if redis.call('GET', key) == ARGV[4] then
   redis.call('DEL', key)
-  local rev = redis.call('GET', REV) or '0'
-  redis.call('XADD', LOG, 'MAXLEN', '~', MAXLEN, rev .. '-*', 'k', ARGV[3], 't', 'u')
+  local rev = tonumber(redis.call('GET', REV) or '0')
+  local t = top()
+  if rev < t then rev = t end
+  redis.call('XADD', LOG, 'MAXLEN', '~', MAXLEN, fmt(rev) .. '-*', 'k', ARGV[3], 't', 'u')
   return 1
 end
 return 0
+"#,
+    )
+});
+
+/// The namespace's state, for `open` and every reconnect of the watch
+/// reader: ARGV[3] a candidate epoch, stored if the namespace has none.
+/// Returns `{epoch, revision}`, the revision being the larger of the
+/// counter and the stream's top.
+pub(crate) static STATE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+redis.call('SET', P .. 'epoch', ARGV[3], 'NX')
+local rev = tonumber(redis.call('GET', REV) or '0')
+local t = top()
+if t > rev then rev = t end
+return {redis.call('GET', P .. 'epoch'), fmt(rev)}
 "#,
     )
 });

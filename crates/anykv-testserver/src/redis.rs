@@ -3,7 +3,8 @@
 //! [`RedisServer::stop`] and [`RedisServer::start`] make a restart that
 //! keeps the data.
 //!
-//! Variants: [`RedisServer::with_requirepass`], [`RedisServer::with_acl_users`]
+//! Variants: [`RedisServer::start_without_persistence`],
+//! [`RedisServer::with_requirepass`], [`RedisServer::with_acl_users`]
 //! and [`RedisServer::start_tls`] (a CA and a server certificate made with
 //! `openssl` in the server's directory). [`shared_url`] is one server for a
 //! whole test binary, or `ANYKV_REDIS_URL` when set.
@@ -41,6 +42,11 @@ impl RedisServer {
     /// Starts a plain server with append-only persistence.
     pub fn start_new() -> RedisServer {
         Self::start_with(String::new())
+    }
+
+    /// Starts a server without any persistence: a restart loses all data.
+    pub fn start_without_persistence() -> RedisServer {
+        Self::start_with("appendonly no\n".into())
     }
 
     /// Starts a server whose default user needs `password` (`requirepass`).
