@@ -104,8 +104,8 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod error;
-mod handles;
 pub mod fanout;
+mod handles;
 pub mod key;
 pub mod registry;
 mod store;

@@ -71,14 +71,28 @@
 //!   revision after the last event it delivered; when the stream breaks the
 //!   store reconnects and recreates every watch from there, so nothing is
 //!   lost across a server restart. A compacted start yields `Compacted` and
-//!   ends the stream.
+//!   ends the stream. Events that share one revision (a multi-key
+//!   transaction, a lease expiring) are all delivered.
+//! - **Watch buffer**: a watch started with `from_revision` first replays
+//!   the history up to the revision current when it started; that replay
+//!   is queued without bound (it is bounded by the history it replays) and
+//!   does not count as lag, so resuming with more than
+//!   `WatchOptions::buffer` matching changes works. From then on at most
+//!   `buffer` events are queued, and a consumer that falls further behind
+//!   gets `WatchLagged`.
 //! - **TTL keys**: each TTL put grants a lease for that key (and a marker
 //!   key `\0anykv/ttl/{lease}` on it). The write that replaces the key
 //!   reads the previous pair's lease and, if it carries the marker, revokes
-//!   it, so rewriting a key never accumulates leases.
-//! - **Leases**: etcd leases kept alive at a third of their TTL; `lost()`
-//!   fires when the server says the lease is gone or the keep-alive fails
-//!   for longer than the TTL. Revoke (and close, and drop) deletes the
+//!   it, so rewriting a key never accumulates leases; `delete`,
+//!   `delete_tree` and `atomic_delete` retire the deleted pair's lease the
+//!   same way.
+//! - **Leases**: etcd leases kept alive at a third of their TTL. The lease
+//!   is known valid until the instant the last successful keep-alive (or
+//!   the grant) was *sent* plus the TTL the server returned; `lost()` fires
+//!   when the server says the lease is gone, or a margin (a tenth of the
+//!   TTL, at most 500 ms) before that instant, even while a keep-alive is
+//!   still in flight. So `lost()` fires before the server can expire the
+//!   lease and let another client take its lock. Revoke (and close, and drop) deletes the
 //!   lease's keys one by one before revoking it, so watchers see one
 //!   revision per key.
 //! - **Locks**: etcd's mutex recipe: a key under the lock's directory bound
@@ -91,10 +105,12 @@
 //!
 //! - A [`Lease`] that *expires* (its keep-alive stopped for longer than
 //!   its TTL, so the client could not act) has all its keys deleted by etcd
-//!   at one revision; a watcher then sees several `Delete` events with the
-//!   same revision. Revoke, drop and close delete the keys one by one first,
-//!   and TTL keys each have a lease of their own, so only expiry is
-//!   affected.
+//!   at one revision; a watcher then receives every one of those `Delete`
+//!   events, all with the same revision (as it does for each key of a
+//!   multi-key transaction written by another etcd client). Revoke, drop
+//!   and close delete the keys one by one first, and TTL keys each have a
+//!   lease of their own, so only expiry (and foreign writers) produce such
+//!   events.
 //! - [`compact`] (the conformance suite's hook) compacts the whole etcd
 //!   cluster, not just the store's root.
 //! - A write that times out is never retried; one that could not be sent
@@ -787,7 +803,7 @@ impl EtcdStore {
         options: WatchOptions,
     ) -> Result<WatchStream> {
         self.check()?;
-        let (initial, next) = match options.from_revision {
+        let (initial, next, replay_until) = match options.from_revision {
             Some(r) => {
                 let next = i64::try_from(r)
                     .ok()
@@ -795,7 +811,16 @@ impl EtcdStore {
                     .ok_or_else(|| {
                         Error::InvalidArgument(format!("revision {r} is out of range"))
                     })?;
-                (Vec::new(), next)
+                // The history up to the current revision is replayed
+                // without counting against the buffer.
+                let resp = self
+                    .read("watch", || async {
+                        kv(&self.inner.client)
+                            .get(start.clone(), Some(GetOptions::new().with_count_only()))
+                            .await
+                    })
+                    .await?;
+                (Vec::new(), next, header_rev(resp.header())?)
             }
             None => {
                 let opts = (!end.is_empty()).then(|| GetOptions::new().with_range(end.clone()));
@@ -816,12 +841,14 @@ impl EtcdStore {
                 initial.push(WatchEvent::Synced {
                     revision: to_rev(rev),
                 });
-                (initial, rev + 1)
+                (initial, rev + 1, 0)
             }
         };
-        let (rx, lagged, guard) = self.register(start, end, next, options.buffer, true)?;
+        let (rx, replay, lagged, guard) =
+            self.register(start, end, next, options.buffer, true, replay_until)?;
         Ok(Box::pin(EtcdWatch {
             initial: initial.into_iter(),
+            replay,
             rx,
             lagged,
             buffer: options.buffer,
@@ -839,9 +866,21 @@ impl EtcdStore {
         next: i64,
         buffer: usize,
         counted: bool,
-    ) -> Result<(mpsc::Receiver<watch::Raw>, Arc<AtomicBool>, WatchGuard)> {
+        replay_until: i64,
+    ) -> Result<(
+        mpsc::Receiver<watch::Raw>,
+        Option<mpsc::UnboundedReceiver<watch::Raw>>,
+        Arc<AtomicBool>,
+        WatchGuard,
+    )> {
         let id = self.inner.next_watch.fetch_add(1, Ordering::SeqCst);
         let (tx, rx) = mpsc::channel(buffer.max(1));
+        let (replay_tx, replay_rx) = if replay_until >= next {
+            let (t, r) = mpsc::unbounded_channel();
+            (Some(t), Some(r))
+        } else {
+            (None, None)
+        };
         let lagged = Arc::new(AtomicBool::new(false));
         let w = watch::Watcher {
             id,
@@ -850,6 +889,8 @@ impl EtcdStore {
             next,
             tx,
             lagged: lagged.clone(),
+            replay: replay_tx,
+            replay_until,
         };
         self.inner
             .cmds
@@ -860,6 +901,7 @@ impl EtcdStore {
         }
         Ok((
             rx,
+            replay_rx,
             lagged,
             WatchGuard {
                 cmds: self.inner.cmds.clone(),
@@ -875,6 +917,8 @@ impl EtcdStore {
         ttl: Duration,
     ) -> Result<(i64, Duration, Held, anykv_core::LostSignal)> {
         let secs = ttl_secs(ttl);
+        // The lease is valid at least until the grant's send plus its TTL.
+        let sent = Instant::now();
         let grant = self
             .timed("grant lease", || async {
                 self.inner.client.lease_client().grant(secs, None).await
@@ -882,11 +926,18 @@ impl EtcdStore {
             .await?;
         let id = grant.id();
         let granted = Duration::from_secs(to_rev(grant.ttl().max(secs)));
+        // What the server granted (at least from the grant's send).
+        let valid_for = match grant.ttl() {
+            t if t > 0 => Duration::from_secs(to_rev(t)),
+            _ => granted,
+        };
         let (trigger, signal) = lost_signal();
         let task = tokio::spawn(keep_alive(
             self.inner.client.clone(),
             id,
             granted,
+            sent.checked_add(valid_for)
+                .unwrap_or_else(|| later(valid_for)),
             trigger.clone(),
             self.inner.config.request_timeout,
         ))
@@ -1039,8 +1090,8 @@ impl EtcdStore {
                 return Ok(());
             };
             let rev = header_rev(resp.header())?;
-            let (mut rx, _lagged, _guard) =
-                self.register(pred.key().to_vec(), Vec::new(), rev + 1, 16, false)?;
+            let (mut rx, _replay, _lagged, _guard) =
+                self.register(pred.key().to_vec(), Vec::new(), rev + 1, 16, false, 0)?;
             let lost = signal.wait();
             tokio::pin!(lost);
             loop {
@@ -1068,45 +1119,90 @@ impl EtcdStore {
 }
 
 /// Keeps a lease alive at a third of its TTL; fires `trigger` when the
-/// server says it is gone or the keep-alive fails for longer than the TTL.
+/// server says it is gone, or when the lease may have expired: the lease
+/// is known valid until the instant the last successful keep-alive (or the
+/// grant) was *sent* plus the TTL the server returned, and `trigger` fires
+/// a small margin before that instant whether or not a request is still in
+/// flight.
 async fn keep_alive(
     client: Client,
     id: i64,
     ttl: Duration,
+    valid_until: Instant,
     trigger: LostTrigger,
     timeout: Duration,
 ) {
-    let mut deadline = later(ttl);
     let period = (ttl / 3).max(Duration::from_millis(300));
+    let margin = loss_margin(ttl);
+    let lost_at = |valid: Instant| valid.checked_sub(margin).unwrap_or(valid);
+    let expiry = tokio::time::sleep_until(lost_at(valid_until).into());
+    tokio::pin!(expiry);
+    // Each attempt is bounded by the request timeout and by the time left.
+    let bound = |expiry: Instant| timeout.min(expiry.saturating_duration_since(Instant::now()));
     loop {
-        let opened = timed(timeout, "keep alive", false, || async {
-            client.lease_client().keep_alive(id).await
-        })
-        .await;
-        if let Ok((mut keeper, mut stream)) = opened {
+        // Opening the stream sends a keep-alive and reads its reply (whose
+        // TTL is not exposed), so validity is extended only by the
+        // keep-alives sent below.
+        let opened = tokio::select! {
+            r = tokio::time::timeout(bound(expiry.deadline().into_std()), async {
+                client.lease_client().keep_alive(id).await
+            }) => r,
+            _ = &mut expiry => {
+                trigger.fire();
+                return;
+            }
+        };
+        if let Ok(Ok((mut keeper, mut stream))) = opened {
             loop {
-                if keeper.keep_alive().await.is_err() {
-                    break;
-                }
-                match tokio::time::timeout(timeout, stream.message()).await {
+                // One request in flight at a time, so the reply read
+                // answers the request sent at `sent`.
+                let sent = Instant::now();
+                let attempt = async {
+                    keeper.keep_alive().await?;
+                    stream.message().await
+                };
+                let r = tokio::select! {
+                    r = tokio::time::timeout(bound(expiry.deadline().into_std()), attempt) => r,
+                    _ = &mut expiry => {
+                        trigger.fire();
+                        return;
+                    }
+                };
+                match r {
                     Ok(Ok(Some(resp))) => {
                         if resp.ttl() <= 0 {
                             trigger.fire();
                             return;
                         }
-                        deadline = later(Duration::from_secs(to_rev(resp.ttl())));
+                        let granted = Duration::from_secs(to_rev(resp.ttl()));
+                        let valid = sent.checked_add(granted).unwrap_or_else(|| later(granted));
+                        expiry.as_mut().reset(lost_at(valid).into());
                     }
                     _ => break,
                 }
-                tokio::time::sleep(period).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(period) => {}
+                    _ = &mut expiry => {
+                        trigger.fire();
+                        return;
+                    }
+                }
             }
         }
-        if Instant::now() >= deadline {
-            trigger.fire();
-            return;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+            _ = &mut expiry => {
+                trigger.fire();
+                return;
+            }
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// How long before a lease's last known expiry `lost()` fires: a tenth of
+/// the TTL, at most 500 ms (covering clock-rate differences).
+fn loss_margin(ttl: Duration) -> Duration {
+    (ttl / 10).min(Duration::from_millis(500))
 }
 
 /// A lock attempt that has not been granted: cancelling it (or dropping
@@ -1194,6 +1290,8 @@ impl Drop for WatchGuard {
 
 struct EtcdWatch {
     initial: std::vec::IntoIter<WatchEvent>,
+    /// The replay of a resumed watch, read to its end before `rx`.
+    replay: Option<mpsc::UnboundedReceiver<watch::Raw>>,
     rx: mpsc::Receiver<watch::Raw>,
     lagged: Arc<AtomicBool>,
     buffer: usize,
@@ -1222,7 +1320,17 @@ impl Stream for EtcdWatch {
             return Poll::Ready(Some(Ok(ev)));
         }
         loop {
-            match this.rx.poll_recv(cx) {
+            let polled = match &mut this.replay {
+                Some(replay) => match replay.poll_recv(cx) {
+                    Poll::Ready(None) => {
+                        this.replay = None;
+                        continue;
+                    }
+                    other => other,
+                },
+                None => this.rx.poll_recv(cx),
+            };
+            match polled {
                 Poll::Ready(Some(watch::Raw::Put {
                     key,
                     value,
@@ -1488,7 +1596,10 @@ impl Store for EtcdStore {
                     i64::try_from(expected).unwrap_or(i64::MAX),
                 ),
             ])
-            .and_then([TxnOp::delete(full.clone(), None)])
+            .and_then([TxnOp::delete(
+                full.clone(),
+                Some(DeleteOptions::new().with_prev_key()),
+            )])
             .or_else([TxnOp::get(full.clone(), None)]);
         let resp = self
             .timed("atomic_delete", || async {
@@ -1496,6 +1607,14 @@ impl Store for EtcdStore {
             })
             .await?;
         if resp.succeeded() {
+            // A deleted TTL key's lease (and marker) goes with it.
+            for op in resp.op_responses() {
+                if let TxnOpResponse::Delete(d) = op {
+                    for prev in d.prev_kvs() {
+                        self.retire_ttl_lease(prev.lease(), 0);
+                    }
+                }
+            }
             Ok(())
         } else {
             Err(self.cas_error(&canonical, Some(expected), &resp))

@@ -45,6 +45,12 @@ pub(crate) struct Watcher {
     pub next: i64,
     pub tx: mpsc::Sender<Raw>,
     pub lagged: Arc<AtomicBool>,
+    /// While replaying history (revisions up to `replay_until`, the store's
+    /// revision when a resumed watch started), events go to this unbounded
+    /// channel, so a replay longer than the buffer does not count as lag;
+    /// it is dropped (closed) before anything goes to `tx`.
+    pub replay: Option<mpsc::UnboundedSender<Raw>>,
+    pub replay_until: i64,
 }
 
 impl Watcher {
@@ -61,7 +67,20 @@ impl Watcher {
 
     /// Delivers one item; false if the watch is over (consumer gone or
     /// lagging).
-    fn send(&self, item: Raw) -> bool {
+    fn send(&mut self, item: Raw) -> bool {
+        let replayed = match &item {
+            Raw::Put { revision, .. } | Raw::Delete { revision, .. } => {
+                *revision <= self.replay_until
+            }
+            Raw::Compacted { .. } | Raw::Canceled(_) => false,
+        };
+        if replayed {
+            if let Some(replay) = &self.replay {
+                return replay.send(item).is_ok();
+            }
+        }
+        // Caught up: the consumer reads the replay to its end first.
+        self.replay = None;
         match self.tx.try_send(item) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -227,13 +246,21 @@ fn handle(watchers: &mut BTreeMap<i64, Watcher>, resp: WatchResponse) -> Vec<i64
         // A progress notification: everything up to its revision is sent.
         if let Some(h) = resp.header() {
             w.next = w.next.max(h.revision() + 1);
+            if h.revision() >= w.replay_until {
+                w.replay = None;
+            }
         }
         return Vec::new();
     }
+    // Events of one response may share a revision (a multi-key txn, a
+    // lease expiring deletes all its keys at once): skip only what was
+    // delivered before this response, and advance `next` after it.
+    let floor = w.next;
+    let mut last = None;
     for ev in resp.events() {
         let Some(kv) = ev.kv() else { continue };
         let revision = kv.mod_revision();
-        if revision < w.next {
+        if revision < floor {
             continue;
         }
         let item = match ev.event_type() {
@@ -250,7 +277,10 @@ fn handle(watchers: &mut BTreeMap<i64, Watcher>, resp: WatchResponse) -> Vec<i64
         if !w.send(item) {
             return vec![id];
         }
-        w.next = revision + 1;
+        last = Some(revision);
+    }
+    if let Some(revision) = last {
+        w.next = w.next.max(revision + 1);
     }
     Vec::new()
 }

@@ -136,6 +136,41 @@ impl EtcdServer {
         }
     }
 
+    /// Grants a lease of `ttl_secs` through the gateway (nothing keeps it
+    /// alive); its id.
+    pub fn grant_lease(&self, ttl_secs: i64) -> Result<i64, String> {
+        let body = self.gateway("/v3/lease/grant", &format!("{{\"TTL\":{ttl_secs}}}"))?;
+        let id = body
+            .split("\"ID\":")
+            .nth(1)
+            .ok_or_else(|| format!("no lease id in {body}"))?;
+        let id: String = id
+            .trim_start_matches([' ', '"'])
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        id.parse().map_err(|e| format!("lease id in {body}: {e}"))
+    }
+
+    /// Puts each `(key, value)` through the gateway in one transaction (so
+    /// all at one revision), bound to `lease` if it is not 0.
+    pub fn txn_put(&self, pairs: &[(&str, &str)], lease: i64) -> Result<String, String> {
+        let ops: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{{\"requestPut\":{{\"key\":\"{}\",\"value\":\"{}\",\"lease\":\"{lease}\"}}}}",
+                    base64(k.as_bytes()),
+                    base64(v.as_bytes())
+                )
+            })
+            .collect();
+        self.gateway(
+            "/v3/kv/txn",
+            &format!("{{\"success\":[{}]}}", ops.join(",")),
+        )
+    }
+
     /// How many leases the server holds (plain servers without auth).
     pub fn lease_count(&self) -> Result<usize, String> {
         let body = self.gateway("/v3/lease/leases", "{}")?;
@@ -238,6 +273,28 @@ impl EtcdServer {
     pub fn stop(&mut self) {
         if let Some(mut p) = self.process.take() {
             p.stop(Duration::from_secs(10));
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open but nothing is
+    /// answered, so requests hang instead of failing. Undo with
+    /// [`EtcdServer::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(p) = &self.process {
+            let status = std::process::Command::new("kill")
+                .arg(sig)
+                .arg(p.pid().to_string())
+                .status();
+            assert!(status.is_ok_and(|s| s.success()), "kill {sig} etcd failed");
         }
     }
 
@@ -419,4 +476,26 @@ fn make_client_certificate(dir: &Path) {
             "client.ext",
         ],
     );
+}
+
+/// Standard base64 with padding (the gateway's encoding of bytes).
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
