@@ -43,17 +43,6 @@ fn factory() -> RedisFactory {
 
 conformance_tests!(factory());
 
-fn unique(name: &str) -> String {
-    format!(
-        "{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    )
-}
-
 async fn next(w: &mut anykv::WatchStream) -> WatchEvent {
     match tokio::time::timeout(Duration::from_secs(10), w.next()).await {
         Ok(Some(Ok(ev))) => ev,
@@ -71,7 +60,7 @@ async fn restart_keeps_watch_and_data() {
     let url = format!(
         "{}/0/{}?request_timeout=1s",
         server.url(),
-        unique("restart")
+        anykv_testserver::unique_name("restart")
     );
     let store = anykv::open(&url).await.unwrap();
     let before = store
@@ -171,7 +160,11 @@ async fn restart_keeps_watch_and_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_without_persistence_ends_watches() {
     let mut server = RedisServer::start_without_persistence();
-    let url = format!("{}/0/{}?request_timeout=1s", server.url(), unique("lossy"));
+    let url = format!(
+        "{}/0/{}?request_timeout=1s",
+        server.url(),
+        anykv_testserver::unique_name("lossy")
+    );
     let store = anykv::open(&url).await.unwrap();
     let mut last = 0;
     for i in 0..5 {
@@ -216,7 +209,11 @@ async fn restart_without_persistence_ends_watches() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_after_restart() {
     let mut server = RedisServer::start_new();
-    let url = format!("{}/0/{}", server.url(), unique("resume"));
+    let url = format!(
+        "{}/0/{}",
+        server.url(),
+        anykv_testserver::unique_name("resume")
+    );
     let store = anykv::open(&url).await.unwrap();
     let a = store.put("a", "1".into(), PutOptions::new()).await.unwrap();
     let b = store.put("b", "2".into(), PutOptions::new()).await.unwrap();
@@ -373,7 +370,11 @@ async fn password_never_shown() {
         "{e}"
     );
     assert!(!e.to_string().contains("topsecret"), "{e}");
-    let url = format!("{}/0/{}", shared_url(), unique("debug"));
+    let url = format!(
+        "{}/0/{}",
+        shared_url(),
+        anykv_testserver::unique_name("debug")
+    );
     let s: Arc<dyn Store> = anykv::open(&url).await.unwrap();
     s.close().await.unwrap();
     assert_eq!(s.get("k").await.unwrap_err().kind(), ErrorKind::Closed);
@@ -388,7 +389,7 @@ async fn history_bound_yields_compacted() {
     let url = format!(
         "{}/0/h?namespace={}&history=100",
         shared_url(),
-        unique("history")
+        anykv_testserver::unique_name("history")
     );
     let s = anykv::open(&url).await.unwrap();
     let first = s.put("k", "0".into(), PutOptions::new()).await.unwrap();
@@ -427,7 +428,11 @@ async fn history_bound_yields_compacted() {
 /// lagging.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_more_than_buffer() {
-    let url = format!("{}/0/{}", shared_url(), unique("resume-buffer"));
+    let url = format!(
+        "{}/0/{}",
+        shared_url(),
+        anykv_testserver::unique_name("resume-buffer")
+    );
     let s = anykv::open(&url).await.unwrap();
     let first = s.put("k", "start".into(), PutOptions::new()).await.unwrap();
     let mut revs = Vec::new();

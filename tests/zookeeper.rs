@@ -26,17 +26,6 @@ conformance_tests!(
     ]
 );
 
-fn unique(name: &str) -> String {
-    format!(
-        "{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    )
-}
-
 async fn next(w: &mut anykv::WatchStream) -> WatchEvent {
     match tokio::time::timeout(Duration::from_secs(15), w.next()).await {
         Ok(Some(Ok(ev))) => ev,
@@ -50,7 +39,11 @@ async fn next(w: &mut anykv::WatchStream) -> WatchEvent {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_watch_converges_and_resyncs() {
     let mut server = ZkServer::start();
-    let base = format!("{}/{}", server.url(), unique("restart"));
+    let base = format!(
+        "{}/{}",
+        server.url(),
+        anykv_testserver::unique_name("restart")
+    );
     let url = format!("{base}?request_timeout=1s&session_timeout=20s");
     let store = anykv::open(&url).await.unwrap();
     store
@@ -156,7 +149,11 @@ async fn restart_watch_converges_and_resyncs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_expiry_fires_lost_and_removes_keys() {
     let mut server = ZkServer::start();
-    let base = format!("{}/{}", server.url(), unique("expiry"));
+    let base = format!(
+        "{}/{}",
+        server.url(),
+        anykv_testserver::unique_name("expiry")
+    );
     let url = format!("{base}?request_timeout=1s&session_timeout=30s");
     let store = anykv::open(&url).await.unwrap();
     let lease = store.grant_lease(Duration::from_secs(2)).await.unwrap();
@@ -257,7 +254,7 @@ async fn ttl_without_extended_types_is_unsupported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn digest_auth_protects_nodes() {
     let url = shared_url();
-    let root = unique("secure");
+    let root = anykv_testserver::unique_name("secure");
     let host = url.trim_start_matches("zk://");
     let owner = anykv::open(&format!("zk://alice:s3cret-pw@{host}/{root}"))
         .await
@@ -305,7 +302,7 @@ async fn several_servers_one_down() {
     let dead = format!("127.0.0.1:{}", anykv_testserver::free_port());
     let store = anykv::open(&format!(
         "zk://{dead},{host}/{}?connect_timeout=500ms",
-        unique("multi")
+        anykv_testserver::unique_name("multi")
     ))
     .await
     .unwrap();

@@ -53,7 +53,7 @@ impl EtcdServer {
     /// certificate signed by the CA: `client_cert()` gives one.
     pub fn start_tls_client_auth() -> EtcdServer {
         let dir = temp_dir("anykv-etcd-");
-        make_certificates(dir.path());
+        crate::make_test_certificates(dir.path());
         make_client_certificate(dir.path());
         let mut s = EtcdServer {
             dir,
@@ -180,7 +180,7 @@ impl EtcdServer {
     fn start_with(tls: bool) -> EtcdServer {
         let dir = temp_dir("anykv-etcd-");
         if tls {
-            make_certificates(dir.path());
+            crate::make_test_certificates(dir.path());
         }
         let mut s = EtcdServer {
             dir,
@@ -361,82 +361,8 @@ fn remove_after_exit(dir: &Path) {
         .spawn();
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run openssl (install it): {e}"));
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn make_certificates(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=anykv etcd test CA",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    let _ = std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-        ],
-    );
-}
-
 fn make_client_certificate(dir: &Path) {
-    openssl(
+    crate::openssl(
         dir,
         &[
             "req",
@@ -456,7 +382,7 @@ fn make_client_certificate(dir: &Path) {
         "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n\
          extendedKeyUsage=clientAuth\n",
     );
-    openssl(
+    crate::openssl(
         dir,
         &[
             "x509",

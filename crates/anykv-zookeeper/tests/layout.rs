@@ -8,17 +8,6 @@ use anykv_core::{ErrorKind, PutOptions, Store};
 use anykv_zookeeper::{ZkConfig, ZkStore};
 use zookeeper_client as zk;
 
-fn unique(name: &str) -> String {
-    format!(
-        "{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    )
-}
-
 async fn open(root: &str) -> (ZkStore, zk::Client) {
     let url = anykv_testserver::zookeeper::shared_url();
     let host = url.trim_start_matches("zk://").to_owned();
@@ -31,7 +20,7 @@ async fn open(root: &str) -> (ZkStore, zk::Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_live_in_value_nodes_and_parents_are_reaped() {
-    let root = unique("layout");
+    let root = anykv_testserver::unique_name("layout");
     let (store, raw) = open(&root).await;
     store
         .put("a/b/c", "deep".into(), PutOptions::new())
@@ -81,7 +70,7 @@ async fn values_live_in_value_nodes_and_parents_are_reaped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segments_are_escaped() {
-    let root = unique("escape");
+    let root = anykv_testserver::unique_name("escape");
     let (store, raw) = open(&root).await;
     for k in ["@v", "@locks/x", "🦀/zookeeper", "a/@@b"] {
         store.put(k, k.into(), PutOptions::new()).await.unwrap();
@@ -116,7 +105,7 @@ async fn segments_are_escaped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cas_fails_after_the_value_node_was_recreated() {
-    let root = unique("cas");
+    let root = anykv_testserver::unique_name("cas");
     let (store, _raw) = open(&root).await;
     let ttl = PutOptions::new().with_ttl(Duration::from_secs(30));
     let r1 = store.put("k", "1".into(), ttl.clone()).await.unwrap();
