@@ -92,8 +92,10 @@
 //! A lease is a ZooKeeper session of its own with the lease's TTL as its
 //! session timeout; its keys' `@v` nodes are ephemeral nodes of that
 //! session. Revoking deletes them (key by key) and closes the session;
-//! losing the session (expiry, or a disconnect longer than the timeout)
-//! fires `lost()`, and the server removes exactly that session's keys.
+//! losing the session fires `lost()`: on expiry, or when a disconnect lasts
+//! three fifths of the timeout (the client notices a silent server after at
+//! most two fifths, so `lost()` comes before the server expires the session),
+//! and the server removes exactly that session's keys.
 //!
 //! # Locks
 //!
@@ -102,9 +104,12 @@
 //! the lock's TTL). The lowest sequence holds the lock; every other waiter
 //! watches only its predecessor. The fencing token is the holder node's
 //! `czxid`, store-wide increasing even if the lock's directory is reaped
-//! and re-created. `lost()` fires when the session expires or stays
-//! disconnected past its timeout. A create whose reply is lost is found
-//! again by its token (as Curator's protection mode does).
+//! and re-created. `lost()` fires as soon as the lock's session is
+//! disconnected (as Curator treats SUSPENDED), and when it expires: the
+//! server may expire the session and give the lock to the next waiter
+//! before a disconnected client could learn it, so a holder that sees
+//! `lost()` stops at once. A create whose reply is lost is found again by
+//! its token (as Curator's protection mode does).
 //!
 //! # Capabilities
 //!

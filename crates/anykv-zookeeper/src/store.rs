@@ -369,62 +369,46 @@ impl ZkStore {
             let in_place = matches!(mode, Mode::Plain)
                 && dir_data.as_slice() != TTL_FLAG
                 && stat.as_ref().is_some_and(|st| st.ephemeral_owner == 0);
-            let result: std::result::Result<u64, zk::Error> = match &stat {
-                Some(st) if in_place && expected.is_none() => {
-                    match timed(
+            let result: std::result::Result<u64, zk::Error> = {
+                let mut multi = writer_client.new_multi_writer();
+                let built = (|| -> std::result::Result<(), zk::Error> {
+                    match &stat {
+                        Some(st) if in_place => {
+                            multi.add_check_version(&dir, dir_stat.version)?;
+                            multi.add_set_data(&vpath, &value, Some(st.version))?;
+                        }
+                        _ => {
+                            // Replace (or create) the value node: count the
+                            // re-creation on the key's node, create it
+                            // empty, then set the value, whose reply
+                            // carries the stat.
+                            multi.add_set_data(&dir, flag, Some(dir_stat.version))?;
+                            if let Some(st) = &stat {
+                                multi.add_delete(&vpath, Some(st.version))?;
+                            }
+                            multi.add_create(&vpath, b"", &create_opts)?;
+                            multi.add_set_data(&vpath, &value, Some(0))?;
+                        }
+                    }
+                    Ok(())
+                })();
+                match built {
+                    Err(e) => Err(e),
+                    Ok(()) => match timed(
                         self.limit(),
                         &what,
-                        writer_client.set_data(&vpath, &value, Some(st.version)),
+                        multi.commit().map(|r| r.map_err(multi_err)),
                     )
                     .await?
                     {
-                        Ok(st) => Ok(st.mzxid as u64),
-                        Err(e) => Err(e),
-                    }
-                }
-                _ => {
-                    let mut multi = writer_client.new_multi_writer();
-                    let built = (|| -> std::result::Result<(), zk::Error> {
-                        match &stat {
-                            Some(st) if in_place => {
-                                multi.add_check_version(&dir, dir_stat.version)?;
-                                multi.add_set_data(&vpath, &value, Some(st.version))?;
-                            }
-                            _ => {
-                                // Replace (or create) the value node: count the
-                                // re-creation on the key's node, create it
-                                // empty, then set the value, whose reply
-                                // carries the stat.
-                                multi.add_set_data(&dir, flag, Some(dir_stat.version))?;
-                                if let Some(st) = &stat {
-                                    multi.add_delete(&vpath, Some(st.version))?;
-                                }
-                                multi.add_create(&vpath, b"", &create_opts)?;
-                                multi.add_set_data(&vpath, &value, Some(0))?;
-                            }
-                        }
-                        Ok(())
-                    })();
-                    match built {
-                        Err(e) => Err(e),
-                        Ok(()) => match timed(
-                            self.limit(),
-                            &what,
-                            multi.commit().map(|r| r.map_err(multi_err)),
-                        )
-                        .await?
-                        {
-                            Ok(results) => match results.last() {
-                                Some(zk::MultiWriteResult::SetData { stat }) => {
-                                    Ok(stat.mzxid as u64)
-                                }
-                                _ => Err(zk::Error::UnexpectedError(
-                                    "a multi-op without its result".into(),
-                                )),
-                            },
-                            Err(e) => Err(e),
+                        Ok(results) => match results.last() {
+                            Some(zk::MultiWriteResult::SetData { stat }) => Ok(stat.mzxid as u64),
+                            _ => Err(zk::Error::UnexpectedError(
+                                "a multi-op without its result".into(),
+                            )),
                         },
-                    }
+                        Err(e) => Err(e),
+                    },
                 }
             };
             match result {
@@ -565,27 +549,39 @@ impl ZkStore {
         Ok((client, session, signal))
     }
 
-    fn monitor(session: &Arc<Session>, client: &zk::Client) {
+    /// Fires the session's loss signal when the session is lost. A lock
+    /// (`strict`) counts as lost as soon as its session is disconnected, as
+    /// Curator treats SUSPENDED: the server may expire the session, and give
+    /// the lock to the next waiter, before the client could learn otherwise.
+    /// A lease waits for the session to come back for three fifths of the
+    /// session timeout (the client notices a silent server after at most two
+    /// fifths), so it reports loss before the server expires it.
+    fn monitor(session: &Arc<Session>, client: &zk::Client, strict: bool) {
         let weak = Arc::downgrade(session);
         let mut states = client.state_watcher();
-        let timeout = client.session_timeout();
+        let grace = client.session_timeout() * 3 / 5;
+        let mut disconnected = client.state() != zk::SessionState::SyncConnected;
         tokio::spawn(async move {
             loop {
+                if disconnected {
+                    let back = !strict
+                        && matches!(
+                            tokio::time::timeout(grace, states.changed()).await,
+                            Ok(zk::SessionState::SyncConnected)
+                        );
+                    if back {
+                        disconnected = false;
+                        continue;
+                    }
+                    if let Some(s) = weak.upgrade() {
+                        s.trigger.fire();
+                    }
+                    return;
+                }
                 let state = states.changed().await;
                 let Some(s) = weak.upgrade() else { return };
                 match state {
-                    zk::SessionState::Disconnected => {
-                        drop(s);
-                        match tokio::time::timeout(timeout, states.changed()).await {
-                            Ok(zk::SessionState::SyncConnected) => continue,
-                            _ => {
-                                if let Some(s) = weak.upgrade() {
-                                    s.trigger.fire();
-                                }
-                                return;
-                            }
-                        }
-                    }
+                    zk::SessionState::Disconnected => disconnected = true,
                     st if st.is_terminated() => {
                         s.trigger.fire();
                         return;
@@ -716,7 +712,7 @@ impl ZkStore {
                     trigger,
                     node: Some(my_path.clone()),
                 });
-                Self::monitor(&held, &client);
+                Self::monitor(&held, &client, true);
                 drop(session);
                 self.inner.locks.lock().insert(id, held.clone());
                 if self.inner.closed.load(Ordering::SeqCst) {
@@ -982,6 +978,13 @@ impl Store for ZkStore {
             backend: BACKEND,
             key: canonical.clone(),
         };
+        // The key node's version counts every re-creation of the value
+        // node (whose own version restarts), so checking both in one
+        // multi-op makes a concurrent delete-and-re-create fail this.
+        let dir = self.key_dir(&canonical);
+        let Some(dir_stat) = self.stat_of(&client, &dir, &what).await? else {
+            return Err(not_found());
+        };
         let Some(st) = self.stat_of(&client, &path, &what).await? else {
             return Err(not_found());
         };
@@ -993,7 +996,22 @@ impl Store for ZkStore {
                 actual: st.mzxid as u64,
             });
         }
-        match timed(self.limit(), &what, client.delete(&path, Some(st.version))).await? {
+        let mut multi = client.new_multi_writer();
+        let built = multi
+            .add_check_version(&dir, dir_stat.version)
+            .and_then(|_| multi.add_delete(&path, Some(st.version)));
+        let outcome = match built {
+            Err(e) => Err(e),
+            Ok(()) => {
+                timed(
+                    self.limit(),
+                    &what,
+                    multi.commit().map(|r| r.map(|_| ()).map_err(multi_err)),
+                )
+                .await?
+            }
+        };
+        match outcome {
             Ok(()) => Ok(()),
             Err(zk::Error::NoNode | zk::Error::BadVersion) => {
                 match self.stat_of(&client, &path, &what).await? {
@@ -1028,7 +1046,7 @@ impl Store for ZkStore {
         let ttl = ttl.max(MIN_TTL);
         let (client, session, signal) = self.new_session(ttl).await?;
         let id = client.session_id().0 as u64;
-        Self::monitor(&session, &client);
+        Self::monitor(&session, &client, false);
         let granted = client.session_timeout();
         self.inner.leases.lock().insert(id, session.clone());
         if self.inner.closed.load(Ordering::SeqCst) {

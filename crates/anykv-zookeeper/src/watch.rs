@@ -300,6 +300,42 @@ async fn run(
         .await
         {
             Ok(Ok(w)) => w,
+            Ok(Err(e @ (zk::Error::NoAuth | zk::Error::AuthFailed | zk::Error::Unimplemented))) => {
+                // Retrying cannot help (no read permission on the root, or a
+                // server without persistent watches, which need 3.6+): every
+                // stream gets the error and ends rather than staying silent.
+                let unimplemented = matches!(e, zk::Error::Unimplemented);
+                let err = map_err(e, "watch: registering the store's watch");
+                let text = err.to_string();
+                let make = || {
+                    if unimplemented {
+                        Error::unsupported(
+                            BACKEND,
+                            "watch",
+                            format!("{text} (persistent recursive watches need ZooKeeper 3.6+)"),
+                        )
+                    } else if matches!(err, Error::Unauthenticated { .. }) {
+                        Error::Unauthenticated {
+                            backend: BACKEND,
+                            message: text.clone(),
+                        }
+                    } else {
+                        Error::PermissionDenied {
+                            backend: BACKEND,
+                            message: text.clone(),
+                        }
+                    }
+                };
+                for mut sub in subs.drain(..) {
+                    sub.send(Msg::Fail(make()));
+                }
+                for n in pending.drain(..) {
+                    let _ = n.tx.try_send(Msg::Fail(make()));
+                }
+                drop(store);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            }
             _ => {
                 drop(store);
                 tokio::time::sleep(Duration::from_millis(300)).await;
