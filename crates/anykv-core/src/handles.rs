@@ -233,6 +233,18 @@ impl LockGuard {
     }
 }
 
+/// For backends that implement `lock` and `try_lock` with one routine that
+/// returns `Option<LockGuard>`: the guard of a lock call that waited, or
+/// [`crate::Error::Backend`] if the routine returned without one (which a
+/// correct waiting routine never does).
+pub fn waited_for(backend: &'static str, guard: Option<LockGuard>) -> Result<LockGuard> {
+    guard.ok_or_else(|| crate::Error::Backend {
+        backend,
+        message: "a waiting lock returned without the lock".into(),
+        source: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -112,7 +112,7 @@ mod store;
 mod types;
 
 pub use error::{BoxError, Error, ErrorKind, Result};
-pub use handles::{lost_signal, Lease, LockGuard, LostSignal, LostTrigger, Release};
+pub use handles::{lost_signal, waited_for, Lease, LockGuard, LostSignal, LostTrigger, Release};
 pub use registry::{
     open, parse_duration_param, parse_param, parse_url, redact_url, register, url_credentials,
     url_params, url_root,

@@ -1662,14 +1662,7 @@ impl Store for EtcdStore {
     }
 
     async fn lock(&self, key: &str, options: LockOptions) -> Result<LockGuard> {
-        match self.lock_impl(key, options, true).await? {
-            Some(g) => Ok(g),
-            None => Err(Error::Backend {
-                backend: BACKEND,
-                message: "a waiting lock returned without the lock".into(),
-                source: None,
-            }),
-        }
+        anykv_core::waited_for(BACKEND, self.lock_impl(key, options, true).await?)
     }
 
     async fn try_lock(&self, key: &str, options: LockOptions) -> Result<Option<LockGuard>> {

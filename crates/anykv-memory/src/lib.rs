@@ -623,14 +623,7 @@ impl Store for MemoryStore {
     }
 
     async fn lock(&self, key: &str, options: LockOptions) -> Result<LockGuard> {
-        match self.lock_impl(key, options, true).await? {
-            Some(guard) => Ok(guard),
-            None => Err(Error::Backend {
-                backend: BACKEND,
-                message: "a waiting lock returned without the lock".into(),
-                source: None,
-            }),
-        }
+        anykv_core::waited_for(BACKEND, self.lock_impl(key, options, true).await?)
     }
 
     async fn try_lock(&self, key: &str, options: LockOptions) -> Result<Option<LockGuard>> {

@@ -1070,14 +1070,7 @@ impl Store for ZkStore {
     }
 
     async fn lock(&self, key: &str, options: LockOptions) -> Result<LockGuard> {
-        match self.lock_impl(key, options, true).await? {
-            Some(g) => Ok(g),
-            None => Err(Error::Backend {
-                backend: BACKEND,
-                message: "a waiting lock returned without the lock".into(),
-                source: None,
-            }),
-        }
+        anykv_core::waited_for(BACKEND, self.lock_impl(key, options, true).await?)
     }
 
     async fn try_lock(&self, key: &str, options: LockOptions) -> Result<Option<LockGuard>> {
