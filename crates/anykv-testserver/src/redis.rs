@@ -16,6 +16,16 @@ use std::time::Duration;
 
 use crate::{free_port, require_binary, temp_dir, wait_for_port, Process, TempDir};
 
+/// The persistence settings every test server runs with (append-only file,
+/// fsync every second, no RDB snapshots), as `(directive, value)`; an empty
+/// value is written `""`. `docker-compose.yml` passes the same; a test keeps
+/// them in step.
+pub const SETTINGS: &[(&str, &str)] = &[
+    ("appendonly", "yes"),
+    ("appendfsync", "everysec"),
+    ("save", ""),
+];
+
 /// An ACL user for [`RedisServer::with_acl_users`].
 #[derive(Debug, Clone)]
 pub struct AclUser {
@@ -112,12 +122,15 @@ impl RedisServer {
 
     fn try_start(&mut self) -> Result<(), String> {
         let conf = self.dir.path().join("redis.conf");
-        let text = format!(
-            "bind 127.0.0.1\nprotected-mode no\ndir {}\nsave \"\"\nappendonly yes\n\
-             appendfsync everysec\n{}",
-            self.dir.path().display(),
-            self.config
+        let mut text = format!(
+            "bind 127.0.0.1\nprotected-mode no\ndir {}\n",
+            self.dir.path().display()
         );
+        for (directive, value) in SETTINGS {
+            text.push_str(&format!("{directive} \"{value}\"\n"));
+        }
+        // Variants' own lines come last, so they override the defaults.
+        text.push_str(&self.config);
         std::fs::write(&conf, text).map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
         let mut cmd = Command::new(&self.binary);
         cmd.arg(&conf);

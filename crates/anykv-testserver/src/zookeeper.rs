@@ -13,6 +13,20 @@ use crate::{free_port, temp_dir, wait_for_port, Process, TempDir};
 /// The variable naming a ZooKeeper of your own (`zk://host:port`).
 pub const URL_VAR: &str = "ANYKV_ZOOKEEPER_URL";
 
+/// The `zoo.cfg` settings every test server runs with besides its port and
+/// data directory (and `extendedTypesEnabled`): a 200 ms tick so sessions
+/// expire promptly, and session timeouts from 400 ms to 60 s.
+/// `docker-compose.yml` uses the same values; a test keeps them in step.
+pub const SETTINGS: &[(&str, &str)] = &[
+    ("tickTime", "200"),
+    ("minSessionTimeout", "400"),
+    ("maxSessionTimeout", "60000"),
+];
+
+/// The JVM flag that makes the server remove expired TTL nodes and empty
+/// containers within about a second (the default is a minute).
+pub const CONTAINER_CHECK_FLAG: &str = "-Dznode.container.checkIntervalMs=1000";
+
 /// A ZooKeeper server process.
 #[derive(Debug)]
 pub struct ZkServer {
@@ -71,22 +85,24 @@ impl ZkServer {
         let data = self.dir.path().join("data");
         let _ = std::fs::create_dir_all(&data);
         let cfg = self.dir.path().join("zoo.cfg");
-        let body = format!(
-            "tickTime=200\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={}\n\
-             clientPortAddress=127.0.0.1\nmaxClientCnxns=0\nminSessionTimeout=400\n\
-             maxSessionTimeout=60000\nextendedTypesEnabled={}\nadmin.enableServer=false\n\
-             4lw.commands.whitelist=*\n",
+        let mut body = format!(
+            "initLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={}\n\
+             clientPortAddress=127.0.0.1\nmaxClientCnxns=0\nextendedTypesEnabled={}\n\
+             admin.enableServer=false\n4lw.commands.whitelist=*\n",
             data.display(),
             self.port,
             self.extended
         );
+        for (key, value) in SETTINGS {
+            body.push_str(&format!("{key}={value}\n"));
+        }
         std::fs::write(&cfg, body).unwrap_or_else(|e| panic!("cannot write zoo.cfg: {e}"));
         let mut cmd = Command::new(java());
         cmd.arg("-cp")
             .arg("/usr/share/java/*:/etc/zookeeper/conf")
             .arg("-Xmx256m")
             .arg("-Dzookeeper.admin.enableServer=false")
-            .arg("-Dznode.container.checkIntervalMs=1000")
+            .arg(CONTAINER_CHECK_FLAG)
             .arg(format!(
                 "-Dzookeeper.extendedTypesEnabled={}",
                 self.extended
