@@ -250,8 +250,8 @@ pub fn url_credentials(url: &Url) -> Result<Option<(String, String)>> {
     Ok(Some((user, password)))
 }
 
-/// Parses a duration parameter: `250ms`, `5s`, `2m`, or a plain number of
-/// seconds (fractions allowed: `0.5`). Zero and negative values are
+/// Parses a duration parameter: `250ms`, `5s`, `2m`, `1h`, `7d`, or a plain
+/// number of seconds (fractions allowed: `0.5`, `1.5h`). Zero and negative values are
 /// refused with [`Error::Config`] naming the parameter.
 pub fn parse_duration_param(name: &str, value: &str) -> Result<std::time::Duration> {
     let v = value.trim();
@@ -261,6 +261,10 @@ pub fn parse_duration_param(name: &str, value: &str) -> Result<std::time::Durati
         (n, 1.0)
     } else if let Some(n) = v.strip_suffix('m') {
         (n, 60.0)
+    } else if let Some(n) = v.strip_suffix('h') {
+        (n, 3600.0)
+    } else if let Some(n) = v.strip_suffix('d') {
+        (n, 86400.0)
     } else {
         (v, 1.0)
     };
@@ -273,7 +277,7 @@ pub fn parse_duration_param(name: &str, value: &str) -> Result<std::time::Durati
         .filter(|s| *s <= 10.0 * 365.0 * 24.0 * 3600.0)
         .ok_or_else(|| {
             Error::Config(format!(
-                "parameter {name}: {value:?} is not a positive duration such as 250ms, 5s or 2m"
+                "parameter {name}: {value:?} is not a positive duration such as 250ms, 5s, 2m or 1h"
             ))
         })?;
     Ok(std::time::Duration::from_secs_f64(seconds))
@@ -363,7 +367,17 @@ mod tests {
             parse_duration_param("t", "0.5").unwrap(),
             Duration::from_millis(500)
         );
-        for bad in ["", "0", "-1s", "x", "1h", "NaN", "inf", "1e300"] {
+        assert_eq!(
+            parse_duration_param("t", "1.5h").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            parse_duration_param("t", "7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
+        for bad in [
+            "", "0", "-1s", "x", "1w", "h", "NaN", "inf", "1e300", "4000d",
+        ] {
             assert_eq!(
                 parse_duration_param("t", bad).unwrap_err().kind(),
                 ErrorKind::Config,
