@@ -1,0 +1,261 @@
+//! `get`, `put`, `rm`, `ls` and `watch`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anykv::{Bytes, ErrorKind, PutOptions, Store, WatchEvent, WatchOptions};
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use crate::cli::{GetArgs, LsArgs, PutArgs, RmArgs, WatchArgs};
+use crate::exit::{CliError, FAILURE, NOT_FOUND, USAGE};
+use crate::output::{self, Out};
+use crate::signals::Interrupts;
+
+/// How long closing a store at the end of a command may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens the store `url` names, with every backend of this build
+/// registered. Errors name the URL without its password.
+pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, CliError> {
+    crate::register_backends();
+    anykv::open(url)
+        .await
+        .map_err(|e| CliError::from(e).context(format!("cannot open {}", anykv::redact_url(url))))
+}
+
+/// Closes a store, giving up after a few seconds (its leases and locks
+/// then expire on the server by themselves).
+pub async fn close_store(store: &Arc<dyn Store>) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, store.close()).await;
+}
+
+/// Runs `f` on the store `url` names and closes the store afterwards,
+/// whatever `f` returned.
+async fn with_store<T, F, Fut>(url: &str, f: F) -> Result<T, CliError>
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, CliError>>,
+{
+    let store = open_store(url).await?;
+    let result = f(store.clone()).await;
+    close_store(&store).await;
+    result
+}
+
+/// The error for a key that is not there, worded like the library's
+/// [`anykv::Error::KeyNotFound`].
+fn not_found(store: &Arc<dyn Store>, key: &str) -> CliError {
+    CliError::new(
+        NOT_FOUND,
+        ErrorKind::KeyNotFound.to_string(),
+        format!("{}: key {key:?} not found", store.capabilities().backend),
+    )
+}
+
+/// `anykv get`.
+pub async fn get(url: &str, args: GetArgs, out: Out) -> Result<(), CliError> {
+    with_store(url, |store| async move {
+        let pair = store
+            .get(&args.key)
+            .await?
+            .ok_or_else(|| not_found(&store, &args.key))?;
+        if out.json {
+            out.json(&output::pair_json(&pair))
+        } else if args.raw {
+            out.raw(&pair.value)
+        } else {
+            let mut bytes = pair.value.to_vec();
+            bytes.push(b'\n');
+            out.raw(&bytes)
+        }
+    })
+    .await
+}
+
+/// Reads a value from a file, or from standard input for `-`.
+pub async fn read_value(path: &Path) -> Result<Bytes, CliError> {
+    let path: PathBuf = path.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || {
+        let result = if path.as_os_str() == "-" {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf).map(|_| buf)
+        } else {
+            std::fs::read(&path)
+        };
+        result.map_err(|e| {
+            let what = if path.as_os_str() == "-" {
+                "standard input".to_string()
+            } else {
+                format!("{:?}", path.display().to_string())
+            };
+            CliError::new(USAGE, "Io", format!("cannot read {what}: {e}"))
+        })
+    })
+    .await
+    .map_err(|e| CliError::new(FAILURE, "Io", format!("reading the value failed: {e}")))?;
+    read.map(Bytes::from)
+}
+
+/// `anykv put`.
+pub async fn put(url: &str, args: PutArgs, out: Out) -> Result<(), CliError> {
+    let value = match (&args.value, &args.file) {
+        (_, Some(path)) => read_value(path).await?,
+        (Some(v), None) if v == "-" => read_value(Path::new("-")).await?,
+        (Some(v), None) => Bytes::from(v.clone().into_bytes()),
+        (None, None) => return Err(CliError::usage("put needs a VALUE, `-` or --file PATH")),
+    };
+    let mut options = PutOptions::new();
+    if let Some(ttl) = args.ttl {
+        options = options.with_ttl(ttl);
+    }
+    with_store(url, |store| async move {
+        let revision = if args.create_only {
+            store.atomic_put(&args.key, value, None, options).await?
+        } else if let Some(expected) = args.if_revision {
+            store
+                .atomic_put(&args.key, value, Some(expected), options)
+                .await?
+        } else {
+            store.put(&args.key, value, options).await?
+        };
+        if out.json {
+            out.json(&json!({"key": args.key, "revision": revision}))
+        } else {
+            out.line(&revision.to_string())
+        }
+    })
+    .await
+}
+
+/// `anykv rm`.
+pub async fn rm(url: &str, args: RmArgs, out: Out) -> Result<(), CliError> {
+    with_store(url, |store| async move {
+        if args.tree {
+            let deleted = store.delete_tree(&args.key).await?;
+            return if out.json {
+                out.json(&json!({"prefix": args.key, "deleted": deleted}))
+            } else {
+                out.line(&deleted.to_string())
+            };
+        }
+        match args.if_revision {
+            Some(expected) => store.atomic_delete(&args.key, expected).await?,
+            None => {
+                if !store.delete(&args.key).await? {
+                    return Err(not_found(&store, &args.key));
+                }
+            }
+        }
+        if out.json {
+            out.json(&json!({"key": args.key, "deleted": 1}))
+        } else {
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// `anykv ls`.
+pub async fn ls(url: &str, args: LsArgs, out: Out) -> Result<(), CliError> {
+    with_store(url, |store| async move {
+        let pairs = store.list(&args.prefix).await?;
+        if out.json {
+            let items: Vec<Value> = pairs
+                .iter()
+                .map(|p| {
+                    if args.keys_only {
+                        json!({"key": p.key, "revision": p.revision})
+                    } else {
+                        output::pair_json(p)
+                    }
+                })
+                .collect();
+            return out.json(&Value::Array(items));
+        }
+        for p in &pairs {
+            if args.keys_only {
+                out.line(&p.key)?;
+            } else {
+                out.line(&format!("{}\t{}", p.key, output::display_value(&p.value)))?;
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// `anykv watch`.
+pub async fn watch(
+    url: &str,
+    args: WatchArgs,
+    out: Out,
+    interrupts: &Interrupts,
+) -> Result<(), CliError> {
+    let interrupts = interrupts.clone();
+    let work = with_store(url, |store| async move {
+        let options = match args.from_revision {
+            Some(r) => WatchOptions::from_revision(r),
+            None => WatchOptions::new(),
+        };
+        let target = args.key.clone().unwrap_or_default();
+        let mut stream = if args.tree {
+            store.watch_tree(&target, options).await?
+        } else {
+            store.watch(&target, options).await?
+        };
+        if let Some(r) = args.from_revision {
+            if !out.json {
+                output::progress(&format!("watching from revision {r}"));
+            }
+        }
+        let mut changes = 0u64;
+        let mut last_revision = args.from_revision;
+        loop {
+            let item = tokio::select! {
+                item = stream.next() => item,
+                signal = interrupts.first() => return Err(CliError::interrupted(signal)),
+            };
+            let event = match item {
+                None => {
+                    return Err(CliError::new(
+                        FAILURE,
+                        "Closed",
+                        "the watch ended: the store closed it",
+                    ))
+                }
+                Some(Err(e)) => {
+                    let hint = match last_revision {
+                        Some(r) => format!("; resume with --from-revision {r}"),
+                        None => String::new(),
+                    };
+                    let kind = e.kind();
+                    let message = format!("the watch ended: {e}{hint}");
+                    let code = match kind {
+                        ErrorKind::Unavailable | ErrorKind::Timeout => crate::exit::UNAVAILABLE,
+                        _ => FAILURE,
+                    };
+                    return Err(CliError::new(code, kind.to_string(), message));
+                }
+                Some(Ok(event)) => event,
+            };
+            last_revision = Some(event.revision());
+            if out.json {
+                out.json(&output::event_json(&event))?;
+            } else if let Some(line) = output::event_line(&event) {
+                out.line(&line)?;
+            } else if let WatchEvent::Synced { revision } = event {
+                output::progress(&format!("in sync at revision {revision}"));
+            }
+            if !matches!(event, WatchEvent::Synced { .. }) {
+                changes += 1;
+                if args.count.is_some_and(|n| changes >= n) {
+                    return Ok(());
+                }
+            }
+        }
+    });
+    work.await
+}

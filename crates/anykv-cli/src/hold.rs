@@ -1,0 +1,308 @@
+//! `lock` and `lease`: hold something while a command runs, or until
+//! Ctrl-C.
+
+use std::ffi::OsString;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+
+use anykv::{Error, ErrorKind, LockOptions, PutOptions, Store};
+use serde_json::json;
+
+use crate::cli::{LeaseArgs, LockArgs};
+use crate::commands::{close_store, open_store};
+use crate::exit::{
+    CliError, COMMAND_NOT_EXECUTABLE, COMMAND_NOT_FOUND, CONDITION_FAILED, FAILURE, OK,
+};
+use crate::output::{self, Out};
+use crate::signals::{Interrupts, SIGTERM};
+
+/// How a hold ended.
+enum Ended {
+    /// The command exited with this status (or the hold was otherwise
+    /// done).
+    Status(u8),
+    /// A signal arrived (no command was running).
+    Signal(i32),
+    /// What was held was lost.
+    Lost,
+}
+
+/// `anykv lock`.
+pub async fn lock(
+    url: &str,
+    args: LockArgs,
+    out: Out,
+    interrupts: &Interrupts,
+) -> Result<(), CliError> {
+    let store = open_store(url).await?;
+    let result = lock_on(&store, args, out, interrupts).await;
+    close_store(&store).await;
+    result
+}
+
+async fn lock_on(
+    store: &Arc<dyn Store>,
+    args: LockArgs,
+    out: Out,
+    interrupts: &Interrupts,
+) -> Result<(), CliError> {
+    let mut options = LockOptions::new().with_ttl(args.ttl);
+    if let Some(t) = args.timeout {
+        options = options.with_timeout(t);
+    }
+    let acquired = tokio::select! {
+        r = store.lock(&args.name, options) => r,
+        signal = interrupts.first() => return Err(CliError::interrupted(signal)),
+    };
+    let guard = match acquired {
+        Ok(g) => g,
+        Err(Error::Timeout { after, .. }) if Some(after) == args.timeout => {
+            return Err(CliError::new(
+                CONDITION_FAILED,
+                ErrorKind::Timeout.to_string(),
+                format!(
+                    "lock {:?} is held by another client: gave up after {}",
+                    args.name,
+                    show_duration(after)
+                ),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let token = guard.fencing_token();
+    let what = format!("lock {:?}", args.name);
+    let ended = if args.command.is_empty() {
+        if out.json {
+            out.json(&json!({"lock": args.name, "fencing_token": token}))?;
+        } else {
+            out.line(&token.to_string())?;
+            output::progress(&format!(
+                "holding {what} (fencing token {token}); Ctrl-C to release"
+            ));
+        }
+        hold_until_signal(guard.lost(), interrupts).await
+    } else {
+        let env = vec![
+            ("ANYKV_LOCK_NAME".to_string(), args.name.clone()),
+            ("ANYKV_LOCK_TOKEN".to_string(), token.to_string()),
+        ];
+        run_command(&args.command, env, guard.lost(), &what, interrupts).await
+    };
+    if let Err(e) = guard.release().await {
+        if !matches!(ended, Ended::Lost) {
+            output::progress(&format!("could not release {what}: {e}"));
+        }
+    }
+    finish(ended, &what)
+}
+
+/// `anykv lease`.
+pub async fn lease(
+    url: &str,
+    args: LeaseArgs,
+    out: Out,
+    interrupts: &Interrupts,
+) -> Result<(), CliError> {
+    let store = open_store(url).await?;
+    let result = lease_on(&store, args, out, interrupts).await;
+    close_store(&store).await;
+    result
+}
+
+async fn lease_on(
+    store: &Arc<dyn Store>,
+    args: LeaseArgs,
+    out: Out,
+    interrupts: &Interrupts,
+) -> Result<(), CliError> {
+    let work = async {
+        let lease = store.grant_lease(args.ttl).await?;
+        let mut written = Vec::new();
+        for (key, value) in &args.pairs {
+            let put = store
+                .put(
+                    key,
+                    value.clone().into_bytes().into(),
+                    PutOptions::new().with_lease(lease.id()),
+                )
+                .await;
+            match put {
+                Ok(revision) => written.push(json!({"key": key, "revision": revision})),
+                Err(e) => {
+                    let _ = lease.revoke().await;
+                    return Err(CliError::from(e));
+                }
+            }
+        }
+        Ok((lease, written))
+    };
+    let (lease, written) = tokio::select! {
+        r = work => r?,
+        signal = interrupts.first() => return Err(CliError::interrupted(signal)),
+    };
+    let id = lease.id().to_string();
+    let what = format!("lease {id}");
+    let ended = if args.command.is_empty() {
+        if out.json {
+            out.json(&json!({
+                "lease": id,
+                "ttl_seconds": lease.ttl().as_secs_f64(),
+                "keys": written,
+            }))?;
+        } else {
+            out.line(&id)?;
+            output::progress(&format!(
+                "{} bound to {what} (ttl {}); Ctrl-C to revoke",
+                plural(args.pairs.len(), "key"),
+                show_duration(lease.ttl())
+            ));
+        }
+        hold_until_signal(lease.lost(), interrupts).await
+    } else {
+        let env = vec![("ANYKV_LEASE_ID".to_string(), id.clone())];
+        run_command(&args.command, env, lease.lost(), &what, interrupts).await
+    };
+    if let Err(e) = lease.revoke().await {
+        if !matches!(ended, Ended::Lost) {
+            output::progress(&format!("could not revoke {what}: {e}"));
+        }
+    }
+    finish(ended, &what)
+}
+
+fn finish(ended: Ended, what: &str) -> Result<(), CliError> {
+    match ended {
+        Ended::Status(OK) => Ok(()),
+        Ended::Status(code) => Err(CliError::quiet(code)),
+        Ended::Signal(signal) => Err(CliError::interrupted(signal)),
+        Ended::Lost => Err(CliError::new(
+            FAILURE,
+            "Lost",
+            format!("{what} was lost before the end"),
+        )),
+    }
+}
+
+async fn hold_until_signal(lost: impl Future<Output = ()>, interrupts: &Interrupts) -> Ended {
+    tokio::select! {
+        () = lost => Ended::Lost,
+        signal = interrupts.first() => Ended::Signal(signal),
+    }
+}
+
+/// Runs `command` with `env` added to its environment until it exits,
+/// passing on signals and stopping it with SIGTERM if `lost` completes.
+async fn run_command(
+    command: &[OsString],
+    env: Vec<(String, String)>,
+    lost: impl Future<Output = ()>,
+    what: &str,
+    interrupts: &Interrupts,
+) -> Ended {
+    let Some((program, rest)) = command.split_first() else {
+        return Ended::Status(OK);
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(rest).envs(env);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                COMMAND_NOT_FOUND
+            } else {
+                COMMAND_NOT_EXECUTABLE
+            };
+            output::progress(&format!("cannot run {:?}: {e}", program.to_string_lossy()));
+            return Ended::Status(code);
+        }
+    };
+    let mut lost = pin!(lost);
+    let mut was_lost = false;
+    let mut signals_seen = interrupts.count();
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            signal = interrupts.wait(signals_seen + 1) => {
+                signals_seen = interrupts.count();
+                send_signal(child.id(), signal);
+            }
+            () = &mut lost, if !was_lost => {
+                was_lost = true;
+                output::progress(&format!("{what} was lost: stopping the command"));
+                send_signal(child.id(), SIGTERM);
+            }
+        }
+    };
+    if was_lost {
+        return Ended::Lost;
+    }
+    match status {
+        Ok(status) => Ended::Status(exit_code_of(status)),
+        Err(e) => {
+            output::progress(&format!("waiting for the command failed: {e}"));
+            Ended::Status(FAILURE)
+        }
+    }
+}
+
+/// A child's exit status as a shell reports it: its code, or 128 + N when
+/// signal N killed it.
+fn exit_code_of(status: std::process::ExitStatus) -> u8 {
+    if let Some(code) = status.code() {
+        return u8::try_from(code & 0xff).unwrap_or(FAILURE);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return u8::try_from(128 + signal).unwrap_or(FAILURE);
+        }
+    }
+    FAILURE
+}
+
+#[cfg(unix)]
+fn send_signal(pid: Option<u32>, signal: i32) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let (Some(pid), Ok(signal)) = (pid, Signal::try_from(signal)) else {
+        return;
+    };
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = kill(Pid::from_raw(pid), signal);
+    }
+}
+
+#[cfg(not(unix))]
+fn send_signal(_pid: Option<u32>, _signal: i32) {}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// A duration as people write it: `1s`, `1.5s`, `250ms`, `2m`.
+///
+/// ```
+/// use std::time::Duration;
+/// use anykv_cli::hold::show_duration;
+/// assert_eq!(show_duration(Duration::from_millis(250)), "250ms");
+/// assert_eq!(show_duration(Duration::from_millis(1500)), "1.5s");
+/// assert_eq!(show_duration(Duration::from_secs(120)), "2m");
+/// ```
+pub fn show_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
+}

@@ -1,0 +1,196 @@
+//! The `anykv` command-line tool, in the style of `etcdctl` and
+//! `redis-cli` but for every anykv backend, and the library behind it.
+//!
+//! ```text
+//! anykv --url etcd://127.0.0.1:2379/app put config/color blue    # prints the new revision
+//! anykv --url etcd://127.0.0.1:2379/app get config/color         # blue
+//! export ANYKV_URL=redis://127.0.0.1:6379/0/app                  # or give the URL once
+//! anykv ls config                                                # config/color<TAB>blue
+//! anykv put config/color green --if-revision 7                   # compare-and-swap (5 on mismatch)
+//! anykv watch --tree config                                      # every change as it happens
+//! anykv lock jobs/nightly -- ./nightly.sh                        # run while holding the lock
+//! anykv lease --ttl 10s services/web/1=10.0.0.1:80 -- ./server   # register while it runs
+//! anykv conformance zk://127.0.0.1:2181/test                     # the conformance suite
+//! ```
+//!
+//! # Decisions
+//!
+//! - **URL**: `--url`, else `ANYKV_URL` (its value is never shown in
+//!   `--help`); neither is a usage error. `anykv conformance URL` also takes
+//!   the URL as an argument. Passwords in URLs never appear in any message:
+//!   every URL shown goes through [`anykv::redact_url`]. A `memory://` store
+//!   lives only as long as one `anykv` process, so it suits trying commands,
+//!   `lock`/`lease` around a command, and `conformance memory://`, which
+//!   tests a fresh in-process store (a nameless `memory://` gets the name
+//!   [`conformance::MEMORY_NAME`], since the suite's clients must share it).
+//! - **Output**: text for people; `--json` for scripts (one JSON document,
+//!   or one object per line for the streaming `watch` and `conformance`).
+//!   Text lines with several fields separate them with a tab (keys cannot
+//!   contain tabs); values that are not plain text are quoted with escapes
+//!   ([`output::display_value`]). `get` prints the value and a newline, or
+//!   the exact bytes with `--raw`. In JSON a value is UTF-8 text with
+//!   `"encoding": "utf8"`, or its base64 with `"encoding": "base64"`.
+//!   Every line is flushed as it is printed; a closed standard output (a
+//!   pipe into `head`) ends the command quietly with status 0.
+//! - **Errors** print `anykv: <message>` on standard error and exit with a
+//!   code from [`exit`] (0 ok, 1 failure, 2 usage or bad URL, 3 unreachable
+//!   or timed out, 4 not found, 5 condition failed, 130 Ctrl-C); with
+//!   `--json` the error is also printed on standard output as
+//!   `{"error": {"kind", "message", "exit_code"}}`. Argument errors are
+//!   reported by the argument parser, as text, with status 2.
+//! - **Values** come from the argument, a file (`--file PATH`) or standard
+//!   input (`-`), byte for byte: nothing is trimmed.
+//! - **watch** prints the current state, then `anykv: in sync at revision
+//!   N` on standard error (a `{"event": "synced"}` object with `--json`),
+//!   then every change; `--count N` exits with 0 after N changes (the
+//!   current state counts); Ctrl-C exits with 130. On an error it says from
+//!   which revision to resume.
+//! - **lock** and **lease** with a command after `--` run it (with
+//!   `ANYKV_LOCK_TOKEN` / `ANYKV_LEASE_ID` in its environment), pass on
+//!   SIGINT and SIGTERM, release or revoke when it ends and exit with its
+//!   status; if what they hold is lost they stop the command with SIGTERM
+//!   and exit with 1. Without a command they print the token or lease id and
+//!   hold until Ctrl-C (130). `lock --timeout` expiring while another client
+//!   holds the lock exits with 5.
+//! - **conformance** prints one line per case as it finishes and a total,
+//!   exits with 1 if any case failed, and runs under
+//!   `anykv-conformance-<unique>` below the URL's root, deleted afterwards.
+//!   Ctrl-C stops starting cases, lets the running ones finish (a second
+//!   Ctrl-C abandons them), prints the partial total and exits with 130.
+//!
+//! # As a library
+//!
+//! [`run`] is the whole tool: parse a [`cli::Cli`] and hand it over.
+//!
+//! ```
+//! use clap::Parser;
+//! use anykv_cli::{cli::Cli, exit};
+//!
+//! // `memory://` lives only as long as one run, so a missing key is 4.
+//! let cli = Cli::try_parse_from(["anykv", "--url", "memory://", "get", "nothing"]).unwrap();
+//! assert_eq!(anykv_cli::run(cli), exit::NOT_FOUND);
+//!
+//! let cli = Cli::try_parse_from(["anykv", "--url", "nosuch://host/", "get", "k"]).unwrap();
+//! assert_eq!(anykv_cli::run(cli), exit::USAGE);
+//! ```
+//!
+//! # Features
+//!
+//! - `test-backends` (off by default): registers `broken-memory://`, a
+//!   deliberately broken backend ([`test_backends`]), so the CLI's own tests
+//!   can show that `anykv conformance` fails it. It exists only for those
+//!   tests.
+
+#![deny(rustdoc::broken_intra_doc_links)]
+
+use std::time::Duration;
+
+pub mod cli;
+pub mod commands;
+pub mod conformance;
+pub mod exit;
+pub mod hold;
+pub mod output;
+pub mod signals;
+#[cfg(feature = "test-backends")]
+pub mod test_backends;
+
+use cli::{Cli, Command};
+use exit::CliError;
+use output::Out;
+use signals::Interrupts;
+
+/// Registers every backend this build knows: the built-in ones and, with
+/// the `test-backends` feature, `broken-memory://`.
+pub fn register_backends() {
+    anykv::register_builtin_backends();
+    #[cfg(feature = "test-backends")]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(test_backends::register);
+    }
+}
+
+/// Runs a parsed command line to the end on a runtime of its own, prints
+/// any error, and returns the process's exit code (see [`exit`]).
+pub fn run(cli: Cli) -> u8 {
+    let out = Out { json: cli.json };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return report(
+                Err(CliError::new(
+                    exit::FAILURE,
+                    "Io",
+                    format!("cannot start: {e}"),
+                )),
+                out,
+            )
+        }
+    };
+    let result = runtime.block_on(execute(cli));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    report(result, out)
+}
+
+/// Runs a parsed command line inside a Tokio runtime. Installs the Ctrl-C
+/// handling first, so every command stops cleanly on SIGINT or SIGTERM.
+pub async fn execute(cli: Cli) -> Result<(), CliError> {
+    register_backends();
+    let interrupts = Interrupts::install()
+        .map_err(|e| CliError::new(exit::FAILURE, "Io", format!("cannot handle Ctrl-C: {e}")))?;
+    let out = Out { json: cli.json };
+    let url = cli.url;
+    match cli.command {
+        Command::Conformance(args) => conformance::run(args, url, out, &interrupts).await,
+        Command::Watch(args) => commands::watch(&require_url(url)?, args, out, &interrupts).await,
+        Command::Lock(args) => hold::lock(&require_url(url)?, args, out, &interrupts).await,
+        Command::Lease(args) => hold::lease(&require_url(url)?, args, out, &interrupts).await,
+        short => {
+            let url = require_url(url)?;
+            let work = async {
+                match short {
+                    Command::Get(args) => commands::get(&url, args, out).await,
+                    Command::Put(args) => commands::put(&url, args, out).await,
+                    Command::Rm(args) => commands::rm(&url, args, out).await,
+                    Command::Ls(args) => commands::ls(&url, args, out).await,
+                    _ => Ok(()),
+                }
+            };
+            tokio::select! {
+                r = work => r,
+                signal = interrupts.first() => Err(CliError::interrupted(signal)),
+            }
+        }
+    }
+}
+
+/// The store URL of a command: `--url` or `ANYKV_URL`, or a usage error.
+pub fn require_url(url: Option<String>) -> Result<String, CliError> {
+    match url {
+        Some(u) if !u.trim().is_empty() => Ok(u),
+        _ => Err(CliError::usage(
+            "no store URL: pass --url URL or set ANYKV_URL (for example memory:// or \
+             etcd://127.0.0.1:2379/app)",
+        )),
+    }
+}
+
+/// Prints an error (`anykv: message` on standard error, and with `--json`
+/// an error object on standard output) and returns the exit code.
+pub fn report(result: Result<(), CliError>, out: Out) -> u8 {
+    match result {
+        Ok(()) => exit::OK,
+        Err(e) if e.quiet => e.code,
+        Err(e) => {
+            if out.json {
+                let _ = out.json(&output::error_json(&e));
+            }
+            output::progress(&output::one_line(&e.message));
+            e.code
+        }
+    }
+}

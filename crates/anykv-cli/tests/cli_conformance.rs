@@ -1,0 +1,191 @@
+//! `anykv conformance` as a process against each backend: every case is
+//! printed once, the total adds up, and the exit code says whether any
+//! case failed. The server tests use the shared test servers (or
+//! `ANYKV_ETCD_URL`, `ANYKV_REDIS_URL`, `ANYKV_ZOOKEEPER_URL`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{parse_case_line, run};
+
+/// A whole suite may take a while on a busy machine.
+const SUITE_LIMIT: Duration = Duration::from_secs(600);
+
+/// What one run printed: each case's outcome word and reason, by name.
+struct Run {
+    code: Option<i32>,
+    cases: BTreeMap<String, (String, Option<String>)>,
+    total: String,
+    stderr: String,
+}
+
+fn conformance(url: &str) -> Run {
+    let finished = run(common::command(&["conformance", url]), None, SUITE_LIMIT);
+    let mut lines = finished.lines();
+    let total = lines.pop().expect("a total line");
+    let mut cases = BTreeMap::new();
+    for line in &lines {
+        let (word, name, reason) = parse_case_line(line);
+        assert!(
+            cases.insert(name.clone(), (word, reason)).is_none(),
+            "{name} printed twice"
+        );
+    }
+    let all: Vec<String> = anykv_conformance::all_cases()
+        .iter()
+        .map(|c| c.name.to_owned())
+        .collect();
+    assert_eq!(lines.len(), all.len(), "one line per case");
+    assert_eq!(
+        cases.keys().cloned().collect::<Vec<_>>(),
+        {
+            let mut sorted = all.clone();
+            sorted.sort();
+            sorted
+        },
+        "every case printed"
+    );
+    Run {
+        code: finished.code,
+        cases,
+        total,
+        stderr: finished.stderr,
+    }
+}
+
+fn count(run: &Run, word: &str) -> usize {
+    run.cases.values().filter(|(w, _)| w == word).count()
+}
+
+fn assert_all_pass_except(run: &Run, unsupported: &[(&str, &str)]) {
+    let failed: Vec<_> = run.cases.iter().filter(|(_, (w, _))| w == "FAIL").collect();
+    assert!(failed.is_empty(), "failed cases: {failed:#?}");
+    let actual: Vec<(String, String)> = run
+        .cases
+        .iter()
+        .filter(|(_, (w, _))| w == "unsupported")
+        .map(|(n, (_, r))| (n.clone(), r.clone().unwrap_or_default()))
+        .collect();
+    let expected: Vec<(String, String)> = unsupported
+        .iter()
+        .map(|(n, r)| ((*n).to_owned(), (*r).to_owned()))
+        .collect();
+    assert_eq!(actual, expected);
+    let n = anykv_conformance::all_cases().len();
+    assert_eq!(
+        run.total,
+        format!(
+            "{n} cases: {} passed, 0 failed, {} unsupported",
+            n - unsupported.len(),
+            unsupported.len()
+        )
+    );
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+}
+
+#[test]
+fn conformance_memory_passes() {
+    let run = conformance("memory://");
+    assert_all_pass_except(&run, &[]);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "anykv: running {} conformance cases against memory://anykv-cli-conformance \
+             (8 at a time; Ctrl-C stops)\n",
+            anykv_conformance::all_cases().len()
+        )
+    );
+}
+
+/// The suite deleted everything it wrote under the URL's root.
+fn assert_root_empty(url: &str) {
+    let ls = common::anykv(&["--url", url, "ls", "--keys-only"]);
+    assert_eq!(
+        (ls.code, ls.out(), ls.stderr),
+        (Some(0), String::new(), String::new())
+    );
+}
+
+#[test]
+fn conformance_etcd_passes() {
+    let url = format!(
+        "{}/{}",
+        anykv_testserver::etcd::shared_url(),
+        anykv_testserver::unique_name("cli-suite")
+    );
+    assert_all_pass_except(&conformance(&url), &[]);
+    assert_root_empty(&url);
+}
+
+#[test]
+fn conformance_redis_passes() {
+    let url = format!(
+        "{}/0/{}",
+        anykv_testserver::redis::shared_url(),
+        anykv_testserver::unique_name("cli-suite")
+    );
+    assert_all_pass_except(&conformance(&url), &[]);
+    assert_root_empty(&url);
+}
+
+#[test]
+fn conformance_zookeeper_passes_with_three_unsupported() {
+    let url = format!(
+        "{}/{}",
+        anykv_testserver::zookeeper::shared_url(),
+        anykv_testserver::unique_name("cli-suite")
+    );
+    let why = "the backend's capabilities say watch_resume = false";
+    assert_all_pass_except(
+        &conformance(&url),
+        &[
+            ("watch_resume_compacted", why),
+            ("watch_resume_from_revision", why),
+            ("watch_tree_resume_from_revision", why),
+        ],
+    );
+    assert_root_empty(&url);
+}
+
+/// `broken-memory://` (the `test-backends` feature) loses compare-and-swap
+/// and delete events: the suite must fail it, naming why.
+#[test]
+fn conformance_broken_backend_fails() {
+    let run = conformance("broken-memory://");
+    assert_eq!(run.code, Some(1));
+    let n = anykv_conformance::all_cases().len();
+    let failed = count(&run, "FAIL");
+    assert_eq!(
+        run.total,
+        format!(
+            "{n} cases: {} passed, {failed} failed, 0 unsupported",
+            n - failed
+        )
+    );
+    assert_eq!(
+        run.stderr.lines().last(),
+        Some(format!("anykv: {failed} of {n} conformance cases failed").as_str())
+    );
+    let reason = |name: &str| match run.cases.get(name) {
+        Some((word, Some(reason))) if word == "FAIL" => reason.clone(),
+        other => panic!("{name}: expected a FAIL line, got {other:?}"),
+    };
+    assert!(
+        reason("atomic_put_stale_revision").ends_with("expected a KeyModified error, got Ok"),
+        "{}",
+        reason("atomic_put_stale_revision")
+    );
+    assert!(
+        reason("atomic_put_missing_key").ends_with("expected a KeyNotFound error, got Ok"),
+        "{}",
+        reason("atomic_put_missing_key")
+    );
+    assert_eq!(reason("watch_delete_event"), "no watch event within 10s");
+    assert_eq!(
+        run.cases.get("put_get_roundtrip"),
+        Some(&("pass".to_owned(), None)),
+        "what is not broken passes"
+    );
+}
