@@ -3,6 +3,7 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -171,6 +172,27 @@ impl ZkStore {
         }
     }
 
+    /// Runs `reads` on the store's session right behind a `sync`, without
+    /// waiting a round trip for the sync's reply: the client sends requests
+    /// in call order and the server serves one session's requests in
+    /// order, so the reads see at least what the `sync` guarantees (every
+    /// write completed before it). The sync's failure wins over the reads'
+    /// result.
+    pub(crate) async fn after_sync<T, F, Fut>(&self, reads: F) -> Result<T>
+    where
+        F: FnOnce(zk::Client) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let client = self.client().await?;
+        // Sent now, before anything `reads` sends when first polled.
+        let sync = timed(self.limit(), "sync", client.sync("/"));
+        let (synced, out) = futures::join!(sync, reads(client.clone()));
+        match synced? {
+            Ok(()) => out,
+            Err(e) => Err(map_err(e, "sync")),
+        }
+    }
+
     pub(crate) fn limit(&self) -> Duration {
         self.inner.config.request_timeout
     }
@@ -244,13 +266,16 @@ impl ZkStore {
     }
 
     async fn read_pair(&self, canonical: &str) -> Result<Option<KvPair>> {
-        let client = self.synced_client().await?;
         let path = self.value_path(canonical);
-        match timed(self.limit(), "get", client.get_data(&path)).await? {
-            Ok((data, stat)) => Ok(Some(KvPair::new(canonical, data, stat.mzxid as u64))),
-            Err(zk::Error::NoNode) => Ok(None),
-            Err(e) => Err(map_err(e, &format!("get {canonical:?}"))),
-        }
+        let limit = self.limit();
+        self.after_sync(|client| async move {
+            match timed(limit, "get", client.get_data(&path)).await? {
+                Ok((data, stat)) => Ok(Some(KvPair::new(canonical, data, stat.mzxid as u64))),
+                Err(zk::Error::NoNode) => Ok(None),
+                Err(e) => Err(map_err(e, &format!("get {canonical:?}"))),
+            }
+        })
+        .await
     }
 
     async fn stat_of(
@@ -306,7 +331,7 @@ impl ZkStore {
         expected: Option<Option<u64>>,
         mode: Mode,
     ) -> Result<u64> {
-        let client = self.synced_client().await?;
+        let client = self.client().await?;
         let dir = self.key_dir(canonical);
         let vpath = child(&dir, VALUE);
         let what = format!("put {canonical:?}");
@@ -330,14 +355,31 @@ impl ZkStore {
             b""
         };
         for _ in 0..WRITE_ATTEMPTS {
-            let dir_read = match timed(self.limit(), &what, client.get_data(&dir)).await? {
+            // One round trip: a sync, then both reads behind it (requests
+            // of one session are sent and served in order).
+            let sync = client.sync("/");
+            let dir_get = client.get_data(&dir);
+            let value_stat = client.check_stat(&vpath);
+            let (synced, dir_read, stat) = match timed(self.limit(), &what, async {
+                Ok(futures::join!(sync, dir_get, value_stat))
+            })
+            .await?
+            {
+                Ok(replies) => replies,
+                Err(e) => return Err(map_err(e, &what)),
+            };
+            if let Err(e) = synced {
+                return Err(map_err(e, "sync"));
+            }
+            let dir_read = match dir_read {
                 Ok((data, st)) => Some((data, st)),
                 Err(zk::Error::NoNode) => None,
                 Err(e) => return Err(map_err(e, &what)),
             };
-            let stat = match &dir_read {
-                Some(_) => self.stat_of(&client, &vpath, &what).await?,
-                None => None,
+            let stat = match (&dir_read, stat) {
+                (Some(_), Ok(stat)) => stat,
+                (None, _) | (_, Err(zk::Error::NoNode)) => None,
+                (_, Err(e)) => return Err(map_err(e, &what)),
             };
             match (expected, &stat) {
                 (Some(None), Some(_)) => {
@@ -914,19 +956,19 @@ impl Store for ZkStore {
     async fn exists(&self, key: &str) -> Result<bool> {
         self.check()?;
         let canonical = self.canonical(key)?;
-        let client = self.synced_client().await?;
         let path = self.value_path(&canonical);
-        Ok(self
-            .stat_of(&client, &path, &format!("exists {canonical:?}"))
-            .await?
-            .is_some())
+        let what = format!("exists {canonical:?}");
+        self.after_sync(
+            |client| async move { Ok(self.stat_of(&client, &path, &what).await?.is_some()) },
+        )
+        .await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
         self.check()?;
         let prefix = self.full_prefix(prefix)?;
-        let client = self.synced_client().await?;
-        self.list_under(&client, &prefix).await
+        self.after_sync(|client| async move { self.list_under(&client, &prefix).await })
+            .await
     }
 
     async fn delete_tree(&self, prefix: &str) -> Result<u64> {
@@ -982,10 +1024,11 @@ impl Store for ZkStore {
         // node (whose own version restarts), so checking both in one
         // multi-op makes a concurrent delete-and-re-create fail this.
         let dir = self.key_dir(&canonical);
-        let Some(dir_stat) = self.stat_of(&client, &dir, &what).await? else {
-            return Err(not_found());
-        };
-        let Some(st) = self.stat_of(&client, &path, &what).await? else {
+        let (dir_stat, st) = futures::try_join!(
+            self.stat_of(&client, &dir, &what),
+            self.stat_of(&client, &path, &what)
+        )?;
+        let (Some(dir_stat), Some(st)) = (dir_stat, st) else {
             return Err(not_found());
         };
         if st.mzxid as u64 != expected {
