@@ -61,13 +61,23 @@ pub fn normalize_prefix(prefix: &str) -> Result<String> {
             ),
         ));
     }
-    for c in trimmed.chars() {
-        if let Some(reason) = forbidden_char(c) {
-            return Err(Error::invalid_key(
-                prefix,
-                format!("it contains {reason} U+{:04X}", c as u32),
-            ));
-        }
+    // Most keys are ASCII, where the only forbidden characters are the
+    // control characters: one byte scan instead of decoding characters.
+    let forbidden = if trimmed.is_ascii() {
+        trimmed
+            .bytes()
+            .find(|b| *b < 0x20 || *b == 0x7f)
+            .map(|b| ("the control character", u32::from(b)))
+    } else {
+        trimmed
+            .chars()
+            .find_map(|c| forbidden_char(c).map(|reason| (reason, c as u32)))
+    };
+    if let Some((reason, code)) = forbidden {
+        return Err(Error::invalid_key(
+            prefix,
+            format!("it contains {reason} U+{code:04X}"),
+        ));
     }
     for segment in trimmed.split('/') {
         match segment {
@@ -158,6 +168,39 @@ pub fn tree_range(prefix: &str) -> (String, Option<String>) {
 mod tests {
     use super::*;
     use crate::ErrorKind;
+
+    #[test]
+    fn forbidden_characters_are_named_ascii_or_not() {
+        let reason = |k: &str| match normalize_key(k) {
+            Err(Error::InvalidKey { reason, .. }) => reason,
+            other => panic!("{k:?}: {other:?}"),
+        };
+        assert_eq!(
+            reason("a\u{1}b"),
+            "it contains the control character U+0001"
+        );
+        assert_eq!(
+            reason("a\u{7f}"),
+            "it contains the control character U+007F"
+        );
+        assert_eq!(
+            reason("é\u{85}"),
+            "it contains the control character U+0085"
+        );
+        assert_eq!(
+            reason("é\u{1f}"),
+            "it contains the control character U+001F"
+        );
+        assert_eq!(
+            reason("é\u{e000}"),
+            "it contains the private-use character U+E000"
+        );
+        assert_eq!(
+            reason("\u{fff0}"),
+            "it contains the special character U+FFF0"
+        );
+        assert_eq!(normalize_key("a~b é").unwrap(), "a~b é");
+    }
 
     #[test]
     fn canonical_forms() {

@@ -299,12 +299,20 @@ impl MemoryStore {
     }
 
     fn full_key(&self, key: &str) -> Result<String> {
-        Ok(key::join(&self.inner.root, &key::normalize_key(key)?))
+        let canonical = key::normalize_key(key)?;
+        if self.inner.root.is_empty() {
+            return Ok(canonical);
+        }
+        Ok(key::join(&self.inner.root, &canonical))
     }
 
     fn full_prefix(&self, prefix: &str) -> Result<(bool, String)> {
         let p = key::normalize_prefix(prefix)?;
-        Ok((!p.is_empty(), key::join(&self.inner.root, &p)))
+        let has_key = !p.is_empty();
+        if self.inner.root.is_empty() {
+            return Ok((has_key, p));
+        }
+        Ok((has_key, key::join(&self.inner.root, &p)))
     }
 
     fn check_write(
@@ -526,7 +534,7 @@ impl Store for MemoryStore {
                 .shared
                 .state
                 .write()
-                .put(&full, value, options.lease.map(|l| l.0), ttl)?;
+                .put(full, value, options.lease.map(|l| l.0), ttl)?;
         self.after_write(ttl);
         Ok(rev)
     }
@@ -574,7 +582,7 @@ impl Store for MemoryStore {
             let mut state = self.inner.shared.state.write();
             let current = state.current_revision_of(&full);
             check_expected(&full, expected, current, &self.inner.root)?;
-            state.put(&full, value, options.lease.map(|l| l.0), ttl)?
+            state.put(full, value, options.lease.map(|l| l.0), ttl)?
         };
         self.after_write(ttl);
         Ok(rev)

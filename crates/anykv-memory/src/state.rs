@@ -258,7 +258,16 @@ impl State {
     }
 
     pub(crate) fn list(&self, full_prefix: &str, root: &str) -> Vec<KvPair> {
-        self.tree_iter(full_prefix)
+        if full_prefix.is_empty() {
+            return self.data.iter().map(|(k, e)| pair(root, k, e)).collect();
+        }
+        // The tree is the contiguous run of keys starting with `prefix/`.
+        let mut start = String::with_capacity(full_prefix.len() + 1);
+        start.push_str(full_prefix);
+        start.push('/');
+        self.data
+            .range::<str, _>((Bound::Included(start.as_str()), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(start.as_str()))
             .map(|(k, e)| pair(root, k, e))
             .collect()
     }
@@ -267,7 +276,7 @@ impl State {
     /// the value and any compare condition.
     pub(crate) fn put(
         &mut self,
-        full: &str,
+        full: String,
         value: Bytes,
         lease: Option<u64>,
         ttl: Option<Duration>,
@@ -285,28 +294,36 @@ impl State {
         let expires = ttl.and_then(|t| Instant::now().checked_add(t));
         self.revision += 1;
         let revision = self.revision;
-        let old = self.data.insert(
-            full.to_owned(),
-            Entry {
-                value: value.clone(),
-                revision,
-                lease,
-                expires,
-            },
-        );
+        let entry = Entry {
+            value: value.clone(),
+            revision,
+            lease,
+            expires,
+        };
+        // Rewriting a key (the common case) keeps its map key: no
+        // allocation for it.
+        let old = match self.data.get_mut(&full) {
+            Some(slot) => Some(std::mem::replace(slot, entry)),
+            None => {
+                self.data.insert(full.clone(), entry);
+                None
+            }
+        };
         if let Some(old) = old {
-            self.unbind(full, &old);
+            if old.lease.is_some() || old.expires.is_some() {
+                self.unbind(&full, &old);
+            }
         }
         if let Some(l) = lease {
             if let Some(ls) = self.leases.get_mut(&l) {
-                ls.keys.insert(full.to_owned());
+                ls.keys.insert(full.clone());
             }
         }
         if let Some(at) = expires {
-            self.expiries.insert((at, full.to_owned()));
+            self.expiries.insert((at, full.clone()));
         }
         self.record(Change {
-            key: full.to_owned(),
+            key: full,
             revision,
             value: Some(value),
         });
@@ -397,6 +414,9 @@ impl State {
     }
 
     fn notify(&mut self, change: &Change) {
+        if self.watchers.is_empty() {
+            return;
+        }
         let mut targets: Vec<u64> = Vec::new();
         if let Some(ids) = self.key_watchers.get(&change.key) {
             targets.extend(ids);
