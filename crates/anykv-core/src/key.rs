@@ -37,20 +37,36 @@ pub const MAX_KEY_BYTES: usize = 4096;
 
 /// Checks a single key and returns its canonical form.
 pub fn normalize_key(key: &str) -> Result<String> {
-    let canonical = normalize_prefix(key)?;
+    canonical_key(key).map(str::to_owned)
+}
+
+/// Checks a prefix (which may be empty: the whole store) and returns its
+/// canonical form.
+pub fn normalize_prefix(prefix: &str) -> Result<String> {
+    canonical_prefix(prefix).map(str::to_owned)
+}
+
+/// [`normalize_key`] without allocating: the canonical form is always a
+/// slice of the key (at most one leading and one trailing `/` removed).
+///
+/// ```
+/// assert_eq!(anykv_core::key::canonical_key("/a/b/").unwrap(), "a/b");
+/// assert!(anykv_core::key::canonical_key("/").is_err());
+/// ```
+pub fn canonical_key(key: &str) -> Result<&str> {
+    let canonical = canonical_prefix(key)?;
     if canonical.is_empty() {
         return Err(Error::invalid_key(key, "the key is empty"));
     }
     Ok(canonical)
 }
 
-/// Checks a prefix (which may be empty: the whole store) and returns its
-/// canonical form.
-pub fn normalize_prefix(prefix: &str) -> Result<String> {
+/// [`normalize_prefix`] without allocating: a slice of `prefix`.
+pub fn canonical_prefix(prefix: &str) -> Result<&str> {
     let trimmed = prefix.strip_prefix('/').unwrap_or(prefix);
     let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
     if trimmed.is_empty() {
-        return Ok(String::new());
+        return Ok("");
     }
     if trimmed.len() > MAX_KEY_BYTES {
         return Err(Error::invalid_key(
@@ -91,7 +107,7 @@ pub fn normalize_prefix(prefix: &str) -> Result<String> {
             _ => {}
         }
     }
-    Ok(trimmed.to_owned())
+    Ok(trimmed)
 }
 
 /// Checks a store's root (an etcd prefix, a ZooKeeper chroot, ...): the same

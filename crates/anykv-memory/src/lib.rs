@@ -523,7 +523,11 @@ impl Store for MemoryStore {
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
         self.check()?;
-        let full = self.full_key(key)?;
+        let canonical = key::canonical_key(key)?;
+        if self.inner.root.is_empty() {
+            return Ok(self.inner.shared.state.read().get(canonical, ""));
+        }
+        let full = key::join(&self.inner.root, canonical);
         Ok(self.inner.shared.state.read().get(&full, &self.inner.root))
     }
 
