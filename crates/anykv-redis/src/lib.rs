@@ -57,6 +57,12 @@
 //! below the stream's last entry: a counter that was evicted or reset
 //! continues after the stream's top instead of reusing revisions.
 //!
+//! Reads take the cheapest path that keeps them exact: `get` is one
+//! `HMGET` of the key's hash, and only a key with a TTL deadline (whose
+//! liveness needs the server's clock) is read again by the read script;
+//! `list` is one script (`ZRANGEBYLEX` and an `HMGET` per key, as of one
+//! instant) that reads the clock only if a listed key has a deadline.
+//!
 //! # Capabilities and why
 //!
 //! Everything is on: `watch`, `watch_every_revision` (the stream records
@@ -83,8 +89,13 @@
 //! # Watches
 //!
 //! Each store has one reader task on a connection of its own, running
-//! `XREAD BLOCK` on the change stream and fanning entries out to all of the
-//! store's watches, so a thousand watches cost one connection. A new watch
+//! `XREAD BLOCK` on the change stream and fanning entries out to the
+//! store's watches, so a thousand watches cost one connection; a change is
+//! offered only to the watches of its key and of the trees holding it. The
+//! reader reads only while the store has a watch or a waiting `lock()`:
+//! otherwise it is parked (writes then cost the server no `XREAD`), and
+//! the next watch or lock waiter starts it again right after the revision
+//! it read itself, so nothing between is missed. A new watch
 //! reads its snapshot and the store's revision in one script, then catches
 //! up from the stream with `XRANGE` until the reader has not gone past it.
 //! After a reconnect the reader continues from the last entry it delivered;
@@ -144,8 +155,8 @@
 //! with `<ms>-*` IDs, exclusive stream ranges). A standalone server or a
 //! primary (no Cluster mode support beyond the hash tag). An ACL user needs
 //! the key pattern `~{ns}:*` and the commands `EVALSHA`, `SCRIPT|LOAD`,
-//! `XREAD`, `SELECT` (a database other than 0), plus those the scripts
-//! call: `TIME INCR
+//! `XREAD`, `SELECT` (a database other than 0), `HMGET` (`get` sends it
+//! directly), plus those the scripts call: `TIME INCR
 //! GET SET PTTL PEXPIRE DEL HMGET HGET HSET HDEL ZADD ZREM ZSCORE
 //! ZRANGEBYLEX ZRANGEBYSCORE SADD SREM SMEMBERS XADD XRANGE XREVRANGE EXISTS`.
 //! [`RedisStore::compact`] also needs `XTRIM`. `KEYS`, `SCAN` and keyspace
@@ -260,6 +271,8 @@ struct Shared {
     next_id: AtomicU64,
     uid: String,
     reader_connected: AtomicBool,
+    /// Wakes the watch reader when it is parked (see [`Hub::idle`]).
+    wake: Notify,
     /// The namespace's epoch (`{ns}:epoch`) as this store knows it.
     epoch: Mutex<String>,
 }
@@ -276,17 +289,34 @@ struct Hub {
     /// the revision it started at). Gaps are measured from here, never
     /// from an unlock record.
     data: u64,
-    subs: HashMap<u64, Sub>,
+    /// The reader is parked: the store has no watch and no lock waiter,
+    /// so it reads nothing (a write then costs the server no `XREAD`),
+    /// and `pos` and `data` mean nothing. Whoever needs the reader again
+    /// sets them to a revision from the server after which it must
+    /// deliver everything, clears this, and wakes the reader.
+    idle: bool,
+    subs: Subs,
     /// Per lock key: the notifier and how many of this store's `lock()`
     /// calls wait on it.
     lock_waiters: HashMap<String, (Arc<Notify>, usize)>,
 }
 
 impl Hub {
+    /// Starts the parked reader after revision `rev`; does nothing if it
+    /// is reading.
+    fn resume_after(&mut self, rev: u64, wake: &Notify) {
+        if self.idle {
+            self.idle = false;
+            self.pos = (rev, 0);
+            self.data = rev;
+            wake.notify_one();
+        }
+    }
+
     /// Ends every watch with `err`, and wakes every lock waiter (the
     /// unlock record it waits for may be lost too; it tries again).
     fn fail_all(&mut self, err: impl Fn() -> Error) {
-        for (_, sub) in self.subs.drain() {
+        for sub in self.subs.drain() {
             // Never silent: a full buffer ends in WatchLagged.
             let _ = sub.events.send(Err(err()));
         }
@@ -312,9 +342,110 @@ impl Filter {
 }
 
 struct Sub {
-    filter: Filter,
     events: EventSender,
     last: u64,
+}
+
+/// A store's watches, grouped by the key or the tree they watch, so a
+/// change is offered only to the watches it matches: one lookup for the
+/// key and one per tree that could hold it, however many other watches
+/// the store has.
+#[derive(Default)]
+struct Subs {
+    /// Watches of one key, by full key.
+    keys: HashMap<String, HashMap<u64, Sub>>,
+    /// Watches of a tree, by full prefix.
+    trees: HashMap<String, HashMap<u64, Sub>>,
+    /// What each watch watches.
+    filters: HashMap<u64, Filter>,
+}
+
+impl Subs {
+    fn len(&self) -> usize {
+        self.filters.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.filters.is_empty()
+    }
+
+    fn insert(&mut self, id: u64, filter: Filter, sub: Sub) {
+        let group = match &filter {
+            Filter::Key(k) => self.keys.entry(k.clone()).or_default(),
+            Filter::Tree(p) => self.trees.entry(p.clone()).or_default(),
+        };
+        group.insert(id, sub);
+        self.filters.insert(id, filter);
+    }
+
+    fn remove(&mut self, id: u64) {
+        let Some(filter) = self.filters.remove(&id) else {
+            return;
+        };
+        let (groups, name) = match &filter {
+            Filter::Key(k) => (&mut self.keys, k),
+            Filter::Tree(p) => (&mut self.trees, p),
+        };
+        if let Some(group) = groups.get_mut(name) {
+            group.remove(&id);
+            if group.is_empty() {
+                groups.remove(name);
+            }
+        }
+    }
+
+    /// Removes every watch.
+    fn drain(&mut self) -> impl Iterator<Item = Sub> + '_ {
+        self.filters.clear();
+        self.keys
+            .drain()
+            .chain(self.trees.drain())
+            .flat_map(|(_, group)| group.into_values())
+    }
+
+    fn clear(&mut self) {
+        self.filters.clear();
+        self.keys.clear();
+        self.trees.clear();
+    }
+
+    /// Sends `event`, the change of `full` at `rev`, to every watch of
+    /// that key or of a tree holding it that has not seen `rev` yet; drops
+    /// the watches that are gone.
+    fn deliver(&mut self, full: &str, rev: u64, event: &WatchEvent) {
+        let mut gone = Vec::new();
+        let mut send = |group: &mut HashMap<u64, Sub>| {
+            for (id, sub) in group.iter_mut() {
+                if rev <= sub.last {
+                    continue;
+                }
+                sub.last = rev;
+                if sub.events.send(Ok(event.clone())).is_err() {
+                    gone.push(*id);
+                }
+            }
+        };
+        if let Some(group) = self.keys.get_mut(full) {
+            send(group);
+        }
+        if !self.trees.is_empty() && !full.is_empty() {
+            // The trees holding `full`: the whole namespace (`""`), and
+            // every proper prefix of it that ends before a `/`.
+            if let Some(group) = self.trees.get_mut("") {
+                send(group);
+            }
+            for (i, b) in full.bytes().enumerate() {
+                if b == b'/' {
+                    if let Some(group) = self.trees.get_mut(&full[..i]) {
+                        send(group);
+                    }
+                }
+            }
+        }
+        for id in gone {
+            self.remove(id);
+        }
+    }
 }
 
 /// One change record of the stream.
@@ -323,7 +454,7 @@ struct Entry {
     seq: u64,
     key: String,
     kind: u8,
-    value: Vec<u8>,
+    value: Bytes,
 }
 
 impl fmt::Debug for RedisStore {
@@ -396,6 +527,24 @@ fn bad_reply(what: &str) -> Error {
     }
 }
 
+/// What a call is, for its error messages: a fixed text, or a closure
+/// that builds one (only when there is an error to report).
+trait Label {
+    fn text(&self) -> String;
+}
+
+impl Label for &str {
+    fn text(&self) -> String {
+        (*self).to_owned()
+    }
+}
+
+impl<F: Fn() -> String> Label for F {
+    fn text(&self) -> String {
+        self()
+    }
+}
+
 fn as_bytes(v: &Value) -> Option<Vec<u8>> {
     match v {
         Value::BulkString(b) => Some(b.clone()),
@@ -403,6 +552,14 @@ fn as_bytes(v: &Value) -> Option<Vec<u8>> {
         Value::Int(i) => Some(i.to_string().into_bytes()),
         Value::Okay => Some(b"OK".to_vec()),
         _ => None,
+    }
+}
+
+/// Like [`as_bytes`], taking the bytes out of the reply without a copy.
+fn into_bytes(v: Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        other => as_bytes(&other),
     }
 }
 
@@ -461,20 +618,20 @@ fn parse_entries(v: Value) -> Option<Vec<Entry>> {
             seq,
             key: String::new(),
             kind: 0,
-            value: Vec::new(),
+            value: Bytes::new(),
         };
         let fields = parts.next().and_then(as_array).unwrap_or_default();
-        let mut it = fields.iter();
+        let mut it = fields.into_iter();
         let mut key = None;
         let mut kind = 0;
         while let (Some(f), Some(val)) = (it.next(), it.next()) {
-            let (Some(f), Some(val)) = (as_bytes(f), as_bytes(val)) else {
+            let (Some(f), Some(val)) = (as_bytes(&f), into_bytes(val)) else {
                 continue;
             };
             match f.as_slice() {
                 b"k" => key = String::from_utf8(val).ok(),
                 b"t" => kind = val.first().copied().unwrap_or(0),
-                b"v" => e.value = val,
+                b"v" => e.value = Bytes::from(val),
                 _ => {}
             }
         }
@@ -527,8 +684,9 @@ impl Shared {
         key::strip_root(&self.root, full).unwrap_or(full)
     }
 
-    /// Runs a script once, within the timeout. For writes.
-    async fn run(&self, script: &redis::Script, args: &[&[u8]], what: &str) -> Result<Value> {
+    /// Runs a script once, within the timeout. For writes. `what` names
+    /// the call in errors; it is only built when there is one.
+    async fn run(&self, script: &redis::Script, args: &[&[u8]], what: impl Label) -> Result<Value> {
         let mut inv = script.prepare_invoke();
         inv.arg(self.prefix.as_bytes()).arg(self.history.as_bytes());
         for a in args {
@@ -538,10 +696,10 @@ impl Shared {
         match tokio::time::timeout(self.config.timeout, inv.invoke_async::<Value>(&mut conn)).await
         {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(map_err(e, what)),
+            Ok(Err(e)) => Err(map_err(e, &what.text())),
             Err(_) => Err(Error::Timeout {
                 backend: BACKEND,
-                operation: format!("{what} (may have been applied)"),
+                operation: format!("{} (may have been applied)", what.text()),
                 after: self.config.timeout,
             }),
         }
@@ -550,18 +708,40 @@ impl Shared {
     /// Runs a read-only script, retrying transient failures within the
     /// timeout.
     async fn read(&self, script: &redis::Script, args: &[&[u8]], what: &str) -> Result<Value> {
+        let mut inv = script.prepare_invoke();
+        inv.arg(self.prefix.as_bytes()).arg(self.history.as_bytes());
+        for a in args {
+            inv.arg(*a);
+        }
+        let inv = &inv;
+        self.retrying(what, move |mut conn| async move {
+            inv.invoke_async::<Value>(&mut conn).await
+        })
+        .await
+    }
+
+    /// Sends a read-only command, retrying transient failures within the
+    /// timeout.
+    async fn read_cmd(&self, cmd: &redis::Cmd, what: &str) -> Result<Value> {
+        self.retrying(what, move |mut conn| async move {
+            cmd.query_async::<Value>(&mut conn).await
+        })
+        .await
+    }
+
+    /// Calls `call` on the store's connection until it succeeds, fails
+    /// for good, or the timeout runs out. For reads only.
+    async fn retrying<F, Fut>(&self, what: &str, mut call: F) -> Result<Value>
+    where
+        F: FnMut(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<Value>>,
+    {
         let deadline = Instant::now()
             .checked_add(self.config.timeout)
             .unwrap_or_else(Instant::now);
         loop {
-            let mut inv = script.prepare_invoke();
-            inv.arg(self.prefix.as_bytes()).arg(self.history.as_bytes());
-            for a in args {
-                inv.arg(*a);
-            }
-            let mut conn = self.conn.clone();
             let left = deadline.saturating_duration_since(Instant::now());
-            let err = match tokio::time::timeout(left, inv.invoke_async::<Value>(&mut conn)).await {
+            let err = match tokio::time::timeout(left, call(self.conn.clone())).await {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) => map_err(e, what),
                 Err(_) => {
@@ -673,21 +853,9 @@ impl Shared {
                 });
             }
             if e.seq == 0 {
-                let mut gone = Vec::new();
-                for (id, sub) in hub.subs.iter_mut() {
-                    if e.rev <= sub.last {
-                        continue;
-                    }
-                    sub.last = e.rev;
-                    if !matches!(e.kind, b'p' | b'd') || !sub.filter.matches(&e.key) {
-                        continue;
-                    }
-                    if sub.events.send(Ok(self.event(&e))).is_err() {
-                        gone.push(*id);
-                    }
-                }
-                for id in gone {
-                    hub.subs.remove(&id);
+                if matches!(e.kind, b'p' | b'd') {
+                    let event = self.event(&e);
+                    hub.subs.deliver(&e.key, e.rev, &event);
                 }
             } else if e.kind == b'u' {
                 if let Some((n, _)) = hub.lock_waiters.get(&e.key) {
@@ -709,7 +877,7 @@ impl Shared {
         } else {
             WatchEvent::Put(KvPair {
                 key,
-                value: Bytes::from(e.value.clone()),
+                value: e.value.clone(),
                 revision: e.rev,
             })
         }
@@ -813,6 +981,22 @@ async fn reader_loop(shared: Arc<Shared>) {
     loop {
         if *shutdown.borrow() {
             break;
+        }
+        let parked = {
+            let mut hub = shared.hub.lock();
+            if hub.subs.is_empty() && hub.lock_waiters.is_empty() {
+                hub.idle = true;
+            }
+            hub.idle
+        };
+        if parked {
+            // Nobody to deliver to: read nothing until a watch or a lock
+            // waiter gives the reader a position again.
+            down_since = None;
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = shared.wake.notified() => continue,
+            }
         }
         if let Some(since) = down_since {
             let down = since.elapsed();
@@ -1049,7 +1233,8 @@ impl RedisStore {
             hub: Mutex::new(Hub {
                 pos: (0, 0),
                 data: 0,
-                subs: HashMap::new(),
+                subs: Subs::default(),
+                idle: false,
                 lock_waiters: HashMap::new(),
             }),
             leases: Mutex::new(HashMap::new()),
@@ -1058,6 +1243,7 @@ impl RedisStore {
             epoch: Mutex::new(uid.clone()),
             uid,
             reader_connected: AtomicBool::new(false),
+            wake: Notify::new(),
         });
         // The reader starts at the current revision of the namespace's
         // epoch (stored now if the namespace has none); this also proves
@@ -1213,13 +1399,15 @@ impl RedisStore {
                     ttl.as_bytes(),
                     lease.as_bytes(),
                 ],
-                &format!("put {:?}", s.relative(&full)),
+                || format!("put {:?}", s.relative(&full)),
             )
             .await?;
         let (code, n) = code_pair(v, "put")?;
+        if code == 0 {
+            return u64::try_from(n).map_err(|_| bad_reply("put"));
+        }
         let canonical = s.relative(&full).to_owned();
         match code {
-            0 => u64::try_from(n).map_err(|_| bad_reply("put")),
             1 => Err(Error::KeyExists {
                 backend: BACKEND,
                 key: canonical,
@@ -1243,19 +1431,21 @@ impl RedisStore {
     }
 
     /// Reads pairs: one key, or a range of the index. Returns the store's
-    /// revision and the pairs, as of one instant.
+    /// revision (0 unless `with_rev`) and the pairs, as of one instant.
     async fn read_pairs(
         &self,
         single: &str,
         min: &str,
         max: &str,
+        with_rev: bool,
         what: &str,
     ) -> Result<(u64, Vec<KvPair>)> {
         let s = &self.inner.shared;
+        let flag: &[u8] = if with_rev { b"1" } else { b"0" };
         let v = s
             .read(
                 &scripts::READ,
-                &[single.as_bytes(), min.as_bytes(), max.as_bytes()],
+                &[single.as_bytes(), min.as_bytes(), max.as_bytes(), flag],
                 what,
             )
             .await?;
@@ -1266,20 +1456,56 @@ impl RedisStore {
             .as_ref()
             .and_then(as_u64)
             .ok_or_else(|| bad_reply(what))?;
-        let mut pairs = Vec::new();
+        let mut pairs = Vec::with_capacity(it.len() / 3);
         while let (Some(k), Some(v), Some(r)) = (it.next(), it.next(), it.next()) {
-            let k = as_bytes(&k)
+            let k = into_bytes(k)
                 .and_then(|k| String::from_utf8(k).ok())
                 .ok_or_else(|| bad_reply(what))?;
-            let value = as_bytes(&v).unwrap_or_default();
+            let value = into_bytes(v).unwrap_or_default();
             let revision = as_u64(&r).ok_or_else(|| bad_reply(what))?;
+            let key = match key::strip_root(&s.root, &k) {
+                Some(rel) if rel.len() == k.len() => k,
+                Some(rel) => rel.to_owned(),
+                None => k,
+            };
             pairs.push(KvPair {
-                key: s.relative(&k).to_owned(),
+                key,
                 value: Bytes::from(value),
                 revision,
             });
         }
         Ok((rev, pairs))
+    }
+
+    /// `get`: one `HMGET` of the key's hash. Only a key with a deadline
+    /// needs the server's clock to know whether it is still live; that
+    /// one is read again with the read script (one instant, `TIME`).
+    async fn get_pair(&self, full: &str, canonical: String) -> Result<Option<KvPair>> {
+        let s = &self.inner.shared;
+        let mut name = String::with_capacity(s.prefix.len() + 2 + full.len());
+        name.push_str(&s.prefix);
+        name.push_str("k:");
+        name.push_str(full);
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(name).arg("v").arg("r").arg("e");
+        let v = s.read_cmd(&cmd, "get").await?;
+        let mut it = as_array(v).ok_or_else(|| bad_reply("get"))?.into_iter();
+        let (Some(v), Some(r), Some(e)) = (it.next(), it.next(), it.next()) else {
+            return Err(bad_reply("get"));
+        };
+        if !matches!(e, Value::Nil) {
+            let (_, mut pairs) = self.read_pairs(full, "", "", false, "get").await?;
+            return Ok(pairs.pop());
+        }
+        if matches!(r, Value::Nil) {
+            return Ok(None);
+        }
+        let revision = as_u64(&r).ok_or_else(|| bad_reply("get"))?;
+        Ok(Some(KvPair {
+            key: canonical,
+            value: Bytes::from(into_bytes(v).unwrap_or_default()),
+            revision,
+        }))
     }
 
     async fn watch_filter(
@@ -1295,7 +1521,7 @@ impl RedisStore {
         let (start, mut initial) = match options.from_revision {
             Some(r) => (r, Vec::new()),
             None => {
-                let (rev, pairs) = self.read_pairs(single, min, max, "watch").await?;
+                let (rev, pairs) = self.read_pairs(single, min, max, true, "watch").await?;
                 let mut initial: Vec<WatchEvent> = pairs.into_iter().map(WatchEvent::Put).collect();
                 initial.push(WatchEvent::Synced { revision: rev });
                 (rev, initial)
@@ -1304,6 +1530,10 @@ impl RedisStore {
         let (tx, rx) = event_channel(BACKEND, buffer);
         let id = s.next_id.fetch_add(1, Ordering::Relaxed);
         let mut last = start;
+        // Whether `last` is the namespace's revision as of some instant
+        // since this call began (a snapshot's, or the end of a catch-up):
+        // a parked reader may then start right after it.
+        let mut fresh = options.from_revision.is_none();
         // The catch-up from the stream goes into `initial` (not the
         // channel), so resuming over more changes than `buffer` does not
         // lag; it is bounded by the stream's `history`.
@@ -1319,20 +1549,17 @@ impl RedisStore {
         loop {
             {
                 let mut hub = s.hub.lock();
-                if hub.pos.0 <= last {
+                if hub.idle && fresh {
+                    hub.resume_after(last, &s.wake);
+                }
+                if !hub.idle && hub.pos.0 <= last {
                     if s.closed.load(Ordering::SeqCst) {
                         drop(hub);
                         drop(tx);
                         return Ok(stream(false, initial));
                     }
-                    hub.subs.insert(
-                        id,
-                        Sub {
-                            filter: filter.clone(),
-                            events: tx,
-                            last,
-                        },
-                    );
+                    hub.subs
+                        .insert(id, filter.clone(), Sub { events: tx, last });
                     drop(hub);
                     return Ok(stream(true, initial));
                 }
@@ -1356,6 +1583,7 @@ impl RedisStore {
                 .and_then(parse_entries)
                 .ok_or_else(|| bad_reply("watch"))?;
             let full_page = entries.len() >= CATCH_UP_COUNT;
+            fresh = !full_page;
             let mut compacted = None;
             for e in entries {
                 if e.seq != 0 {
@@ -1432,10 +1660,16 @@ impl RedisStore {
                 .run(
                     &scripts::LOCK,
                     &[full.as_bytes(), token.as_bytes(), ttl_ms.as_bytes()],
-                    &format!("lock {canonical:?}"),
+                    || format!("lock {canonical:?}"),
                 )
                 .await;
-            let (got, n) = attempt.and_then(|v| code_pair(v, "lock"))?;
+            let reply = attempt.and_then(|v| as_array(v).ok_or_else(|| bad_reply("lock")))?;
+            let (Some(got), Some(n)) = (
+                reply.first().and_then(as_i64),
+                reply.get(1).and_then(as_i64),
+            ) else {
+                return Err(bad_reply("lock"));
+            };
             if got == 1 {
                 let fence = u64::try_from(n).map_err(|_| bad_reply("lock"))?;
                 attempt_guard.shared = None;
@@ -1446,6 +1680,11 @@ impl RedisStore {
             attempt_guard.shared = None;
             if !wait {
                 return Ok(None);
+            }
+            // A parked reader starts after this attempt, so the release
+            // we wait for wakes us.
+            if let Some(rev) = reply.get(2).and_then(as_u64) {
+                s.hub.lock().resume_after(rev, &s.wake);
             }
             // While the reader is connected, its unlock records wake us;
             // otherwise the holder's remaining PTTL is the only bound, and
@@ -1693,7 +1932,7 @@ struct WatchGuard {
 impl Drop for WatchGuard {
     fn drop(&mut self) {
         if let Some(id) = self.id {
-            self.shared.hub.lock().subs.remove(&id);
+            self.shared.hub.lock().subs.remove(id);
         }
     }
 }
@@ -1723,9 +1962,8 @@ impl Store for RedisStore {
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
         self.inner.shared.check()?;
-        let (full, _) = self.full_key(key)?;
-        let (_, mut pairs) = self.read_pairs(&full, "", "", "get").await?;
-        Ok(pairs.pop())
+        let (full, canonical) = self.full_key(key)?;
+        self.get_pair(&full, canonical).await
     }
 
     async fn put(&self, key: &str, value: Bytes, options: PutOptions) -> Result<u64> {
@@ -1737,11 +1975,9 @@ impl Store for RedisStore {
         s.check()?;
         let (full, _) = self.full_key(key)?;
         let v = s
-            .run(
-                &scripts::DELETE,
-                &[full.as_bytes(), b"plain", b"0"],
-                &format!("delete {:?}", s.relative(&full)),
-            )
+            .run(&scripts::DELETE, &[full.as_bytes(), b"plain", b"0"], || {
+                format!("delete {:?}", s.relative(&full))
+            })
             .await?;
         let (_, n) = code_pair(v, "delete")?;
         Ok(n == 1)
@@ -1754,7 +1990,7 @@ impl Store for RedisStore {
     async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
         self.inner.shared.check()?;
         let (_, min, max, _) = self.tree(prefix)?;
-        let (_, pairs) = self.read_pairs("", &min, &max, "list").await?;
+        let (_, pairs) = self.read_pairs("", &min, &max, false, "list").await?;
         Ok(pairs)
     }
 
@@ -1794,7 +2030,7 @@ impl Store for RedisStore {
             .run(
                 &scripts::DELETE,
                 &[full.as_bytes(), b"cas", expected.to_string().as_bytes()],
-                &format!("atomic_delete {canonical:?}"),
+                || format!("atomic_delete {canonical:?}"),
             )
             .await?;
         match code_pair(v, "atomic_delete")? {

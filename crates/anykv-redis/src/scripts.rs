@@ -1,20 +1,27 @@
 //! The Lua scripts that keep revisions, the key index, TTL deadlines,
-//! leases and the change stream consistent. Every script starts with the
-//! same prelude; `ARGV[1]` is the namespace's key prefix (`{ns}:`) and
-//! `ARGV[2]` the change stream's length bound.
+//! leases and the change stream consistent. `ARGV[1]` is the namespace's
+//! key prefix (`{ns}:`) and `ARGV[2]` the change stream's length bound.
+//! Each script is built from only the pieces of the prelude it uses
+//! (names, the clock, revisions, deletes, revokes): a script pays on every
+//! run for each piece it includes, so the hot ones (`PUT`, `READ`) carry
+//! as little as they can, and the server's clock (`TIME`) is read only by
+//! a script that meets a deadline or a lease.
 //!
 //! Scripts never raise an error after their first write: every condition
 //! is checked before anything is written, and every revision the counter
 //! hands out gets its change record in the same script, so the stream's
 //! `{revision}-0` entries are contiguous (a gap means trimmed history).
-//! A counter below the stream's top (evicted, or reset by hand) is moved
-//! past it by the first `bump` of a script, before its `XADD`.
+//! A counter at or below the stream's top (evicted, or reset by hand) is
+//! moved past it by `bump`, before its change record is written: the
+//! stream refuses the record's ID, and `bump` then continues after the
+//! stream's top.
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
-const PRELUDE: &str = r#"
+/// The namespace's key names and the helpers that need no server call.
+const NAMES: &str = r#"
 local P = ARGV[1]
 local MAXLEN = ARGV[2]
 local REV = P .. 'rev'
@@ -23,20 +30,26 @@ local LOG = P .. 'log'
 local TTL = P .. 'ttl'
 local LEASES = P .. 'leases'
 local function fmt(n) return string.format('%d', n) end
-local T = redis.call('TIME')
-local NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
 local function kk(full) return P .. 'k:' .. full end
 local function lk(id) return P .. 'lease:' .. id end
-local function bless(a, b)
-  local la, lb = #a, #b
-  local n = la
-  if lb < n then n = lb end
-  for i = 1, n do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
+"#;
+
+/// The server's clock in ms, read (`TIME`) on first use only.
+const CLOCK: &str = r#"
+local NOW = nil
+local function now()
+  if not NOW then
+    local T = redis.call('TIME')
+    NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
   end
-  return la < lb
+  return NOW
 end
+local function expired(e) return e and tonumber(e) <= now() end
+"#;
+
+/// `top` (the stream's highest revision) and `bump` (a new revision with
+/// its change record).
+const REVISIONS: &str = r#"
 -- The highest revision the change stream holds (0 if empty).
 local function top()
   local last = redis.call('XREVRANGE', LOG, '+', '-', 'COUNT', 1)
@@ -46,30 +59,32 @@ local function top()
   end
   return 0
 end
--- Set once the counter is known to be at or past the stream's top.
-local CHECKED = false
+local function record(call, rev, full, kind, value)
+  if value then
+    return call('XADD', LOG, 'MAXLEN', '~', MAXLEN, fmt(rev) .. '-0', 'k', full, 't', kind, 'v', value)
+  end
+  return call('XADD', LOG, 'MAXLEN', '~', MAXLEN, fmt(rev) .. '-0', 'k', full, 't', kind)
+end
 local function bump(full, kind, value)
   local rev = redis.call('INCR', REV)
-  if not CHECKED then
-    -- An evicted or reset counter would hand out revisions the stream
-    -- already has: continue after the stream's top instead of failing
-    -- (XADD refuses smaller IDs) after a write.
+  local r = record(redis.pcall, rev, full, kind, value)
+  if type(r) == 'table' and r.err then
+    -- An evicted or reset counter handed out a revision the stream
+    -- already has (XADD refuses IDs at or below its top, and a refused
+    -- XADD writes nothing): continue after the stream's top instead.
     local t = top()
     if rev <= t then
       rev = t + 1
       redis.call('SET', REV, fmt(rev))
     end
-    CHECKED = true
-  end
-  if value then
-    redis.call('XADD', LOG, 'MAXLEN', '~', MAXLEN, fmt(rev) .. '-0', 'k', full, 't', kind, 'v', value)
-  else
-    redis.call('XADD', LOG, 'MAXLEN', '~', MAXLEN, fmt(rev) .. '-0', 'k', full, 't', kind)
+    record(redis.call, rev, full, kind, value)
   end
   return rev
 end
-local function expired(e) return e and tonumber(e) <= NOW end
--- Deletes a key with a revision and a change record of its own.
+"#;
+
+/// `del_key`: deletes a key with a revision and a change record of its own.
+const DELETES: &str = r#"
 -- Returns -1 if absent, 1 if it was live, 0 if it had expired unswept.
 local function del_key(full)
   local k = kk(full)
@@ -83,6 +98,20 @@ local function del_key(full)
   if cur[3] then redis.call('SREM', lk(cur[3]), full) end
   bump(full, 'd', nil)
   return live
+end
+"#;
+
+/// `revoke`: deletes a lease and its keys, in key order.
+const REVOKES: &str = r#"
+local function bless(a, b)
+  local la, lb = #a, #b
+  local n = la
+  if lb < n then n = lb end
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return la < lb
 end
 local function revoke(id)
   local members = redis.call('SMEMBERS', lk(id))
@@ -99,16 +128,28 @@ local function revoke(id)
 end
 "#;
 
-fn script(body: &str) -> Script {
-    Script::new(&format!("{PRELUDE}\n{body}"))
+/// A script of the given prelude pieces (in order) and a body.
+fn script(pieces: &[&str], body: &str) -> Script {
+    let mut code = pieces.concat();
+    code.push('\n');
+    code.push_str(body);
+    Script::new(&code)
 }
+
+/// Every piece, for the scripts that are not on the hot path.
+const ALL: &[&str] = &[NAMES, CLOCK, REVISIONS, DELETES, REVOKES];
 
 /// `put`/`atomic_put`: ARGV[3] key, [4] value, [5] mode (`put`, `create`,
 /// `cas`), [6] expected revision, [7] TTL in ms (`0`: none), [8] lease id
 /// (`0`: none). Returns `{code, n}`: 0 ok (n = new revision), 1 exists,
 /// 2 modified (n = actual), 3 not found, 4 lease lost.
+///
+/// Overwriting a key without a TTL or a lease is `HMGET`, `INCR`, `XADD`,
+/// `HSET`: the clock is read only for a deadline or a lease, and the index
+/// only written for a new key.
 pub(crate) static PUT: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[NAMES, CLOCK, REVISIONS, DELETES],
         r#"
 local full, value, mode, expected = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local ttl = tonumber(ARGV[7])
@@ -126,17 +167,21 @@ if mode == 'cas' then
 end
 if lease ~= '0' then
   local d = redis.call('ZSCORE', LEASES, lease)
-  if (not d) or tonumber(d) <= NOW then return {4, 0} end
+  if (not d) or tonumber(d) <= now() then return {4, 0} end
 end
+-- The clock is read before the first write.
+if ttl > 0 then now() end
 local rev = bump(full, 'p', value)
-redis.call('HSET', k, 'v', value, 'r', fmt(rev))
 if ttl > 0 then
   local dl = NOW + ttl
-  redis.call('HSET', k, 'e', fmt(dl))
+  redis.call('HSET', k, 'v', value, 'r', fmt(rev), 'e', fmt(dl))
   redis.call('ZADD', TTL, dl, full)
-elseif cur[2] then
-  redis.call('HDEL', k, 'e')
-  redis.call('ZREM', TTL, full)
+else
+  redis.call('HSET', k, 'v', value, 'r', fmt(rev))
+  if cur[2] then
+    redis.call('HDEL', k, 'e')
+    redis.call('ZREM', TTL, full)
+  end
 end
 if cur[3] and cur[3] ~= lease then redis.call('SREM', lk(cur[3]), full) end
 if lease ~= '0' then
@@ -145,7 +190,8 @@ if lease ~= '0' then
 elseif cur[3] then
   redis.call('HDEL', k, 'l')
 end
-redis.call('ZADD', IDX, 0, full)
+-- A key that existed (and had not expired) is in the index already.
+if not cur[1] then redis.call('ZADD', IDX, 0, full) end
 return {0, rev}
 "#,
     )
@@ -156,6 +202,7 @@ return {0, rev}
 /// 2 modified (n = actual), 3 not found.
 pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[NAMES, CLOCK, REVISIONS, DELETES],
         r#"
 local full = ARGV[3]
 local cur = redis.call('HMGET', kk(full), 'r', 'e')
@@ -179,6 +226,7 @@ return {0, 0}
 /// lexicographic range of the index. Returns how many live keys it deleted.
 pub(crate) static DELETE_TREE: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[NAMES, CLOCK, REVISIONS, DELETES],
         r#"
 local keys = {}
 if ARGV[3] ~= '' and redis.call('EXISTS', kk(ARGV[3])) == 1 then
@@ -197,20 +245,38 @@ return n
 });
 
 /// Reads: ARGV[3] a single key (`''`: use the range), [4] and [5] the
-/// index range. Returns `{revision, key, value, rev, key, value, rev, ...}`
-/// as of one instant, expired keys left out.
+/// index range, [6] `1` to return the store's revision (else `0`).
+/// Returns `{revision, key, value, rev, key, value, rev, ...}` as of one
+/// instant, expired keys left out. Needs none of the prelude: it reads the
+/// clock only when a key has a deadline.
 pub(crate) static READ: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[],
         r#"
-local out = {redis.call('GET', REV) or '0'}
+local P = ARGV[1]
+local out = {'0'}
+if ARGV[6] == '1' then out[1] = redis.call('GET', P .. 'rev') or '0' end
 local keys
-if ARGV[3] ~= '' then keys = {ARGV[3]} else keys = redis.call('ZRANGEBYLEX', IDX, ARGV[4], ARGV[5]) end
+if ARGV[3] ~= '' then keys = {ARGV[3]} else keys = redis.call('ZRANGEBYLEX', P .. 'idx', ARGV[4], ARGV[5]) end
+local now = nil
+local n = 1
 for _, m in ipairs(keys) do
-  local cur = redis.call('HMGET', kk(m), 'v', 'r', 'e')
-  if cur[2] and not expired(cur[3]) then
-    table.insert(out, m)
-    table.insert(out, cur[1])
-    table.insert(out, cur[2])
+  local cur = redis.call('HMGET', P .. 'k:' .. m, 'v', 'r', 'e')
+  if cur[2] then
+    local live = true
+    if cur[3] then
+      if not now then
+        local T = redis.call('TIME')
+        now = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
+      end
+      live = tonumber(cur[3]) > now
+    end
+    if live then
+      out[n + 1] = m
+      out[n + 2] = cur[1]
+      out[n + 3] = cur[2]
+      n = n + 3
+    end
   end
 end
 return out
@@ -223,10 +289,11 @@ return out
 /// Returns how many keys it deleted.
 pub(crate) static SWEEP: LazyLock<Script> = LazyLock::new(|| {
     script(
+        ALL,
         r#"
 local limit = tonumber(ARGV[3])
 local n = 0
-local due = redis.call('ZRANGEBYSCORE', TTL, '-inf', NOW, 'LIMIT', 0, limit)
+local due = redis.call('ZRANGEBYSCORE', TTL, '-inf', now(), 'LIMIT', 0, limit)
 table.sort(due, bless)
 for _, m in ipairs(due) do
   local e = redis.call('HGET', kk(m), 'e')
@@ -237,7 +304,7 @@ for _, m in ipairs(due) do
     redis.call('ZREM', TTL, m)
   end
 end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW, 'LIMIT', 0, limit)) do
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', LEASES, '-inf', now(), 'LIMIT', 0, limit)) do
   n = n + revoke(id)
 end
 return n
@@ -248,9 +315,10 @@ return n
 /// Grants a lease: ARGV[3] its TTL in ms. Returns its id.
 pub(crate) static GRANT: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[NAMES, CLOCK],
         r#"
 local id = redis.call('INCR', P .. 'lid')
-redis.call('ZADD', LEASES, NOW + tonumber(ARGV[3]), fmt(id))
+redis.call('ZADD', LEASES, now() + tonumber(ARGV[3]), fmt(id))
 return id
 "#,
     )
@@ -260,28 +328,32 @@ return id
 /// lease is gone or lapsed.
 pub(crate) static KEEPALIVE: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[NAMES, CLOCK],
         r#"
 local d = redis.call('ZSCORE', LEASES, ARGV[3])
-if (not d) or tonumber(d) <= NOW then return 0 end
-redis.call('ZADD', LEASES, NOW + tonumber(ARGV[4]), ARGV[3])
+if (not d) or tonumber(d) <= now() then return 0 end
+redis.call('ZADD', LEASES, now() + tonumber(ARGV[4]), ARGV[3])
 return 1
 "#,
     )
 });
 
 /// Revokes a lease: ARGV[3] id. Returns how many keys it deleted.
-pub(crate) static REVOKE: LazyLock<Script> = LazyLock::new(|| script("return revoke(ARGV[3])"));
+pub(crate) static REVOKE: LazyLock<Script> =
+    LazyLock::new(|| script(ALL, "return revoke(ARGV[3])"));
 
 /// Takes a lock: ARGV[3] lock key, [4] token, [5] TTL in ms. Returns
-/// `{1, fencing token}` or `{0, remaining ms of the holder}`.
+/// `{1, fencing token}` or `{0, remaining ms of the holder, revision}`:
+/// a release after this attempt has an unlock record after `{revision}-0`.
 pub(crate) static LOCK: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[NAMES],
         r#"
 local key = P .. 'lock:' .. ARGV[3]
 if redis.call('SET', key, ARGV[4], 'NX', 'PX', ARGV[5]) then
   return {1, redis.call('INCR', P .. 'fence')}
 end
-return {0, redis.call('PTTL', key)}
+return {0, redis.call('PTTL', key), redis.call('GET', REV) or '0'}
 "#,
     )
 });
@@ -290,6 +362,7 @@ return {0, redis.call('PTTL', key)}
 /// Returns 1, or 0 if the token no longer holds it.
 pub(crate) static LOCK_REFRESH: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[NAMES],
         r#"
 local key = P .. 'lock:' .. ARGV[3]
 if redis.call('GET', key) == ARGV[4] then
@@ -306,6 +379,7 @@ return 0
 /// Returns 1 if released, 0 if the token did not hold it.
 pub(crate) static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[NAMES, REVISIONS],
         r#"
 local key = P .. 'lock:' .. ARGV[3]
 if redis.call('GET', key) == ARGV[4] then
@@ -327,6 +401,7 @@ return 0
 /// counter and the stream's top.
 pub(crate) static STATE: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[NAMES, REVISIONS],
         r#"
 redis.call('SET', P .. 'epoch', ARGV[3], 'NX')
 local rev = tonumber(redis.call('GET', REV) or '0')
@@ -341,6 +416,7 @@ return {redis.call('GET', P .. 'epoch'), fmt(rev)}
 /// Returns `{revision, entries}` as of one instant.
 pub(crate) static CATCH_UP: LazyLock<Script> = LazyLock::new(|| {
     script(
+        &[NAMES],
         r#"
 return {redis.call('GET', REV) or '0', redis.call('XRANGE', LOG, ARGV[3], '+', 'COUNT', ARGV[4])}
 "#,
