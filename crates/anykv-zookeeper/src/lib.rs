@@ -48,8 +48,16 @@
 //! concurrent change in between fails them with `KeyModified`, even one
 //! that re-created the value node (whose own version restarts). A write
 //! that replaces the node (a TTL, a lease, or dropping either) deletes and
-//! re-creates `@v` in one multi-op. What is left is a window no real
-//! system hits: between the two reads of one CAS, the key deleted, its
+//! re-creates `@v` in one multi-op. A plain `put` of a key the store last
+//! saw present does that at once, without reading first (one round trip):
+//! the key node's data is set (counting the re-creation), `@v` deleted and
+//! created with the value, whatever it was before; if the key is gone,
+//! nothing is applied and the put reads and writes as above. These reads
+//! are not preceded by a `sync`: a stale read only makes the multi-op's
+//! version checks fail (nothing applied; read again), and `KeyExists`,
+//! `KeyNotFound` or `KeyModified` is reported only from a read behind a
+//! `sync`. What is left is a window no real
+//! system hits: between the read and the write of one CAS, the key deleted, its
 //! empty node reaped by the server (at least one container check, 1 s),
 //! re-created and written back to the very same versions.
 //!
@@ -134,7 +142,11 @@
 //! may have been applied and is never retried. Writes are retried only
 //! after a definite refusal that applied nothing (a version moved, a parent
 //! node reaped). Reads are preceded by `sync`, so a read that starts after
-//! another client's write completed sees it even on a follower.
+//! another client's write completed sees it even on a follower; concurrent
+//! reads share one `sync` sent after all of them began, and the reads are
+//! sent right behind it without waiting for its reply. `list` reads a
+//! level of the tree (each node's children and value) in multi-read
+//! requests.
 //!
 //! # Server settings
 //!

@@ -1,7 +1,7 @@
 //! The store: keys, values, leases and locks.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -13,6 +13,7 @@ use anykv_core::{
     LockOptions, LostTrigger, PutOptions, Release, Result, Store, StoreStats, WatchOptions,
     WatchStream,
 };
+use futures::future::{BoxFuture, Shared};
 use futures::FutureExt;
 use parking_lot::Mutex;
 use tokio::sync::watch as tokio_watch;
@@ -27,6 +28,14 @@ use crate::{BACKEND, MIN_TTL};
 /// How often a write retries after a definite, not-applied failure (a
 /// parent reaped, a version moved) before giving up.
 const WRITE_ATTEMPTS: usize = 64;
+
+/// How many nodes one multi-read of `list` covers (two reads each: the
+/// node's children and its value).
+const LIST_BATCH: usize = 32;
+
+/// How many keys a store remembers as present, for plain puts without a
+/// read (see [`ZkStore::saw_present`]).
+const PRESENT_KEYS: usize = 100_000;
 
 /// The data of a key node while its value node is a TTL node.
 const TTL_FLAG: &[u8] = b"t";
@@ -51,6 +60,22 @@ pub(crate) struct Inner {
     next_lock: AtomicU64,
     pub(crate) watches: Arc<AtomicUsize>,
     pub(crate) hub: Mutex<Option<Arc<Hub>>>,
+    syncs: Mutex<Syncs>,
+    /// Keys this store last saw present (a hint, never trusted for
+    /// correctness).
+    present: Mutex<HashSet<String>>,
+}
+
+/// A `sync` already sent, whose reply concurrent reads share.
+type SharedSync = Shared<BoxFuture<'static, std::result::Result<(), zk::Error>>>;
+
+/// The store's `sync` requests: how many were sent, and the last one.
+#[derive(Default)]
+struct Syncs {
+    /// Syncs sent so far; a sync is sent and counted under one lock.
+    sent: u64,
+    /// The last sync sent: its number, its session and its reply.
+    last: Option<(u64, i64, SharedSync)>,
 }
 
 /// A session of its own, behind a lease or a lock.
@@ -127,6 +152,8 @@ impl ZkStore {
                 next_lock: AtomicU64::new(1),
                 watches: Arc::new(AtomicUsize::new(0)),
                 hub: Mutex::new(None),
+                syncs: Mutex::new(Syncs::default()),
+                present: Mutex::new(HashSet::new()),
             }),
         })
     }
@@ -172,25 +199,54 @@ impl ZkStore {
         }
     }
 
-    /// Runs `reads` on the store's session right behind a `sync`, without
-    /// waiting a round trip for the sync's reply: the client sends requests
-    /// in call order and the server serves one session's requests in
-    /// order, so the reads see at least what the `sync` guarantees (every
-    /// write completed before it). The sync's failure wins over the reads'
-    /// result.
+    /// Runs `reads` on the store's session behind a `sync` sent after
+    /// this call began, without waiting a round trip for the sync's reply:
+    /// the client sends requests in call order and the server serves one
+    /// session's requests in order, so the reads see at least what the
+    /// `sync` guarantees (every write completed before it was sent). The
+    /// sync's failure wins over the reads' result.
+    ///
+    /// Concurrent reads share one sync: a read first notes how many syncs
+    /// were sent, lets the other ready tasks run once, and then reuses the
+    /// last sync if it was sent after that note (and so after the read
+    /// began), or sends one of its own. A sync is sent and counted under
+    /// one lock, and the reads are sent after that lock, so they follow the
+    /// sync on the wire.
     pub(crate) async fn after_sync<T, F, Fut>(&self, reads: F) -> Result<T>
     where
         F: FnOnce(zk::Client) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
         let client = self.client().await?;
-        // Sent now, before anything `reads` sends when first polled.
-        let sync = timed(self.limit(), "sync", client.sync("/"));
+        let ticket = self.inner.syncs.lock().sent;
+        tokio::task::yield_now().await;
+        let sync = timed(self.limit(), "sync", self.sync_after(&client, ticket));
+        // The sync is on its way; the reads are sent when first polled.
         let (synced, out) = futures::join!(sync, reads(client.clone()));
         match synced? {
             Ok(()) => out,
             Err(e) => Err(map_err(e, "sync")),
         }
+    }
+
+    /// A sync on `client`'s session sent after the count of syncs was
+    /// `ticket`: the last one sent, if it is, else a new one, sent now.
+    fn sync_after(&self, client: &zk::Client, ticket: u64) -> SharedSync {
+        let session = client.session_id().0;
+        let mut syncs = self.inner.syncs.lock();
+        if let Some((n, s, sync)) = &syncs.last {
+            if *n > ticket && *s == session {
+                return sync.clone();
+            }
+        }
+        let c = client.clone();
+        let sync = async move { c.sync("/").await }.boxed().shared();
+        // The first poll sends the request; its reply comes later.
+        let _ = sync.clone().now_or_never();
+        syncs.sent += 1;
+        let n = syncs.sent;
+        syncs.last = Some((n, session, sync.clone()));
+        sync
     }
 
     pub(crate) fn limit(&self) -> Duration {
@@ -354,55 +410,73 @@ impl ZkStore {
         } else {
             b""
         };
-        for _ in 0..WRITE_ATTEMPTS {
-            // One round trip: a sync, then both reads behind it (requests
-            // of one session are sent and served in order).
-            let sync = client.sync("/");
-            let dir_get = client.get_data(&dir);
-            let value_stat = client.check_stat(&vpath);
-            let (synced, dir_read, stat) = match timed(self.limit(), &what, async {
-                Ok(futures::join!(sync, dir_get, value_stat))
-            })
-            .await?
-            {
-                Ok(replies) => replies,
-                Err(e) => return Err(map_err(e, &what)),
+        // A plain put of a key this store saw present replaces the value
+        // node at once, without reading: whatever the key's node and value
+        // node were (in place, TTL, a lease's), the outcome is the value
+        // node as `mode` makes it. If the guess was wrong (the value node
+        // or the key's node is gone), nothing is applied and the put goes
+        // the reading way.
+        if expected.is_none() && self.inner.present.lock().contains(canonical) {
+            let mut multi = writer_client.new_multi_writer();
+            let built = multi
+                .add_set_data(&dir, flag, None)
+                .and_then(|()| multi.add_delete(&vpath, None))
+                .and_then(|()| multi.add_create(&vpath, &value, &create_opts));
+            let result = match built {
+                Ok(()) => {
+                    timed(
+                        self.limit(),
+                        &what,
+                        multi.commit().map(|r| r.map_err(multi_err)),
+                    )
+                    .await?
+                }
+                Err(e) => Err(e),
             };
-            if let Err(e) = synced {
-                return Err(map_err(e, "sync"));
+            match result.and_then(|r| last_revision(&r)) {
+                Ok(rev) => return Ok(rev),
+                Err(zk::Error::NoNode | zk::Error::BadVersion | zk::Error::NodeExists) => {
+                    self.inner.present.lock().remove(canonical);
+                }
+                Err(e) => return Err(self.write_err(e, &mode, &what)),
             }
-            let dir_read = match dir_read {
-                Ok((data, st)) => Some((data, st)),
-                Err(zk::Error::NoNode) => None,
-                Err(e) => return Err(map_err(e, &what)),
+        }
+        // Reads without a sync first: a stale read makes the multi-op's
+        // version checks fail (nothing applied, read again), and a refusal
+        // (`KeyExists`, `KeyNotFound`, `KeyModified`) is only reported from
+        // a read behind a sync.
+        let mut synced = false;
+        for _ in 0..WRITE_ATTEMPTS {
+            let (dir_read, stat) = if synced {
+                let (dir, vpath, what) = (&dir, &vpath, &what);
+                self.after_sync(|c| async move { self.read_nodes(&c, dir, vpath, what).await })
+                    .await?
+            } else {
+                self.read_nodes(&client, &dir, &vpath, &what).await?
             };
-            let stat = match (&dir_read, stat) {
-                (Some(_), Ok(stat)) => stat,
-                (None, _) | (_, Err(zk::Error::NoNode)) => None,
-                (_, Err(e)) => return Err(map_err(e, &what)),
+            let refused = match (expected, &stat) {
+                (Some(None), Some(_)) => Some(Error::KeyExists {
+                    backend: BACKEND,
+                    key: canonical.to_owned(),
+                }),
+                (Some(Some(_)), None) => Some(Error::KeyNotFound {
+                    backend: BACKEND,
+                    key: canonical.to_owned(),
+                }),
+                (Some(Some(rev)), Some(st)) if st.mzxid as u64 != rev => Some(Error::KeyModified {
+                    backend: BACKEND,
+                    key: canonical.to_owned(),
+                    expected: rev,
+                    actual: st.mzxid as u64,
+                }),
+                _ => None,
             };
-            match (expected, &stat) {
-                (Some(None), Some(_)) => {
-                    return Err(Error::KeyExists {
-                        backend: BACKEND,
-                        key: canonical.to_owned(),
-                    })
+            if let Some(err) = refused {
+                if synced {
+                    return Err(err);
                 }
-                (Some(Some(_)), None) => {
-                    return Err(Error::KeyNotFound {
-                        backend: BACKEND,
-                        key: canonical.to_owned(),
-                    })
-                }
-                (Some(Some(rev)), Some(st)) if st.mzxid as u64 != rev => {
-                    return Err(Error::KeyModified {
-                        backend: BACKEND,
-                        key: canonical.to_owned(),
-                        expected: rev,
-                        actual: st.mzxid as u64,
-                    })
-                }
-                _ => {}
+                synced = true;
+                continue;
             }
             let Some((dir_data, dir_stat)) = dir_read else {
                 self.make_dirs(&client, &dir).await?;
@@ -421,46 +495,45 @@ impl ZkStore {
                         }
                         _ => {
                             // Replace (or create) the value node: count the
-                            // re-creation on the key's node, create it
-                            // empty, then set the value, whose reply
-                            // carries the stat.
+                            // re-creation on the key's node, then create it
+                            // with the value (the reply carries its stat).
                             multi.add_set_data(&dir, flag, Some(dir_stat.version))?;
                             if let Some(st) = &stat {
                                 multi.add_delete(&vpath, Some(st.version))?;
                             }
-                            multi.add_create(&vpath, b"", &create_opts)?;
-                            multi.add_set_data(&vpath, &value, Some(0))?;
+                            multi.add_create(&vpath, &value, &create_opts)?;
                         }
                     }
                     Ok(())
                 })();
                 match built {
                     Err(e) => Err(e),
-                    Ok(()) => match timed(
+                    Ok(()) => timed(
                         self.limit(),
                         &what,
                         multi.commit().map(|r| r.map_err(multi_err)),
                     )
                     .await?
-                    {
-                        Ok(results) => match results.last() {
-                            Some(zk::MultiWriteResult::SetData { stat }) => Ok(stat.mzxid as u64),
-                            _ => Err(zk::Error::UnexpectedError(
-                                "a multi-op without its result".into(),
-                            )),
-                        },
-                        Err(e) => Err(e),
-                    },
+                    .and_then(|r| last_revision(&r)),
                 }
             };
             match result {
-                Ok(rev) => return Ok(rev),
+                Ok(rev) => {
+                    self.saw_present(canonical);
+                    return Ok(rev);
+                }
                 // Not applied: something changed between the read and the
                 // write (or the key's node was reaped). A plain put tries
-                // again; a compare-and-swap reports what it finds.
+                // again; a compare-and-swap reports what it finds, read
+                // behind a sync (the write may have gone through another
+                // session, a lease's).
                 Err(zk::Error::NoNode | zk::Error::BadVersion | zk::Error::NodeExists) => {
+                    synced = true;
                     if let Some(exp) = expected {
-                        let now = self.stat_of(&client, &vpath, &what).await?;
+                        let (vpath, what) = (&vpath, &what);
+                        let now = self
+                            .after_sync(|c| async move { self.stat_of(&c, vpath, what).await })
+                            .await?;
                         let err = match (exp, now) {
                             (None, Some(_)) => Some(Error::KeyExists {
                                 backend: BACKEND,
@@ -485,17 +558,7 @@ impl ZkStore {
                         }
                     }
                 }
-                Err(zk::Error::SessionExpired | zk::Error::ClientClosed)
-                    if matches!(mode, Mode::Lease(..)) =>
-                {
-                    if let Mode::Lease(_, id) = mode {
-                        return Err(Error::LeaseLost {
-                            backend: BACKEND,
-                            lease: id,
-                        });
-                    }
-                }
-                Err(e) => return Err(map_err(e, &what)),
+                Err(e) => return Err(self.write_err(e, &mode, &what)),
             }
         }
         Err(Error::Backend {
@@ -505,8 +568,75 @@ impl ZkStore {
         })
     }
 
-    /// Every key under the node `start` (the prefix key itself excluded),
-    /// read level by level.
+    /// The key's node (data and stat) and the value node's stat, read in
+    /// one multi-read request (no sync). The value node counts as absent when the
+    /// key's node is.
+    async fn read_nodes(
+        &self,
+        client: &zk::Client,
+        dir: &str,
+        vpath: &str,
+        what: &str,
+    ) -> Result<(Option<(Vec<u8>, zk::Stat)>, Option<zk::Stat>)> {
+        let mut reader = client.new_multi_reader();
+        reader
+            .add_get_data(dir)
+            .and_then(|()| reader.add_get_data(vpath))
+            .map_err(|e| map_err(e, what))?;
+        let results = timed(self.limit(), what, reader.commit())
+            .await?
+            .map_err(|e| map_err(e, what))?;
+        let mut results = results.into_iter();
+        let dir_read = match results.next() {
+            Some(zk::MultiReadResult::Data { data, stat }) => Some((data, stat)),
+            Some(zk::MultiReadResult::Error {
+                err: zk::Error::NoNode,
+            }) => None,
+            Some(zk::MultiReadResult::Error { err }) => return Err(map_err(err, what)),
+            other => return Err(map_err(unexpected(other), what)),
+        };
+        let stat = match results.next() {
+            Some(zk::MultiReadResult::Data { stat, .. }) if dir_read.is_some() => Some(stat),
+            Some(zk::MultiReadResult::Data { .. }) => None,
+            Some(zk::MultiReadResult::Error {
+                err: zk::Error::NoNode,
+            }) => None,
+            Some(zk::MultiReadResult::Error { err }) => return Err(map_err(err, what)),
+            other => return Err(map_err(unexpected(other), what)),
+        };
+        Ok((dir_read, stat))
+    }
+
+    /// Notes that `canonical` exists (so the next plain put of it may
+    /// replace its value node without reading first). Bounded: past
+    /// [`PRESENT_KEYS`] keys the notes start over.
+    fn saw_present(&self, canonical: &str) {
+        let mut present = self.inner.present.lock();
+        if !present.contains(canonical) {
+            if present.len() >= PRESENT_KEYS {
+                present.clear();
+            }
+            present.insert(canonical.to_owned());
+        }
+    }
+
+    /// The error of a write the server refused for good.
+    fn write_err(&self, e: zk::Error, mode: &Mode, what: &str) -> Error {
+        match (e, mode) {
+            (zk::Error::SessionExpired | zk::Error::ClientClosed, Mode::Lease(_, id)) => {
+                Error::LeaseLost {
+                    backend: BACKEND,
+                    lease: *id,
+                }
+            }
+            (e, _) => map_err(e, what),
+        }
+    }
+
+    /// Every key under `prefix` (the prefix key itself excluded), read
+    /// level by level: the children of the prefix's node, then, for each
+    /// level of nodes, their children and their values together, in
+    /// multi-read requests of at most [`LIST_BATCH`] nodes each.
     pub(crate) async fn list_under(
         &self,
         client: &zk::Client,
@@ -517,54 +647,66 @@ impl ZkStore {
         } else {
             self.key_dir(prefix)
         };
+        let limit = self.limit();
+        let failed = |e: zk::Error| map_err(e, &format!("list {prefix:?}"));
+        let mut level = Vec::new();
+        match timed(limit, "list", client.list_children(&start)).await? {
+            Ok(names) => sub_nodes(&start, prefix, names, &mut level),
+            Err(zk::Error::NoNode) => return Ok(Vec::new()),
+            Err(e) => return Err(failed(e)),
+        }
         let mut out = Vec::new();
-        let mut level: Vec<(String, String)> = vec![(start, prefix.to_owned())];
         while !level.is_empty() {
-            let lists = futures::future::join_all(level.iter().map(|(path, _)| {
-                let client = client.clone();
-                let path = path.clone();
-                let limit = self.limit();
-                async move { timed(limit, "list", client.list_children(&path)).await }
+            let replies = futures::future::join_all(level.chunks(LIST_BATCH).map(|nodes| {
+                let mut reader = client.new_multi_reader();
+                let built = nodes.iter().try_for_each(|(path, _)| {
+                    reader.add_get_children(path)?;
+                    reader.add_get_data(&child(path, VALUE))
+                });
+                let commit = built.map(|()| reader.commit());
+                async move {
+                    match commit {
+                        Ok(commit) => timed(limit, "list", commit).await,
+                        Err(e) => Ok(Err(e)),
+                    }
+                }
             }))
             .await;
             let mut next = Vec::new();
-            let mut values = Vec::new();
-            for ((path, key), listed) in level.iter().zip(lists) {
-                let children = match listed? {
-                    Ok(c) => c,
-                    Err(zk::Error::NoNode) => continue,
-                    Err(e) => return Err(map_err(e, &format!("list {prefix:?}"))),
-                };
-                for name in children {
-                    if name == VALUE {
-                        if key != prefix {
-                            values.push((child(path, VALUE), key.clone()));
-                        }
-                        continue;
-                    }
-                    let Some(seg) = unescape_segment(&name) else {
-                        continue;
-                    };
-                    let sub = if key.is_empty() {
-                        seg.into_owned()
-                    } else {
-                        format!("{key}/{seg}")
-                    };
-                    next.push((child(path, &name), sub));
+            for (nodes, reply) in level.chunks(LIST_BATCH).zip(replies) {
+                let results = reply?.map_err(failed)?;
+                if results.len() != 2 * nodes.len() {
+                    return Err(failed(zk::Error::UnexpectedError(format!(
+                        "a multi-read of {} operations answered {}",
+                        2 * nodes.len(),
+                        results.len()
+                    ))));
                 }
-            }
-            let read = futures::future::join_all(values.iter().map(|(path, _)| {
-                let client = client.clone();
-                let path = path.clone();
-                let limit = self.limit();
-                async move { timed(limit, "list", client.get_data(&path)).await }
-            }))
-            .await;
-            for ((_, key), r) in values.into_iter().zip(read) {
-                match r? {
-                    Ok((data, stat)) => out.push(KvPair::new(key, data, stat.mzxid as u64)),
-                    Err(zk::Error::NoNode) => {}
-                    Err(e) => return Err(map_err(e, &format!("list {prefix:?}"))),
+                let mut results = results.into_iter();
+                for (path, key) in nodes {
+                    let (Some(children), Some(value)) = (results.next(), results.next()) else {
+                        break;
+                    };
+                    match children {
+                        zk::MultiReadResult::Children { children } => {
+                            sub_nodes(path, key, children, &mut next)
+                        }
+                        zk::MultiReadResult::Error {
+                            err: zk::Error::NoNode,
+                        } => {}
+                        zk::MultiReadResult::Error { err } => return Err(failed(err)),
+                        other => return Err(failed(unexpected(Some(other)))),
+                    }
+                    match value {
+                        zk::MultiReadResult::Data { data, stat } => {
+                            out.push(KvPair::new(key.clone(), data, stat.mzxid as u64))
+                        }
+                        zk::MultiReadResult::Error {
+                            err: zk::Error::NoNode,
+                        } => {}
+                        zk::MultiReadResult::Error { err } => return Err(failed(err)),
+                        other => return Err(failed(unexpected(Some(other)))),
+                    }
                 }
             }
             level = next;
@@ -825,6 +967,42 @@ impl ZkStore {
     }
 }
 
+/// The revision a write multi-op gave: the zxid of the multi-op, which
+/// all its operations share, read from the stat of a `set_data` in it
+/// (the value node's, or the key node's when the value node was created;
+/// a created node's stat is not in the reply).
+fn last_revision(results: &[zk::MultiWriteResult]) -> std::result::Result<u64, zk::Error> {
+    results
+        .iter()
+        .rev()
+        .find_map(|r| match r {
+            zk::MultiWriteResult::SetData { stat } => Some(stat.mzxid as u64),
+            _ => None,
+        })
+        .ok_or_else(|| zk::Error::UnexpectedError("a multi-op without its result".into()))
+}
+
+/// Appends to `out` the user key nodes among `names`, the children of the
+/// node `path` of key (or prefix) `key`, with their keys.
+fn sub_nodes(path: &str, key: &str, names: Vec<String>, out: &mut Vec<(String, String)>) {
+    for name in names {
+        let Some(seg) = unescape_segment(&name) else {
+            continue;
+        };
+        let sub = if key.is_empty() {
+            seg.into_owned()
+        } else {
+            format!("{key}/{seg}")
+        };
+        out.push((child(path, &name), sub));
+    }
+}
+
+/// The error for a multi-read result of the wrong kind, or a missing one.
+fn unexpected(result: Option<zk::MultiReadResult>) -> zk::Error {
+    zk::Error::UnexpectedError(format!("an unexpected multi-read result: {result:?}"))
+}
+
 /// Ends a lease's or a lock's session: deletes its ephemeral nodes key by
 /// key (so each delete has its own zxid and is done when this returns),
 /// then closes the session.
@@ -946,6 +1124,7 @@ impl Store for ZkStore {
         let client = self.client().await?;
         let path = self.value_path(&canonical);
         let what = format!("delete {canonical:?}");
+        self.inner.present.lock().remove(&canonical);
         match timed(self.limit(), &what, client.delete(&path, None)).await? {
             Ok(()) => Ok(true),
             Err(zk::Error::NoNode) => Ok(false),
@@ -986,6 +1165,7 @@ impl Store for ZkStore {
         }
         let mut n = 0;
         for k in keys {
+            self.inner.present.lock().remove(&k);
             let path = self.value_path(&k);
             let what = format!("delete_tree {prefix:?}: delete {k:?}");
             match timed(self.limit(), &what, client.delete(&path, None)).await? {
@@ -1055,7 +1235,10 @@ impl Store for ZkStore {
             }
         };
         match outcome {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.inner.present.lock().remove(&canonical);
+                Ok(())
+            }
             Err(zk::Error::NoNode | zk::Error::BadVersion) => {
                 match self.stat_of(&client, &path, &what).await? {
                     None => Err(not_found()),
