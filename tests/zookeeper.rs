@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use anykv::zookeeper::ZkStore;
 use anykv::{ErrorKind, PutOptions, Store, WatchEvent, WatchOptions};
 use anykv_conformance::{conformance_tests, UrlFactory};
 use anykv_testserver::zookeeper::{shared_url, ZkServer};
@@ -306,10 +307,45 @@ async fn several_servers_one_down() {
     ))
     .await
     .unwrap();
+    let zk = store.as_any().downcast_ref::<ZkStore>().unwrap();
+    assert!(zk.syncs_reads(), "several servers: reads must sync");
     let rev = store.put("k", "v".into(), PutOptions::new()).await.unwrap();
     assert_eq!(store.get("k").await.unwrap().map(|p| p.revision), Some(rev));
+    assert_eq!(store.list("").await.unwrap().len(), 1);
+    assert!(store.exists("k").await.unwrap());
     store.delete_tree("").await.unwrap();
     store.close().await.unwrap();
+}
+
+/// One standalone server (`srvr` says so): reads skip the sync. Through a
+/// second store, a write completed by one store is seen by the other's
+/// very next read, both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_server_reads_without_sync_see_completed_writes() {
+    let url = format!(
+        "{}/{}",
+        shared_url(),
+        anykv_testserver::unique_name("standalone")
+    );
+    let a = anykv::open(&url).await.unwrap();
+    let b = anykv::open(&url).await.unwrap();
+    for s in [&a, &b] {
+        let zk = s.as_any().downcast_ref::<ZkStore>().unwrap();
+        assert!(!zk.syncs_reads(), "the test server is standalone");
+    }
+    for i in 0..50u32 {
+        let (w, r) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let value = format!("v{i}");
+        let rev = w
+            .put("k", value.clone().into(), PutOptions::new())
+            .await
+            .unwrap();
+        let got = r.get("k").await.unwrap().unwrap();
+        assert_eq!((got.value.as_ref(), got.revision), (value.as_bytes(), rev));
+    }
+    a.delete_tree("").await.unwrap();
+    a.close().await.unwrap();
+    b.close().await.unwrap();
 }
 
 #[test]

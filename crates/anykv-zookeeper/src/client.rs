@@ -127,3 +127,34 @@ pub(crate) fn token() -> u64 {
     x ^= x >> 33;
     x
 }
+
+/// Whether the store talks to a standalone server: exactly one server in
+/// its URL, which answers the `srvr` four-letter command (allowed by
+/// default) with `Mode: standalone`. A standalone server applies every
+/// write before replying and serves every session from the same data, so
+/// a read there sees every write completed before it without a `sync`.
+/// Anything else (several servers, a follower or leader, `srvr` refused or
+/// unreachable) keeps the syncs.
+pub(crate) async fn is_standalone(config: &ZkConfig) -> bool {
+    let [server] = config.servers.as_slice() else {
+        return false;
+    };
+    let probe = async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(server.as_str()).await.ok()?;
+        stream.write_all(b"srvr").await.ok()?;
+        let mut reply = Vec::new();
+        // The server closes the connection after its answer; a few KiB
+        // are plenty.
+        stream.take(16 * 1024).read_to_end(&mut reply).await.ok()?;
+        Some(
+            String::from_utf8_lossy(&reply)
+                .lines()
+                .any(|l| l.trim() == "Mode: standalone"),
+        )
+    };
+    matches!(
+        tokio::time::timeout(config.connect_timeout, probe).await,
+        Ok(Some(true))
+    )
+}

@@ -144,7 +144,13 @@
 //! node reaped). Reads are preceded by `sync`, so a read that starts after
 //! another client's write completed sees it even on a follower; concurrent
 //! reads share one `sync` sent after all of them began, and the reads are
-//! sent right behind it without waiting for its reply. `list` reads a
+//! sent right behind it without waiting for its reply. Against a single
+//! standalone server (one server in the URL, whose `srvr` four-letter
+//! command, allowed by default, reports `Mode: standalone`; checked on every
+//! new session) reads skip the `sync`: such a server applies each write
+//! before replying and serves every session from the same data, so a read
+//! sees every completed write anyway. `ZkStore::syncs_reads` tells which
+//! applies. `list` reads a
 //! level of the tree (each node's children and value) in multi-read
 //! requests.
 //!

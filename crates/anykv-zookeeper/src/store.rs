@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch as tokio_watch;
 use zookeeper_client as zk;
 
-use crate::client::{connect, map_err, multi_err, timed, token};
+use crate::client::{connect, is_standalone, map_err, multi_err, timed, token};
 use crate::config::ZkConfig;
 use crate::paths::{self, child, node_path, unescape_segment, LOCKS, LOCK_PREFIX, VALUE};
 use crate::watch::{Filter, Hub};
@@ -61,6 +61,9 @@ pub(crate) struct Inner {
     pub(crate) watches: Arc<AtomicUsize>,
     pub(crate) hub: Mutex<Option<Arc<Hub>>>,
     syncs: Mutex<Syncs>,
+    /// The session's server is standalone ([`is_standalone`]): reads need
+    /// no `sync`. Checked again on every new session.
+    standalone: AtomicBool,
     /// Keys this store last saw present (a hint, never trusted for
     /// correctness).
     present: Mutex<HashSet<String>>,
@@ -132,6 +135,7 @@ impl ZkStore {
             return Err(Error::Config("no ZooKeeper server given".into()));
         }
         let client = connect(&config, config.session_timeout).await?;
+        let standalone = is_standalone(&config).await;
         let mut caps = Capabilities::new(BACKEND);
         caps.watch_every_revision = false;
         caps.watch_resume = false;
@@ -153,9 +157,18 @@ impl ZkStore {
                 watches: Arc::new(AtomicUsize::new(0)),
                 hub: Mutex::new(None),
                 syncs: Mutex::new(Syncs::default()),
+                standalone: AtomicBool::new(standalone),
                 present: Mutex::new(HashSet::new()),
             }),
         })
+    }
+
+    /// Whether reads are sent behind a `sync`: true unless the store talks
+    /// to a standalone server, where every read already sees every write
+    /// completed before it (checked with the `srvr` command on each new
+    /// session; see the crate docs).
+    pub fn syncs_reads(&self) -> bool {
+        !self.inner.standalone.load(Ordering::SeqCst)
     }
 
     /// The id of the store's own ZooKeeper session.
@@ -184,6 +197,8 @@ impl ZkStore {
             return Ok(c);
         }
         let fresh = connect(&self.inner.config, self.inner.config.session_timeout).await?;
+        let standalone = is_standalone(&self.inner.config).await;
+        self.inner.standalone.store(standalone, Ordering::SeqCst);
         *self.inner.client.lock() = fresh.clone();
         Ok(fresh)
     }
@@ -218,6 +233,9 @@ impl ZkStore {
         Fut: Future<Output = Result<T>>,
     {
         let client = self.client().await?;
+        if self.inner.standalone.load(Ordering::SeqCst) {
+            return reads(client).await;
+        }
         let ticket = self.inner.syncs.lock().sent;
         tokio::task::yield_now().await;
         let sync = timed(self.limit(), "sync", self.sync_after(&client, ticket));
