@@ -111,7 +111,9 @@
 //! revision. Revisions are never reused across restarts only with
 //! persistence (`appendonly yes`, plus `appendfsync always` to lose no
 //! acknowledged write; with `everysec` the last second can be lost, which
-//! the reader then reports as above).
+//! the reader then reports as above). Since the reader is parked while no
+//! watch needs it, the loss may be found only when the next watch starts
+//! it: that watch then ends with `Compacted` too (open it again).
 //!
 //! Errors of the reader that would repeat (an ACL without `XREAD`, a
 //! `WRONGTYPE` key, an unreadable reply) end every watch with that error
