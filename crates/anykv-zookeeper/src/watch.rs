@@ -558,6 +558,29 @@ struct CycleErr {
     fatal: Option<Error>,
 }
 
+/// Takes every notification already received (as [`drain`]) and returns
+/// the keys among them that some stream covers; a disconnect or the
+/// session's end stops the cycle instead.
+fn take_more(
+    watcher: &mut zk::PersistentWatcher,
+    root_path: &str,
+    covered: impl Fn(&str) -> bool,
+) -> std::result::Result<Vec<String>, Option<CycleErr>> {
+    let mut flags = Flags::default();
+    let mut more = BTreeSet::new();
+    drain(watcher, root_path, &mut flags, &mut more);
+    if flags.terminal {
+        return Err(Some(CycleErr {
+            terminal: true,
+            fatal: None,
+        }));
+    }
+    if flags.disconnected {
+        return Err(None);
+    }
+    Ok(more.into_iter().filter(|k| covered(k)).collect())
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn cycle(
     store: &ZkStore,
@@ -633,22 +656,7 @@ async fn cycle(
                 }
                 latest.insert(k, st);
             }
-            let mut flags = Flags::default();
-            let mut more = BTreeSet::new();
-            drain(watcher, &root_path, &mut flags, &mut more);
-            if flags.terminal {
-                return Err(Some(CycleErr {
-                    terminal: true,
-                    fatal: None,
-                }));
-            }
-            if flags.disconnected {
-                return Err(None);
-            }
-            to_read = more
-                .into_iter()
-                .filter(|k| covered(k, subs, pending))
-                .collect();
+            to_read = take_more(watcher, &root_path, |k| covered(k, subs, pending))?;
             if to_read.is_empty() {
                 break;
             }
@@ -697,26 +705,9 @@ async fn cycle(
         }
         // The reads of deletes' revisions may have seen later changes:
         // their notifications are in by now; read those keys too first.
-        {
-            let mut flags = Flags::default();
-            let mut more = BTreeSet::new();
-            drain(watcher, &root_path, &mut flags, &mut more);
-            if flags.terminal {
-                return Err(Some(CycleErr {
-                    terminal: true,
-                    fatal: None,
-                }));
-            }
-            if flags.disconnected {
-                return Err(None);
-            }
-            to_read = more
-                .into_iter()
-                .filter(|k| covered(k, subs, pending))
-                .collect();
-            if !to_read.is_empty() {
-                continue;
-            }
+        to_read = take_more(watcher, &root_path, |k| covered(k, subs, pending))?;
+        if !to_read.is_empty() {
+            continue;
         }
         if need_clock.is_empty() && (!wants_clock || synced_clock.is_some()) {
             break;
@@ -730,22 +721,7 @@ async fn cycle(
         }
         // Notifications of changes before the clock's zxid are in by now:
         // read them too, then recompute.
-        let mut flags = Flags::default();
-        let mut more = BTreeSet::new();
-        drain(watcher, &root_path, &mut flags, &mut more);
-        if flags.terminal {
-            return Err(Some(CycleErr {
-                terminal: true,
-                fatal: None,
-            }));
-        }
-        if flags.disconnected {
-            return Err(None);
-        }
-        to_read = more
-            .into_iter()
-            .filter(|k| covered(k, subs, pending))
-            .collect();
+        to_read = take_more(watcher, &root_path, |k| covered(k, subs, pending))?;
     }
     events.sort_by_key(|e| e.0);
     let newest = events
