@@ -43,6 +43,7 @@
 mod state;
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -298,21 +299,23 @@ impl MemoryStore {
         }
     }
 
-    fn full_key(&self, key: &str) -> Result<String> {
-        let canonical = key::normalize_key(key)?;
+    /// A canonical key or prefix under the store's root, copied only when
+    /// there is a root to put in front.
+    fn under_root<'a>(&self, canonical: &'a str) -> Cow<'a, str> {
         if self.inner.root.is_empty() {
-            return Ok(canonical);
+            Cow::Borrowed(canonical)
+        } else {
+            Cow::Owned(key::join(&self.inner.root, canonical))
         }
-        Ok(key::join(&self.inner.root, &canonical))
+    }
+
+    fn full_key(&self, key: &str) -> Result<String> {
+        Ok(self.under_root(key::canonical_key(key)?).into_owned())
     }
 
     fn full_prefix(&self, prefix: &str) -> Result<(bool, String)> {
-        let p = key::normalize_prefix(prefix)?;
-        let has_key = !p.is_empty();
-        if self.inner.root.is_empty() {
-            return Ok((has_key, p));
-        }
-        Ok((has_key, key::join(&self.inner.root, &p)))
+        let p = key::canonical_prefix(prefix)?;
+        Ok((!p.is_empty(), self.under_root(p).into_owned()))
     }
 
     fn check_write(
@@ -523,11 +526,7 @@ impl Store for MemoryStore {
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
         self.check()?;
-        let canonical = key::canonical_key(key)?;
-        if self.inner.root.is_empty() {
-            return Ok(self.inner.shared.state.read().get(canonical, ""));
-        }
-        let full = key::join(&self.inner.root, canonical);
+        let full = self.under_root(key::canonical_key(key)?);
         Ok(self.inner.shared.state.read().get(&full, &self.inner.root))
     }
 
