@@ -115,6 +115,7 @@ pub fn parse_url(url: &str) -> Result<Url> {
         return Url::parse(url).map_err(parse_error);
     };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    refuse_dot_segments(scheme, &rest[authority_end..])?;
     let authority = &rest[..authority_end];
     let (userinfo, hosts) = match authority.rfind('@') {
         Some(at) => authority.split_at(at + 1),
@@ -140,6 +141,28 @@ pub fn parse_url(url: &str) -> Result<Url> {
         .query_pairs_mut()
         .append_pair("endpoints", &others.join(","));
     Ok(parsed)
+}
+
+/// Refuses a URL path with a `.` or `..` segment, literal or
+/// percent-encoded (`%2e`, `%2E%2E`). The URL parser would remove such
+/// segments before the root is checked, so `tenant/..` would open the
+/// parent root: a tenant name placed in a URL must never reach another
+/// tenant's keys.
+fn refuse_dot_segments(scheme: &str, after_authority: &str) -> Result<()> {
+    let path_end = after_authority
+        .find(['?', '#'])
+        .unwrap_or(after_authority.len());
+    for segment in after_authority[..path_end].split('/') {
+        let decoded = percent_encoding::percent_decode_str(segment).collect::<Vec<u8>>();
+        if decoded == b"." || decoded == b".." {
+            return Err(Error::Config(format!(
+                "invalid {scheme}:// URL: its path has a {:?} segment ({segment:?}); \
+                 a root may not name a relative path",
+                String::from_utf8_lossy(&decoded)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The URL with any password replaced by `***`, for messages and logs.
@@ -300,15 +323,35 @@ mod tests {
             ErrorKind::Config
         );
         assert_eq!(url_params(&u, &[]).unwrap_err().kind(), ErrorKind::Config);
-        let u = Url::parse("memory://n/a/../b").unwrap();
-        assert_eq!(
-            url_root(&u).unwrap(),
-            "b",
-            "the url crate resolves dot segments"
-        );
         let u = Url::parse("memory://n/a//b").unwrap();
         assert_eq!(url_root(&u).unwrap_err().kind(), ErrorKind::Config);
         assert_eq!(url_root(&Url::parse("memory://n").unwrap()).unwrap(), "");
+    }
+
+    #[test]
+    fn dot_segments_in_the_root_are_refused() {
+        for bad in [
+            "etcd://127.0.0.1:2379/tenant/..",
+            "etcd://127.0.0.1:2379/tenant/../other",
+            "memory://n/a/%2e%2e",
+            "memory://n/a/%2E%2e/b",
+            "memory://n/./a",
+            "memory://n/a/%2e",
+            "redis://h:6379/0/tenant/..?prefix=x",
+            "zk://a:2181,b:2181/app/..",
+        ] {
+            let e = parse_url(bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Config, "{bad}");
+            assert!(e.to_string().contains("segment"), "{bad}: {e}");
+        }
+        for good in [
+            "memory://n/a..b/.c",
+            "memory://n/a/...",
+            "etcd://h:1/x?q=..",
+            "memory://n/a#..",
+        ] {
+            parse_url(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
     }
 
     #[test]

@@ -535,12 +535,7 @@ impl EtcdStore {
 
     /// Opens the store a URL names (see the crate documentation).
     pub async fn open_url(url: &str) -> Result<Arc<dyn Store>> {
-        let parsed = Url::parse(url).map_err(|e| {
-            Error::Config(format!(
-                "invalid URL {:?}: {e}",
-                anykv_core::redact_url(url)
-            ))
-        })?;
+        let parsed = anykv_core::parse_url(url)?;
         let store: Arc<dyn Store> = Arc::new(Self::connect(EtcdConfig::from_url(&parsed)?).await?);
         Ok(store)
     }

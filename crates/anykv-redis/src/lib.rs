@@ -1302,12 +1302,7 @@ impl RedisStore {
 
     /// Opens a `redis://` or `rediss://` URL (see the crate documentation).
     pub async fn open_url(url: &str) -> Result<Self> {
-        let parsed = Url::parse(url).map_err(|e| {
-            Error::Config(format!(
-                "invalid URL {:?}: {e}",
-                anykv_core::redact_url(url)
-            ))
-        })?;
+        let parsed = anykv_core::parse_url(url)?;
         Self::open(RedisConfig::from_url(&parsed)?).await
     }
 
