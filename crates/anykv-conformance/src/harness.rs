@@ -43,6 +43,37 @@ pub trait StoreFactory: Send + Sync + 'static {
             "the factory offers no restart_server hook",
         ))
     }
+
+    /// Freezes the server (as `SIGSTOP` does) until
+    /// [`StoreFactory::resume_server`]: connections stay open, nothing is
+    /// answered. Optional, for fault cases; the default refuses with
+    /// [`Error::Unsupported`], and the cases that need it report
+    /// "unsupported" naming the hook. A case that paused the server always
+    /// resumes it, even when it fails.
+    async fn pause_server(&self) -> Result<()> {
+        Err(Error::unsupported(
+            "conformance",
+            "pause_server",
+            "the factory offers no pause_server hook",
+        ))
+    }
+
+    /// Lets a server frozen by [`StoreFactory::pause_server`] run again.
+    async fn resume_server(&self) -> Result<()> {
+        Err(Error::unsupported(
+            "conformance",
+            "resume_server",
+            "the factory offers no resume_server hook",
+        ))
+    }
+
+    /// The request timeout of the stores this factory opens: a call that
+    /// cannot finish (a paused server) must fail within it, plus
+    /// [`crate::SLACK`]. Fault cases read it; the default is 5 s, what the
+    /// anykv backends use when a URL sets no `request_timeout`.
+    fn request_timeout(&self) -> Duration {
+        Duration::from_secs(5)
+    }
 }
 
 /// A [`StoreFactory`] that opens `{base}/{root}` through an opener such as
@@ -51,6 +82,19 @@ pub struct UrlFactory {
     base: String,
     opener: OpenFn,
     compact: Option<CompactFn>,
+    restart: Option<HookFn>,
+    pause: Option<(HookFn, HookFn)>,
+    request_timeout: Duration,
+}
+
+type HookFn = Arc<dyn Fn() -> BoxFuture<'static, Result<()>> + Send + Sync>;
+
+fn hook<F, Fut>(f: F) -> HookFn
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<()>> + Send + 'static,
+{
+    Arc::new(move || Box::pin(f()))
 }
 
 type OpenFn = Arc<dyn Fn(String) -> BoxFuture<'static, Result<Arc<dyn Store>>> + Send + Sync>;
@@ -71,7 +115,41 @@ impl UrlFactory {
             base: base.into(),
             opener: Arc::new(move |url| Box::pin(opener(url))),
             compact: None,
+            restart: None,
+            pause: None,
+            request_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// Adds a restart hook: stop the server and start it again with its
+    /// data.
+    pub fn with_restart<F, Fut>(mut self, restart: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        self.restart = Some(hook(restart));
+        self
+    }
+
+    /// Adds the pause and resume hooks: freeze the server (`SIGSTOP`) and
+    /// let it run again (`SIGCONT`).
+    pub fn with_pause<P, PFut, R, RFut>(mut self, pause: P, resume: R) -> Self
+    where
+        P: Fn() -> PFut + Send + Sync + 'static,
+        PFut: Future<Output = Result<()>> + Send + 'static,
+        R: Fn() -> RFut + Send + Sync + 'static,
+        RFut: Future<Output = Result<()>> + Send + 'static,
+    {
+        self.pause = Some((hook(pause), hook(resume)));
+        self
+    }
+
+    /// Says what request timeout the opened stores use (the URL's
+    /// `request_timeout`); fault cases allow it plus [`crate::SLACK`].
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
     }
 
     /// Adds a compact hook.
@@ -113,6 +191,43 @@ impl StoreFactory for UrlFactory {
                 "the factory offers no compact hook",
             )),
         }
+    }
+
+    async fn restart_server(&self) -> Result<()> {
+        match &self.restart {
+            Some(f) => f().await,
+            None => Err(Error::unsupported(
+                "conformance",
+                "restart_server",
+                "the factory offers no restart_server hook",
+            )),
+        }
+    }
+
+    async fn pause_server(&self) -> Result<()> {
+        match &self.pause {
+            Some((pause, _)) => pause().await,
+            None => Err(Error::unsupported(
+                "conformance",
+                "pause_server",
+                "the factory offers no pause_server hook",
+            )),
+        }
+    }
+
+    async fn resume_server(&self) -> Result<()> {
+        match &self.pause {
+            Some((_, resume)) => resume().await,
+            None => Err(Error::unsupported(
+                "conformance",
+                "resume_server",
+                "the factory offers no resume_server hook",
+            )),
+        }
+    }
+
+    fn request_timeout(&self) -> Duration {
+        self.request_timeout
     }
 }
 
@@ -164,8 +279,12 @@ pub struct Case {
     /// The group (module) it belongs to.
     pub group: &'static str,
     /// The case changes something every case can see (compaction, a
-    /// restart), so it runs alone.
+    /// restart, a paused server), so it runs alone.
     pub exclusive: bool,
+    /// The case opens many clients or writes a lot (load, races, history
+    /// checks), so it runs one at a time with the other heavy cases, which
+    /// bounds the connections a run holds on one server.
+    pub heavy: bool,
     run: for<'a> fn(&'a Ctx) -> BoxFuture<'a, CaseResult>,
 }
 
@@ -175,6 +294,7 @@ impl fmt::Debug for Case {
             .field("name", &self.name)
             .field("group", &self.group)
             .field("exclusive", &self.exclusive)
+            .field("heavy", &self.heavy)
             .finish()
     }
 }
@@ -189,7 +309,9 @@ impl Case {
         Case {
             name,
             group,
-            exclusive: crate::EXCLUSIVE_CASES.contains(&name),
+            exclusive: crate::EXCLUSIVE_CASES.contains(&name)
+                || crate::EXCLUSIVE_GROUPS.contains(&group),
+            heavy: crate::HEAVY_GROUPS.contains(&group),
             run,
         }
     }
@@ -201,6 +323,7 @@ pub struct Ctx {
     case: &'static str,
     root: String,
     stores: Mutex<Vec<Arc<dyn Store>>>,
+    paused: std::sync::atomic::AtomicBool,
 }
 
 static RUN_ID: LazyLock<String> = LazyLock::new(|| {
@@ -221,6 +344,7 @@ impl Ctx {
             case,
             root: format!("anykv-conformance/{}/{case}-{n}", *RUN_ID),
             stores: Mutex::new(Vec::new()),
+            paused: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -286,7 +410,52 @@ impl Ctx {
         }
     }
 
+    /// Freezes the server through the factory's pause hook, or reports the
+    /// case unsupported naming the hook. The server is resumed by
+    /// [`Ctx::resume_server`] or, at the latest, when the case ends.
+    pub async fn pause_server(&self) -> CaseResult {
+        match self.factory.pause_server().await {
+            Ok(()) => {
+                self.paused.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(e) if e.kind() == anykv_core::ErrorKind::Unsupported => Err(Failure::unsupported(
+                format!("the factory has no pause hook (StoreFactory::pause_server): {e}"),
+            )),
+            Err(e) => Err(Failure::failed(format!("the pause hook failed: {e}"))),
+        }
+    }
+
+    /// Lets the server paused by [`Ctx::pause_server`] run again.
+    pub async fn resume_server(&self) -> CaseResult {
+        self.paused.store(false, Ordering::SeqCst);
+        self.factory
+            .resume_server()
+            .await
+            .map_err(|e| Failure::failed(format!("the resume hook failed: {e}")))
+    }
+
+    /// Restarts the server through the factory's hook, or reports the case
+    /// unsupported naming the hook.
+    pub async fn restart_server(&self) -> CaseResult {
+        match self.factory.restart_server().await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == anykv_core::ErrorKind::Unsupported => Err(Failure::unsupported(
+                format!("the factory has no restart hook (StoreFactory::restart_server): {e}"),
+            )),
+            Err(e) => Err(Failure::failed(format!("the restart hook failed: {e}"))),
+        }
+    }
+
+    /// The request timeout of the factory's stores.
+    pub fn request_timeout(&self) -> Duration {
+        self.factory.request_timeout()
+    }
+
     async fn cleanup(&self) {
+        if self.paused.swap(false, Ordering::SeqCst) {
+            let _ = self.factory.resume_server().await;
+        }
         let stores: Vec<_> = std::mem::take(&mut *self.stores.lock());
         for s in &stores {
             let _ = tokio::time::timeout(Duration::from_secs(10), s.delete_tree("")).await;
@@ -389,12 +558,18 @@ impl fmt::Display for Report {
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(120);
 
 static GATE: LazyLock<tokio::sync::RwLock<()>> = LazyLock::new(|| tokio::sync::RwLock::new(()));
+static HEAVY: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(|| tokio::sync::Mutex::new(()));
 
 /// Runs one case on a fresh root and reports its outcome. A panic or a
 /// timeout counts as a failure. Exclusive cases wait until no other case of
 /// this process runs.
 pub async fn run_case(factory: Arc<dyn StoreFactory>, case: Case) -> CaseReport {
     let started = Instant::now();
+    let _heavy = if case.heavy {
+        Some(HEAVY.lock().await)
+    } else {
+        None
+    };
     let (_read, _write);
     if case.exclusive {
         _write = Some(GATE.write().await);

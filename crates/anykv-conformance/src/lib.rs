@@ -67,19 +67,31 @@ pub mod cases {
     pub mod basic;
     pub mod capabilities;
     pub mod close;
+    pub mod contend;
+    pub mod fault;
     pub mod isolation;
     pub mod keys;
     pub mod lease;
     pub mod list;
+    pub mod load;
     pub mod lock;
     pub mod race;
     pub mod revision;
+    pub mod rules;
     pub mod ttl;
     pub mod watch;
 }
 
 /// Cases that change what every case can see, and so run alone.
 pub const EXCLUSIVE_CASES: &[&str] = &["watch_resume_compacted"];
+
+/// Groups whose cases change what every case can see (they pause or
+/// restart the server), and so run alone.
+pub const EXCLUSIVE_GROUPS: &[&str] = &["fault"];
+
+/// Groups whose cases open many clients or write a lot; they run one at a
+/// time among themselves (see [`Case::heavy`]).
+pub const HEAVY_GROUPS: &[&str] = &["race", "load", "contend", "history"];
 
 /// Calls `callback! { args group: [case, ...] }` once per group, in suite
 /// order. Each group's list lives in its module, beside its cases.
@@ -93,6 +105,7 @@ macro_rules! __anykv_for_each_group {
         $crate::__anykv_cases_revision!(($($cb)*) $args);
         $crate::__anykv_cases_atomic!(($($cb)*) $args);
         $crate::__anykv_cases_race!(($($cb)*) $args);
+        $crate::__anykv_cases_contend!(($($cb)*) $args);
         $crate::__anykv_cases_isolation!(($($cb)*) $args);
         $crate::__anykv_cases_watch!(($($cb)*) $args);
         $crate::__anykv_cases_ttl!(($($cb)*) $args);
@@ -100,6 +113,9 @@ macro_rules! __anykv_for_each_group {
         $crate::__anykv_cases_lock!(($($cb)*) $args);
         $crate::__anykv_cases_close!(($($cb)*) $args);
         $crate::__anykv_cases_capabilities!(($($cb)*) $args);
+        $crate::__anykv_cases_rules!(($($cb)*) $args);
+        $crate::__anykv_cases_load!(($($cb)*) $args);
+        $crate::__anykv_cases_fault!(($($cb)*) $args);
     };
 }
 

@@ -57,6 +57,8 @@ use anykv_core::{
 };
 use parking_lot::Mutex;
 
+mod fault;
+pub use fault::{pause_named, restart_named, resume_named};
 use state::{Filter, LockAttempt, Shared, BACKEND};
 
 /// How many changes a store keeps for resuming watches, by default.
@@ -69,6 +71,9 @@ pub const DEFAULT_HISTORY_BYTES: usize = 64 * 1024 * 1024;
 
 /// The largest value a store takes, by default: 16 MiB.
 pub const DEFAULT_MAX_VALUE_SIZE: usize = 16 * 1024 * 1024;
+
+/// How long a call waits out a frozen store by default.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The smallest TTL; smaller ones are raised to it.
 pub const MIN_TTL: Duration = Duration::from_millis(1);
@@ -90,6 +95,9 @@ pub struct MemoryConfig {
     pub history_bytes: usize,
     /// The largest value, in bytes.
     pub max_value_size: usize,
+    /// How long a call waits out a frozen store (see [`pause_named`])
+    /// before it fails with `Timeout`; the `request_timeout` URL parameter.
+    pub request_timeout: Duration,
 }
 
 impl Default for MemoryConfig {
@@ -100,6 +108,7 @@ impl Default for MemoryConfig {
             history: DEFAULT_HISTORY,
             history_bytes: DEFAULT_HISTORY_BYTES,
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 }
@@ -161,10 +170,25 @@ impl MemoryConfig {
             config.name = Some(name.to_owned());
         }
         config.root = url_root(url)?;
-        for (name, value) in url_params(url, &["history", "history_bytes", "max_value_size"])? {
+        let known = [
+            "history",
+            "history_bytes",
+            "max_value_size",
+            "request_timeout",
+            "connect_timeout",
+        ];
+        for (name, value) in url_params(url, &known)? {
             match name.as_str() {
                 "history" => config = config.with_history(parse_param(&name, &value)?),
                 "history_bytes" => config.history_bytes = parse_param(&name, &value)?,
+                "request_timeout" => {
+                    config.request_timeout = anykv_core::parse_duration_param(&name, &value)?
+                }
+                // Nothing to connect to; taken so every backend's URL
+                // takes the same timeouts.
+                "connect_timeout" => {
+                    anykv_core::parse_duration_param(&name, &value)?;
+                }
                 _ => config.max_value_size = parse_param(&name, &value)?,
             }
         }
@@ -186,6 +210,7 @@ struct Inner {
     owner: u64,
     closed: AtomicBool,
     caps: Capabilities,
+    request_timeout: Duration,
 }
 
 impl Drop for Inner {
@@ -218,6 +243,7 @@ impl MemoryStore {
         Self::from_parts(
             None,
             String::new(),
+            DEFAULT_REQUEST_TIMEOUT,
             Shared::new(
                 DEFAULT_HISTORY,
                 DEFAULT_HISTORY_BYTES,
@@ -247,7 +273,12 @@ impl MemoryStore {
                 })
                 .clone(),
         };
-        Ok(Self::from_parts(config.name, root, shared))
+        Ok(Self::from_parts(
+            config.name,
+            root,
+            config.request_timeout,
+            shared,
+        ))
     }
 
     /// Opens a `memory://` URL as a shared, type-erased store.
@@ -256,7 +287,12 @@ impl MemoryStore {
         Ok(Arc::new(Self::open(MemoryConfig::from_url(&parsed)?)?))
     }
 
-    fn from_parts(name: Option<String>, root: String, shared: Arc<Shared>) -> Self {
+    fn from_parts(
+        name: Option<String>,
+        root: String,
+        request_timeout: Duration,
+        shared: Arc<Shared>,
+    ) -> Self {
         let owner = shared.state.write().new_owner();
         let mut caps = Capabilities::new(BACKEND);
         caps.min_ttl = MIN_TTL;
@@ -269,6 +305,7 @@ impl MemoryStore {
                 owner,
                 closed: AtomicBool::new(false),
                 caps,
+                request_timeout,
             }),
         }
     }
@@ -288,6 +325,17 @@ impl MemoryStore {
     pub fn compact(&self, revision: u64) -> Result<()> {
         self.check()?;
         self.inner.shared.state.write().compact(revision);
+        Ok(())
+    }
+
+    /// Fails with `Closed` after close; while the store is frozen, waits
+    /// until it runs again or the request timeout passes (`Timeout`).
+    async fn ready(&self) -> Result<()> {
+        self.check()?;
+        if self.inner.shared.paused.load(Ordering::SeqCst) {
+            fault::wait_out_pause(&self.inner.shared, self.inner.request_timeout).await?;
+            self.check()?;
+        }
         Ok(())
     }
 
@@ -525,12 +573,13 @@ impl Store for MemoryStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
-        self.check()?;
+        self.ready().await?;
         let full = self.under_root(key::canonical_key(key)?);
         Ok(self.inner.shared.state.read().get(&full, &self.inner.root))
     }
 
     async fn put(&self, key: &str, value: Bytes, options: PutOptions) -> Result<u64> {
+        self.ready().await?;
         let (full, ttl) = self.check_write(key, &value, &options)?;
         let rev =
             self.inner
@@ -543,13 +592,13 @@ impl Store for MemoryStore {
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
-        self.check()?;
+        self.ready().await?;
         let full = self.full_key(key)?;
         Ok(self.inner.shared.state.write().delete(&full).is_some())
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
-        self.check()?;
+        self.ready().await?;
         let full = self.full_key(key)?;
         Ok(self
             .inner
@@ -561,13 +610,13 @@ impl Store for MemoryStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
-        self.check()?;
+        self.ready().await?;
         let (_, full) = self.full_prefix(prefix)?;
         Ok(self.inner.shared.state.read().list(&full, &self.inner.root))
     }
 
     async fn delete_tree(&self, prefix: &str) -> Result<u64> {
-        self.check()?;
+        self.ready().await?;
         let (has_key, full) = self.full_prefix(prefix)?;
         let key = has_key.then_some(full.as_str());
         Ok(self.inner.shared.state.write().delete_tree(key, &full))
@@ -580,6 +629,7 @@ impl Store for MemoryStore {
         expected: Option<u64>,
         options: PutOptions,
     ) -> Result<u64> {
+        self.ready().await?;
         let (full, ttl) = self.check_write(key, &value, &options)?;
         let rev = {
             let mut state = self.inner.shared.state.write();
@@ -592,7 +642,7 @@ impl Store for MemoryStore {
     }
 
     async fn atomic_delete(&self, key: &str, expected: u64) -> Result<()> {
-        self.check()?;
+        self.ready().await?;
         let full = self.full_key(key)?;
         let mut state = self.inner.shared.state.write();
         let current = state.current_revision_of(&full);
@@ -602,19 +652,19 @@ impl Store for MemoryStore {
     }
 
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
-        self.check()?;
+        self.ready().await?;
         let full = self.full_key(key)?;
         self.watch_filter(Filter::Key(full), options)
     }
 
     async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
-        self.check()?;
+        self.ready().await?;
         let (_, full) = self.full_prefix(prefix)?;
         self.watch_filter(Filter::Tree(full), options)
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<Lease> {
-        self.check()?;
+        self.ready().await?;
         anykv_core::check_ttl(ttl)?;
         let (id, lost) = self
             .inner
@@ -634,10 +684,12 @@ impl Store for MemoryStore {
     }
 
     async fn lock(&self, key: &str, options: LockOptions) -> Result<LockGuard> {
+        self.ready().await?;
         anykv_core::waited_for(BACKEND, self.lock_impl(key, options, true).await?)
     }
 
     async fn try_lock(&self, key: &str, options: LockOptions) -> Result<Option<LockGuard>> {
+        self.ready().await?;
         self.lock_impl(key, options, false).await
     }
 

@@ -28,6 +28,10 @@ pub(crate) struct Shared {
     expiry_cv: Condvar,
     expiry_thread: AtomicBool,
     pub(crate) max_value_size: usize,
+    /// Set while the store is frozen (see [`crate::pause_named`]).
+    pub(crate) paused: AtomicBool,
+    /// Wakes the calls waiting out a freeze.
+    pub(crate) resumed: tokio::sync::Notify,
 }
 
 pub(crate) struct Entry {
@@ -164,6 +168,8 @@ impl Shared {
             expiry_cv: Condvar::new(),
             expiry_thread: AtomicBool::new(false),
             max_value_size,
+            paused: AtomicBool::new(false),
+            resumed: tokio::sync::Notify::new(),
         })
     }
 
