@@ -46,6 +46,7 @@
 
 pub mod check;
 mod harness;
+pub mod linearizability;
 
 pub use check::{
     bytes, expect_delete, expect_silence, is_gone, next_event, next_item, put_with, read_initial,
