@@ -68,6 +68,7 @@ pub mod cases {
     pub mod basic;
     pub mod capabilities;
     pub mod close;
+    pub mod history;
     pub mod isolation;
     pub mod keys;
     pub mod lease;
@@ -94,6 +95,7 @@ macro_rules! __anykv_for_each_group {
         $crate::__anykv_cases_revision!(($($cb)*) $args);
         $crate::__anykv_cases_atomic!(($($cb)*) $args);
         $crate::__anykv_cases_race!(($($cb)*) $args);
+        $crate::__anykv_cases_history!(($($cb)*) $args);
         $crate::__anykv_cases_isolation!(($($cb)*) $args);
         $crate::__anykv_cases_watch!(($($cb)*) $args);
         $crate::__anykv_cases_ttl!(($($cb)*) $args);
