@@ -46,6 +46,7 @@
 
 pub mod check;
 mod harness;
+pub mod linearizability;
 
 pub use check::{
     bytes, expect_delete, expect_silence, is_gone, next_event, next_item, put_with, read_initial,
@@ -69,6 +70,7 @@ pub mod cases {
     pub mod close;
     pub mod contend;
     pub mod fault;
+    pub mod history;
     pub mod isolation;
     pub mod keys;
     pub mod lease;
@@ -106,6 +108,7 @@ macro_rules! __anykv_for_each_group {
         $crate::__anykv_cases_atomic!(($($cb)*) $args);
         $crate::__anykv_cases_race!(($($cb)*) $args);
         $crate::__anykv_cases_contend!(($($cb)*) $args);
+        $crate::__anykv_cases_history!(($($cb)*) $args);
         $crate::__anykv_cases_isolation!(($($cb)*) $args);
         $crate::__anykv_cases_watch!(($($cb)*) $args);
         $crate::__anykv_cases_ttl!(($($cb)*) $args);
