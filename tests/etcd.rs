@@ -50,12 +50,31 @@ impl StoreFactory for EtcdFactory {
             .await
             .map_err(|e| anykv::Error::InvalidArgument(format!("restart failed: {e}")))
     }
+
+    async fn pause_server(&self) -> anykv::Result<()> {
+        pause_shared_server(true)
+    }
+
+    async fn resume_server(&self) -> anykv::Result<()> {
+        pause_shared_server(false)
+    }
+
+    fn request_timeout(&self) -> Duration {
+        SUITE_REQUEST_TIMEOUT
+    }
 }
 
-/// The suite's factory: the shared server. Its restart hook is offered,
-/// but no conformance case restarts the server (that would disturb the
-/// cases running beside it); the fault tests below use servers of their
-/// own.
+/// The request timeout of the suite's stores: a frozen server's calls fail
+/// within it.
+const SUITE_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn pause_shared_server(pause: bool) -> anykv::Result<()> {
+    anykv_testserver::etcd::pause_shared(pause)
+        .map_err(|e| anykv::Error::unsupported("etcd tests", "pause_server", e))
+}
+
+/// The suite's factory: the shared server, with restart and pause hooks
+/// (the fault cases that use them run alone).
 fn factory() -> EtcdFactory {
     let restart: Option<Restart> = anykv_testserver::etcd::shared().map(|m| {
         let f: Restart = Arc::new(move || {
@@ -66,7 +85,11 @@ fn factory() -> EtcdFactory {
         f
     });
     EtcdFactory {
-        base: format!("{}/conformance", shared_url()),
+        base: format!(
+            "{}/conformance?request_timeout={}ms",
+            shared_url(),
+            SUITE_REQUEST_TIMEOUT.as_millis()
+        ),
         restart,
     }
 }

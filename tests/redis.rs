@@ -32,11 +32,33 @@ impl StoreFactory for RedisFactory {
             Err(e) => Err(anykv::Error::Config(format!("restart failed: {e}"))),
         }
     }
+
+    async fn pause_server(&self) -> anykv::Result<()> {
+        anykv_testserver::redis::pause_shared(true)
+            .map_err(|e| anykv::Error::unsupported("redis", "pause_server", e))
+    }
+
+    async fn resume_server(&self) -> anykv::Result<()> {
+        anykv_testserver::redis::pause_shared(false)
+            .map_err(|e| anykv::Error::unsupported("redis", "resume_server", e))
+    }
+
+    fn request_timeout(&self) -> Duration {
+        SUITE_REQUEST_TIMEOUT
+    }
 }
+
+/// The request timeout of the suite's stores: a frozen server's calls fail
+/// within it.
+const SUITE_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn factory() -> RedisFactory {
     RedisFactory(UrlFactory::new(
-        format!("{}/0", shared_url()),
+        format!(
+            "{}/0?request_timeout={}ms",
+            shared_url(),
+            SUITE_REQUEST_TIMEOUT.as_millis()
+        ),
         |url| async move { anykv::open(&url).await },
     ))
 }

@@ -327,6 +327,19 @@ pub fn shared_url() -> String {
         .unwrap_or_else(|e| e.into_inner().url())
 }
 
+/// Freezes (`pause = true`, SIGSTOP) or resumes (SIGCONT) the shared
+/// server of [`shared_url`]; an error when that is `ANYKV_ETCD_URL`'s.
+pub fn pause_shared(pause: bool) -> Result<(), String> {
+    let server = shared().ok_or("the server at ANYKV_ETCD_URL is not the tests' to pause")?;
+    let s = server.lock().unwrap_or_else(|e| e.into_inner());
+    if pause {
+        s.pause();
+    } else {
+        s.resume();
+    }
+    Ok(())
+}
+
 /// The server behind [`shared_url`] when this process started it
 /// (`None` when `ANYKV_ETCD_URL` is set).
 pub fn shared() -> Option<&'static Mutex<EtcdServer>> {

@@ -189,6 +189,23 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open, nothing is
+    /// answered. Undo with [`RedisServer::resume`].
+    pub fn pause(&self) -> Result<(), String> {
+        match &self.process {
+            Some(p) => p.signal("STOP"),
+            None => Err("the server is not running".into()),
+        }
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&self) -> Result<(), String> {
+        match &self.process {
+            Some(p) => p.signal("CONT"),
+            None => Err("the server is not running".into()),
+        }
+    }
+
     /// Stops and starts the server, keeping its data.
     pub fn restart(&mut self) {
         self.stop();
@@ -221,6 +238,24 @@ pub fn restart_shared() -> Result<(), String> {
     };
     s.stop();
     s.try_start()
+}
+
+/// Freezes (`pause = true`, SIGSTOP) or resumes (SIGCONT) the shared
+/// server of [`shared_url`]; an error when that is `ANYKV_REDIS_URL`'s.
+pub fn pause_shared(pause: bool) -> Result<(), String> {
+    let _ = shared_url();
+    let server = SERVER
+        .get()
+        .ok_or("the shared server is ANYKV_REDIS_URL's, which the tests do not own")?;
+    let s = match server.lock() {
+        Ok(s) => s,
+        Err(p) => p.into_inner(),
+    };
+    if pause {
+        s.pause()
+    } else {
+        s.resume()
+    }
 }
 
 /// The URL of one server shared by a whole test binary: `ANYKV_REDIS_URL`
