@@ -141,7 +141,33 @@ impl ZkServer {
             p.kill();
             panic!("ZooKeeper did not start: {e}\n{tail}");
         }
+        if !self.serving(Duration::from_secs(30)) {
+            let tail = p.log_tail(4000);
+            p.kill();
+            panic!("ZooKeeper did not start serving\n{tail}");
+        }
         self.process = Some(p);
+    }
+
+    /// Waits until the server answers the `srvr` command with its mode
+    /// (it listens before it serves sessions).
+    fn serving(&self, within: Duration) -> bool {
+        use std::io::{Read, Write};
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut reply = String::new();
+                if s.write_all(b"srvr").is_ok()
+                    && s.read_to_string(&mut reply).is_ok()
+                    && reply.contains("Mode:")
+                {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
     }
 
     /// Stops the server (keeping its data).
