@@ -1,11 +1,16 @@
 //! A ZooKeeper server for the tests: Debian's ZooKeeper 3.8 started on a
 //! free loopback port with a temporary data directory, TTL nodes enabled
 //! (`extendedTypesEnabled=true`, `-Dznode.container.checkIntervalMs=1000`),
-//! a short tick for fast session expiry, and no limit on connections.
+//! a short tick for fast session expiry, and ZooKeeper's stock limit of 60
+//! connections per client address (`maxClientCnxns`), so a backend that
+//! opened a connection per lease or lock would fail here as it would in
+//! production. [`ZkServer::start_stock`] runs a server with the stock
+//! `tickTime` (2000 ms) instead; [`ZkServer::pause`] and [`pause_shared`]
+//! freeze a server (SIGSTOP) for fault tests.
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::{free_port, temp_dir, wait_for_port, Process, TempDir};
@@ -33,6 +38,8 @@ pub struct ZkServer {
     port: u16,
     dir: TempDir,
     extended: bool,
+    /// `zoo.cfg` settings; [`SETTINGS`] unless started otherwise.
+    settings: Vec<(String, String)>,
     process: Option<Process>,
 }
 
@@ -48,16 +55,30 @@ fn java() -> PathBuf {
 impl ZkServer {
     /// Starts a server with TTL nodes enabled.
     pub fn start() -> ZkServer {
-        Self::start_with(true)
+        Self::start_with(true, SETTINGS)
+    }
+
+    /// Starts a server with ZooKeeper's stock timing: `tickTime` 2000 ms and
+    /// no session-timeout bounds of its own (so sessions are negotiated to
+    /// between 2 and 20 ticks, 4 s to 40 s), TTL nodes enabled.
+    pub fn start_stock() -> ZkServer {
+        Self::start_with(true, &[("tickTime", "2000")])
+    }
+
+    /// Starts a server with TTL nodes enabled and these `zoo.cfg` settings
+    /// instead of [`SETTINGS`] (besides port, data directory and
+    /// `extendedTypesEnabled`).
+    pub fn start_with_settings(settings: &[(&str, &str)]) -> ZkServer {
+        Self::start_with(true, settings)
     }
 
     /// Starts a server without extended types (no TTL nodes), for the
     /// test that TTL writes are refused with `Unsupported`.
     pub fn start_without_ttl() -> ZkServer {
-        Self::start_with(false)
+        Self::start_with(false, SETTINGS)
     }
 
-    fn start_with(extended: bool) -> ZkServer {
+    fn start_with(extended: bool, settings: &[(&str, &str)]) -> ZkServer {
         if !std::path::Path::new("/usr/share/java/zookeeper.jar").is_file() {
             panic!(
                 "ZooKeeper is not installed, and these tests need a real server. Install it with \
@@ -70,6 +91,10 @@ impl ZkServer {
             port,
             dir,
             extended,
+            settings: settings
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             process: None,
         };
         s.start_again();
@@ -87,13 +112,13 @@ impl ZkServer {
         let cfg = self.dir.path().join("zoo.cfg");
         let mut body = format!(
             "initLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={}\n\
-             clientPortAddress=127.0.0.1\nmaxClientCnxns=0\nextendedTypesEnabled={}\n\
+             clientPortAddress=127.0.0.1\nextendedTypesEnabled={}\n\
              admin.enableServer=false\n4lw.commands.whitelist=*\n",
             data.display(),
             self.port,
             self.extended
         );
-        for (key, value) in SETTINGS {
+        for (key, value) in &self.settings {
             body.push_str(&format!("{key}={value}\n"));
         }
         std::fs::write(&cfg, body).unwrap_or_else(|e| panic!("cannot write zoo.cfg: {e}"));
@@ -116,13 +141,64 @@ impl ZkServer {
             p.kill();
             panic!("ZooKeeper did not start: {e}\n{tail}");
         }
+        if !self.serving(Duration::from_secs(30)) {
+            let tail = p.log_tail(4000);
+            p.kill();
+            panic!("ZooKeeper did not start serving\n{tail}");
+        }
         self.process = Some(p);
+    }
+
+    /// Waits until the server answers the `srvr` command with its mode
+    /// (it listens before it serves sessions).
+    fn serving(&self, within: Duration) -> bool {
+        use std::io::{Read, Write};
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut reply = String::new();
+                if s.write_all(b"srvr").is_ok()
+                    && s.read_to_string(&mut reply).is_ok()
+                    && reply.contains("Mode:")
+                {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
     }
 
     /// Stops the server (keeping its data).
     pub fn stop(&mut self) {
         if let Some(mut p) = self.process.take() {
             p.stop(Duration::from_secs(5));
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open but nothing is
+    /// answered, so requests hang instead of failing, and no session
+    /// expires while it is frozen. Undo with [`ZkServer::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(p) = &self.process {
+            let status = Command::new("kill")
+                .arg(sig)
+                .arg(p.pid().to_string())
+                .status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "kill {sig} zookeeper failed"
+            );
         }
     }
 
@@ -146,6 +222,49 @@ pub fn shared_url() -> String {
             return url;
         }
     }
-    static SHARED: OnceLock<ZkServer> = OnceLock::new();
-    SHARED.get_or_init(ZkServer::start).url()
+    shared_server().url()
+}
+
+fn shared_server() -> &'static ZkServer {
+    SHARED.get_or_init(ZkServer::start)
+}
+
+static SHARED: OnceLock<ZkServer> = OnceLock::new();
+
+/// Serializes pausing the shared server, so that a pause and a resume from
+/// different tests do not interleave.
+static PAUSE: Mutex<u32> = Mutex::new(0);
+
+/// Freezes the shared server of [`shared_url`] (SIGSTOP) until
+/// [`resume_shared`]; pauses nest (the server runs again after as many
+/// resumes). An error when the URL came from `ANYKV_ZOOKEEPER_URL` (a
+/// server the tests do not own).
+pub fn pause_shared() -> Result<(), String> {
+    let server = owned_shared()?;
+    let mut depth = PAUSE.lock().unwrap_or_else(|p| p.into_inner());
+    if *depth == 0 {
+        server.pause();
+    }
+    *depth += 1;
+    Ok(())
+}
+
+/// Resumes the shared server after [`pause_shared`] (SIGCONT).
+pub fn resume_shared() -> Result<(), String> {
+    let server = owned_shared()?;
+    let mut depth = PAUSE.lock().unwrap_or_else(|p| p.into_inner());
+    if *depth == 1 {
+        server.resume();
+    }
+    *depth = depth.saturating_sub(1);
+    Ok(())
+}
+
+fn owned_shared() -> Result<&'static ZkServer, String> {
+    if std::env::var(URL_VAR).is_ok_and(|u| !u.is_empty()) {
+        return Err(format!(
+            "the shared server is {URL_VAR}'s, which the tests do not own"
+        ));
+    }
+    Ok(shared_server())
 }

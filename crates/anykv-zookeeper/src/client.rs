@@ -9,28 +9,73 @@ use zookeeper_client as zk;
 use crate::config::ZkConfig;
 use crate::BACKEND;
 
-/// Opens a session with the configured servers, credentials and timeouts.
+/// Opens a session with the configured servers, credentials and timeouts,
+/// giving up after `limit`: `Timeout` naming `limit` when no server
+/// answered in time, `Unavailable` at once when no server accepts
+/// connections at all (a refused port).
 pub(crate) async fn connect(
     config: &ZkConfig,
     session_timeout: Duration,
+    limit: Duration,
 ) -> anykv_core::Result<zk::Client> {
+    let cluster = config.connect_string();
+    let what = format!("connecting to {cluster}");
+    let timed_out = || Error::Timeout {
+        backend: BACKEND,
+        operation: what.clone(),
+        after: limit,
+    };
     let mut connector = zk::Client::connector()
         .with_session_timeout(session_timeout)
         .with_connection_timeout(config.connect_timeout);
     if let Some((user, password)) = &config.digest {
         connector = connector.with_auth("digest", format!("{user}:{password}").as_bytes());
     }
-    let cluster = config.connect_string();
-    let limit = config.connect_timeout + session_timeout;
-    match tokio::time::timeout(limit, connector.connect(&cluster)).await {
-        Ok(Ok(client)) => Ok(client),
-        Ok(Err(e)) => Err(map_err(e, &format!("connecting to {cluster}"))),
-        Err(_) => Err(Error::Timeout {
-            backend: BACKEND,
-            operation: format!("connecting to {cluster}"),
-            after: limit,
-        }),
+    // The client retries a refused connection until the timeout; if the
+    // session is not there after a moment, look whether anything listens
+    // at all, and fail at once if nothing does.
+    let refused = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match reachable(config, limit, &what).await {
+            Err(e) => e,
+            Ok(()) => std::future::pending().await,
+        }
+    };
+    let connecting = tokio::time::timeout(limit, connector.connect(&cluster));
+    tokio::select! {
+        r = connecting => match r {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(zk::Error::Timeout)) | Err(_) => Err(timed_out()),
+            Ok(Err(e)) => Err(map_err(e, &what)),
+        },
+        e = refused => Err(e),
     }
+}
+
+/// Fails with `Unavailable` when every server refuses TCP connections
+/// (nothing listens there), rather than letting the client retry until
+/// the connect timeout. A server that accepts, or does not answer within
+/// `limit`, passes: the session handshake decides then.
+async fn reachable(config: &ZkConfig, limit: Duration, what: &str) -> anykv_core::Result<()> {
+    let tries = config.servers.iter().map(|server| async move {
+        match tokio::time::timeout(limit, tokio::net::TcpStream::connect(server.as_str())).await {
+            Ok(Ok(_)) | Err(_) => Ok(()),
+            Ok(Err(e)) => Err(format!("{server}: {e}")),
+        }
+    });
+    let results = futures::future::join_all(tries).await;
+    if results.iter().any(|r| r.is_ok()) {
+        return Ok(());
+    }
+    let reasons: Vec<String> = results.into_iter().filter_map(|r| r.err()).collect();
+    Err(Error::Unavailable {
+        backend: BACKEND,
+        message: format!(
+            "{what}: no server accepts connections ({})",
+            reasons.join("; ")
+        ),
+        source: None,
+    })
 }
 
 /// Maps a client error to the anykv error of the same meaning.
@@ -44,10 +89,13 @@ pub(crate) fn map_err(e: zk::Error, what: &str) -> Error {
             backend: BACKEND,
             message: format!("{what}: the server refused the credentials"),
         },
-        zk::Error::Timeout => Error::Timeout {
+        // The client's own timeouts: a session it could not re-establish
+        // in time, a connection that stopped answering ("no response from
+        // connection"), an I/O error. The outcome of a write is unknown.
+        zk::Error::Timeout | zk::Error::Custom(_) => Error::Unavailable {
             backend: BACKEND,
-            operation: what.to_owned(),
-            after: Duration::ZERO,
+            message: format!("{what}: {e} (lost the connection; a write may have been applied)"),
+            source: Some(Box::new(e)),
         },
         zk::Error::ConnectionLoss
         | zk::Error::NoHosts

@@ -33,10 +33,14 @@
 //! and a segment with a character beyond the Basic Multilingual Plane
 //! (ZooKeeper, in Java's UTF-16, refuses surrogate pairs in paths) or the
 //! reserved name `zookeeper` is stored as `@%` and its UTF-8 in hex.
-//! Locks live under `/r/@locks/<lock name>/`, invisible to `get`, `list`
-//! and watches. The key's node carries `t` as its data while the value
-//! node is a TTL node (a stat does not tell TTL nodes apart), and its data
-//! version counts re-creations of the value node.
+//! Lock `l` lives under `/r/l/@locks/`: beside key `l`'s value node, so
+//! lock and key of one name are independent, and derived from root and
+//! name together, so lock `l` of root `r/sub` is lock `sub/l` of root `r`
+//! (roots nest for locks as for keys); invisible to `get`, `list` and
+//! watches. The key's node carries `t` as its data while the value node
+//! is a TTL node (a stat does not tell TTL nodes apart), `d` after a
+//! delete (so that its `mzxid` is the delete's zxid), and its data version
+//! counts re-creations of the value node.
 //!
 //! # Revisions
 //!
@@ -65,24 +69,37 @@
 //!
 //! Each store keeps one persistent recursive watch (ZooKeeper 3.6+) on its
 //! root, shared by all its streams. ZooKeeper's events carry no data, so
-//! each notification is answered by re-reading the key; intermediate values
-//! written faster than that may be skipped (`watch_every_revision` is
-//! false), but order, deletes and the final state are never lost: reads are
-//! batched until no notification is pending (ZooKeeper sends every
-//! notification for a change before the reply to a later read on the same
-//! connection), and events are emitted in revision order. A `Delete`'s
-//! revision is the `pzxid` of the key's node (the zxid of the last change
-//! among its children: the delete itself unless something changed after),
-//! or, where that node is gone or the revision would not be unique (a
-//! session's ephemeral keys all vanish in one transaction), a fresh zxid
-//! taken by creating and deleting an ephemeral node under the root; either
-//! way it is above the deleted pair's and events stay strictly increasing.
-//! `Synced` carries such a fresh zxid too, so it is at least the revision
-//! of every write completed before the watch was opened. A stream that
-//! cannot keep its order, or whose reads are refused (permissions), gets an
-//! error and ends rather than being silently wrong. After a disconnect the store re-reads everything its
-//! streams cover, emits the differences, and sends `Synced` again (events
-//! are lost across a reconnect, ZOOKEEPER-4698). ZooKeeper keeps no history,
+//! notified keys are re-read, in rounds: a round reads every key notified
+//! since the last (in multi-read requests) and then delivers each key's
+//! newest read up to a watermark, the largest zxid seen in any reply
+//! before the round began. ZooKeeper sends the notification of every
+//! change before the reply to any later request on the session, so by
+//! then every change up to the watermark has been read, and events go out
+//! in revision order without ever waiting for the writers to pause. Under
+//! continuous writes events keep flowing and a new stream gets its
+//! `Synced` within a few rounds; values overwritten within a round are
+//! skipped (`watch_every_revision` is false), but never the order, a
+//! standing delete or the final state: when writes stop, every key's
+//! final state is delivered within two rounds.
+//!
+//! A `Delete`'s revision is the zxid of the delete itself: every delete
+//! (`delete`, `delete_tree`, `atomic_delete`, a lease's revoke) marks the
+//! key's node `d` in the same multi-op, so that node's `mzxid` is the
+//! delete's zxid. A value node the server removes (a TTL or a session
+//! expiring) leaves the key node's `pzxid`. Where neither can be used
+//! (the key's node already reaped by the server, at least a second later,
+//! or one zxid shared by several keys, as when a session's ephemeral nodes
+//! go in one transaction) the revision is a fresh zxid, taken by creating
+//! and deleting an ephemeral node under the root: later than the delete,
+//! but still above every event before and below every event after.
+//! `Synced` carries the watermark, which is at least such a fresh zxid
+//! taken when the stream was opened, so it is at least the revision of
+//! every write completed before. A stream that could not keep its order,
+//! or whose reads are refused (permissions), gets an error and ends rather
+//! than being silently wrong. After a disconnect the store re-reads
+//! everything its streams cover, emits the differences, and sends `Synced`
+//! again (events are lost across a reconnect, ZOOKEEPER-4698); a lost
+//! connection is never an error of the stream. ZooKeeper keeps no history,
 //! so `from_revision` is refused with `Unsupported` (`watch_resume` is
 //! false).
 //!
@@ -97,27 +114,49 @@
 //!
 //! # Leases
 //!
-//! A lease is a ZooKeeper session of its own with the lease's TTL as its
-//! session timeout; its keys' `@v` nodes are ephemeral nodes of that
-//! session. Revoking deletes them (key by key) and closes the session;
-//! losing the session fires `lost()`: on expiry, or when a disconnect lasts
-//! three fifths of the timeout (the client notices a silent server after at
-//! most two fifths, so `lost()` comes before the server expires the session),
-//! and the server removes exactly that session's keys.
+//! A lease's keys' `@v` nodes are ephemeral nodes of a session whose
+//! timeout is the lease's TTL. Leases do not get a session each: a store
+//! shares one session among all its leases and locks whose TTL the server
+//! granted the same timeout, opened when the first needs it and closed
+//! when the last is gone, so a store holds its own session plus one per
+//! distinct TTL in use (`stats().connections` counts them), however many
+//! leases and locks it has. A lease remembers the value nodes written with
+//! it; revoking it (or dropping its handle, or closing the store) deletes
+//! them key by key, each delete checking that the key was not written again
+//! since (a key rewritten without the lease, or with another, stays).
+//! `lost()` fires when the session expires, or when a disconnect lasts
+//! three fifths of its timeout (the client notices a silent server after
+//! at most two fifths, so `lost()` comes before the server expires the
+//! session, which removes exactly that session's keys).
+//!
+//! **TTLs are what the server grants.** ZooKeeper negotiates a session
+//! timeout between its `minSessionTimeout` and `maxSessionTimeout` (by
+//! default 2 and 20 times `tickTime`: 4 s to 40 s with the stock
+//! `tickTime` of 2000 ms). A lease's keys outlive a client that stopped
+//! by that negotiated timeout, and nothing the client does can shorten
+//! it (a client that died or lost its connection cannot delete anything),
+//! so `Lease::ttl()` reports the granted timeout, not the one asked for:
+//! on a stock server a lease asked for 1 s reports, and has, 4 s; one
+//! asked for more than `maxSessionTimeout` reports less. Servers meant for
+//! short leases lower `tickTime` (the tests use 200 ms).
 //!
 //! # Locks
 //!
 //! A lock waiter is an ephemeral sequential node
-//! `/r/@locks/<name>/@lock-<token>-<seq>` of a session of its own (timeout:
-//! the lock's TTL). The lowest sequence holds the lock; every other waiter
-//! watches only its predecessor. The fencing token is the holder node's
-//! `czxid`, store-wide increasing even if the lock's directory is reaped
-//! and re-created. `lost()` fires as soon as the lock's session is
-//! disconnected (as Curator treats SUSPENDED), and when it expires: the
-//! server may expire the session and give the lock to the next waiter
-//! before a disconnected client could learn it, so a holder that sees
-//! `lost()` stops at once. A create whose reply is lost is found again by
-//! its token (as Curator's protection mode does).
+//! `/r/<name>/@locks/@lock-<token>-<seq>` of the store's shared session for
+//! the lock's TTL (as leases). The lowest sequence holds the lock; every
+//! other waiter watches only its predecessor, and looks again at least once
+//! per `request_timeout`, so a waiter whose server went away fails within
+//! about that (and within its own `LockOptions::timeout`, which bounds the
+//! whole call). The fencing token is the holder node's `czxid`, store-wide
+//! increasing even if the lock's directory is reaped and re-created.
+//! `lost()` fires as soon as the lock's session is disconnected (as Curator
+//! treats SUSPENDED), and when it expires: the server may expire the
+//! session and give the lock to the next waiter before a disconnected
+//! client could learn it, so a holder that sees `lost()` stops at once; if
+//! the session comes back, the lost lock's node is deleted. A create whose
+//! reply is lost is found again by its token (as Curator's protection mode
+//! does).
 //!
 //! # Capabilities
 //!
@@ -128,18 +167,24 @@
 //! | `watch_resume` | false | ZooKeeper keeps no change history, so `from_revision` is refused with `Unsupported` |
 //! | `ttl` | true | TTL nodes; needs `extendedTypesEnabled=true`, else TTL writes are `Unsupported` |
 //! | `min_ttl` | 1 s | the server's TTL check interval (with `-Dznode.container.checkIntervalMs=1000`) |
-//! | `leases` | true | one session per lease, its keys ephemeral nodes |
-//! | `locks` | true | ephemeral sequential nodes, one session per lock |
+//! | `leases` | true | ephemeral nodes of a session shared by the leases and locks of one TTL; `Lease::ttl()` is the timeout the server granted |
+//! | `locks` | true | ephemeral sequential nodes on the same shared sessions |
 //! | `max_value_size` | 1,000,000 bytes | ZooKeeper's default `jute.maxbuffer` (1 MiB per request); raise both together with the `max_value_size` parameter |
 //!
-//! `stats().connections` counts the store's session plus one per lease
-//! and per lock; watches share the store's session.
+//! `stats().connections` counts the store's session plus its shared
+//! sessions (one per distinct lease or lock TTL in use); watches share the
+//! store's session.
 //!
 //! # Errors and retries
 //!
-//! Every call is bounded by `request_timeout`: a call that runs out fails with
-//! `Timeout`, a lost connection with `Unavailable`; a write that fails so
-//! may have been applied and is never retried. Writes are retried only
+//! Every call is bounded by `request_timeout` (one that has to open a
+//! shared session for a lease or a lock included): a call that runs out
+//! fails with `Timeout`, a lost connection (the client's "no response from
+//! connection", a session it could not re-establish) with `Unavailable`;
+//! a write that fails so may have been applied and is never retried. The
+//! same store recovers by itself when the server is back. Opening a store
+//! is bounded by `connect_timeout`, and fails with `Unavailable` at once
+//! when no server accepts connections (a refused port). Writes are retried only
 //! after a definite refusal that applied nothing (a version moved, a parent
 //! node reaped). Reads are preceded by `sync`, so a read that starts after
 //! another client's write completed sees it even on a follower; concurrent
@@ -158,15 +203,20 @@
 //!
 //! ZooKeeper 3.6+; `extendedTypesEnabled=true` and
 //! `-Dznode.container.checkIntervalMs=1000` for TTL keys and prompt removal
-//! of empty parents; `maxClientCnxns` high enough for one connection per
-//! store, lease and lock; `maxSessionTimeout` at least the longest lease or
-//! lock TTL.
+//! of empty parents; ZooKeeper's stock `maxClientCnxns` (60 per client
+//! address) is enough for many stores, each holding a handful of
+//! connections; `maxSessionTimeout` at least the longest lease or lock TTL,
+//! and `tickTime` small enough for the shortest (sessions are at least two
+//! ticks).
 
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod client;
 mod config;
+mod lease;
+mod lock;
 mod paths;
+mod rounds;
 mod store;
 mod watch;
 

@@ -7,7 +7,8 @@
 
 /// The child of a key's node that holds the key's value.
 pub const VALUE: &str = "@v";
-/// The child of the root node under which locks live.
+/// The child of a lock's node (the node of the key of the same name)
+/// under which the lock's waiters live.
 pub const LOCKS: &str = "@locks";
 /// The prefix of a lock waiter's node.
 pub const LOCK_PREFIX: &str = "@lock-";
@@ -82,18 +83,6 @@ pub fn is_ancestor(a: &str, b: &str) -> bool {
     a == "/" && b != "/" || (b.len() > a.len() && b.starts_with(a) && b.as_bytes()[a.len()] == b'/')
 }
 
-/// The parent of a znode path; `None` for `/`.
-pub fn parent(path: &str) -> Option<&str> {
-    if path == "/" {
-        return None;
-    }
-    match path.rfind('/') {
-        Some(0) => Some("/"),
-        Some(i) => Some(&path[..i]),
-        None => None,
-    }
-}
-
 /// The canonical key (relative to the root whose node is `root_path`) of a
 /// value node's path: `None` for anything that is not a user key's value
 /// node.
@@ -143,11 +132,9 @@ mod tests {
         );
         assert_eq!(key_of_value_path("/r", "/r/@v"), None);
         assert_eq!(key_of_value_path("/r", "/r/@locks/x/@v"), None);
+        assert_eq!(key_of_value_path("/r", "/r/x/@locks/@lock-1-2"), None);
         assert_eq!(key_of_value_path("/r", "/rr/x/@v"), None);
         assert_eq!(key_of_value_path("/", "/x/@v"), Some("x".to_owned()));
-        assert_eq!(parent("/a/b"), Some("/a"));
-        assert_eq!(parent("/a"), Some("/"));
-        assert_eq!(parent("/"), None);
         assert_eq!(child("/", "a"), "/a");
     }
 }

@@ -1,4 +1,5 @@
-//! The store: keys, values, leases and locks.
+//! The store: keys and values (leases in `lease.rs`, locks in `lock.rs`,
+//! watches in `watch.rs`).
 
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
@@ -9,9 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anykv_core::{
-    async_trait, key, lost_signal, Bytes, Capabilities, Error, KvPair, Lease, LeaseId, LockGuard,
-    LockOptions, LostTrigger, PutOptions, Release, Result, Store, StoreStats, WatchOptions,
-    WatchStream,
+    async_trait, key, Bytes, Capabilities, Error, KvPair, Lease, LockGuard, LockOptions,
+    PutOptions, Result, Store, StoreStats, WatchOptions, WatchStream,
 };
 use futures::future::{BoxFuture, Shared};
 use futures::FutureExt;
@@ -19,9 +19,11 @@ use parking_lot::Mutex;
 use tokio::sync::watch as tokio_watch;
 use zookeeper_client as zk;
 
-use crate::client::{connect, is_standalone, map_err, multi_err, timed, token};
+use crate::client::{connect, is_standalone, map_err, multi_err, timed};
 use crate::config::ZkConfig;
-use crate::paths::{self, child, node_path, unescape_segment, LOCKS, LOCK_PREFIX, VALUE};
+use crate::lease::{LeaseEntry, Pool, DELETED_FLAG};
+use crate::lock::LockEntry;
+use crate::paths::{self, child, node_path, unescape_segment, VALUE};
 use crate::watch::{Filter, Hub};
 use crate::{BACKEND, MIN_TTL};
 
@@ -55,9 +57,11 @@ pub(crate) struct Inner {
     pub(crate) closed: AtomicBool,
     pub(crate) closed_tx: tokio_watch::Sender<bool>,
     caps: Capabilities,
-    leases: Mutex<HashMap<u64, Arc<Session>>>,
-    locks: Mutex<HashMap<u64, Arc<Session>>>,
-    next_lock: AtomicU64,
+    pub(crate) leases: Mutex<HashMap<u64, Arc<LeaseEntry>>>,
+    pub(crate) locks: Mutex<HashMap<u64, Arc<LockEntry>>>,
+    pub(crate) next_lock: AtomicU64,
+    /// The shared sessions of leases and locks.
+    pub(crate) pool: Pool,
     pub(crate) watches: Arc<AtomicUsize>,
     pub(crate) hub: Mutex<Option<Arc<Hub>>>,
     syncs: Mutex<Syncs>,
@@ -81,20 +85,6 @@ struct Syncs {
     last: Option<(u64, i64, SharedSync)>,
 }
 
-/// A session of its own, behind a lease or a lock.
-pub(crate) struct Session {
-    client: Mutex<Option<zk::Client>>,
-    trigger: LostTrigger,
-    /// The lock node, for locks.
-    node: Option<String>,
-}
-
-impl Session {
-    fn client(&self) -> Option<zk::Client> {
-        self.client.lock().clone()
-    }
-}
-
 impl fmt::Debug for ZkStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ZkStore")
@@ -108,21 +98,18 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.closed.store(true, Ordering::SeqCst);
         self.closed_tx.send_replace(true);
-        for (_, s) in self.leases.lock().drain() {
-            s.trigger.fire();
-            s.client.lock().take();
+        for (_, l) in self.leases.lock().drain() {
+            l.trigger.fire();
         }
-        for (_, s) in self.locks.lock().drain() {
-            s.trigger.fire();
-            s.client.lock().take();
-        }
+        crate::lock::fire_all(self);
+        self.pool.close_all();
     }
 }
 
 enum Mode {
     Plain,
     Ttl(Duration),
-    Lease(Arc<Session>, u64),
+    Lease(Arc<LeaseEntry>),
 }
 
 impl ZkStore {
@@ -134,7 +121,7 @@ impl ZkStore {
         if config.servers.is_empty() {
             return Err(Error::Config("no ZooKeeper server given".into()));
         }
-        let client = connect(&config, config.session_timeout).await?;
+        let client = connect(&config, config.session_timeout, config.connect_timeout).await?;
         let standalone = is_standalone(&config).await;
         let mut caps = Capabilities::new(BACKEND);
         caps.watch_every_revision = false;
@@ -154,6 +141,7 @@ impl ZkStore {
                 leases: Mutex::new(HashMap::new()),
                 locks: Mutex::new(HashMap::new()),
                 next_lock: AtomicU64::new(1),
+                pool: Pool::default(),
                 watches: Arc::new(AtomicUsize::new(0)),
                 hub: Mutex::new(None),
                 syncs: Mutex::new(Syncs::default()),
@@ -196,7 +184,8 @@ impl ZkStore {
         if !c.state().is_terminated() {
             return Ok(c);
         }
-        let fresh = connect(&self.inner.config, self.inner.config.session_timeout).await?;
+        let config = &self.inner.config;
+        let fresh = connect(config, config.session_timeout, self.limit()).await?;
         let standalone = is_standalone(&self.inner.config).await;
         self.inner.standalone.store(standalone, Ordering::SeqCst);
         *self.inner.client.lock() = fresh.clone();
@@ -378,9 +367,9 @@ impl ZkStore {
             return Ok(Mode::Ttl(ttl.max(MIN_TTL)));
         }
         if let Some(lease) = options.lease {
-            let s = self.inner.leases.lock().get(&lease.0).cloned();
-            return match s {
-                Some(s) if !s.trigger.is_fired() => Ok(Mode::Lease(s, lease.0)),
+            let l = self.inner.leases.lock().get(&lease.0).cloned();
+            return match l {
+                Some(l) if l.is_live() => Ok(Mode::Lease(l)),
                 _ => Err(Error::LeaseLost {
                     backend: BACKEND,
                     lease: lease.0,
@@ -410,9 +399,9 @@ impl ZkStore {
         let vpath = child(&dir, VALUE);
         let what = format!("put {canonical:?}");
         let writer_client = match &mode {
-            Mode::Lease(s, id) => s.client().ok_or(Error::LeaseLost {
+            Mode::Lease(l) => l.session.client().ok_or(Error::LeaseLost {
                 backend: BACKEND,
-                lease: *id,
+                lease: l.id,
             })?,
             _ => client.clone(),
         };
@@ -452,7 +441,7 @@ impl ZkStore {
                 Err(e) => Err(e),
             };
             match result.and_then(|r| last_revision(&r)) {
-                Ok(rev) => return Ok(rev),
+                Ok(st) => return self.written(canonical, &mode, &dir, &vpath, st).await,
                 Err(zk::Error::NoNode | zk::Error::BadVersion | zk::Error::NodeExists) => {
                     self.inner.present.lock().remove(canonical);
                 }
@@ -501,9 +490,9 @@ impl ZkStore {
                 continue;
             };
             let in_place = matches!(mode, Mode::Plain)
-                && dir_data.as_slice() != TTL_FLAG
+                && dir_data.is_empty()
                 && stat.as_ref().is_some_and(|st| st.ephemeral_owner == 0);
-            let result: std::result::Result<u64, zk::Error> = {
+            let result: std::result::Result<zk::Stat, zk::Error> = {
                 let mut multi = writer_client.new_multi_writer();
                 let built = (|| -> std::result::Result<(), zk::Error> {
                     match &stat {
@@ -536,9 +525,9 @@ impl ZkStore {
                 }
             };
             match result {
-                Ok(rev) => {
+                Ok(st) => {
                     self.saw_present(canonical);
-                    return Ok(rev);
+                    return self.written(canonical, &mode, &dir, &vpath, st).await;
                 }
                 // Not applied: something changed between the read and the
                 // write (or the key's node was reaped). A plain put tries
@@ -584,6 +573,35 @@ impl ZkStore {
             message: format!("{what}: the key kept changing under the write"),
             source: None,
         })
+    }
+
+    /// The revision of a write that succeeded (`st`: the stat of the last
+    /// `set_data` of its multi-op). A write with a lease notes the value
+    /// node on the lease, so that revoking it deletes the node unless the
+    /// key was written again; if the lease was revoked meanwhile, the node
+    /// is deleted again and the put fails with `LeaseLost`.
+    async fn written(
+        &self,
+        canonical: &str,
+        mode: &Mode,
+        dir: &str,
+        vpath: &str,
+        st: zk::Stat,
+    ) -> Result<u64> {
+        if let Mode::Lease(l) = mode {
+            if !l.record(vpath, dir, st.version) {
+                if let Some(client) = l.session.client() {
+                    crate::lease::delete_leased(&client, self.limit(), vpath, dir, st.version)
+                        .await;
+                }
+                self.inner.present.lock().remove(canonical);
+                return Err(Error::LeaseLost {
+                    backend: BACKEND,
+                    lease: l.id,
+                });
+            }
+        }
+        Ok(st.mzxid as u64)
     }
 
     /// The key's node (data and stat) and the value node's stat, read in
@@ -641,10 +659,10 @@ impl ZkStore {
     /// The error of a write the server refused for good.
     fn write_err(&self, e: zk::Error, mode: &Mode, what: &str) -> Error {
         match (e, mode) {
-            (zk::Error::SessionExpired | zk::Error::ClientClosed, Mode::Lease(_, id)) => {
+            (zk::Error::SessionExpired | zk::Error::ClientClosed, Mode::Lease(l)) => {
                 Error::LeaseLost {
                     backend: BACKEND,
-                    lease: *id,
+                    lease: l.id,
                 }
             }
             (e, _) => map_err(e, what),
@@ -733,268 +751,49 @@ impl ZkStore {
         Ok(out)
     }
 
+    /// Deletes a value node (at `version`, if given) in one multi-op that
+    /// marks its key node as deleted: the key node's `mzxid` is then the
+    /// zxid of the delete, which the watch reports as its revision.
+    pub(crate) async fn delete_node(
+        &self,
+        client: &zk::Client,
+        dir: &str,
+        path: &str,
+        version: Option<i32>,
+        what: &str,
+    ) -> Result<std::result::Result<(), zk::Error>> {
+        let mut multi = client.new_multi_writer();
+        let built = multi
+            .add_set_data(dir, DELETED_FLAG, None)
+            .and_then(|()| multi.add_delete(path, version));
+        match built {
+            Err(e) => Ok(Err(e)),
+            Ok(()) => {
+                timed(
+                    self.limit(),
+                    what,
+                    multi.commit().map(|r| r.map(|_| ()).map_err(multi_err)),
+                )
+                .await
+            }
+        }
+    }
+
     fn full_prefix(&self, prefix: &str) -> Result<String> {
         key::normalize_prefix(prefix)
     }
-
-    async fn new_session(
-        &self,
-        ttl: Duration,
-    ) -> Result<(zk::Client, Arc<Session>, anykv_core::LostSignal)> {
-        let client = connect(&self.inner.config, ttl).await?;
-        let (trigger, signal) = lost_signal();
-        let session = Arc::new(Session {
-            client: Mutex::new(Some(client.clone())),
-            trigger,
-            node: None,
-        });
-        Ok((client, session, signal))
-    }
-
-    /// Fires the session's loss signal when the session is lost. A lock
-    /// (`strict`) counts as lost as soon as its session is disconnected, as
-    /// Curator treats SUSPENDED: the server may expire the session, and give
-    /// the lock to the next waiter, before the client could learn otherwise.
-    /// A lease waits for the session to come back for three fifths of the
-    /// session timeout (the client notices a silent server after at most two
-    /// fifths), so it reports loss before the server expires it.
-    fn monitor(session: &Arc<Session>, client: &zk::Client, strict: bool) {
-        let weak = Arc::downgrade(session);
-        let mut states = client.state_watcher();
-        let grace = client.session_timeout() * 3 / 5;
-        let mut disconnected = client.state() != zk::SessionState::SyncConnected;
-        tokio::spawn(async move {
-            loop {
-                if disconnected {
-                    let back = !strict
-                        && matches!(
-                            tokio::time::timeout(grace, states.changed()).await,
-                            Ok(zk::SessionState::SyncConnected)
-                        );
-                    if back {
-                        disconnected = false;
-                        continue;
-                    }
-                    if let Some(s) = weak.upgrade() {
-                        s.trigger.fire();
-                    }
-                    return;
-                }
-                let state = states.changed().await;
-                let Some(s) = weak.upgrade() else { return };
-                match state {
-                    zk::SessionState::Disconnected => disconnected = true,
-                    st if st.is_terminated() => {
-                        s.trigger.fire();
-                        return;
-                    }
-                    _ => {}
-                }
-            }
-        });
-    }
-
-    async fn lock_impl(
-        &self,
-        key: &str,
-        options: LockOptions,
-        wait: bool,
-    ) -> Result<Option<LockGuard>> {
-        self.check()?;
-        let canonical = self.canonical(key)?;
-        let lock_dir = {
-            let mut p = child(&self.inner.root_path, LOCKS);
-            for seg in canonical.split('/') {
-                p = child(&p, &paths::escape_segment(seg));
-            }
-            p
-        };
-        let ttl = options.ttl.max(MIN_TTL);
-        let (client, session, _) = self.new_session(ttl).await?;
-        let what = format!("lock {canonical:?}");
-        let tok = format!("{LOCK_PREFIX}{:016x}-", token());
-        let acls = self.acls();
-        let opts = zk::CreateMode::EphemeralSequential.with_acls(acls);
-        let deadline = options.timeout.map(|t| tokio::time::Instant::now() + t);
-        // Create our node; after a lost reply, find it again by its token.
-        let mut mine: Option<String> = None;
-        for _ in 0..WRITE_ATTEMPTS {
-            let r = tokio::time::timeout(
-                self.limit(),
-                client.create(&child(&lock_dir, &tok), b"", &opts),
-            )
-            .await;
-            match r {
-                Ok(Ok(_)) | Ok(Err(zk::Error::ConnectionLoss)) | Err(_) => {
-                    if let Ok(Ok((_, seq))) = &r {
-                        mine = Some(format!("{tok}{seq}"));
-                        break;
-                    }
-                    if let Ok(Ok(children)) =
-                        tokio::time::timeout(self.limit(), client.list_children(&lock_dir)).await
-                    {
-                        if let Some(n) = children.into_iter().find(|c| c.starts_with(&tok)) {
-                            mine = Some(n);
-                            break;
-                        }
-                    }
-                    if r.is_err() {
-                        return Err(Error::Timeout {
-                            backend: BACKEND,
-                            operation: what,
-                            after: self.limit(),
-                        });
-                    }
-                }
-                Ok(Err(zk::Error::NoNode)) => self.make_dirs(&client, &lock_dir).await?,
-                Ok(Err(e)) => return Err(map_err(e, &what)),
-            }
-        }
-        let Some(mine) = mine else {
-            return Err(Error::Backend {
-                backend: BACKEND,
-                message: format!("{what}: could not create the lock node"),
-                source: None,
-            });
-        };
-        let my_path = child(&lock_dir, &mine);
-        let seq_of = |n: &str| {
-            n.rsplit('-')
-                .next()
-                .and_then(|s| s.parse::<i64>().ok())
-                .unwrap_or(i64::MAX)
-        };
-        let give_up = |client: zk::Client, path: String| async move {
-            let _ = tokio::time::timeout(Duration::from_secs(2), client.delete(&path, None)).await;
-            drop(client);
-        };
-        loop {
-            if self.inner.closed.load(Ordering::SeqCst) {
-                give_up(client, my_path).await;
-                return Err(Error::closed(BACKEND));
-            }
-            let children = match timed(self.limit(), &what, client.list_children(&lock_dir)).await {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => {
-                    give_up(client, my_path).await;
-                    return Err(map_err(e, &what));
-                }
-                Err(e) => {
-                    give_up(client, my_path).await;
-                    return Err(e);
-                }
-            };
-            let mut waiters: Vec<&String> = children
-                .iter()
-                .filter(|c| c.starts_with(LOCK_PREFIX))
-                .collect();
-            waiters.sort_by_key(|c| seq_of(c));
-            let Some(idx) = waiters.iter().position(|c| **c == mine) else {
-                give_up(client, my_path).await;
-                return Err(Error::Unavailable {
-                    backend: BACKEND,
-                    message: format!("{what}: the lock node vanished (session lost)"),
-                    source: None,
-                });
-            };
-            if idx == 0 {
-                let stat = match self.stat_of(&client, &my_path, &what).await {
-                    Ok(Some(st)) => st,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        give_up(client, my_path).await;
-                        return Err(e);
-                    }
-                };
-                let fencing = stat.czxid as u64;
-                let id = self.inner.next_lock.fetch_add(1, Ordering::Relaxed);
-                let (trigger, signal) = lost_signal();
-                let held = Arc::new(Session {
-                    client: Mutex::new(Some(client.clone())),
-                    trigger,
-                    node: Some(my_path.clone()),
-                });
-                Self::monitor(&held, &client, true);
-                drop(session);
-                self.inner.locks.lock().insert(id, held.clone());
-                if self.inner.closed.load(Ordering::SeqCst) {
-                    self.inner.locks.lock().remove(&id);
-                    held.trigger.fire();
-                    give_up(client, my_path).await;
-                    return Err(Error::closed(BACKEND));
-                }
-                return Ok(Some(LockGuard::new(
-                    canonical,
-                    fencing,
-                    signal,
-                    Box::new(SessionRelease {
-                        store: Arc::downgrade(&self.inner),
-                        id,
-                        lease: false,
-                        session: held,
-                        root_path: self.inner.root_path.clone(),
-                        limit: self.limit(),
-                    }),
-                )));
-            }
-            if !wait {
-                give_up(client, my_path).await;
-                return Ok(None);
-            }
-            let pred = child(&lock_dir, waiters[idx - 1]);
-            let watcher = match timed(self.limit(), &what, client.check_and_watch_stat(&pred)).await
-            {
-                Ok(Ok((None, _))) => continue,
-                Ok(Ok((Some(_), w))) => w,
-                Ok(Err(e)) => {
-                    give_up(client, my_path).await;
-                    return Err(map_err(e, &what));
-                }
-                Err(e) => {
-                    give_up(client, my_path).await;
-                    return Err(e);
-                }
-            };
-            let mut closed = self.inner.closed_tx.subscribe();
-            let waited = async {
-                tokio::select! {
-                    _ = watcher.changed() => true,
-                    _ = closed.wait_for(|c| *c) => false,
-                }
-            };
-            let outcome = match deadline {
-                Some(d) => tokio::time::timeout_at(d, waited).await.ok(),
-                None => Some(waited.await),
-            };
-            match outcome {
-                Some(true) => {}
-                Some(false) => {
-                    give_up(client, my_path).await;
-                    return Err(Error::closed(BACKEND));
-                }
-                None => {
-                    give_up(client, my_path).await;
-                    return Err(Error::Timeout {
-                        backend: BACKEND,
-                        operation: what,
-                        after: options.timeout.unwrap_or_default(),
-                    });
-                }
-            }
-        }
-    }
 }
 
-/// The revision a write multi-op gave: the zxid of the multi-op, which
-/// all its operations share, read from the stat of a `set_data` in it
-/// (the value node's, or the key node's when the value node was created;
-/// a created node's stat is not in the reply).
-fn last_revision(results: &[zk::MultiWriteResult]) -> std::result::Result<u64, zk::Error> {
+/// The stat of the last `set_data` of a write multi-op: its `mzxid` is
+/// the zxid of the multi-op, which all its operations share (the value
+/// node's stat, or the key node's when the value node was created; a
+/// created node's stat is not in the reply).
+fn last_revision(results: &[zk::MultiWriteResult]) -> std::result::Result<zk::Stat, zk::Error> {
     results
         .iter()
         .rev()
         .find_map(|r| match r {
-            zk::MultiWriteResult::SetData { stat } => Some(stat.mzxid as u64),
+            zk::MultiWriteResult::SetData { stat } => Some(*stat),
             _ => None,
         })
         .ok_or_else(|| zk::Error::UnexpectedError("a multi-op without its result".into()))
@@ -1021,86 +820,6 @@ fn unexpected(result: Option<zk::MultiReadResult>) -> zk::Error {
     zk::Error::UnexpectedError(format!("an unexpected multi-read result: {result:?}"))
 }
 
-/// Ends a lease's or a lock's session: deletes its ephemeral nodes key by
-/// key (so each delete has its own zxid and is done when this returns),
-/// then closes the session.
-struct SessionRelease {
-    store: std::sync::Weak<Inner>,
-    id: u64,
-    lease: bool,
-    session: Arc<Session>,
-    root_path: String,
-    limit: Duration,
-}
-
-impl SessionRelease {
-    fn forget(&self) {
-        if let Some(inner) = self.store.upgrade() {
-            if self.lease {
-                inner.leases.lock().remove(&self.id);
-            } else {
-                inner.locks.lock().remove(&self.id);
-            }
-        }
-    }
-}
-
-async fn end_session(session: Arc<Session>, root_path: String, limit: Duration) -> Result<()> {
-    let Some(client) = session.client.lock().take() else {
-        session.trigger.fire();
-        return Ok(());
-    };
-    session.trigger.fire();
-    let mut result = Ok(());
-    if let Some(node) = &session.node {
-        if let Ok(Err(e)) = timed(limit, "release", client.delete(node, None)).await {
-            if e != zk::Error::NoNode && e != zk::Error::SessionExpired {
-                result = Err(map_err(e, "release the lock"));
-            }
-        }
-    } else if !client.state().is_terminated() {
-        match timed(limit, "revoke", client.list_ephemerals(&root_path)).await {
-            Ok(Ok(mut nodes)) => {
-                nodes.sort();
-                for n in nodes {
-                    let _ = timed(limit, "revoke", client.delete(&n, None)).await;
-                }
-            }
-            Ok(Err(zk::Error::SessionExpired)) => {}
-            Ok(Err(e)) => result = Err(map_err(e, "revoke the lease")),
-            Err(e) => result = Err(e),
-        }
-    }
-    drop(client);
-    result
-}
-
-#[async_trait]
-impl Release for SessionRelease {
-    async fn release(&self) -> Result<()> {
-        self.forget();
-        end_session(self.session.clone(), self.root_path.clone(), self.limit).await
-    }
-
-    fn release_in_background(&self) {
-        self.forget();
-        let session = self.session.clone();
-        let root = self.root_path.clone();
-        let limit = self.limit;
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) => {
-                h.spawn(async move {
-                    let _ = end_session(session, root, limit).await;
-                });
-            }
-            Err(_) => {
-                session.trigger.fire();
-                session.client.lock().take();
-            }
-        }
-    }
-}
-
 #[async_trait]
 impl Store for ZkStore {
     fn capabilities(&self) -> &Capabilities {
@@ -1115,7 +834,7 @@ impl Store for ZkStore {
             self.inner.watches.load(Ordering::SeqCst),
             leases,
             locks,
-            open + leases + locks,
+            open + self.inner.pool.len(),
         )
     }
 
@@ -1143,7 +862,8 @@ impl Store for ZkStore {
         let path = self.value_path(&canonical);
         let what = format!("delete {canonical:?}");
         self.inner.present.lock().remove(&canonical);
-        match timed(self.limit(), &what, client.delete(&path, None)).await? {
+        let dir = self.key_dir(&canonical);
+        match self.delete_node(&client, &dir, &path, None, &what).await? {
             Ok(()) => Ok(true),
             Err(zk::Error::NoNode) => Ok(false),
             Err(e) => Err(map_err(e, &what)),
@@ -1184,9 +904,10 @@ impl Store for ZkStore {
         let mut n = 0;
         for k in keys {
             self.inner.present.lock().remove(&k);
-            let path = self.value_path(&k);
+            let dir = self.key_dir(&k);
+            let path = child(&dir, VALUE);
             let what = format!("delete_tree {prefix:?}: delete {k:?}");
-            match timed(self.limit(), &what, client.delete(&path, None)).await? {
+            match self.delete_node(&client, &dir, &path, None, &what).await? {
                 Ok(()) => n += 1,
                 Err(zk::Error::NoNode) => {}
                 Err(e) => return Err(map_err(e, &what)),
@@ -1239,7 +960,7 @@ impl Store for ZkStore {
         }
         let mut multi = client.new_multi_writer();
         let built = multi
-            .add_check_version(&dir, dir_stat.version)
+            .add_set_data(&dir, DELETED_FLAG, Some(dir_stat.version))
             .and_then(|_| multi.add_delete(&path, Some(st.version)));
         let outcome = match built {
             Err(e) => Err(e),
@@ -1287,30 +1008,7 @@ impl Store for ZkStore {
     async fn grant_lease(&self, ttl: Duration) -> Result<Lease> {
         self.check()?;
         anykv_core::check_ttl(ttl)?;
-        let ttl = ttl.max(MIN_TTL);
-        let (client, session, signal) = self.new_session(ttl).await?;
-        let id = client.session_id().0 as u64;
-        Self::monitor(&session, &client, false);
-        let granted = client.session_timeout();
-        self.inner.leases.lock().insert(id, session.clone());
-        if self.inner.closed.load(Ordering::SeqCst) {
-            self.inner.leases.lock().remove(&id);
-            let _ = end_session(session, self.inner.root_path.clone(), self.limit()).await;
-            return Err(Error::closed(BACKEND));
-        }
-        Ok(Lease::new(
-            LeaseId(id),
-            granted,
-            signal,
-            Box::new(SessionRelease {
-                store: Arc::downgrade(&self.inner),
-                id,
-                lease: true,
-                session,
-                root_path: self.inner.root_path.clone(),
-                limit: self.limit(),
-            }),
-        ))
+        self.grant(ttl.max(MIN_TTL)).await
     }
 
     async fn lock(&self, key: &str, options: LockOptions) -> Result<LockGuard> {
@@ -1327,11 +1025,12 @@ impl Store for ZkStore {
         }
         self.inner.closed_tx.send_replace(true);
         self.inner.hub.lock().take();
-        let leases: Vec<_> = self.inner.leases.lock().drain().map(|(_, s)| s).collect();
-        let locks: Vec<_> = self.inner.locks.lock().drain().map(|(_, s)| s).collect();
-        for s in leases.into_iter().chain(locks) {
-            let _ = end_session(s, self.inner.root_path.clone(), self.limit()).await;
+        let leases: Vec<_> = self.inner.leases.lock().values().cloned().collect();
+        for l in leases {
+            crate::lease::revoke(&self.inner, &l).await;
         }
+        crate::lock::release_all(&self.inner).await;
+        self.inner.pool.close_all();
         Ok(())
     }
 }

@@ -1,0 +1,463 @@
+//! The shared watch's reading rounds.
+//!
+//! ZooKeeper's notifications (before 3.9) carry neither data nor zxid, so
+//! each notified key is re-read. The reads of one round are sent
+//! together; what they return is delivered one round later, up to a
+//! *watermark*: the largest zxid seen in any reply before the round began.
+//! ZooKeeper sends a session the notification of every change before the
+//! reply to any later request, so when a round's replies are in, the
+//! notification of every change up to any zxid in them has arrived; the
+//! next round reads those keys, after which the state of every key is
+//! known up to that zxid. Delivering each key's newest read at or below
+//! the watermark, in revision order, therefore never delivers anything
+//! out of order, and a round never waits for the writers to pause: under
+//! continuous writes events keep flowing (values overwritten within a
+//! round are skipped), and when the writes stop every key's final state
+//! is delivered within two rounds.
+//!
+//! A `Delete`'s revision is the zxid of the delete: every delete this
+//! backend makes marks the key's node in the same multi-op, so the node's
+//! `mzxid` is the delete's zxid. A value node removed by the server (a
+//! TTL or a lease session expiring) leaves the node's `pzxid`, the zxid of
+//! its last child change. Where neither is usable (the key's node already
+//! reaped, a revision shared by several keys, as when a session's
+//! ephemeral nodes all go in one transaction), a fresh zxid is taken by
+//! creating and deleting an ephemeral node under the root: later than the
+//! delete, but still in order.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use anykv_core::{Bytes, Error, KvPair, Result, WatchEvent};
+use zookeeper_client as zk;
+
+use crate::client::{map_err, timed};
+use crate::lease::DELETED_FLAG;
+use crate::paths::{child, VALUE};
+use crate::store::ZkStore;
+use crate::watch::{Filter, Msg, NewSub, Sub};
+use crate::BACKEND;
+
+/// How many keys one multi-read covers (two reads each).
+const READ_BATCH: usize = 32;
+
+/// A key's state as read.
+#[derive(Clone)]
+pub(crate) enum State {
+    Present(Bytes),
+    Absent,
+}
+
+/// A new stream whose initial state is being completed.
+struct Waiting {
+    sub: NewSub,
+    /// Reads of its keys since its listing, per key in revision order.
+    snap: HashMap<String, Vec<(u64, State)>>,
+    /// It starts once the watermark reaches this.
+    ready_at: u64,
+}
+
+/// The rounds' state.
+#[derive(Default)]
+pub(crate) struct Engine {
+    pub(crate) subs: Vec<Sub>,
+    /// New streams whose listing is still to be read.
+    pub(crate) fresh: Vec<NewSub>,
+    waiting: Vec<Waiting>,
+    /// Reads not yet delivered, per key, in revision order.
+    reads: HashMap<String, Vec<(u64, State)>>,
+    /// Keys notified and not yet read.
+    pub(crate) dirty: BTreeSet<String>,
+    /// The largest zxid seen in any reply.
+    seen: u64,
+    /// Every stream has been told everything up to this zxid.
+    delivered: u64,
+    /// After a reconnect, every stream gets `Synced` when the watermark
+    /// reaches this.
+    resync_at: Option<u64>,
+}
+
+/// What a key read gave.
+enum Read {
+    Present(Bytes, u64),
+    /// The value node is absent; the key's node, if it exists: its data,
+    /// `mzxid` and `pzxid`.
+    Absent(Option<(Vec<u8>, u64, u64)>),
+}
+
+impl Engine {
+    /// Whether `k` is covered by some stream, running or starting.
+    pub(crate) fn covers(&self, k: &str) -> bool {
+        self.subs.iter().any(|s| s.filter.covers(k))
+            || self.fresh.iter().any(|n| n.filter.covers(k))
+            || self.waiting.iter().any(|w| w.sub.filter.covers(k))
+    }
+
+    /// Whether another round has work without waiting for a notification.
+    pub(crate) fn busy(&self) -> bool {
+        !self.dirty.is_empty()
+            || !self.fresh.is_empty()
+            || !self.waiting.is_empty()
+            || !self.reads.is_empty()
+            || self.resync_at.is_some()
+    }
+
+    /// Whether no stream is left.
+    pub(crate) fn idle(&self) -> bool {
+        self.subs.is_empty() && self.fresh.is_empty() && self.waiting.is_empty()
+    }
+
+    /// Drops streams that ended.
+    pub(crate) fn prune(&mut self) {
+        self.subs.retain(|s| !s.dead && !s.tx.is_closed());
+        self.waiting.retain(|w| !w.sub.tx.is_closed());
+    }
+
+    /// Ends every stream with `make()`'s error.
+    pub(crate) fn fail_all(&mut self, make: impl Fn() -> Error) {
+        for mut sub in self.subs.drain(..) {
+            sub.send(Msg::Fail(make()));
+        }
+        for n in self.fresh.drain(..) {
+            let _ = n.tx.try_send(Msg::Fail(make()));
+        }
+        for w in self.waiting.drain(..) {
+            let _ = w.sub.tx.try_send(Msg::Fail(make()));
+        }
+        self.reads.clear();
+        self.dirty.clear();
+        self.resync_at = None;
+    }
+
+    /// One round: reads what is dirty (and, for new streams or after a
+    /// reconnect, lists what they cover), then delivers what is known up
+    /// to the watermark from before the round.
+    pub(crate) async fn round(
+        &mut self,
+        store: &ZkStore,
+        client: &zk::Client,
+        resync: bool,
+    ) -> Result<()> {
+        let watermark = self.seen;
+        let mut top = self.seen;
+        let mut got: BTreeMap<String, Vec<(u64, State)>> = BTreeMap::new();
+        let mut listing: Vec<Filter> = self.fresh.iter().map(|n| n.filter.clone()).collect();
+        if resync {
+            listing.extend(self.subs.iter().map(|s| s.filter.clone()));
+        }
+        if !listing.is_empty() {
+            // A fresh zxid, so that `Synced` is at least the revision of
+            // every write completed before the stream was opened.
+            top = top.max(clock(store, client).await?);
+        }
+        for f in &listing {
+            match f {
+                Filter::Key(k) => {
+                    self.dirty.insert(k.clone());
+                }
+                Filter::Tree(p) => {
+                    for pair in store.list_under(client, p).await? {
+                        top = top.max(pair.revision);
+                        got.entry(pair.key)
+                            .or_default()
+                            .push((pair.revision, State::Present(pair.value)));
+                    }
+                }
+            }
+        }
+        if resync {
+            for s in &self.subs {
+                self.dirty.extend(s.cache.keys().cloned());
+            }
+        }
+        let keys: Vec<String> = std::mem::take(&mut self.dirty)
+            .into_iter()
+            .filter(|k| self.covers(k))
+            .collect();
+        let reads = read_keys(store, client, &keys).await?;
+        let mut need_clock = Vec::new();
+        let mut used: BTreeSet<u64> = BTreeSet::new();
+        let mut absent = Vec::new();
+        for (k, r) in keys.into_iter().zip(reads) {
+            match r {
+                Read::Present(v, rev) => {
+                    top = top.max(rev);
+                    got.entry(k).or_default().push((rev, State::Present(v)));
+                }
+                Read::Absent(dir) => {
+                    if let Some((_, m, p)) = &dir {
+                        top = top.max(*m).max(*p);
+                    }
+                    absent.push((k, dir));
+                }
+            }
+        }
+        for (k, dir) in absent {
+            let this_round = got.get(&k).and_then(|l| l.iter().map(|e| e.0).max());
+            let known = self.known(&k).max(this_round.unwrap_or(0));
+            if !self.thought_present(&k) && this_round.is_none() {
+                continue;
+            }
+            let candidate = match &dir {
+                Some((data, m, _)) if data.as_slice() == DELETED_FLAG => Some(*m),
+                Some((_, _, p)) => Some(*p),
+                None => None,
+            };
+            match candidate {
+                Some(c) if this_round.is_some_and(|p| c < p) => {}
+                Some(c) if c > known && c > self.delivered && used.insert(c) => {
+                    got.entry(k).or_default().push((c, State::Absent));
+                }
+                _ => need_clock.push(k),
+            }
+        }
+        for k in need_clock {
+            let c = clock(store, client).await?;
+            top = top.max(c);
+            got.entry(k).or_default().push((c, State::Absent));
+        }
+        self.seen = top;
+        for (k, mut list) in got {
+            list.sort_by_key(|e| e.0);
+            for (rev, st) in list {
+                append(self.reads.entry(k.clone()).or_default(), rev, st.clone());
+                for w in &mut self.waiting {
+                    if w.sub.filter.covers(&k) {
+                        append(w.snap.entry(k.clone()).or_default(), rev, st.clone());
+                    }
+                }
+            }
+        }
+        let reads = &self.reads;
+        for n in self.fresh.drain(..) {
+            let snap = reads
+                .iter()
+                .filter(|(k, _)| n.filter.covers(k))
+                .map(|(k, l)| (k.clone(), l.clone()))
+                .collect();
+            self.waiting.push(Waiting {
+                sub: n,
+                snap,
+                ready_at: top,
+            });
+        }
+        if resync {
+            self.resync_at = Some(top);
+        }
+        self.deliver(watermark);
+        Ok(())
+    }
+
+    /// The newest revision this store knows of `k`.
+    fn known(&self, k: &str) -> u64 {
+        let read = self.reads.get(k).and_then(|l| l.last()).map_or(0, |e| e.0);
+        let cached = self
+            .subs
+            .iter()
+            .filter_map(|s| s.cache.get(k).copied())
+            .max()
+            .unwrap_or(0);
+        let snap = self
+            .waiting
+            .iter()
+            .filter_map(|w| w.snap.get(k).and_then(|l| l.last()).map(|e| e.0))
+            .max()
+            .unwrap_or(0);
+        read.max(cached).max(snap)
+    }
+
+    /// Whether some stream has (or is about to get) `k` as present.
+    fn thought_present(&self, k: &str) -> bool {
+        let present = |l: Option<&Vec<(u64, State)>>| {
+            l.and_then(|l| l.last())
+                .is_some_and(|e| matches!(e.1, State::Present(_)))
+        };
+        present(self.reads.get(k))
+            || self.subs.iter().any(|s| s.cache.contains_key(k))
+            || self.waiting.iter().any(|w| present(w.snap.get(k)))
+    }
+
+    /// Delivers each key's newest read at or below `watermark`, in
+    /// revision order; then `Synced` after a reconnect, and starts the new
+    /// streams whose initial state is complete.
+    fn deliver(&mut self, watermark: u64) {
+        let mut events = Vec::new();
+        for (k, list) in self.reads.iter_mut() {
+            if let Some(pos) = list.iter().rposition(|e| e.0 <= watermark) {
+                let (rev, st) = list[pos].clone();
+                list.drain(..=pos);
+                events.push((rev, k.clone(), st));
+            }
+        }
+        self.reads.retain(|_, l| !l.is_empty());
+        events.sort_by_key(|e| e.0);
+        for s in self.subs.iter_mut() {
+            for (rev, k, st) in &events {
+                if !s.filter.covers(k) {
+                    continue;
+                }
+                match st {
+                    State::Present(v) => {
+                        if s.cache.get(k) != Some(rev) {
+                            s.cache.insert(k.clone(), *rev);
+                            s.event(WatchEvent::Put(KvPair::new(k.clone(), v.clone(), *rev)));
+                        }
+                    }
+                    State::Absent => {
+                        if s.cache.remove(k).is_some() {
+                            s.event(WatchEvent::Delete {
+                                key: k.clone(),
+                                revision: *rev,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        self.delivered = self.delivered.max(watermark);
+        if self.resync_at.is_some_and(|r| r <= watermark) {
+            self.resync_at = None;
+            for s in self.subs.iter_mut() {
+                let revision = watermark.max(s.last);
+                s.event(WatchEvent::Synced { revision });
+            }
+        }
+        let (ready, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|w| w.ready_at <= watermark);
+        self.waiting = still;
+        for w in ready {
+            let mut initial: Vec<KvPair> = w
+                .snap
+                .into_iter()
+                .filter_map(|(k, list)| {
+                    let (rev, st) = list.into_iter().rev().find(|e| e.0 <= watermark)?;
+                    match st {
+                        State::Present(v) => Some(KvPair::new(k, v, rev)),
+                        State::Absent => None,
+                    }
+                })
+                .collect();
+            initial.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
+            let cache = initial
+                .iter()
+                .map(|p| (p.key.clone(), p.revision))
+                .collect();
+            let mut evs: Vec<WatchEvent> = initial.into_iter().map(WatchEvent::Put).collect();
+            evs.push(WatchEvent::Synced {
+                revision: watermark,
+            });
+            let mut sub = Sub {
+                filter: w.sub.filter,
+                tx: w.sub.tx,
+                lagged: w.sub.lagged,
+                cache,
+                last: watermark,
+                dead: false,
+            };
+            sub.send(Msg::Initial(evs));
+            self.subs.push(sub);
+        }
+    }
+}
+
+/// Appends a read to a key's reads unless it is not newer than the last.
+fn append(list: &mut Vec<(u64, State)>, rev: u64, st: State) {
+    if list.last().is_none_or(|e| e.0 < rev) {
+        list.push((rev, st));
+    }
+}
+
+/// Reads keys: each key's node and value node, in multi-read requests.
+async fn read_keys(store: &ZkStore, client: &zk::Client, keys: &[String]) -> Result<Vec<Read>> {
+    let limit = store.limit();
+    let failed = |e: zk::Error| map_err(e, "watch: reading the changed keys");
+    let replies = futures::future::join_all(keys.chunks(READ_BATCH).map(|chunk| {
+        let mut reader = client.new_multi_reader();
+        let built = chunk.iter().try_for_each(|k| {
+            let dir = store.key_dir(k);
+            reader.add_get_data(&dir)?;
+            reader.add_get_data(&child(&dir, VALUE))
+        });
+        let commit = built.map(|()| reader.commit());
+        async move {
+            match commit {
+                Ok(commit) => timed(limit, "watch read", commit).await,
+                Err(e) => Ok(Err(e)),
+            }
+        }
+    }))
+    .await;
+    let mut out = Vec::with_capacity(keys.len());
+    for (chunk, reply) in keys.chunks(READ_BATCH).zip(replies) {
+        let results = reply?.map_err(failed)?;
+        if results.len() != 2 * chunk.len() {
+            return Err(failed(zk::Error::UnexpectedError(format!(
+                "a multi-read of {} operations answered {}",
+                2 * chunk.len(),
+                results.len()
+            ))));
+        }
+        let mut results = results.into_iter();
+        while let (Some(dir), Some(value)) = (results.next(), results.next()) {
+            let dir = match dir {
+                zk::MultiReadResult::Data { data, stat } => {
+                    Some((data, stat.mzxid as u64, stat.pzxid as u64))
+                }
+                zk::MultiReadResult::Error {
+                    err: zk::Error::NoNode,
+                } => None,
+                zk::MultiReadResult::Error { err } => return Err(failed(err)),
+                other => return Err(failed(unexpected(other))),
+            };
+            out.push(match value {
+                zk::MultiReadResult::Data { data, stat } if dir.is_some() => {
+                    Read::Present(Bytes::from(data), stat.mzxid as u64)
+                }
+                zk::MultiReadResult::Data { .. }
+                | zk::MultiReadResult::Error {
+                    err: zk::Error::NoNode,
+                } => Read::Absent(dir),
+                zk::MultiReadResult::Error { err } => return Err(failed(err)),
+                other => return Err(failed(unexpected(other))),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn unexpected(result: zk::MultiReadResult) -> zk::Error {
+    zk::Error::UnexpectedError(format!("an unexpected multi-read result: {result:?}"))
+}
+
+/// A fresh zxid: create and delete an ephemeral sequential node under the
+/// root.
+async fn clock(store: &ZkStore, client: &zk::Client) -> Result<u64> {
+    let root = store.inner.root_path.clone();
+    let opts = zk::CreateMode::EphemeralSequential.with_acls(store.acls());
+    for _ in 0..8 {
+        match timed(
+            store.limit(),
+            "watch clock",
+            client.create(&child(&root, "@clock-"), b"", &opts),
+        )
+        .await?
+        {
+            Ok((st, seq)) => {
+                let _ = timed(
+                    store.limit(),
+                    "watch clock",
+                    client.delete(&child(&root, &format!("@clock-{seq}")), None),
+                )
+                .await;
+                return Ok(st.czxid as u64);
+            }
+            Err(zk::Error::NoNode) => store.make_dirs(client, &root).await?,
+            Err(e) => return Err(map_err(e, "watch: taking a revision")),
+        }
+    }
+    Err(Error::Backend {
+        backend: BACKEND,
+        message: "watch: could not take a revision".into(),
+        source: None,
+    })
+}
