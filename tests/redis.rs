@@ -379,6 +379,7 @@ async fn tls_with_test_ca() {
 /// that is not there are `Unavailable` or `Timeout`, without it either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_never_shown() {
+    let _server = anykv_conformance::shared_server_guard().await;
     let cfg = anykv::redis::RedisConfig::new("h", 1).with_user("u", "topsecret");
     assert!(!format!("{cfg:?}").contains("topsecret"));
     let port = anykv_testserver::free_port();
@@ -408,6 +409,7 @@ async fn password_never_shown() {
 /// so the trimming touches no other test.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_bound_yields_compacted() {
+    let _server = anykv_conformance::shared_server_guard().await;
     let url = format!(
         "{}/0/h?namespace={}&history=100",
         shared_url(),
@@ -450,6 +452,7 @@ async fn history_bound_yields_compacted() {
 /// lagging.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_more_than_buffer() {
+    let _server = anykv_conformance::shared_server_guard().await;
     let url = format!(
         "{}/0/{}",
         shared_url(),

@@ -11,8 +11,41 @@ use anykv_conformance::{conformance_tests, UrlFactory};
 use anykv_testserver::zookeeper::{shared_url, ZkServer};
 use futures::StreamExt;
 
+/// The request timeout of the suite's stores: a frozen server's calls fail
+/// within it.
+const SUITE_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn hook(name: &'static str, r: Result<(), String>) -> anykv::Result<()> {
+    r.map_err(|e| anykv::Error::unsupported("zookeeper tests", name, e))
+}
+
+/// The shared server, with pause and restart hooks (the fault cases that
+/// use them run alone).
 fn factory() -> UrlFactory {
-    UrlFactory::new(shared_url(), |url| async move { anykv::open(&url).await })
+    UrlFactory::new(
+        format!(
+            "{}?request_timeout={}ms",
+            shared_url(),
+            SUITE_REQUEST_TIMEOUT.as_millis()
+        ),
+        |url| async move { anykv::open(&url).await },
+    )
+    .with_pause(
+        || async { hook("pause_server", anykv_testserver::zookeeper::pause_shared()) },
+        || async {
+            hook(
+                "resume_server",
+                anykv_testserver::zookeeper::resume_shared(),
+            )
+        },
+    )
+    .with_restart(|| async {
+        let r = tokio::task::spawn_blocking(anykv_testserver::zookeeper::restart_shared)
+            .await
+            .unwrap_or_else(|e| Err(format!("the restart panicked: {e}")));
+        hook("restart_server", r)
+    })
+    .with_request_timeout(SUITE_REQUEST_TIMEOUT)
 }
 
 // ZooKeeper keeps no history (watch_resume = false), so resuming a watch is
@@ -24,6 +57,8 @@ conformance_tests!(
         watch_resume_from_revision,
         watch_tree_resume_from_revision,
         watch_resume_compacted,
+        load_watch_every_write_exactly,
+        load_watch_resume_while_writing,
     ]
 );
 
@@ -254,6 +289,7 @@ async fn ttl_without_extended_types_is_unsupported() {
 /// in errors or Debug output.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn digest_auth_protects_nodes() {
+    let _server = anykv_conformance::shared_server_guard().await;
     let url = shared_url();
     let root = anykv_testserver::unique_name("secure");
     let host = url.trim_start_matches("zk://");
@@ -298,6 +334,7 @@ async fn digest_auth_protects_nodes() {
 /// Several servers: a dead one in the list does not stop the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_servers_one_down() {
+    let _server = anykv_conformance::shared_server_guard().await;
     let url = shared_url();
     let host = url.trim_start_matches("zk://");
     let dead = format!("127.0.0.1:{}", anykv_testserver::free_port());
@@ -322,6 +359,7 @@ async fn several_servers_one_down() {
 /// very next read, both ways.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_server_reads_without_sync_see_completed_writes() {
+    let _server = anykv_conformance::shared_server_guard().await;
     let url = format!(
         "{}/{}",
         shared_url(),

@@ -558,6 +558,13 @@ impl fmt::Display for Report {
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(120);
 
 static GATE: LazyLock<tokio::sync::RwLock<()>> = LazyLock::new(|| tokio::sync::RwLock::new(()));
+/// Held by a test that uses the suite's server beside the cases (in the
+/// same test binary): while it is held, the cases that pause or restart
+/// the server wait, and once they run, the test waits.
+pub async fn shared_server_guard() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    GATE.read().await
+}
+
 static HEAVY: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(|| tokio::sync::Mutex::new(()));
 
 /// Runs one case on a fresh root and reports its outcome. A panic or a

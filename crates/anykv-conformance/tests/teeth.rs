@@ -47,6 +47,18 @@ enum Breakage {
     RevisionsReusedAfterRecreate,
     /// Invalid keys are written under an escaped name instead of refused.
     InvalidKeysAccepted,
+    /// Watches drop `Put` events when more than 20 come within 100 ms: fine
+    /// when calm, lossy under load.
+    WatchLossyUnderLoad,
+    /// A TTL put also starts a timer that deletes the key at the deadline,
+    /// whatever was written since (a stale deadline kills a rewrite).
+    StaleTtlTimer,
+    /// Compare-and-swap compares values: an expected revision whose value
+    /// equals the current value passes, as libkv's value-compares did.
+    CasComparesValues,
+    /// Calls on a frozen server fail with a generic `Backend` error, not
+    /// `Timeout`.
+    OutageAsBackendError,
     /// A backend that does nothing and says yes to everything.
     NothingAtAll,
 }
@@ -57,6 +69,8 @@ struct Broken {
     breakage: Breakage,
     caps: Capabilities,
     versions: Mutex<HashMap<String, u64>>,
+    /// Every value each key had, by revision (for `CasComparesValues`).
+    values: Mutex<HashMap<(String, u64), Bytes>>,
 }
 
 /// Gives every broken `lock` call a lock name of its own, across clients.
@@ -163,7 +177,8 @@ impl Store for Broken {
         Ok(self
             .inner
             .get(&self.mangle(k))
-            .await?
+            .await
+            .map_err(|e| self.outage(e))?
             .map(|kv| self.with_version(kv)))
     }
 
@@ -175,9 +190,27 @@ impl Store for Broken {
             Breakage::LeaseIgnored => options.lease = None,
             _ => {}
         }
-        let rev = self.inner.put(&self.mangle(k), value, options).await?;
+        let ttl = options.ttl;
+        let rev = self
+            .inner
+            .put(&self.mangle(k), value.clone(), options)
+            .await
+            .map_err(|e| self.outage(e))?;
         if self.is(Breakage::RevisionsReusedAfterRecreate) {
             return Ok(self.bump_version(k));
+        }
+        if let (Breakage::StaleTtlTimer, Some(ttl)) = (self.breakage, ttl) {
+            let inner = self.inner.clone();
+            let k = k.to_owned();
+            tokio::spawn(async move {
+                tokio::time::sleep(ttl).await;
+                let _ = inner.delete(&k).await;
+            });
+        }
+        if self.is(Breakage::CasComparesValues) {
+            if let Ok(k) = key::normalize_key(k) {
+                self.values.lock().insert((k, rev), value);
+            }
         }
         Ok(rev)
     }
@@ -243,6 +276,26 @@ impl Store for Broken {
         match self.breakage {
             Breakage::NothingAtAll => Ok(1),
             Breakage::CasIgnoresRevision => self.inner.put(k, value, options).await,
+            Breakage::CasComparesValues => {
+                let canonical = key::normalize_key(k)?;
+                let expected = match (expected, self.inner.get(k).await?) {
+                    (Some(e), Some(cur)) if e != cur.revision => {
+                        let old = self.values.lock().get(&(canonical.clone(), e)).cloned();
+                        if old.as_ref() == Some(&cur.value) {
+                            Some(cur.revision)
+                        } else {
+                            Some(e)
+                        }
+                    }
+                    (e, _) => e,
+                };
+                let rev = self
+                    .inner
+                    .atomic_put(k, value.clone(), expected, options)
+                    .await?;
+                self.values.lock().insert((canonical, rev), value);
+                Ok(rev)
+            }
             Breakage::RevisionsReusedAfterRecreate => {
                 let current = self.version_of(k);
                 let canonical = key::normalize_key(k)?;
@@ -366,6 +419,19 @@ impl Store for Broken {
 }
 
 impl Broken {
+    /// With `OutageAsBackendError`, a `Timeout` becomes a generic error.
+    fn outage(&self, e: Error) -> Error {
+        if self.is(Breakage::OutageAsBackendError) && e.kind() == anykv_core::ErrorKind::Timeout {
+            Error::Backend {
+                backend: "broken",
+                message: format!("no response: {e}"),
+                source: None,
+            }
+        } else {
+            e
+        }
+    }
+
     async fn after_lock(&self, k: &str, g: LockGuard) -> Result<LockGuard> {
         match self.breakage {
             Breakage::FencingTokenConstant => {
@@ -412,6 +478,23 @@ impl Broken {
                 })
                 .boxed()
             }
+            Breakage::WatchLossyUnderLoad => {
+                let mut recent: std::collections::VecDeque<std::time::Instant> =
+                    std::collections::VecDeque::new();
+                s.filter(move |item| {
+                    let now = std::time::Instant::now();
+                    while recent
+                        .front()
+                        .is_some_and(|t| now.duration_since(*t) > Duration::from_millis(100))
+                    {
+                        recent.pop_front();
+                    }
+                    recent.push_back(now);
+                    let keep = !(recent.len() > 20 && matches!(item, Ok(WatchEvent::Put(_))));
+                    async move { keep }
+                })
+                .boxed()
+            }
             Breakage::WatchDuplicates => s
                 .flat_map(|item| {
                     let twice = match &item {
@@ -434,11 +517,16 @@ fn nothing_stream() -> WatchStream {
 
 struct BrokenFactory(Breakage);
 
+impl BrokenFactory {
+    fn name(&self) -> String {
+        format!("teeth-{:?}", self.0)
+    }
+}
+
 #[async_trait]
 impl StoreFactory for BrokenFactory {
     async fn open(&self, root: &str) -> Result<Arc<dyn Store>> {
-        let inner =
-            MemoryStore::open(MemoryConfig::named(format!("teeth-{:?}", self.0)).with_root(root))?;
+        let inner = MemoryStore::open(MemoryConfig::named(self.name()).with_root(root))?;
         let mut caps = inner.capabilities().clone();
         caps.backend = "broken";
         Ok(Arc::new(Broken {
@@ -446,7 +534,20 @@ impl StoreFactory for BrokenFactory {
             breakage: self.0,
             caps,
             versions: Mutex::new(HashMap::new()),
+            values: Mutex::new(HashMap::new()),
         }))
+    }
+
+    async fn pause_server(&self) -> Result<()> {
+        anykv_memory::pause_named(&self.name())
+    }
+
+    async fn resume_server(&self) -> Result<()> {
+        anykv_memory::resume_named(&self.name())
+    }
+
+    async fn restart_server(&self) -> Result<()> {
+        anykv_memory::restart_named(&self.name(), Duration::from_millis(300)).await
     }
 
     async fn compact(&self, store: &Arc<dyn Store>, revision: u64) -> Result<()> {
@@ -493,7 +594,51 @@ async fn cas_that_ignores_the_revision_fails() {
             "atomic_delete_stale_revision",
             "cas_counter_16_tasks",
             "create_race_one_winner",
+            "history_linearizable_registers",
         ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_lossy_under_load_fails() {
+    must_fail(
+        Breakage::WatchLossyUnderLoad,
+        &[
+            "load_watch_replays_to_list",
+            "load_watch_every_write_exactly",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_ttl_timer_fails() {
+    must_fail(
+        Breakage::StaleTtlTimer,
+        &[
+            "contend_ttl_rewrite_before_deadline_survives",
+            "rules_ttl_recreated_without_ttl_survives",
+            "rules_ttl_recreated_longer_ttl_survives_old_deadline",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cas_comparing_values_fails() {
+    must_fail(
+        Breakage::CasComparesValues,
+        &["rules_cas_compares_revisions_not_values"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_as_generic_error_fails() {
+    must_fail(
+        Breakage::OutageAsBackendError,
+        &["fault_pause_calls_fail_typed"],
     )
     .await;
 }
@@ -636,17 +781,25 @@ async fn a_backend_that_does_nothing_fails_every_case() {
 /// programmatic entry point.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reference_backend_passes_run_all() {
-    let factory =
-        anykv_conformance::UrlFactory::new("memory://teeth-reference", |url| async move {
-            MemoryStore::open_url(&url)
-        })
-        .with_compact(|store, revision| async move {
-            store
-                .as_any()
-                .downcast_ref::<MemoryStore>()
-                .ok_or_else(|| Error::Config("not a memory store".into()))?
-                .compact(revision)
-        });
+    let factory = anykv_conformance::UrlFactory::new(
+        "memory://teeth-reference?request_timeout=2s",
+        |url| async move { MemoryStore::open_url(&url) },
+    )
+    .with_pause(
+        || async { anykv_memory::pause_named("teeth-reference") },
+        || async { anykv_memory::resume_named("teeth-reference") },
+    )
+    .with_restart(|| async {
+        anykv_memory::restart_named("teeth-reference", Duration::from_millis(300)).await
+    })
+    .with_request_timeout(Duration::from_secs(2))
+    .with_compact(|store, revision| async move {
+        store
+            .as_any()
+            .downcast_ref::<MemoryStore>()
+            .ok_or_else(|| Error::Config("not a memory store".into()))?
+            .compact(revision)
+    });
     let report = anykv_conformance::run_all(Arc::new(factory)).await;
     assert!(report.is_success(), "{report}");
     assert_eq!(report.unsupported(), 0, "{report}");

@@ -222,14 +222,18 @@ pub fn shared_url() -> String {
             return url;
         }
     }
-    shared_server().url()
+    lock(shared_server()).url()
 }
 
-fn shared_server() -> &'static ZkServer {
-    SHARED.get_or_init(ZkServer::start)
+fn shared_server() -> &'static Mutex<ZkServer> {
+    SHARED.get_or_init(|| Mutex::new(ZkServer::start()))
 }
 
-static SHARED: OnceLock<ZkServer> = OnceLock::new();
+fn lock(m: &Mutex<ZkServer>) -> std::sync::MutexGuard<'_, ZkServer> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+static SHARED: OnceLock<Mutex<ZkServer>> = OnceLock::new();
 
 /// Serializes pausing the shared server, so that a pause and a resume from
 /// different tests do not interleave.
@@ -243,7 +247,7 @@ pub fn pause_shared() -> Result<(), String> {
     let server = owned_shared()?;
     let mut depth = PAUSE.lock().unwrap_or_else(|p| p.into_inner());
     if *depth == 0 {
-        server.pause();
+        lock(server).pause();
     }
     *depth += 1;
     Ok(())
@@ -254,13 +258,24 @@ pub fn resume_shared() -> Result<(), String> {
     let server = owned_shared()?;
     let mut depth = PAUSE.lock().unwrap_or_else(|p| p.into_inner());
     if *depth == 1 {
-        server.resume();
+        lock(server).resume();
     }
     *depth = depth.saturating_sub(1);
     Ok(())
 }
 
-fn owned_shared() -> Result<&'static ZkServer, String> {
+/// Stops the shared server and starts it again on the same port with the
+/// same data. An error when it is `ANYKV_ZOOKEEPER_URL`'s. Blocks while
+/// the server stops and starts.
+pub fn restart_shared() -> Result<(), String> {
+    let server = owned_shared()?;
+    let mut s = lock(server);
+    s.stop();
+    s.start_again();
+    Ok(())
+}
+
+fn owned_shared() -> Result<&'static Mutex<ZkServer>, String> {
     if std::env::var(URL_VAR).is_ok_and(|u| !u.is_empty()) {
         return Err(format!(
             "the shared server is {URL_VAR}'s, which the tests do not own"

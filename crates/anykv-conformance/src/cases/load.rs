@@ -129,6 +129,15 @@ impl Writers {
             all.puts.extend(w.puts);
             all.deletes += w.deletes;
         }
+        let mut revisions: Vec<u64> = all.puts.iter().map(|(_, r, _)| *r).collect();
+        revisions.sort_unstable();
+        revisions.dedup();
+        check!(
+            revisions.len() == all.puts.len() && revisions.first().is_none_or(|r| *r > 0),
+            "{} acknowledged puts returned only {} distinct non-zero revisions",
+            all.puts.len(),
+            revisions.len()
+        );
         Ok(all)
     }
 }
@@ -211,6 +220,10 @@ impl Replay {
             .into_iter()
             .map(|p| (p.key, (p.value, p.revision)))
             .collect();
+        check!(
+            !expected.is_empty(),
+            "list({prefix:?}) is empty after thousands of puts under it"
+        );
         loop {
             if self.synced && self.state == expected {
                 return Ok(());
