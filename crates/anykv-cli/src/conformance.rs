@@ -51,6 +51,40 @@ pub fn suite_url(url: &str) -> String {
 /// assert_eq!(with_segment("etcd://h:1/r/?x=1", "s"), "etcd://h:1/r/s?x=1");
 /// assert_eq!(with_segment("memory://n", "s"), "memory://n/s");
 /// ```
+/// The name of the process-wide memory store a `memory://name/...` (or
+/// `broken-memory://`) URL names: that store lives in this process, so the
+/// fault cases can freeze and restart it. Servers elsewhere cannot be
+/// frozen from here, and their fault cases report "unsupported".
+pub fn in_process_store(url: &str) -> Option<String> {
+    let parsed = anykv::parse_url(url).ok()?;
+    let in_process = matches!(parsed.scheme(), "memory" | "broken-memory");
+    let name = parsed.host_str().unwrap_or("");
+    (in_process && !name.is_empty()).then(|| name.to_owned())
+}
+
+/// The pause, resume and restart hooks on the in-process store `name`.
+fn with_in_process_faults(factory: UrlFactory, name: String) -> UrlFactory {
+    let (p, r, x) = (name.clone(), name.clone(), name);
+    factory
+        .with_pause(
+            move || {
+                let name = p.clone();
+                async move { anykv::memory::pause_named(&name) }
+            },
+            move || {
+                let name = r.clone();
+                async move { anykv::memory::resume_named(&name) }
+            },
+        )
+        .with_restart(move || {
+            let name = x.clone();
+            async move {
+                anykv::memory::restart_named(&name, std::time::Duration::from_millis(300)).await
+            }
+        })
+}
+
+/// The URL with a path segment added to its root, the query kept.
 pub fn with_segment(url: &str, segment: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),
@@ -188,12 +222,14 @@ pub async fn run(
         std::process::id(),
         nanos % 0xffff_ffff_ffff
     );
-    let factory = Arc::new(
-        UrlFactory::new(with_segment(&url, &unique), |u| async move {
-            anykv::open(&u).await
-        })
-        .with_compact(compact),
-    );
+    let mut factory = UrlFactory::new(with_segment(&url, &unique), |u| async move {
+        anykv::open(&u).await
+    })
+    .with_compact(compact);
+    if let Some(name) = in_process_store(&url) {
+        factory = with_in_process_faults(factory, name);
+    }
+    let factory = Arc::new(factory);
     output::progress(&format!(
         "running {} against {} ({} at a time; Ctrl-C stops)",
         if selected == 1 {
