@@ -25,12 +25,16 @@
 //! [`BenchConfig::list_keys`] other keys), `watch-latency` (from a put
 //! returning to the change reaching each watcher), `lock` (acquire and
 //! release, each task its own lock, plus one row of contenders sharing a
-//! lock), `mixed` (90% get, 10% put), and `watch-resources` (client memory
-//! and connections of many watches on one store).
+//! lock), `mixed` (90% get, 10% put), `watch-under-load` (events a tree
+//! watch delivers per second while 8 clients write under it, and the
+//! `Synced` latency of watches opened meanwhile; anykv only), and
+//! `watch-resources` (client memory and connections of many watches on one
+//! store).
 
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod kv;
+pub mod load;
 pub mod sys;
 
 use std::fmt;
@@ -138,11 +142,15 @@ pub enum Workload {
     /// Client memory and connections of [`BenchConfig::watches`] watches
     /// on one store.
     WatchResources,
+    /// One tree watch while 8 clients write under it: events delivered
+    /// per second against writes per second, and `Synced` latency of
+    /// watches opened during the writes (anykv only).
+    WatchUnderLoad,
 }
 
 impl Workload {
     /// Every workload, in the order they run.
-    pub const ALL: [Workload; 8] = [
+    pub const ALL: [Workload; 9] = [
         Workload::Get,
         Workload::Put,
         Workload::Cas,
@@ -150,6 +158,7 @@ impl Workload {
         Workload::WatchLatency,
         Workload::Lock,
         Workload::Mixed,
+        Workload::WatchUnderLoad,
         Workload::WatchResources,
     ];
 
@@ -164,6 +173,7 @@ impl Workload {
             Workload::Lock => "lock",
             Workload::Mixed => "mixed",
             Workload::WatchResources => "watch-resources",
+            Workload::WatchUnderLoad => "watch-under-load",
         }
     }
 }
@@ -404,6 +414,8 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// The `watch-resources` figures.
     pub resources: Option<Resources>,
+    /// The `watch-under-load` figures.
+    pub watch_load: Option<load::WatchLoad>,
 }
 
 // ------------------------------------------------------------- the runner
@@ -834,7 +846,7 @@ async fn ops_for(
                 keys: config.keys,
                 value: value(),
             }),
-            Workload::WatchLatency | Workload::WatchResources => {
+            Workload::WatchLatency | Workload::WatchResources | Workload::WatchUnderLoad => {
                 return Err(BenchError::new("not a task workload"))
             }
         };
@@ -1039,6 +1051,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report> {
         cleanup_secs: 0.0,
         rows: Vec::new(),
         resources: None,
+        watch_load: None,
     };
     let result = measure(
         config,
@@ -1091,6 +1104,11 @@ async fn measure(
             Workload::WatchResources => {
                 say(config, format!("{workload}: {} watches", config.watches));
                 report.resources = Some(watch_resources(config, backend, url, prefix).await?);
+                continue;
+            }
+            Workload::WatchUnderLoad => {
+                say(config, format!("{workload}: {} writers", load::WRITERS));
+                report.watch_load = Some(load::watch_under_load(config, prefix).await?);
                 continue;
             }
             Workload::WatchLatency => {
@@ -1274,6 +1292,22 @@ impl Report {
                 ));
             }
             out.push('\n');
+        }
+        if let Some(l) = &self.watch_load {
+            out.push_str(&format!(
+                "watch under write load ({} writers, {:.1} s): {} writes/s, the watch delivered \
+                 {} events/s ({:.2} events per write in all, caught up {:.2} s after the \
+                 writes stopped); Synced of a watch opened during the writes: p50 {:.1} ms, \
+                 max {:.1} ms\n",
+                l.writers,
+                l.seconds,
+                thousands(l.writes_per_sec),
+                thousands(l.events_per_sec),
+                l.delivered_per_write,
+                l.drain_seconds,
+                l.synced_p50_ms,
+                l.synced_max_ms,
+            ));
         }
         if let Some(res) = &self.resources {
             let opt = |x: Option<usize>| x.map(|v| v.to_string()).unwrap_or_else(|| "n/a".into());

@@ -25,7 +25,7 @@ struct Args {
     url: String,
 
     /// Workloads (repeat or comma-separate): get, put, cas, list,
-    /// watch-latency, lock, mixed, watch-resources. Default: all.
+    /// watch-latency, lock, mixed, watch-under-load, watch-resources. Default: all.
     #[arg(long = "workload", value_delimiter = ',')]
     workloads: Vec<String>,
 

@@ -52,6 +52,11 @@ async fn every_workload_runs_against_memory() {
         sane(&r.raw, &format!("{what} (raw)"));
         assert!(r.ratio > 0.0, "{what}: no ratio");
     }
+    let load = report.watch_load.as_ref().expect("watch-under-load ran");
+    assert_eq!(load.writers, 8);
+    assert!(load.writes_per_sec > 0.0, "{load:?}");
+    assert!(load.events_per_sec > 0.0, "{load:?}");
+    assert!(load.synced_max_ms >= load.synced_p50_ms, "{load:?}");
     let res = report.resources.as_ref().expect("watch-resources ran");
     assert_eq!(res.watches, 500);
     assert_eq!(res.stats_watches, 500);
@@ -59,6 +64,7 @@ async fn every_workload_runs_against_memory() {
     let md = report.to_markdown();
     assert!(md.contains("| get | 1 tasks |"), "{md}");
     assert!(md.contains("500 watches on one store"), "{md}");
+    assert!(md.contains("watch under write load (8 writers"), "{md}");
     let json: serde_json::Value =
         serde_json::from_str(&report.to_json().expect("json")).expect("valid json");
     assert_eq!(json["rows"].as_array().map(Vec::len), Some(expected.len()));
