@@ -103,6 +103,7 @@
 
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod backend;
 mod error;
 pub mod fanout;
 mod handles;

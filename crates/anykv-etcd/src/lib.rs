@@ -1680,11 +1680,7 @@ impl Store for EtcdStore {
 
     async fn grant_lease(&self, ttl: Duration) -> Result<Lease> {
         self.check()?;
-        if ttl.is_zero() {
-            return Err(Error::InvalidArgument(
-                "a lease's TTL must be greater than zero".into(),
-            ));
-        }
+        anykv_core::backend::check_lease_ttl(ttl)?;
         let (id, granted, held, signal) = self.new_lease(ttl).await?;
         let trigger = held.trigger.clone();
         let task = held.task.clone();
@@ -1706,10 +1702,12 @@ impl Store for EtcdStore {
     }
 
     async fn lock(&self, key: &str, options: LockOptions) -> Result<LockGuard> {
+        anykv_core::backend::check_lock_options(&options)?;
         anykv_core::waited_for(BACKEND, self.lock_impl(key, options, true).await?)
     }
 
     async fn try_lock(&self, key: &str, options: LockOptions) -> Result<Option<LockGuard>> {
+        anykv_core::backend::check_lock_options(&options)?;
         self.lock_impl(key, options, false).await
     }
 

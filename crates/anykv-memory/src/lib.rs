@@ -685,11 +685,13 @@ impl Store for MemoryStore {
 
     async fn lock(&self, key: &str, options: LockOptions) -> Result<LockGuard> {
         self.ready().await?;
+        anykv_core::backend::check_lock_options(&options)?;
         anykv_core::waited_for(BACKEND, self.lock_impl(key, options, true).await?)
     }
 
     async fn try_lock(&self, key: &str, options: LockOptions) -> Result<Option<LockGuard>> {
         self.ready().await?;
+        anykv_core::backend::check_lock_options(&options)?;
         self.lock_impl(key, options, false).await
     }
 
@@ -711,25 +713,8 @@ fn check_expected(
     current: Option<u64>,
     root: &str,
 ) -> Result<()> {
-    let canonical = key::strip_root(root, full).unwrap_or(full).to_owned();
-    match (expected, current) {
-        (None, None) => Ok(()),
-        (None, Some(_)) => Err(Error::KeyExists {
-            backend: BACKEND,
-            key: canonical,
-        }),
-        (Some(_), None) => Err(Error::KeyNotFound {
-            backend: BACKEND,
-            key: canonical,
-        }),
-        (Some(e), Some(c)) if e == c => Ok(()),
-        (Some(e), Some(c)) => Err(Error::KeyModified {
-            backend: BACKEND,
-            key: canonical,
-            expected: e,
-            actual: c,
-        }),
-    }
+    let canonical = key::strip_root(root, full).unwrap_or(full);
+    anykv_core::backend::compare_outcome(BACKEND, canonical, expected, current)
 }
 
 /// Compacts the memory store behind a type-erased handle (see

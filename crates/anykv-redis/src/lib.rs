@@ -2063,11 +2063,7 @@ impl Store for RedisStore {
     async fn grant_lease(&self, ttl: Duration) -> Result<Lease> {
         let s = self.inner.shared.clone();
         s.check()?;
-        if ttl.is_zero() {
-            return Err(Error::InvalidArgument(
-                "a lease's TTL must be greater than zero".into(),
-            ));
-        }
+        anykv_core::backend::check_lease_ttl(ttl)?;
         let ttl = ttl.clamp(MIN_TTL, MAX_TTL);
         let ttl_ms = ttl.as_millis().to_string();
         let sent = Instant::now();
@@ -2115,6 +2111,7 @@ impl Store for RedisStore {
     }
 
     async fn lock(&self, key: &str, options: LockOptions) -> Result<LockGuard> {
+        anykv_core::backend::check_lock_options(&options)?;
         match self.lock_impl(key, options, true).await? {
             Some(g) => Ok(g),
             None => Err(bad_reply("lock")),
@@ -2122,6 +2119,7 @@ impl Store for RedisStore {
     }
 
     async fn try_lock(&self, key: &str, options: LockOptions) -> Result<Option<LockGuard>> {
+        anykv_core::backend::check_lock_options(&options)?;
         self.lock_impl(key, options, false).await
     }
 

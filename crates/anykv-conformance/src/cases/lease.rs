@@ -28,6 +28,7 @@ macro_rules! __anykv_cases_lease {
             lease_key_rewritten_without_lease_is_permanent,
             lease_key_rewritten_with_other_lease_follows_it,
             lease_bookkeeping_invisible,
+            lease_ttl_limits_rejected,
         ] }
     };
 }
@@ -412,5 +413,29 @@ pub async fn lease_bookkeeping_invisible(ctx: &Ctx) -> CaseResult {
         );
         expect_deletes(&s, &mut w, &[&a], 0, EVENT_TIMEOUT, "zz").await?;
     }
+    Ok(())
+}
+
+/// A lease's TTL is more than zero and at most ten years, as a key's is:
+/// outside that, `grant_lease` fails with `InvalidArgument` on every
+/// backend and nothing is granted.
+pub async fn lease_ttl_limits_rejected(ctx: &Ctx) -> CaseResult {
+    let s = ctx.store().await?;
+    ctx.require(s.capabilities().leases, "leases")?;
+    let before = s.stats().leases;
+    check_err!(s.grant_lease(Duration::ZERO).await, InvalidArgument);
+    check_err!(
+        s.grant_lease(anykv_core::MAX_TTL + Duration::from_secs(1))
+            .await,
+        InvalidArgument
+    );
+    check_eq!(
+        s.stats().leases,
+        before,
+        "leases held after two refused grants"
+    );
+    let ok = s.grant_lease(Duration::from_secs(30)).await?;
+    check!(!ok.is_lost(), "a fresh lease is lost");
+    ok.revoke().await?;
     Ok(())
 }

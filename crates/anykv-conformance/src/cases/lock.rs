@@ -36,6 +36,7 @@ macro_rules! __anykv_cases_lock {
             lock_and_key_namespaces_separate,
             lock_key_is_canonical,
             lock_scoped_to_root,
+            lock_ttl_limits_rejected,
         ] }
     };
 }
@@ -612,5 +613,22 @@ pub async fn lock_scoped_to_root(ctx: &Ctx) -> CaseResult {
     gs.release().await?;
     gl.release().await?;
     g.release().await?;
+    Ok(())
+}
+
+/// A lock's TTL is more than zero and at most ten years: outside that,
+/// `lock` and `try_lock` fail with `InvalidArgument` on every backend
+/// (never silently raised or ignored), and the lock stays free.
+pub async fn lock_ttl_limits_rejected(ctx: &Ctx) -> CaseResult {
+    let s = ctx.store().await?;
+    ctx.require(s.capabilities().locks, "locks")?;
+    for ttl in [Duration::ZERO, anykv_core::MAX_TTL + Duration::from_secs(1)] {
+        let options = LockOptions::new().with_ttl(ttl);
+        check_err!(s.lock("l", options.clone()).await, InvalidArgument);
+        check_err!(s.try_lock("l", options).await, InvalidArgument);
+    }
+    let other = ctx.store().await?;
+    let free = other.try_lock("l", LockOptions::new()).await?;
+    check!(free.is_some(), "the lock is taken after refused calls");
     Ok(())
 }
