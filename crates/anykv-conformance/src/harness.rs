@@ -533,7 +533,7 @@ impl fmt::Display for Report {
         for c in &self.cases {
             let (word, why) = match &c.outcome {
                 Outcome::Passed => ("pass", String::new()),
-                Outcome::Failed(m) => ("FAIL", format!(": {m}")),
+                Outcome::Failed(m) => ("FAIL", format!(": {}", shorten(m, 400))),
                 Outcome::Unsupported(m) => ("unsupported", format!(": {m}")),
             };
             writeln!(
@@ -544,6 +544,19 @@ impl fmt::Display for Report {
                 c.duration.as_secs_f64()
             )?;
         }
+        let failures: Vec<&CaseReport> = self
+            .cases
+            .iter()
+            .filter(|c| matches!(c.outcome, Outcome::Failed(_)))
+            .collect();
+        if !failures.is_empty() {
+            writeln!(f, "failures:")?;
+            for c in failures {
+                if let Outcome::Failed(m) = &c.outcome {
+                    writeln!(f, "  {}::{}: {}", c.group, c.name, shorten(m, 400))?;
+                }
+            }
+        }
         writeln!(
             f,
             "{} passed, {} failed, {} unsupported",
@@ -552,6 +565,17 @@ impl fmt::Display for Report {
             self.unsupported()
         )
     }
+}
+
+/// `text` cut to at most `max` characters, saying how much was cut: a
+/// failure that shows a 1 MB value stays readable.
+pub fn shorten(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_owned();
+    }
+    let head: String = text.chars().take(max).collect();
+    format!("{head}… ({} more characters)", count - max)
 }
 
 /// The longest a case may run before it counts as failed.
@@ -673,12 +697,16 @@ pub async fn run_case_as_test(
             panic!("{name} passed, but the test lists it as unsupported: remove it from the list")
         }
         Outcome::Passed => {}
-        Outcome::Failed(m) => panic!("{name} failed: {m}"),
+        Outcome::Failed(m) => panic!("{name} failed: {}", shorten(&m, 2000)),
         Outcome::Unsupported(m) if allowed => {
             eprintln!("{name}: unsupported, as declared: {m}");
         }
         Outcome::Unsupported(m) => {
-            panic!("{name} is unsupported ({m}) but the test does not list it as unsupported")
+            panic!(
+                "{name} is unsupported ({m}) but the test does not list it as unsupported: \
+                 offer what it needs (the capability, or the factory hook it names), or \
+                 list it: conformance_tests!(factory, unsupported = [{name}])"
+            )
         }
     }
 }

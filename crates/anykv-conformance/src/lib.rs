@@ -53,7 +53,7 @@ pub use check::{
     wait_gone, wait_until, EVENT_TIMEOUT, SLACK,
 };
 pub use harness::{
-    run_all, run_case, run_case_as_test, run_cases, shared_server_guard, Case, CaseReport,
+    run_all, run_case, run_case_as_test, run_cases, shared_server_guard, shorten, Case, CaseReport,
     CaseResult, Ctx, Failure, Outcome, Report, StoreFactory, UrlFactory, CASE_TIMEOUT,
     DEFAULT_CONCURRENCY,
 };

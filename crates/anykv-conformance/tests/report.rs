@@ -1,0 +1,54 @@
+//! The report a run prints: one line per case, then the failures alone,
+//! with long messages shortened, then the totals.
+
+use std::time::Duration;
+
+use anykv_conformance::{shorten, CaseReport, Outcome, Report};
+
+#[test]
+fn failures_are_summed_up_last_and_long_messages_shortened() {
+    let long = format!("value was {:?}", "x".repeat(5000));
+    let report = Report {
+        cases: vec![
+            CaseReport {
+                name: "put_get_roundtrip",
+                group: "basic",
+                outcome: Outcome::Passed,
+                duration: Duration::from_millis(10),
+            },
+            CaseReport {
+                name: "large_value_roundtrip",
+                group: "basic",
+                outcome: Outcome::Failed(long.clone()),
+                duration: Duration::from_millis(20),
+            },
+            CaseReport {
+                name: "watch_resume_compacted",
+                group: "watch",
+                outcome: Outcome::Unsupported("watch_resume = false".into()),
+                duration: Duration::from_millis(1),
+            },
+        ],
+    };
+    let text = report.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    assert!(lines[0].starts_with("pass        basic::put_get_roundtrip"));
+    assert!(lines[1].starts_with("FAIL        basic::large_value_roundtrip"));
+    assert!(lines[1].ends_with("(4612 more characters)"), "{}", lines[1]);
+    assert!(lines[2].starts_with("unsupported watch::watch_resume_compacted"));
+    assert_eq!(lines[3], "failures:");
+    assert!(lines[4].starts_with("  basic::large_value_roundtrip: value was"));
+    assert_eq!(lines[5], "1 passed, 1 failed, 1 unsupported");
+    assert!(
+        text.len() < 2000,
+        "the report is not shortened: {} bytes",
+        text.len()
+    );
+}
+
+#[test]
+fn shorten_keeps_short_text_and_counts_characters() {
+    assert_eq!(shorten("abc", 3), "abc");
+    assert_eq!(shorten("äöüß", 2), "äö… (2 more characters)");
+}
