@@ -11,7 +11,7 @@
 //! # #[tokio::main]
 //! # async fn main() {
 //! let factory = UrlFactory::new("memory://doc-example", |url| async move {
-//!     anykv_memory::MemoryStore::open_url(&url)
+//!     anykv_memory::MemoryStore::open_url(&url).map(anykv_memory::MemoryStore::into_dyn)
 //! });
 //! let report = run_all(Arc::new(factory)).await;
 //! assert!(report.is_success(), "{report}");
@@ -26,7 +26,7 @@
 //! ```no_run
 //! anykv_conformance::conformance_tests!(
 //!     anykv_conformance::UrlFactory::new("memory://my-tests", |url| async move {
-//!         anykv_memory::MemoryStore::open_url(&url)
+//!         anykv_memory::MemoryStore::open_url(&url).map(anykv_memory::MemoryStore::into_dyn)
 //!     })
 //! );
 //! # fn main() {}

@@ -30,7 +30,7 @@
 //!
 //! ```
 //! use anykv_conformance::linearizability::{Op, Recorder};
-//! use anykv_core::{Bytes, PutOptions};
+//! use anykv_core::{Bytes, PutOptions, Store};
 //!
 //! # #[tokio::main]
 //! # async fn main() {

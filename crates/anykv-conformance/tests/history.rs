@@ -32,7 +32,7 @@ async fn run(factory: Arc<dyn StoreFactory>) -> Report {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_memory_backend_is_linearizable() {
     let factory = UrlFactory::new("memory://history-reference", |url| async move {
-        MemoryStore::open_url(&url)
+        MemoryStore::open_url(&url).map(MemoryStore::into_dyn)
     });
     let report = run(Arc::new(factory)).await;
     assert_eq!(report.passed(), CASES.len(), "{report}");
@@ -138,7 +138,8 @@ struct BrokenFactory(Breakage);
 #[async_trait]
 impl StoreFactory for BrokenFactory {
     async fn open(&self, root: &str) -> Result<Arc<dyn Store>> {
-        let inner = MemoryStore::open_url(&format!("memory://history-{:?}/{root}", self.0))?;
+        let inner =
+            MemoryStore::open_url(&format!("memory://history-{:?}/{root}", self.0))?.into_dyn();
         Ok(Arc::new(Broken {
             inner,
             breakage: self.0,

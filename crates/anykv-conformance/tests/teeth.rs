@@ -783,7 +783,7 @@ async fn a_backend_that_does_nothing_fails_every_case() {
 async fn the_reference_backend_passes_run_all() {
     let factory = anykv_conformance::UrlFactory::new(
         "memory://teeth-reference?request_timeout=2s",
-        |url| async move { MemoryStore::open_url(&url) },
+        |url| async move { MemoryStore::open_url(&url).map(MemoryStore::into_dyn) },
     )
     .with_pause(
         || async { anykv_memory::pause_named("teeth-reference") },

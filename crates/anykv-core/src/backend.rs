@@ -10,13 +10,13 @@
 //! use anykv_core::ErrorKind;
 //!
 //! let closed = ClosedFlag::new("mykv");
-//! closed.check().unwrap();
+//! closed.ensure_open().unwrap();
 //! // A compare-and-swap expecting revision 3 found the key at 5:
 //! let e = compare_outcome("mykv", "a/b", Some(3), Some(5)).unwrap_err();
 //! assert_eq!(e.kind(), ErrorKind::KeyModified);
 //! assert!(closed.close());          // the first close does the work
 //! assert!(!closed.close());         // a second one is a no-op
-//! assert_eq!(closed.check().unwrap_err().kind(), ErrorKind::Closed);
+//! assert_eq!(closed.ensure_open().unwrap_err().kind(), ErrorKind::Closed);
 //! ```
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,7 +45,7 @@ impl ClosedFlag {
     }
 
     /// `Err(Closed)` once the store is closed.
-    pub fn check(&self) -> Result<()> {
+    pub fn ensure_open(&self) -> Result<()> {
         if self.is_closed() {
             Err(Error::closed(self.backend))
         } else {

@@ -28,7 +28,7 @@ use std::time::Duration;
 use anykv_core::{Error, Result};
 
 use crate::state::{Shared, BACKEND};
-use crate::NAMED;
+use crate::store::NAMED;
 
 fn named(name: &str) -> Result<Arc<Shared>> {
     NAMED.lock().get(name).cloned().ok_or_else(|| {
