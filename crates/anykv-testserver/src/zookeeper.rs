@@ -179,9 +179,26 @@ impl ZkServer {
 
     /// Freezes the server (SIGSTOP): connections stay open but nothing is
     /// answered, so requests hang instead of failing, and no session
-    /// expires while it is frozen. Undo with [`ZkServer::resume`].
+    /// expires while it is frozen. Returns once every thread of the server
+    /// has stopped ([`crate::wait_until_stopped`]), so nothing sent after
+    /// it is answered. Undo with [`ZkServer::resume`].
     pub fn pause(&self) {
+        if let Err(e) = self.freeze() {
+            panic!("ZooKeeper did not freeze: {e}");
+        }
+    }
+
+    /// SIGSTOP, then waits until the server's threads have all stopped;
+    /// if they do not, the server is let go on (SIGCONT) and it is an
+    /// error.
+    fn freeze(&self) -> Result<(), String> {
         self.signal("-STOP");
+        let Some(p) = &self.process else {
+            return Ok(());
+        };
+        crate::wait_until_stopped(p.pid(), Duration::from_secs(10)).inspect_err(|_| {
+            self.signal("-CONT");
+        })
     }
 
     /// Resumes a paused server (SIGCONT).
@@ -247,7 +264,7 @@ pub fn pause_shared() -> Result<(), String> {
     let server = owned_shared()?;
     let mut depth = PAUSE.lock().unwrap_or_else(|p| p.into_inner());
     if *depth == 0 {
-        lock(server).pause();
+        lock(server).freeze()?;
     }
     *depth += 1;
     Ok(())
