@@ -243,6 +243,10 @@ impl Engine {
         if resync {
             self.resync_at = Some(top);
         }
+        // Nothing is delivered once `close()` has returned: it marks the
+        // store closed under the same lock.
+        let _gate = store.inner.gate.lock();
+        store.check()?;
         self.deliver(watermark);
         Ok(())
     }
