@@ -145,6 +145,13 @@ impl Engine {
         client: &zk::Client,
         resync: bool,
     ) -> Result<()> {
+        if resync {
+            // Reads were lost (a round failed, or the session came back):
+            // a stream still completing its initial state may have missed
+            // changes, so it lists its keys again.
+            let waiting = std::mem::take(&mut self.waiting);
+            self.fresh.extend(waiting.into_iter().map(|w| w.sub));
+        }
         let watermark = self.seen;
         let mut top = self.seen;
         let mut got: BTreeMap<String, Vec<(u64, State)>> = BTreeMap::new();
