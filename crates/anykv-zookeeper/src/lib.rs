@@ -91,7 +91,9 @@
 //! or one zxid shared by several keys, as when a session's ephemeral nodes
 //! go in one transaction) the revision is a fresh zxid, taken by creating
 //! and deleting an ephemeral node under the root: later than the delete,
-//! but still above every event before and below every event after.
+//! but still above every event before and below every event after. If
+//! the key was created again before that zxid, the delete is skipped as
+//! superseded and the new value delivered.
 //! `Synced` carries the watermark, which is at least such a fresh zxid
 //! taken when the stream was opened, so it is at least the revision of
 //! every write completed before. A stream that could not keep its order,
@@ -101,7 +103,8 @@
 //! again (events are lost across a reconnect, ZOOKEEPER-4698); a lost
 //! connection is never an error of the stream. ZooKeeper keeps no history,
 //! so `from_revision` is refused with `Unsupported` (`watch_resume` is
-//! false).
+//! false). `close()` ends the streams at once: once it returned, a stream
+//! yields only what it already held, then `None`.
 //!
 //! # TTL
 //!

@@ -23,7 +23,10 @@
 //! reaped, a revision shared by several keys, as when a session's
 //! ephemeral nodes all go in one transaction), a fresh zxid is taken by
 //! creating and deleting an ephemeral node under the root: later than the
-//! delete, but still in order.
+//! delete, but still in order. The key may be created again between the
+//! read and that zxid; a value read later then replaces the absence unless
+//! its node was created after that zxid (the superseded delete is skipped,
+//! like an overwritten value), so the re-created key is never lost.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
