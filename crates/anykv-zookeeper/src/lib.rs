@@ -113,7 +113,11 @@
 //! in zoo.cfg and the JVM property `-Dznode.container.checkIntervalMs=1000`
 //! (the default check runs once a minute, far too late); without the first,
 //! a TTL write fails with `Unsupported` naming these settings. `min_ttl` is
-//! 1 s, the check interval.
+//! 1 s, the check interval. The check also reaps empty key nodes, by
+//! default at most 10,000 a minute (6 ms each, `znode.container.maxPerMinute`),
+//! and an expired TTL node waits behind those found in the same pass: where
+//! many keys are deleted, raise that limit (the tests use 600000) or TTL
+//! keys outlive their TTL by 6 ms per key node reaped ahead of them.
 //!
 //! # Leases
 //!
@@ -206,7 +210,8 @@
 //!
 //! ZooKeeper 3.6+; `extendedTypesEnabled=true` and
 //! `-Dznode.container.checkIntervalMs=1000` for TTL keys and prompt removal
-//! of empty parents; ZooKeeper's stock `maxClientCnxns` (60 per client
+//! of empty parents, with `-Dznode.container.maxPerMinute` raised where
+//! many keys are deleted (see TTL above); ZooKeeper's stock `maxClientCnxns` (60 per client
 //! address) is enough for many stores, each holding a handful of
 //! connections; `maxSessionTimeout` at least the longest lease or lock TTL,
 //! and `tickTime` small enough for the shortest (sessions are at least two
