@@ -80,6 +80,46 @@ pub fn temp_dir(prefix: &str) -> TempDir {
         .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"))
 }
 
+/// Waits until every thread of process `pid` is stopped (after SIGSTOP).
+///
+/// `kill -STOP` returns as soon as the signal is queued; each thread of
+/// the process stops only when it is next scheduled, so a busy server
+/// (a JVM has dozens of threads) can go on answering requests for a
+/// moment after `kill` returned. A test that freezes a server waits for
+/// this before it counts the server as frozen. Where `/proc` cannot be
+/// read (not Linux), it returns at once.
+pub fn wait_until_stopped(pid: u32, within: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    let tasks = PathBuf::from(format!("/proc/{pid}/task"));
+    loop {
+        let Ok(entries) = std::fs::read_dir(&tasks) else {
+            return Ok(());
+        };
+        let running = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+            .filter(|stat| {
+                // The state follows the command name, which is in
+                // parentheses and may itself contain them.
+                let state = stat
+                    .rfind(')')
+                    .and_then(|i| stat[i + 1..].split_whitespace().next());
+                // Stopped, traced, or already gone.
+                !matches!(state, Some("T" | "t" | "Z" | "X" | "x") | None)
+            })
+            .count();
+        if running == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{running} threads of process {pid} still run {within:?} after SIGSTOP"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Waits until something accepts TCP connections on `127.0.0.1:port`.
 pub fn wait_for_port(port: u16, within: Duration) -> Result<(), String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));

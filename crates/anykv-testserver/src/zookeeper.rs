@@ -1,6 +1,7 @@
 //! A ZooKeeper server for the tests: Debian's ZooKeeper 3.8 started on a
 //! free loopback port with a temporary data directory, TTL nodes enabled
-//! (`extendedTypesEnabled=true`, `-Dznode.container.checkIntervalMs=1000`),
+//! (`extendedTypesEnabled=true`, `-Dznode.container.checkIntervalMs=1000`,
+//! and no throttle on reaping: [`CONTAINER_RATE_FLAG`]),
 //! a short tick for fast session expiry, and ZooKeeper's stock limit of 60
 //! connections per client address (`maxClientCnxns`), so a backend that
 //! opened a connection per lease or lock would fail here as it would in
@@ -31,6 +32,14 @@ pub const SETTINGS: &[(&str, &str)] = &[
 /// The JVM flag that makes the server remove expired TTL nodes and empty
 /// containers within about a second (the default is a minute).
 pub const CONTAINER_CHECK_FLAG: &str = "-Dznode.container.checkIntervalMs=1000";
+
+/// The JVM flag that lifts the server's throttle on reaping. By default it
+/// removes at most 10,000 empty containers and expired TTL nodes a minute,
+/// sleeping 6 ms after each, and an expired TTL node waits behind every
+/// empty container found in the same pass: after a test deleted a
+/// thousand keys (whose key nodes are containers), TTL keys of every test
+/// on the server outlived their TTL by seconds.
+pub const CONTAINER_RATE_FLAG: &str = "-Dznode.container.maxPerMinute=600000";
 
 /// A ZooKeeper server process.
 #[derive(Debug)]
@@ -128,6 +137,7 @@ impl ZkServer {
             .arg("-Xmx256m")
             .arg("-Dzookeeper.admin.enableServer=false")
             .arg(CONTAINER_CHECK_FLAG)
+            .arg(CONTAINER_RATE_FLAG)
             .arg(format!(
                 "-Dzookeeper.extendedTypesEnabled={}",
                 self.extended
@@ -179,9 +189,26 @@ impl ZkServer {
 
     /// Freezes the server (SIGSTOP): connections stay open but nothing is
     /// answered, so requests hang instead of failing, and no session
-    /// expires while it is frozen. Undo with [`ZkServer::resume`].
+    /// expires while it is frozen. Returns once every thread of the server
+    /// has stopped ([`crate::wait_until_stopped`]), so nothing sent after
+    /// it is answered. Undo with [`ZkServer::resume`].
     pub fn pause(&self) {
+        if let Err(e) = self.freeze() {
+            panic!("ZooKeeper did not freeze: {e}");
+        }
+    }
+
+    /// SIGSTOP, then waits until the server's threads have all stopped;
+    /// if they do not, the server is let go on (SIGCONT) and it is an
+    /// error.
+    fn freeze(&self) -> Result<(), String> {
         self.signal("-STOP");
+        let Some(p) = &self.process else {
+            return Ok(());
+        };
+        crate::wait_until_stopped(p.pid(), Duration::from_secs(10)).inspect_err(|_| {
+            self.signal("-CONT");
+        })
     }
 
     /// Resumes a paused server (SIGCONT).
@@ -247,7 +274,7 @@ pub fn pause_shared() -> Result<(), String> {
     let server = owned_shared()?;
     let mut depth = PAUSE.lock().unwrap_or_else(|p| p.into_inner());
     if *depth == 0 {
-        lock(server).pause();
+        lock(server).freeze()?;
     }
     *depth += 1;
     Ok(())

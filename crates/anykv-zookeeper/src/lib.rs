@@ -91,7 +91,9 @@
 //! or one zxid shared by several keys, as when a session's ephemeral nodes
 //! go in one transaction) the revision is a fresh zxid, taken by creating
 //! and deleting an ephemeral node under the root: later than the delete,
-//! but still above every event before and below every event after.
+//! but still above every event before and below every event after. If
+//! the key was created again before that zxid, the delete is skipped as
+//! superseded and the new value delivered.
 //! `Synced` carries the watermark, which is at least such a fresh zxid
 //! taken when the stream was opened, so it is at least the revision of
 //! every write completed before. A stream that could not keep its order,
@@ -101,7 +103,8 @@
 //! again (events are lost across a reconnect, ZOOKEEPER-4698); a lost
 //! connection is never an error of the stream. ZooKeeper keeps no history,
 //! so `from_revision` is refused with `Unsupported` (`watch_resume` is
-//! false).
+//! false). `close()` ends the streams at once: once it returned, a stream
+//! yields only what it already held, then `None`.
 //!
 //! # TTL
 //!
@@ -110,7 +113,11 @@
 //! in zoo.cfg and the JVM property `-Dznode.container.checkIntervalMs=1000`
 //! (the default check runs once a minute, far too late); without the first,
 //! a TTL write fails with `Unsupported` naming these settings. `min_ttl` is
-//! 1 s, the check interval.
+//! 1 s, the check interval. The check also reaps empty key nodes, by
+//! default at most 10,000 a minute (6 ms each, `znode.container.maxPerMinute`),
+//! and an expired TTL node waits behind those found in the same pass: where
+//! many keys are deleted, raise that limit (the tests use 600000) or TTL
+//! keys outlive their TTL by 6 ms per key node reaped ahead of them.
 //!
 //! # Leases
 //!
@@ -203,7 +210,8 @@
 //!
 //! ZooKeeper 3.6+; `extendedTypesEnabled=true` and
 //! `-Dznode.container.checkIntervalMs=1000` for TTL keys and prompt removal
-//! of empty parents; ZooKeeper's stock `maxClientCnxns` (60 per client
+//! of empty parents, with `-Dznode.container.maxPerMinute` raised where
+//! many keys are deleted (see TTL above); ZooKeeper's stock `maxClientCnxns` (60 per client
 //! address) is enough for many stores, each holding a handful of
 //! connections; `maxSessionTimeout` at least the longest lease or lock TTL,
 //! and `tickTime` small enough for the shortest (sessions are at least two

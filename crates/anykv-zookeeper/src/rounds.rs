@@ -23,7 +23,10 @@
 //! reaped, a revision shared by several keys, as when a session's
 //! ephemeral nodes all go in one transaction), a fresh zxid is taken by
 //! creating and deleting an ephemeral node under the root: later than the
-//! delete, but still in order.
+//! delete, but still in order. The key may be created again between the
+//! read and that zxid; a value read later then replaces the absence unless
+//! its node was created after that zxid (the superseded delete is skipped,
+//! like an overwritten value), so the re-created key is never lost.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -43,8 +46,15 @@ const READ_BATCH: usize = 32;
 /// A key's state as read.
 #[derive(Clone)]
 pub(crate) enum State {
-    Present(Bytes),
+    /// The value, and the zxid that created its value node where the
+    /// read tells it (a listing does not).
+    Present(Bytes, Option<u64>),
+    /// Absent at the delete's own revision (or an earlier one).
     Absent,
+    /// Absent when read, at a fresh zxid taken after the read: the key may
+    /// have been created again between the read and that zxid (see
+    /// [`append`]).
+    AbsentClocked,
 }
 
 /// A new stream whose initial state is being completed.
@@ -78,7 +88,8 @@ pub(crate) struct Engine {
 
 /// What a key read gave.
 enum Read {
-    Present(Bytes, u64),
+    /// The value, its node's `mzxid` and `czxid`.
+    Present(Bytes, u64, u64),
     /// The value node is absent; the key's node, if it exists: its data,
     /// `mzxid` and `pzxid`.
     Absent(Option<(Vec<u8>, u64, u64)>),
@@ -137,6 +148,13 @@ impl Engine {
         client: &zk::Client,
         resync: bool,
     ) -> Result<()> {
+        if resync {
+            // Reads were lost (a round failed, or the session came back):
+            // a stream still completing its initial state may have missed
+            // changes, so it lists its keys again.
+            let waiting = std::mem::take(&mut self.waiting);
+            self.fresh.extend(waiting.into_iter().map(|w| w.sub));
+        }
         let watermark = self.seen;
         let mut top = self.seen;
         let mut got: BTreeMap<String, Vec<(u64, State)>> = BTreeMap::new();
@@ -159,7 +177,7 @@ impl Engine {
                         top = top.max(pair.revision);
                         got.entry(pair.key)
                             .or_default()
-                            .push((pair.revision, State::Present(pair.value)));
+                            .push((pair.revision, State::Present(pair.value, None)));
                     }
                 }
             }
@@ -179,9 +197,11 @@ impl Engine {
         let mut absent = Vec::new();
         for (k, r) in keys.into_iter().zip(reads) {
             match r {
-                Read::Present(v, rev) => {
+                Read::Present(v, rev, created) => {
                     top = top.max(rev);
-                    got.entry(k).or_default().push((rev, State::Present(v)));
+                    got.entry(k)
+                        .or_default()
+                        .push((rev, State::Present(v, Some(created))));
                 }
                 Read::Absent(dir) => {
                     if let Some((_, m, p)) = &dir {
@@ -202,6 +222,16 @@ impl Engine {
                 Some((_, _, p)) => Some(*p),
                 None => None,
             };
+            // The same delete read again (a notification that came after an
+            // earlier read already saw it): nothing new, and no reason to
+            // take a fresh zxid for it.
+            let pending = self.reads.get(&k).and_then(|l| l.last());
+            if this_round.is_none()
+                && candidate.is_some()
+                && pending.is_some_and(|e| Some(e.0) == candidate && matches!(e.1, State::Absent))
+            {
+                continue;
+            }
             match candidate {
                 Some(c) if this_round.is_some_and(|p| c < p) => {}
                 Some(c) if c > known && c > self.delivered && used.insert(c) => {
@@ -210,10 +240,13 @@ impl Engine {
                 _ => need_clock.push(k),
             }
         }
-        for k in need_clock {
-            let c = clock(store, client).await?;
+        // One fresh zxid per key (the events' revisions strictly
+        // increase), taken concurrently.
+        let clocks =
+            futures::future::try_join_all(need_clock.iter().map(|_| clock(store, client))).await?;
+        for (k, c) in need_clock.into_iter().zip(clocks) {
             top = top.max(c);
-            got.entry(k).or_default().push((c, State::Absent));
+            got.entry(k).or_default().push((c, State::AbsentClocked));
         }
         self.seen = top;
         for (k, mut list) in got {
@@ -243,6 +276,10 @@ impl Engine {
         if resync {
             self.resync_at = Some(top);
         }
+        // Nothing is delivered once `close()` has returned: it marks the
+        // store closed under the same lock.
+        let _gate = store.inner.gate.lock();
+        store.check()?;
         self.deliver(watermark);
         Ok(())
     }
@@ -269,7 +306,7 @@ impl Engine {
     fn thought_present(&self, k: &str) -> bool {
         let present = |l: Option<&Vec<(u64, State)>>| {
             l.and_then(|l| l.last())
-                .is_some_and(|e| matches!(e.1, State::Present(_)))
+                .is_some_and(|e| matches!(e.1, State::Present(..)))
         };
         present(self.reads.get(k))
             || self.subs.iter().any(|s| s.cache.contains_key(k))
@@ -296,13 +333,13 @@ impl Engine {
                     continue;
                 }
                 match st {
-                    State::Present(v) => {
+                    State::Present(v, _) => {
                         if s.cache.get(k) != Some(rev) {
                             s.cache.insert(k.clone(), *rev);
                             s.event(WatchEvent::Put(KvPair::new(k.clone(), v.clone(), *rev)));
                         }
                     }
-                    State::Absent => {
+                    State::Absent | State::AbsentClocked => {
                         if s.cache.remove(k).is_some() {
                             s.event(WatchEvent::Delete {
                                 key: k.clone(),
@@ -332,8 +369,8 @@ impl Engine {
                 .filter_map(|(k, list)| {
                     let (rev, st) = list.into_iter().rev().find(|e| e.0 <= watermark)?;
                     match st {
-                        State::Present(v) => Some(KvPair::new(k, v, rev)),
-                        State::Absent => None,
+                        State::Present(v, _) => Some(KvPair::new(k, v, rev)),
+                        State::Absent | State::AbsentClocked => None,
                     }
                 })
                 .collect();
@@ -361,7 +398,23 @@ impl Engine {
 }
 
 /// Appends a read to a key's reads unless it is not newer than the last.
+///
+/// A value found after a clocked absence ([`State::AbsentClocked`], not
+/// yet delivered) was created after the read that found the key absent,
+/// but possibly before the fresh zxid that absence carries: then the key
+/// was not absent at that zxid, and keeping the absence would also drop
+/// the value as older than it, losing the key's final state. Unless the
+/// value node was created after that zxid, the absence is dropped: a
+/// delete superseded by a re-create, which may be skipped; the value is
+/// kept.
 fn append(list: &mut Vec<(u64, State)>, rev: u64, st: State) {
+    if let State::Present(_, created) = &st {
+        if let Some((c, State::AbsentClocked)) = list.last() {
+            if !created.is_some_and(|z| z > *c) {
+                list.pop();
+            }
+        }
+    }
     if list.last().is_none_or(|e| e.0 < rev) {
         list.push((rev, st));
     }
@@ -411,7 +464,7 @@ async fn read_keys(store: &ZkStore, client: &zk::Client, keys: &[String]) -> Res
             };
             out.push(match value {
                 zk::MultiReadResult::Data { data, stat } if dir.is_some() => {
-                    Read::Present(Bytes::from(data), stat.mzxid as u64)
+                    Read::Present(Bytes::from(data), stat.mzxid as u64, stat.czxid as u64)
                 }
                 zk::MultiReadResult::Data { .. }
                 | zk::MultiReadResult::Error {

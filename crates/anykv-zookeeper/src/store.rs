@@ -56,6 +56,10 @@ pub(crate) struct Inner {
     reconnect: tokio::sync::Mutex<()>,
     pub(crate) closed: AtomicBool,
     pub(crate) closed_tx: tokio_watch::Sender<bool>,
+    /// Held while the shared watch hands events to its streams, and while
+    /// `close()` marks the store closed: once `close()` returned, no
+    /// stream is given anything more.
+    pub(crate) gate: Mutex<()>,
     caps: Capabilities,
     pub(crate) leases: Mutex<HashMap<u64, Arc<LeaseEntry>>>,
     pub(crate) locks: Mutex<HashMap<u64, Arc<LockEntry>>>,
@@ -137,6 +141,7 @@ impl ZkStore {
                 reconnect: tokio::sync::Mutex::new(()),
                 closed: AtomicBool::new(false),
                 closed_tx,
+                gate: Mutex::new(()),
                 caps,
                 leases: Mutex::new(HashMap::new()),
                 locks: Mutex::new(HashMap::new()),
@@ -1020,8 +1025,11 @@ impl Store for ZkStore {
     }
 
     async fn close(&self) -> Result<()> {
-        if self.inner.closed.swap(true, Ordering::SeqCst) {
-            return Ok(());
+        {
+            let _gate = self.inner.gate.lock();
+            if self.inner.closed.swap(true, Ordering::SeqCst) {
+                return Ok(());
+            }
         }
         self.inner.closed_tx.send_replace(true);
         self.inner.hub.lock().take();

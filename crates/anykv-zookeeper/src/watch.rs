@@ -292,7 +292,29 @@ fn fatal_error(e: &Error) -> impl Fn() -> Error {
     }
 }
 
+/// Runs the store's shared watch until the store is closed or dropped, or
+/// no stream is left. Closing ends it wherever it is (a round in flight
+/// included), which drops every stream's sender, so the streams end right
+/// after what they already hold.
 async fn run(
+    weak: Weak<Inner>,
+    reg_rx: mpsc::UnboundedReceiver<NewSub>,
+    closed: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ended = closed.clone();
+    // The borrow `wait_for` returns is a read lock on the channel: release
+    // it before the loop is dropped, which may drop the store's last
+    // handle, whose `Drop` writes to the same channel.
+    let closing = async move {
+        let _ = ended.wait_for(|c| *c).await;
+    };
+    tokio::select! {
+        () = watch_loop(weak, reg_rx, closed) => {}
+        () = closing => {}
+    }
+}
+
+async fn watch_loop(
     weak: Weak<Inner>,
     mut reg_rx: mpsc::UnboundedReceiver<NewSub>,
     mut closed: tokio::sync::watch::Receiver<bool>,
@@ -339,7 +361,13 @@ async fn run(
                 while let Ok(n) = reg_rx.try_recv() {
                     engine.fresh.push(n);
                 }
-                engine.fail_all(fatal_error(&err));
+                {
+                    let _gate = store.inner.gate.lock();
+                    if store.check().is_err() {
+                        return;
+                    }
+                    engine.fail_all(fatal_error(&err));
+                }
                 drop(store);
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 continue;
@@ -444,14 +472,21 @@ async fn run(
             let Some(inner) = weak.upgrade() else { return };
             let store = ZkStore { inner };
             let r = engine.round(&store, &client, resync).await;
+            if let Err(e) = &r {
+                if !e.is_retryable() {
+                    // Every stream gets the error and ends; nothing is
+                    // silently dropped. A closed store's streams just end.
+                    let _gate = store.inner.gate.lock();
+                    if store.check().is_err() {
+                        return;
+                    }
+                    engine.fail_all(fatal_error(e));
+                }
+            }
             drop(store);
             match r {
                 Ok(()) => resync = false,
-                Err(e) if !e.is_retryable() => {
-                    // Every stream gets the error and ends; nothing is
-                    // silently dropped.
-                    engine.fail_all(fatal_error(&e));
-                }
+                Err(e) if !e.is_retryable() => {}
                 Err(_) => {
                     // Reads were lost: read everything again.
                     resync = true;
