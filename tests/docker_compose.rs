@@ -101,7 +101,7 @@ fn every_service_has_its_usual_loopback_port_a_health_check_and_a_volume() {
 
 #[test]
 fn zookeeper_has_ttl_nodes_and_the_test_servers_settings() {
-    use anykv_testserver::zookeeper::{CONTAINER_CHECK_FLAG, SETTINGS};
+    use anykv_testserver::zookeeper::{CONTAINER_CHECK_FLAG, CONTAINER_RATE_FLAG, SETTINGS};
     let env = service("zookeeper")["environment"].clone();
     let extra = text(&env["ZOO_CFG_EXTRA"], "ZOO_CFG_EXTRA");
     let mut lines: Vec<&str> = extra.split_whitespace().collect();
@@ -123,6 +123,10 @@ fn zookeeper_has_ttl_nodes_and_the_test_servers_settings() {
     assert!(
         flags.split_whitespace().any(|f| f == CONTAINER_CHECK_FLAG),
         "JVMFLAGS must carry {CONTAINER_CHECK_FLAG}: {flags:?}"
+    );
+    assert!(
+        flags.split_whitespace().any(|f| f == CONTAINER_RATE_FLAG),
+        "JVMFLAGS must carry {CONTAINER_RATE_FLAG}: {flags:?}"
     );
     let allowed = text(
         &env["ZOO_4LW_COMMANDS_WHITELIST"],

@@ -504,6 +504,7 @@ impl Follower {
 /// both converge to exactly `list(prefix)`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_keep_flowing_under_many_writers() {
+    let _server = anykv_conformance::shared_server_guard().await;
     let url = shared_root("flow");
     let store = anykv::open(&url).await.unwrap();
     let mut w1 = store.watch_tree("p", WatchOptions::new()).await.unwrap();
@@ -591,6 +592,7 @@ async fn watches_keep_flowing_under_many_writers() {
 /// arrives before that put.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_revisions_follow_the_store_order() {
+    let _server = anykv_conformance::shared_server_guard().await;
     let url = shared_root("delorder");
     let store = anykv::open(&url).await.unwrap();
     let mut w = store.watch_tree("p", WatchOptions::new()).await.unwrap();
@@ -688,6 +690,7 @@ async fn delete_revisions_follow_the_store_order() {
 /// `sub/L`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locks_nest_with_roots() {
+    let _server = anykv_conformance::shared_server_guard().await;
     let base = shared_root("locknest");
     let outer = anykv::open(&base).await.unwrap();
     let inner = anykv::open(&format!("{base}/sub")).await.unwrap();
@@ -920,6 +923,7 @@ async fn connect_failures_are_prompt_and_honest() {
 /// everything leaves the store's own session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_leases_and_locks_keep_connections_bounded() {
+    let _server = anykv_conformance::shared_server_guard().await;
     let url = shared_root("bounded");
     let store = anykv::open(&url).await.unwrap();
     let other = anykv::open(&url).await.unwrap();

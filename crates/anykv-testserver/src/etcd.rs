@@ -280,21 +280,19 @@ impl EtcdServer {
     /// answered, so requests hang instead of failing. Undo with
     /// [`EtcdServer::resume`].
     pub fn pause(&self) {
-        self.signal("-STOP");
+        self.signal("STOP");
     }
 
     /// Resumes a paused server (SIGCONT).
     pub fn resume(&self) {
-        self.signal("-CONT");
+        self.signal("CONT");
     }
 
     fn signal(&self, sig: &str) {
         if let Some(p) = &self.process {
-            let status = std::process::Command::new("kill")
-                .arg(sig)
-                .arg(p.pid().to_string())
-                .status();
-            assert!(status.is_ok_and(|s| s.success()), "kill {sig} etcd failed");
+            if let Err(e) = p.signal(sig) {
+                panic!("etcd: {e}");
+            }
         }
     }
 

@@ -193,18 +193,30 @@ impl Process {
         self.child.id()
     }
 
-    /// Sends a signal (`"STOP"`, `"CONT"`, ...) with `kill`.
+    /// Sends a signal (`"STOP"`, `"CONT"`, ...) with `kill`. After `STOP`
+    /// it waits until every thread of the process has stopped (`kill`
+    /// returns before they all have), so nothing sent afterwards is
+    /// answered; if they do not stop, the process is let go on and it is
+    /// an error.
     pub fn signal(&self, signal: &str) -> Result<(), String> {
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.pid().to_string())
             .status()
             .map_err(|e| format!("cannot run kill: {e}"))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("kill -{signal} {} failed: {status}", self.pid()))
+        if !status.success() {
+            return Err(format!("kill -{signal} {} failed: {status}", self.pid()));
         }
+        if signal == "STOP" {
+            if let Err(e) = wait_until_stopped(self.pid(), Duration::from_secs(10)) {
+                let _ = Command::new("kill")
+                    .arg("-CONT")
+                    .arg(self.pid().to_string())
+                    .status();
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Whether the process is still running.

@@ -1017,10 +1017,12 @@ impl Store for ZkStore {
     }
 
     async fn lock(&self, key: &str, options: LockOptions) -> Result<LockGuard> {
+        anykv_core::backend::check_lock_options(&options)?;
         anykv_core::waited_for(BACKEND, self.lock_impl(key, options, true).await?)
     }
 
     async fn try_lock(&self, key: &str, options: LockOptions) -> Result<Option<LockGuard>> {
+        anykv_core::backend::check_lock_options(&options)?;
         self.lock_impl(key, options, false).await
     }
 
