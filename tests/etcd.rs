@@ -567,7 +567,7 @@ async fn auth_right_and_wrong_password() {
         .with_root("auth")
         .with_user("root", "s3cret-pw");
     assert!(!format!("{config:?}").contains("s3cret-pw"));
-    let typed = EtcdStore::connect(config).await.unwrap();
+    let typed = EtcdStore::open(config).await.unwrap();
     assert_eq!(typed.get("k").await.unwrap().unwrap().revision, rev);
     typed.close().await.unwrap();
 }
@@ -585,7 +585,7 @@ async fn tls_with_and_without_the_ca() {
     assert_eq!(store.get("k").await.unwrap().unwrap().revision, rev);
     store.close().await.unwrap();
 
-    let typed = EtcdStore::connect(
+    let typed = EtcdStore::open(
         EtcdConfig::new([server.endpoint()])
             .with_root("tls")
             .with_tls(TlsConfig {
@@ -643,7 +643,7 @@ async fn tls_with_a_client_certificate() {
     assert_eq!(store.get("k").await.unwrap().unwrap().revision, rev);
     store.close().await.unwrap();
 
-    let typed = EtcdStore::connect(
+    let typed = EtcdStore::open(
         EtcdConfig::new([server.endpoint()])
             .with_root("mtls")
             .with_tls(TlsConfig {
