@@ -43,16 +43,27 @@ impl fmt::Debug for TlsConfig {
 
 /// How to reach etcd: endpoints, root, timeouts, credentials and TLS.
 ///
-/// Its `Debug` output never shows the password.
+/// Build one with [`EtcdConfig::new`] and the builder methods, or read a
+/// URL with [`EtcdConfig::from_url`]. Like [`TlsConfig`], every field is
+/// public; [`crate::EtcdStore::open`] checks them. Its `Debug` output never
+/// shows the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct EtcdConfig {
-    pub(crate) endpoints: Vec<String>,
-    pub(crate) root: String,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) request_timeout: Duration,
-    pub(crate) user: Option<String>,
-    pub(crate) password: Option<String>,
-    pub(crate) tls: Option<TlsConfig>,
+    /// The servers, `host:port` each.
+    pub endpoints: Vec<String>,
+    /// The root prefix as given: keys live at `{root}/{key}` (checked with
+    /// the key rules when the store opens).
+    pub root: String,
+    /// The time to establish a connection.
+    pub connect_timeout: Duration,
+    /// The time one request may take before it fails with `Timeout`.
+    pub request_timeout: Duration,
+    /// The user to authenticate as.
+    pub user: Option<String>,
+    /// The user's password.
+    pub password: Option<String>,
+    /// TLS settings; `None` for a plain connection.
+    pub tls: Option<TlsConfig>,
 }
 
 impl fmt::Debug for EtcdConfig {
@@ -89,20 +100,20 @@ impl EtcdConfig {
     }
 
     /// Sets the root prefix: keys live at `{root}/{key}`. Checked by
-    /// [`crate::EtcdStore::connect`] with the key rules.
+    /// [`crate::EtcdStore::open`] with the key rules.
     pub fn with_root(mut self, root: impl Into<String>) -> Self {
         self.root = root.into();
         self
     }
 
     /// Sets the time to establish a connection.
-    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
     /// Sets the time one request may take before it fails with `Timeout`.
-    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
     }
@@ -120,16 +131,6 @@ impl EtcdConfig {
         self
     }
 
-    /// The endpoints, `host:port`.
-    pub fn endpoints(&self) -> &[String] {
-        &self.endpoints
-    }
-
-    /// The root as given.
-    pub fn root(&self) -> &str {
-        &self.root
-    }
-
     /// The parameters a URL may carry.
     pub const URL_PARAMS: &'static [&'static str] = &[
         "endpoints",
@@ -142,9 +143,11 @@ impl EtcdConfig {
         "domain",
     ];
 
-    /// Reads a URL: `etcd://[user:password@]host:port/root?params` or
-    /// `etcds://...` for TLS. See the crate documentation for the
-    /// parameters.
+    /// Reads a parsed URL: `etcd://[user:password@]host:port/root?params`
+    /// or `etcds://...` for TLS. See the crate documentation for the
+    /// parameters. A URL string with several hosts (`etcd://a:1,b:2/r`)
+    /// goes through [`anykv_core::parse_url`] first, as
+    /// [`crate::EtcdStore::open_url`] does.
     pub fn from_url(url: &Url) -> Result<Self> {
         let redacted = redact_url(url.as_str());
         let tls_scheme = match url.scheme() {
@@ -216,6 +219,8 @@ impl EtcdConfig {
         Ok(config)
     }
 
+    /// Checks the configuration: at least one `host:port` endpoint,
+    /// non-zero timeouts, a client certificate with its key, a valid root.
     pub(crate) fn validate(&self) -> Result<()> {
         if self.endpoints.is_empty() {
             return Err(Error::Config("no etcd endpoint is configured".into()));

@@ -1,95 +1,112 @@
-//! One multiplexed etcd watch stream per store, reconnecting and resuming
-//! every watch from the revision after the last one it delivered.
+//! Watches: one multiplexed etcd watch stream per store, reconnecting and
+//! resuming every watch from the revision after the last one it delivered.
 //!
-//! The store's watches are grouped into *feeds*: one etcd watch per feed,
-//! shared by every store watch of the same key or range that can start
-//! where the feed stands. A thousand watches of one key then cost etcd one
-//! watch and one response per change; the change is fanned out here. Each
-//! store watch keeps its own position (`next`), so it still skips what it
-//! already has, and a feed is recreated after a reconnect from the oldest
-//! position among its members (every member then skips what it has seen).
+//! - The store's watches are grouped into *feeds*: one etcd watch per feed
+//!   (created with client-chosen watch ids on the store's one watch
+//!   stream), shared by every store watch of the same key or range that
+//!   can start where the feed stands. A thousand watches of one key then
+//!   cost etcd one watch and one response per change; the change is fanned
+//!   out here, through core's [`event_channel`], one per store watch.
+//! - Each store watch keeps its own position (`next`, the revision after
+//!   the last event it delivered) and skips anything older; when the
+//!   stream breaks the store reconnects and recreates every feed from the
+//!   oldest position among its members, so nothing is lost or repeated
+//!   across a server restart. A compacted start yields `Compacted` and
+//!   ends the stream. Events that share one revision (a multi-key
+//!   transaction, a lease expiring) are all delivered.
+//! - A watch started with `from_revision` first replays the history up to
+//!   the revision current when it started; that replay is queued without
+//!   bound (it is bounded by the history it replays) and does not count as
+//!   lag, so resuming with more than `WatchOptions::buffer` matching
+//!   changes works. From then on at most `buffer` events are queued, and a
+//!   consumer that falls further behind gets `WatchLagged`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anykv_core::Bytes;
+use anykv_core::backend::{event_channel, EventReceiver, EventSender, WatchTarget};
+use anykv_core::{Bytes, Error, KvPair, Result, WatchEvent, WatchOptions, WatchStream};
 use etcd_client::{
-    Client, EventType, WatchOptions as EtcdWatchOptions, WatchRequestSender, WatchResponse,
+    EventType, GetOptions, WatchOptions as EtcdWatchOptions, WatchRequestSender, WatchResponse,
 };
+use futures::StreamExt;
 use tokio::sync::mpsc;
 
-/// A change seen by the multiplexer, before the root is stripped.
+use crate::client::{header_revision, revision, EtcdClient, BACKEND};
+use crate::layout::{relative_key, Layout};
+
+/// A change of one etcd key, as the watch stream reported it.
 #[derive(Debug, Clone)]
-pub(crate) enum Raw {
-    Put {
-        key: Bytes,
-        value: Bytes,
-        revision: i64,
-    },
-    Delete {
-        key: Bytes,
-        revision: i64,
-    },
-    /// The watch's start is compacted; the watch is over.
-    Compacted {
-        requested: i64,
-        oldest: i64,
-    },
-    /// The server cancelled the watch; the watch is over.
-    Canceled(String),
+struct Change {
+    key: Bytes,
+    /// The new value; `None` for a delete.
+    value: Option<Bytes>,
+    revision: i64,
 }
 
-pub(crate) enum Cmd {
+/// What the store asks of the multiplexer task.
+enum MuxCommand {
+    /// Starts delivering to a new store watch.
     Add(Watcher),
+    /// Stops delivering to a store watch (its stream was dropped).
     Remove(i64),
+    /// The store closed: end every watch and stop.
     Close,
 }
 
-/// One store watch.
-pub(crate) struct Watcher {
-    pub id: i64,
-    pub key: Vec<u8>,
+/// One store watch, as the multiplexer serves it.
+struct Watcher {
+    id: i64,
+    key: Vec<u8>,
     /// Empty for a single key.
-    pub range_end: Vec<u8>,
+    range_end: Vec<u8>,
     /// The first revision still to deliver.
-    pub next: i64,
-    pub tx: mpsc::Sender<Raw>,
-    pub lagged: Arc<AtomicBool>,
+    next: i64,
+    /// The root its events' keys are made relative to (`""`: full keys).
+    root: Arc<str>,
+    events: EventSender,
     /// While replaying history (revisions up to `replay_until`, the store's
     /// revision when a resumed watch started), events go to this unbounded
     /// channel, so a replay longer than the buffer does not count as lag;
-    /// it is dropped (closed) before anything goes to `tx`.
-    pub replay: Option<mpsc::UnboundedSender<Raw>>,
-    pub replay_until: i64,
+    /// it is dropped (closed) before anything goes to `events`.
+    replay: Option<mpsc::UnboundedSender<Result<WatchEvent>>>,
+    replay_until: i64,
 }
 
 impl Watcher {
-    /// Delivers one item; false if the watch is over (consumer gone or
+    /// The event a change is for this watch: its key made relative to the
+    /// root; `None` for a key outside it (skipped).
+    fn event(&self, change: &Change) -> Option<WatchEvent> {
+        let key = relative_key(&self.root, &change.key)?;
+        let revision = revision(change.revision);
+        Some(match &change.value {
+            Some(value) => WatchEvent::Put(KvPair::new(key, value.clone(), revision)),
+            None => WatchEvent::Delete { key, revision },
+        })
+    }
+
+    /// Delivers one change; false if the watch is over (consumer gone or
     /// lagging).
-    fn send(&mut self, item: Raw) -> bool {
-        let replayed = match &item {
-            Raw::Put { revision, .. } | Raw::Delete { revision, .. } => {
-                *revision <= self.replay_until
-            }
-            Raw::Compacted { .. } | Raw::Canceled(_) => false,
+    fn send(&mut self, change: &Change) -> bool {
+        let Some(event) = self.event(change) else {
+            return true;
         };
-        if replayed {
+        if change.revision <= self.replay_until {
             if let Some(replay) = &self.replay {
-                return replay.send(item).is_ok();
+                return replay.send(Ok(event)).is_ok();
             }
         }
         // Caught up: the consumer reads the replay to its end first.
         self.replay = None;
-        match self.tx.try_send(item) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.lagged.store(true, Ordering::SeqCst);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
+        self.events.send(Ok(event)).is_ok()
+    }
+
+    /// Ends the watch with an error, after the replay.
+    fn end(&mut self, error: Error) {
+        self.replay = None;
+        let _ = self.events.send(Err(error));
     }
 
     /// Everything before `revision + 1` has been sent (a progress
@@ -129,7 +146,7 @@ impl Feed {
 
 /// What the server must be told after the feeds changed.
 #[derive(Default)]
-struct Changes {
+struct ServerRequests {
     /// Feeds to create on the server.
     create: Vec<i64>,
     /// Feeds to cancel on the server.
@@ -227,19 +244,19 @@ impl Feeds {
         };
     }
 
-    /// Applies one response.
-    fn handle(&mut self, resp: WatchResponse) -> Changes {
-        let mut changes = Changes::default();
+    /// Applies one response of the watch stream.
+    fn apply_response(&mut self, resp: WatchResponse) -> ServerRequests {
+        let mut requests = ServerRequests::default();
         let fid = resp.watch_id();
         let Some(feed) = self.feeds.get_mut(&fid) else {
-            return changes;
+            return requests;
         };
         if resp.compact_revision() > 0 || resp.canceled() {
             // The etcd watch is over.
             let Some(feed) = self.drop_feed(fid) else {
-                return changes;
+                return requests;
             };
-            changes.cancel.push(fid);
+            requests.cancel.push(fid);
             let oldest = resp.compact_revision();
             let mut rest = Vec::new();
             for mut m in feed.members {
@@ -250,23 +267,31 @@ impl Feeds {
                     continue;
                 }
                 self.feed_of.remove(&m.id);
-                m.send(if oldest > 0 {
-                    Raw::Compacted {
-                        requested: m.next - 1,
-                        oldest,
+                m.end(if oldest > 0 {
+                    Error::Compacted {
+                        backend: BACKEND,
+                        requested: revision(m.next - 1),
+                        oldest: revision(oldest),
                     }
                 } else {
-                    Raw::Canceled(resp.cancel_reason().to_owned())
+                    Error::Backend {
+                        backend: BACKEND,
+                        message: format!(
+                            "the server cancelled the watch: {}",
+                            resp.cancel_reason()
+                        ),
+                        source: None,
+                    }
                 });
             }
             if let Some(pos) = rest.iter().map(|m| m.next).min() {
                 let range = (feed.key, feed.range_end);
-                changes.create.push(self.new_feed(range, pos, rest));
+                requests.create.push(self.new_feed(range, pos, rest));
             }
-            return changes;
+            return requests;
         }
         if resp.created() {
-            return changes;
+            return requests;
         }
         if resp.events().is_empty() {
             // A progress notification: everything up to its revision is sent.
@@ -277,24 +302,25 @@ impl Feeds {
                     m.progress(revision);
                 }
             }
-            return changes;
+            return requests;
         }
         let mut items = Vec::with_capacity(resp.events().len());
         for ev in resp.events() {
             let Some(kv) = ev.kv() else { continue };
             let revision = kv.mod_revision();
             let key = Bytes::copy_from_slice(kv.key());
-            items.push(match ev.event_type() {
-                EventType::Put => Raw::Put {
-                    key,
-                    value: Bytes::copy_from_slice(kv.value()),
-                    revision,
-                },
-                EventType::Delete => Raw::Delete { key, revision },
+            let value = match ev.event_type() {
+                EventType::Put => Some(Bytes::copy_from_slice(kv.value())),
+                EventType::Delete => None,
+            };
+            items.push(Change {
+                key,
+                value,
+                revision,
             });
         }
-        let Some(top) = items.iter().map(revision_of).max() else {
-            return changes;
+        let Some(top) = items.iter().map(|c| c.revision).max() else {
+            return requests;
         };
         feed.pos = feed.pos.max(top.saturating_add(1));
         let mut gone = Vec::new();
@@ -311,37 +337,29 @@ impl Feeds {
             }
             if empty {
                 self.drop_feed(fid);
-                changes.cancel.push(fid);
+                requests.cancel.push(fid);
             }
         }
-        changes
-    }
-}
-
-fn revision_of(item: &Raw) -> i64 {
-    match item {
-        Raw::Put { revision, .. } | Raw::Delete { revision, .. } => *revision,
-        Raw::Compacted { .. } | Raw::Canceled(_) => 0,
+        requests
     }
 }
 
 /// Delivers the events of one response to one member; false if the
 /// member is over.
-fn deliver(m: &mut Watcher, items: &[Raw]) -> bool {
+fn deliver(m: &mut Watcher, items: &[Change]) -> bool {
     // Events of one response may share a revision (a multi-key txn, a
     // lease expiring deletes all its keys at once): skip only what was
     // delivered before this response, and advance `next` after it.
     let floor = m.next;
     let mut last = None;
     for item in items {
-        let revision = revision_of(item);
-        if revision < floor {
+        if item.revision < floor {
             continue;
         }
-        if !m.send(item.clone()) {
+        if !m.send(item) {
             return false;
         }
-        last = Some(revision);
+        last = Some(item.revision);
     }
     if let Some(revision) = last {
         m.next = m.next.max(revision.saturating_add(1));
@@ -351,17 +369,17 @@ fn deliver(m: &mut Watcher, items: &[Raw]) -> bool {
 
 /// Applies one command; true if the store closed. Feeds to create or
 /// cancel are left to the next connection (the caller is not connected).
-fn apply_offline(feeds: &mut Feeds, cmd: Option<Cmd>) -> bool {
+fn apply_offline(feeds: &mut Feeds, cmd: Option<MuxCommand>) -> bool {
     match cmd {
-        None | Some(Cmd::Close) => {
+        None | Some(MuxCommand::Close) => {
             feeds.remove_all();
             true
         }
-        Some(Cmd::Add(w)) => {
+        Some(MuxCommand::Add(w)) => {
             feeds.add(w);
             false
         }
-        Some(Cmd::Remove(id)) => {
+        Some(MuxCommand::Remove(id)) => {
             feeds.remove(id);
             false
         }
@@ -369,13 +387,17 @@ fn apply_offline(feeds: &mut Feeds, cmd: Option<Cmd>) -> bool {
 }
 
 /// Sends creates and cancels; false if the stream broke.
-async fn tell(feeds: &Feeds, sender: &mut WatchRequestSender, changes: Changes) -> bool {
-    for fid in changes.cancel {
+async fn send_requests(
+    feeds: &Feeds,
+    sender: &mut WatchRequestSender,
+    requests: ServerRequests,
+) -> bool {
+    for fid in requests.cancel {
         if sender.cancel(fid).await.is_err() {
             return false;
         }
     }
-    for fid in changes.create {
+    for fid in requests.create {
         if let Some(f) = feeds.feeds.get(&fid) {
             if sender
                 .watch(f.key.clone(), Some(f.options(fid)))
@@ -390,7 +412,8 @@ async fn tell(feeds: &Feeds, sender: &mut WatchRequestSender, changes: Changes) 
 }
 
 /// Runs the multiplexer until the store closes or is dropped.
-pub(crate) async fn run(client: Client, mut cmds: mpsc::UnboundedReceiver<Cmd>, timeout: Duration) {
+async fn run(client: EtcdClient, mut cmds: mpsc::UnboundedReceiver<MuxCommand>) {
+    let timeout = client.request_timeout();
     let mut feeds = Feeds::default();
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -406,9 +429,7 @@ pub(crate) async fn run(client: Client, mut cmds: mpsc::UnboundedReceiver<Cmd>, 
             continue;
         };
         let (first_key, first_opts) = (first.key.clone(), first.options(first_id));
-        let mut wc = client
-            .watch_client()
-            .max_decoding_message_size(usize::MAX >> 1);
+        let mut wc = client.watches();
         let connect = tokio::time::timeout(timeout, wc.watch(first_key, Some(first_opts)));
         let stream = tokio::select! {
             r = connect => match r {
@@ -435,7 +456,7 @@ pub(crate) async fn run(client: Client, mut cmds: mpsc::UnboundedReceiver<Cmd>, 
             continue;
         };
         let (mut sender, mut responses) = stream.split();
-        let rest = Changes {
+        let rest = ServerRequests {
             create: feeds
                 .feeds
                 .keys()
@@ -444,26 +465,26 @@ pub(crate) async fn run(client: Client, mut cmds: mpsc::UnboundedReceiver<Cmd>, 
                 .collect(),
             cancel: Vec::new(),
         };
-        if !tell(&feeds, &mut sender, rest).await {
+        if !send_requests(&feeds, &mut sender, rest).await {
             continue;
         }
         backoff = Duration::from_millis(100);
         // Serve until the stream breaks.
         loop {
-            let changes = tokio::select! {
+            let requests = tokio::select! {
                 cmd = cmds.recv() => match cmd {
-                    None | Some(Cmd::Close) => return,
-                    Some(Cmd::Add(w)) => Changes {
+                    None | Some(MuxCommand::Close) => return,
+                    Some(MuxCommand::Add(w)) => ServerRequests {
                         create: feeds.add(w).into_iter().collect(),
                         cancel: Vec::new(),
                     },
-                    Some(Cmd::Remove(id)) => Changes {
+                    Some(MuxCommand::Remove(id)) => ServerRequests {
                         create: Vec::new(),
                         cancel: feeds.remove(id).into_iter().collect(),
                     },
                 },
                 msg = responses.message() => match msg {
-                    Ok(Some(resp)) => feeds.handle(resp),
+                    Ok(Some(resp)) => feeds.apply_response(resp),
                     Ok(None) => break,
                     Err(e) => {
                         tracing::debug!("etcd watch stream broke: {e}");
@@ -471,7 +492,7 @@ pub(crate) async fn run(client: Client, mut cmds: mpsc::UnboundedReceiver<Cmd>, 
                     }
                 },
             };
-            if !tell(&feeds, &mut sender, changes).await {
+            if !send_requests(&feeds, &mut sender, requests).await {
                 break;
             }
         }
@@ -484,7 +505,7 @@ pub(crate) async fn run(client: Client, mut cmds: mpsc::UnboundedReceiver<Cmd>, 
 
 /// Sleeps `pause` while applying commands; true if the store closed.
 async fn wait_or_close(
-    cmds: &mut mpsc::UnboundedReceiver<Cmd>,
+    cmds: &mut mpsc::UnboundedReceiver<MuxCommand>,
     feeds: &mut Feeds,
     pause: Duration,
 ) -> bool {
@@ -496,6 +517,205 @@ async fn wait_or_close(
             cmd = cmds.recv() => if apply_offline(feeds, cmd) {
                 return true;
             },
+        }
+    }
+}
+
+/// The store's side of its watches: registers them with the multiplexer
+/// task and counts the user's.
+pub(crate) struct Watches {
+    commands: mpsc::UnboundedSender<MuxCommand>,
+    next_id: AtomicI64,
+    /// Open user watches (lock waits are not counted).
+    open: Arc<AtomicUsize>,
+    /// The store's root, which events' keys are made relative to.
+    root: Arc<str>,
+}
+
+impl Watches {
+    /// Starts the multiplexer task of a store on `root`.
+    pub fn start(client: &EtcdClient, root: &str) -> Watches {
+        let (commands, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(client.clone(), rx));
+        Watches {
+            commands,
+            next_id: AtomicI64::new(1),
+            open: Arc::new(AtomicUsize::new(0)),
+            root: root.into(),
+        }
+    }
+
+    /// How many user watches are open.
+    pub fn count(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Ends every watch: their streams yield what they buffered, then
+    /// end.
+    pub fn close(&self) {
+        let _ = self.commands.send(MuxCommand::Close);
+    }
+
+    /// A user watch of `target`: without a start revision, the current
+    /// state and `Synced`, then the changes after it; with one, the
+    /// changes after it.
+    pub async fn open(
+        &self,
+        client: &EtcdClient,
+        layout: &Layout,
+        target: &WatchTarget,
+        options: WatchOptions,
+    ) -> Result<WatchStream> {
+        let (start, end) = layout.watch_range(target);
+        let (initial, next, replay_until) = match options.from_revision {
+            Some(r) => {
+                let next = i64::try_from(r)
+                    .ok()
+                    .and_then(|r| r.checked_add(1))
+                    .ok_or_else(|| {
+                        Error::InvalidArgument(format!("revision {r} is out of range"))
+                    })?;
+                // The history up to the current revision is replayed
+                // without counting against the buffer.
+                let resp = client
+                    .read("watch", || {
+                        let (mut kv, key) = (client.kv(), start.clone());
+                        async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
+                    })
+                    .await?;
+                (Vec::new(), next, header_revision(resp.header())?)
+            }
+            None => {
+                let opts = (!end.is_empty()).then(|| GetOptions::new().with_range(end.clone()));
+                let mut resp = client
+                    .read("watch", || {
+                        let (mut kv, key, opts) = (client.kv(), start.clone(), opts.clone());
+                        async move { kv.get(key, opts).await }
+                    })
+                    .await?;
+                let rev = header_revision(resp.header())?;
+                let mut initial: Vec<WatchEvent> = resp
+                    .take_kvs()
+                    .into_iter()
+                    .filter_map(|kv| {
+                        let revision = revision(kv.mod_revision());
+                        let (key, value) = kv.into_key_value();
+                        Some(KvPair::new(layout.relative(&key)?, value, revision))
+                    })
+                    .map(WatchEvent::Put)
+                    .collect();
+                initial.push(WatchEvent::Synced {
+                    revision: revision(rev),
+                });
+                (initial, rev + 1, 0)
+            }
+        };
+        let registered = self.register(Registration {
+            key: start,
+            range_end: end,
+            next,
+            buffer: options.buffer,
+            root: self.root.clone(),
+            counted: true,
+            replay_until,
+        })?;
+        let live = registered.events.into_stream(initial, registered.guard);
+        Ok(match registered.replay {
+            Some(mut replay) => {
+                let replay = futures::stream::poll_fn(move |cx| replay.poll_recv(cx));
+                Box::pin(replay.chain(live))
+            }
+            None => live,
+        })
+    }
+
+    /// A watch of one bookkeeping key from revision `next` on, with full
+    /// keys and a small buffer, not counted as a user watch (a lock
+    /// waiter's watch of its predecessor).
+    pub fn open_bookkeeping(&self, key: Vec<u8>, next: i64) -> Result<WatchStream> {
+        let registered = self.register(Registration {
+            key,
+            range_end: Vec::new(),
+            next,
+            buffer: 16,
+            root: "".into(),
+            counted: false,
+            replay_until: 0,
+        })?;
+        Ok(registered.events.into_stream(Vec::new(), registered.guard))
+    }
+
+    fn register(&self, r: Registration) -> Result<Registered> {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let (events, receiver) = event_channel(BACKEND, r.buffer);
+        let (replay_tx, replay_rx) = if r.replay_until >= r.next {
+            let (t, rx) = mpsc::unbounded_channel();
+            (Some(t), Some(rx))
+        } else {
+            (None, None)
+        };
+        let watcher = Watcher {
+            id,
+            key: r.key,
+            range_end: r.range_end,
+            next: r.next,
+            root: r.root,
+            events,
+            replay: replay_tx,
+            replay_until: r.replay_until,
+        };
+        self.commands
+            .send(MuxCommand::Add(watcher))
+            .map_err(|_| Error::closed(BACKEND))?;
+        if r.counted {
+            self.open.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(Registered {
+            events: receiver,
+            replay: replay_rx,
+            guard: WatchGuard {
+                commands: self.commands.clone(),
+                id,
+                count: r.counted.then(|| self.open.clone()),
+            },
+        })
+    }
+}
+
+/// What a new store watch asks of the multiplexer.
+struct Registration {
+    key: Vec<u8>,
+    range_end: Vec<u8>,
+    /// The first revision to deliver.
+    next: i64,
+    buffer: usize,
+    root: Arc<str>,
+    /// Whether it counts as a user watch in the store's stats.
+    counted: bool,
+    /// The last revision of the replay (0: none).
+    replay_until: i64,
+}
+
+/// A registered store watch: its channels and the guard that removes it.
+struct Registered {
+    events: EventReceiver,
+    replay: Option<mpsc::UnboundedReceiver<Result<WatchEvent>>>,
+    guard: WatchGuard,
+}
+
+/// Removes a store watch from the multiplexer when its stream is dropped.
+struct WatchGuard {
+    commands: mpsc::UnboundedSender<MuxCommand>,
+    id: i64,
+    /// The store's count of user watches (`None` for bookkeeping ones).
+    count: Option<Arc<AtomicUsize>>,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        let _ = self.commands.send(MuxCommand::Remove(self.id));
+        if let Some(c) = &self.count {
+            c.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }

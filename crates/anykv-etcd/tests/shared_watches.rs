@@ -10,11 +10,11 @@ use anykv_testserver::etcd::EtcdServer;
 use futures::StreamExt;
 
 async fn open(server: &EtcdServer, root: &str) -> EtcdStore {
-    EtcdStore::connect(
+    EtcdStore::open(
         EtcdConfig::new([server.endpoint()])
             .with_root(root)
-            .with_request_timeout(Duration::from_secs(1))
-            .with_connect_timeout(Duration::from_secs(1)),
+            .request_timeout(Duration::from_secs(1))
+            .connect_timeout(Duration::from_secs(1)),
     )
     .await
     .expect("connect")

@@ -1,0 +1,554 @@
+//! The store: opening it, and its `Store` implementation.
+//!
+//! A plain `put` (no TTL) is one etcd `Put` with `prev_kv`;
+//! compare-and-swap, create-only, compare-and-delete and TTL puts are
+//! single transactions (etcd applies a transaction at about half the rate
+//! of a plain put) whose failure branch reads the key, so the error
+//! (`KeyExists`, `KeyModified`, `KeyNotFound`) is exact. Writes are never
+//! retried. `delete_tree` deletes key by key so each deleted key gets its
+//! own revision.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anykv_core::backend::{
+    check_lease_ttl, check_lock_options, check_write, compare_outcome, waited_for, ClosedFlag,
+    WatchTarget,
+};
+use anykv_core::{
+    async_trait, key, Bytes, Capabilities, Error, KvPair, Lease, LeaseId, LockGuard, LockOptions,
+    PutOptions, Result, Store, StoreStats, WatchOptions, WatchStream,
+};
+use etcd_client::{
+    CompactionOptions, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions as EtcdPutOptions,
+    Txn, TxnOp, TxnOpResponse, TxnResponse,
+};
+use parking_lot::Mutex;
+
+use crate::client::{header_revision, revision, EtcdClient, BACKEND};
+use crate::config::EtcdConfig;
+use crate::layout::{KeyNames, Layout, TreeRange};
+use crate::lease::{self, lease_error, retire_ttl_lease, LeaseRelease, MIN_TTL};
+use crate::lock;
+use crate::state::StoreState;
+use crate::watch::Watches;
+
+/// The largest value this backend accepts, in bytes: below etcd's default
+/// request limit of 1.5 MiB, with room for the key.
+pub const MAX_VALUE_SIZE: usize = 1_500_000;
+
+/// A store on etcd v3. Open one with [`EtcdStore::open`],
+/// [`EtcdStore::open_url`] or through `anykv::open("etcd://...")`.
+#[derive(Clone)]
+pub struct EtcdStore {
+    state: Arc<StoreState>,
+}
+
+impl fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("endpoints", &self.state.config.endpoints)
+            .field("root", &self.state.layout.root())
+            .field("closed", &self.state.closed.is_closed())
+            .finish()
+    }
+}
+
+impl EtcdStore {
+    /// Connects and checks that etcd answers (and accepts the credentials)
+    /// within the connect timeout.
+    pub async fn open(config: EtcdConfig) -> Result<EtcdStore> {
+        config.validate()?;
+        let layout = Layout::new(&config.root)?;
+        let client = EtcdClient::connect(&config).await?;
+        let watches = Watches::start(&client, layout.root());
+        let mut capabilities = Capabilities::new(BACKEND);
+        capabilities.min_ttl = MIN_TTL;
+        capabilities.max_value_size = MAX_VALUE_SIZE;
+        Ok(EtcdStore {
+            state: Arc::new(StoreState {
+                client,
+                config,
+                layout,
+                capabilities,
+                closed: ClosedFlag::new(BACKEND),
+                watches,
+                leases: Arc::new(Mutex::new(HashMap::new())),
+                locks: Arc::new(Mutex::new(HashMap::new())),
+            }),
+        })
+    }
+
+    /// Opens the store a URL names: everything `anykv::open` accepts for
+    /// etcd, several hosts (`etcd://a:2379,b:2379/root`) included (see the
+    /// crate documentation).
+    pub async fn open_url(url: &str) -> Result<EtcdStore> {
+        let parsed = anykv_core::parse_url(url)?;
+        Self::open(EtcdConfig::from_url(&parsed)?).await
+    }
+
+    /// The store's root prefix.
+    pub fn root(&self) -> &str {
+        self.state.layout.root()
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &EtcdConfig {
+        &self.state.config
+    }
+
+    /// Compacts etcd's history before `revision`: a watch resuming from an
+    /// older revision then yields `Compacted`. This compacts the whole
+    /// etcd cluster, not just this store's root.
+    pub async fn compact(&self, revision: u64) -> Result<()> {
+        self.state.closed.check()?;
+        let rev = i64::try_from(revision)
+            .map_err(|_| Error::InvalidArgument(format!("revision {revision} is too large")))?;
+        self.client()
+            .send("compact", || {
+                let mut kv = self.client().kv();
+                async move {
+                    kv.compact(rev, Some(CompactionOptions::new().with_physical()))
+                        .await
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    fn client(&self) -> &EtcdClient {
+        &self.state.client
+    }
+
+    /// Checks that the store is open and names `key`.
+    fn open_key(&self, key: &str) -> Result<KeyNames> {
+        self.state.closed.check()?;
+        self.state.layout.key(key)
+    }
+
+    /// Checks that the store is open and names the tree of `prefix`.
+    fn open_tree(&self, prefix: &str) -> Result<TreeRange> {
+        self.state.closed.check()?;
+        self.state.layout.tree(prefix)
+    }
+
+    /// A pair from an etcd pair, taking its value without a copy.
+    fn pair(&self, kv: etcd_client::KeyValue) -> Option<KvPair> {
+        let revision = revision(kv.mod_revision());
+        let (key, value) = kv.into_key_value();
+        Some(KvPair::new(
+            self.state.layout.relative(&key)?,
+            value,
+            revision,
+        ))
+    }
+
+    /// Retires the TTL leases of the pairs a delete removed.
+    fn retire_deleted(&self, deleted: &[etcd_client::KeyValue]) {
+        for prev in deleted {
+            retire_ttl_lease(self.client(), prev.lease(), 0);
+        }
+    }
+
+    /// The lease of a write and the bookkeeping ops that go with it.
+    async fn write_lease(&self, options: &PutOptions) -> Result<(i64, Vec<TxnOp>)> {
+        if let Some(lease) = options.lease {
+            let id = i64::try_from(lease.0).map_err(|_| Error::LeaseLost {
+                backend: BACKEND,
+                lease: lease.0,
+            })?;
+            return Ok((id, Vec::new()));
+        }
+        if let Some(ttl) = options.ttl {
+            let (id, marker) = lease::grant_for_ttl_put(self.client(), ttl).await?;
+            return Ok((id, vec![marker]));
+        }
+        Ok((0, Vec::new()))
+    }
+
+    /// `put` and `atomic_put`: `expected` is `None` for a plain put,
+    /// `Some(None)` for create-only, `Some(Some(rev))` for a swap at `rev`.
+    async fn write(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: Option<Option<u64>>,
+        options: PutOptions,
+    ) -> Result<u64> {
+        let KeyNames { full, canonical } = self.open_key(key)?;
+        check_write(BACKEND, &canonical, value.len(), MAX_VALUE_SIZE, &options)?;
+        let (lease, mut ops) = self.write_lease(&options).await?;
+        let put_opts = {
+            let o = EtcdPutOptions::new().with_prev_key();
+            if lease != 0 {
+                o.with_lease(lease)
+            } else {
+                o
+            }
+        };
+        if expected.is_none() && ops.is_empty() {
+            // Nothing to compare and no TTL marker to write with the key:
+            // a plain put, which etcd applies at about twice the rate of a
+            // transaction.
+            return self.plain_put(full, value, put_opts, lease).await;
+        }
+        ops.insert(0, TxnOp::put(full.clone(), value.to_vec(), Some(put_opts)));
+        let compares = match expected {
+            None => Vec::new(),
+            Some(None) => vec![Compare::create_revision(full.clone(), CompareOp::Equal, 0)],
+            Some(Some(rev)) => compare_at_revision(&full, rev),
+        };
+        let txn = Txn::new()
+            .when(compares)
+            .and_then(ops)
+            .or_else([TxnOp::get(full.clone(), None)]);
+        // On an error the write may have been applied: its lease stays,
+        // and expires with the key's TTL.
+        let resp = self
+            .client()
+            .send("put", || {
+                let (mut kv, txn) = (self.client().kv(), txn.clone());
+                async move { kv.txn(txn).await }
+            })
+            .await
+            .map_err(|e| lease_error(e, lease))?;
+        if !resp.succeeded() {
+            if options.ttl.is_some() && lease != 0 {
+                // The fresh TTL lease binds nothing.
+                lease::revoke_in_background(self.client(), lease, false);
+            }
+            return Err(swap_error(&canonical, expected.flatten(), &resp));
+        }
+        let rev = header_revision(resp.header())?;
+        for op in resp.op_responses() {
+            if let TxnOpResponse::Put(p) = op {
+                if let Some(prev) = p.prev_key() {
+                    retire_ttl_lease(self.client(), prev.lease(), lease);
+                }
+                break;
+            }
+        }
+        Ok(revision(rev))
+    }
+
+    /// An unconditional put without bookkeeping ops: its previous pair
+    /// (for `retire_ttl_lease`) comes back with `prev_kv`.
+    async fn plain_put(
+        &self,
+        full: String,
+        value: Bytes,
+        put_opts: EtcdPutOptions,
+        lease: i64,
+    ) -> Result<u64> {
+        let resp = self
+            .client()
+            .send("put", || {
+                let mut kv = self.client().kv();
+                let (k, v, o) = (full.clone(), value.to_vec(), put_opts.clone());
+                async move { kv.put(k, v, Some(o)).await }
+            })
+            .await
+            .map_err(|e| lease_error(e, lease))?;
+        let rev = header_revision(resp.header())?;
+        if let Some(prev) = resp.prev_key() {
+            retire_ttl_lease(self.client(), prev.lease(), lease);
+        }
+        Ok(revision(rev))
+    }
+
+    /// Deletes one etcd key, retiring its TTL lease; whether it existed.
+    async fn delete_full(&self, op: &str, full: Vec<u8>) -> Result<bool> {
+        let resp = self
+            .client()
+            .send(op, || {
+                let (mut kv, key) = (self.client().kv(), full.clone());
+                async move {
+                    kv.delete(key, Some(DeleteOptions::new().with_prev_key()))
+                        .await
+                }
+            })
+            .await?;
+        self.retire_deleted(resp.prev_kvs());
+        Ok(resp.deleted() > 0)
+    }
+}
+
+/// The comparisons of a write that expects `key` at revision `rev`. An
+/// absent key compares as mod revision 0, so for a revision above 0 the
+/// one comparison also proves the key exists (etcd reads the key once per
+/// comparison); revision 0 also needs the key to exist.
+fn compare_at_revision(key: &str, rev: u64) -> Vec<Compare> {
+    match i64::try_from(rev) {
+        Ok(r) if r > 0 => vec![Compare::mod_revision(key, CompareOp::Equal, r)],
+        _ => vec![
+            Compare::create_revision(key, CompareOp::Greater, 0),
+            Compare::mod_revision(
+                key,
+                CompareOp::Equal,
+                i64::try_from(rev).unwrap_or(i64::MAX),
+            ),
+        ],
+    }
+}
+
+/// The error of a compare-and-swap or compare-and-delete whose comparison
+/// failed, from the current revision its failure branch read.
+fn swap_error(canonical: &str, expected: Option<u64>, resp: &TxnResponse) -> Error {
+    let current = resp
+        .op_responses()
+        .into_iter()
+        .find_map(|op| match op {
+            TxnOpResponse::Get(g) => Some(g.kvs().first().map(|kv| revision(kv.mod_revision()))),
+            _ => None,
+        })
+        .flatten();
+    match compare_outcome(BACKEND, canonical, expected, current) {
+        Err(e) => e,
+        // The server refused a comparison its own read agrees with
+        // (never seen): report the key as changed.
+        Ok(()) => match expected {
+            None => Error::KeyExists {
+                backend: BACKEND,
+                key: canonical.to_owned(),
+            },
+            Some(e) => Error::KeyModified {
+                backend: BACKEND,
+                key: canonical.to_owned(),
+                expected: e,
+                actual: current.unwrap_or(e),
+            },
+        },
+    }
+}
+
+#[async_trait]
+impl Store for EtcdStore {
+    fn capabilities(&self) -> &Capabilities {
+        &self.state.capabilities
+    }
+
+    fn stats(&self) -> StoreStats {
+        StoreStats::new(
+            self.state.watches.count(),
+            self.state.leases.lock().len(),
+            self.state.locks.lock().len(),
+            usize::from(!self.state.closed.is_closed()),
+        )
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<KvPair>> {
+        let KeyNames { full, canonical } = self.open_key(key)?;
+        let mut resp = self
+            .client()
+            .read("get", || {
+                let (mut kv, key) = (self.client().kv(), full.clone());
+                async move { kv.get(key, None).await }
+            })
+            .await?;
+        // The one pair of the range is the key asked for: its relative key
+        // is `canonical`, and its value is taken without a copy.
+        Ok(resp.take_kvs().into_iter().next().map(|kv| {
+            let revision = revision(kv.mod_revision());
+            KvPair::new(canonical, kv.into_key_value().1, revision)
+        }))
+    }
+
+    async fn put(&self, key: &str, value: Bytes, options: PutOptions) -> Result<u64> {
+        self.write(key, value, None, options).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let names = self.open_key(key)?;
+        self.delete_full("delete", names.full.into_bytes()).await
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        let names = self.open_key(key)?;
+        let resp = self
+            .client()
+            .read("exists", || {
+                let (mut kv, key) = (self.client().kv(), names.full.clone());
+                async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
+            })
+            .await?;
+        Ok(resp.count() > 0)
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
+        let TreeRange { start, end, .. } = self.open_tree(prefix)?;
+        let mut resp = self
+            .client()
+            .read("list", || {
+                let (mut kv, start, end) = (self.client().kv(), start.clone(), end.clone());
+                async move { kv.get(start, Some(GetOptions::new().with_range(end))).await }
+            })
+            .await?;
+        Ok(resp
+            .take_kvs()
+            .into_iter()
+            .filter_map(|kv| self.pair(kv))
+            .collect())
+    }
+
+    async fn delete_tree(&self, prefix: &str) -> Result<u64> {
+        let TreeRange { own, start, end } = self.open_tree(prefix)?;
+        let resp = self
+            .client()
+            .send("delete_tree", || {
+                let (mut kv, start, end) = (self.client().kv(), start.clone(), end.clone());
+                async move {
+                    kv.get(
+                        start,
+                        Some(GetOptions::new().with_range(end).with_keys_only()),
+                    )
+                    .await
+                }
+            })
+            .await?;
+        let mut keys: Vec<Vec<u8>> = resp.kvs().iter().map(|kv| kv.key().to_vec()).collect();
+        if let Some(own) = own {
+            keys.push(own.into_bytes());
+        }
+        keys.sort();
+        let mut count = 0;
+        for k in keys {
+            if self.delete_full("delete_tree", k).await? {
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    async fn atomic_put(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: Option<u64>,
+        options: PutOptions,
+    ) -> Result<u64> {
+        self.write(key, value, Some(expected), options).await
+    }
+
+    async fn atomic_delete(&self, key: &str, expected: u64) -> Result<()> {
+        let KeyNames { full, canonical } = self.open_key(key)?;
+        let txn = Txn::new()
+            .when(compare_at_revision(&full, expected))
+            .and_then([TxnOp::delete(
+                full.clone(),
+                Some(DeleteOptions::new().with_prev_key()),
+            )])
+            .or_else([TxnOp::get(full.clone(), None)]);
+        let resp = self
+            .client()
+            .send("atomic_delete", || {
+                let (mut kv, txn) = (self.client().kv(), txn.clone());
+                async move { kv.txn(txn).await }
+            })
+            .await?;
+        if !resp.succeeded() {
+            return Err(swap_error(&canonical, Some(expected), &resp));
+        }
+        // A deleted TTL key's lease (and marker) goes with it.
+        for op in resp.op_responses() {
+            if let TxnOpResponse::Delete(d) = op {
+                self.retire_deleted(d.prev_kvs());
+            }
+        }
+        Ok(())
+    }
+
+    async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
+        let names = self.open_key(key)?;
+        let target = WatchTarget::Key(names.canonical);
+        let state = &self.state;
+        state
+            .watches
+            .open(&state.client, &state.layout, &target, options)
+            .await
+    }
+
+    async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
+        self.state.closed.check()?;
+        let target = WatchTarget::Tree(key::normalize_prefix(prefix)?);
+        let state = &self.state;
+        state
+            .watches
+            .open(&state.client, &state.layout, &target, options)
+            .await
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<Lease> {
+        self.state.closed.check()?;
+        check_lease_ttl(ttl)?;
+        let granted = lease::grant(self.client(), ttl).await?;
+        let release = LeaseRelease::keep(
+            self.client(),
+            &self.state.leases,
+            granted.id,
+            granted.kept,
+            true,
+        );
+        Ok(Lease::new(
+            LeaseId(revision(granted.id)),
+            granted.ttl,
+            granted.lost,
+            Box::new(release),
+        ))
+    }
+
+    async fn lock(&self, key: &str, options: LockOptions) -> Result<LockGuard> {
+        check_lock_options(&options)?;
+        waited_for(
+            BACKEND,
+            lock::acquire(&self.state, key, options, true).await?,
+        )
+    }
+
+    async fn try_lock(&self, key: &str, options: LockOptions) -> Result<Option<LockGuard>> {
+        check_lock_options(&options)?;
+        lock::acquire(&self.state, key, options, false).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        if !self.state.closed.close() {
+            return Ok(());
+        }
+        self.state.watches.close();
+        let leases: Vec<_> = self.state.leases.lock().drain().collect();
+        let locks: Vec<_> = self.state.locks.lock().drain().collect();
+        let mut result = Ok(());
+        for (id, kept, delete_keys) in leases
+            .into_iter()
+            .map(|(i, k)| (i, k, true))
+            .chain(locks.into_iter().map(|(i, k)| (i, k, false)))
+        {
+            // Keys first, then `lost()`: a holder never sees its lease lost
+            // while its keys still stand.
+            kept.stop_keep_alive();
+            let r = lease::revoke(self.client(), id, delete_keys).await;
+            kept.fire_lost();
+            if let Err(e) = r {
+                result = Err(e);
+            }
+        }
+        result
+    }
+}
+
+/// The conformance suite's compact hook: compacts etcd's history before
+/// `revision` through an etcd store behind `Arc<dyn Store>`; an
+/// `InvalidArgument` for any other store.
+pub async fn compact(store: &dyn Store, revision: u64) -> Result<()> {
+    let etcd = store
+        .as_any()
+        .downcast_ref::<EtcdStore>()
+        .ok_or_else(|| Error::InvalidArgument(format!("{store:?} is not an etcd store")))?;
+    etcd.compact(revision).await
+}
