@@ -83,7 +83,7 @@ pub async fn watch_under_load(config: &BenchConfig, prefix: &str) -> Result<Watc
                 x ^= x >> 7;
                 x ^= x << 17;
                 let key = format!("{tree}/k{:02}", x % 32);
-                let done = if x % 5 == 0 {
+                let done = if x.is_multiple_of(5) {
                     s.delete(&key).await?
                 } else {
                     s.put(&key, Bytes::from(format!("{w}-{x}")), PutOptions::new())

@@ -1,4 +1,6 @@
-//! [`RedisConfig`]: the URL and the typed builder.
+//! [`RedisConfig`]: the URL and the typed builder, the defaults, and the
+//! limits the backend applies. Its fields are public, each documented;
+//! `#[non_exhaustive]` keeps the builder the way to make one.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -19,14 +21,38 @@ pub const DEFAULT_HISTORY: usize = 10_000;
 pub const DEFAULT_MAX_VALUE_SIZE: usize = 16 * 1024 * 1024;
 
 /// How long one call may take, by default.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long connecting may take, by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The smallest TTL (of keys, leases and locks); smaller ones are raised.
+pub const MIN_TTL: Duration = Duration::from_secs(1);
+
+/// The largest TTL (of keys, leases and locks): about a hundred years;
+/// larger ones are lowered to it.
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The backend's name in errors and capabilities.
+pub(crate) const BACKEND: &str = "redis";
+
 /// How to reach a Redis server and where the store lives on it. Build one
-/// with [`RedisConfig::new`] and the `with_*` methods, or from a URL with
+/// with [`RedisConfig::new`] and the builder methods, or from a URL with
 /// [`RedisConfig::from_url`]. Its `Debug` never shows the password.
+///
+/// ```
+/// use std::time::Duration;
+/// use anykv_redis::RedisConfig;
+///
+/// let config = RedisConfig::new("127.0.0.1", 6379)
+///     .with_db(2)
+///     .with_root("app")
+///     .with_user("svc", "s3cret")
+///     .request_timeout(Duration::from_secs(2));
+/// let url = anykv_core::parse_url("redis://svc:s3cret@127.0.0.1/2/app?request_timeout=2s").unwrap();
+/// assert_eq!(RedisConfig::from_url(&url).unwrap(), config);
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RedisConfig {
@@ -52,7 +78,7 @@ pub struct RedisConfig {
     /// The password (ACL or `requirepass`).
     pub password: Option<String>,
     /// How long one call may take before it fails with `Timeout`.
-    pub timeout: Duration,
+    pub request_timeout: Duration,
     /// How long connecting may take.
     pub connect_timeout: Duration,
     /// Changes kept in the change stream (watches resume within them).
@@ -73,7 +99,7 @@ impl fmt::Debug for RedisConfig {
             .field("root", &self.root)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("timeout", &self.timeout)
+            .field("request_timeout", &self.request_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("history", &self.history)
             .field("max_value_size", &self.max_value_size)
@@ -95,7 +121,7 @@ impl RedisConfig {
             root: String::new(),
             username: None,
             password: None,
-            timeout: DEFAULT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             history: DEFAULT_HISTORY,
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
@@ -133,27 +159,23 @@ impl RedisConfig {
         self
     }
 
-    /// Authenticates as an ACL user.
+    /// Authenticates as an ACL user; an empty `username` authenticates the
+    /// default user (`requirepass`), as `redis://:password@host` does.
     pub fn with_user(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
-        self.username = Some(username.into());
+        let username = username.into();
+        self.username = (!username.is_empty()).then_some(username);
         self.password = Some(password.into());
         self
     }
 
-    /// Authenticates the default user (`requirepass`).
-    pub fn with_password(mut self, password: impl Into<String>) -> Self {
-        self.password = Some(password.into());
+    /// Sets how long one call may take before it fails with `Timeout`.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
         self
     }
 
-    /// Sets the per-call timeout.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Sets the connect timeout.
-    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+    /// Sets how long connecting may take.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
@@ -187,9 +209,9 @@ impl RedisConfig {
             return Err(Error::Config("the Redis URL names no host".into()));
         }
         let day = Duration::from_secs(24 * 3600);
-        if self.timeout.is_zero()
+        if self.request_timeout.is_zero()
             || self.connect_timeout.is_zero()
-            || self.timeout > day
+            || self.request_timeout > day
             || self.connect_timeout > day
         {
             return Err(Error::Config(
@@ -215,7 +237,9 @@ impl RedisConfig {
     /// `2m`), `history`, `max_value_size`, `ca_file` (a PEM
     /// file of CAs to trust, `rediss://` only). A user without a password
     /// is an error; a password without a user authenticates the default
-    /// user (`requirepass`).
+    /// user (`requirepass`). The backend talks to one server: a URL that
+    /// names several (`a:6379,b:6379`, which [`anykv_core::parse_url`]
+    /// turns into an `endpoints` parameter) is a `Config` error.
     pub fn from_url(url: &Url) -> Result<Self> {
         let tls = match url.scheme() {
             "redis" => false,
@@ -277,15 +301,22 @@ impl RedisConfig {
                 "history",
                 "max_value_size",
                 "ca_file",
+                "endpoints",
             ],
         )? {
             match name.as_str() {
                 "prefix" => prefix = key::normalize_root(&value)?,
                 "namespace" => config.namespace = value,
-                "request_timeout" => config.timeout = parse_duration_param(&name, &value)?,
+                "request_timeout" => config.request_timeout = parse_duration_param(&name, &value)?,
                 "connect_timeout" => config.connect_timeout = parse_duration_param(&name, &value)?,
                 "history" => config = config.with_history(parse_param(&name, &value)?),
                 "max_value_size" => config.max_value_size = parse_param(&name, &value)?,
+                "endpoints" => {
+                    return Err(Error::Config(format!(
+                        "{shown:?} names several servers; the redis backend talks to one \
+                         (a standalone server or a primary)"
+                    )))
+                }
                 _ => {
                     if !tls {
                         return Err(Error::Config(
@@ -307,7 +338,7 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<RedisConfig> {
-        RedisConfig::from_url(&Url::parse(s).map_err(|e| Error::Config(e.to_string()))?)
+        RedisConfig::from_url(&anykv_core::parse_url(s)?)
     }
 
     #[test]
@@ -319,12 +350,18 @@ mod tests {
         assert_eq!(c.root, "top/app/x");
         assert_eq!(c.username.as_deref(), Some("u"));
         assert_eq!(c.password.as_deref(), Some("p@ss"));
-        assert_eq!(c.timeout, Duration::from_millis(250));
+        assert_eq!(c.request_timeout, Duration::from_millis(250));
         assert!(!format!("{c:?}").contains("p@ss"));
         let c = parse("rediss://:secret@h").unwrap();
         assert!(c.tls);
         assert_eq!((c.port, c.db, c.root.as_str()), (6379, 0, ""));
         assert_eq!(c.password.as_deref(), Some("secret"));
+        assert_eq!(
+            c,
+            RedisConfig::new("h", 6379)
+                .with_tls(true)
+                .with_user("", "secret")
+        );
         for bad in [
             "redis://h/x",
             "redis://h/0/a//b",
@@ -332,6 +369,7 @@ mod tests {
             "redis://u@h/0",
             "redis://h/0?ca_file=/x",
             "redis://h/0?namespace=a%7Bb",
+            "redis://h:1,b:2/0",
             "http://h/0",
         ] {
             let e = parse(bad).unwrap_err();

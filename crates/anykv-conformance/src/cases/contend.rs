@@ -68,7 +68,7 @@ pub async fn contend_list_during_inserts(ctx: &Ctx) -> CaseResult {
                 // Keys sorting before, between and after the stable ones.
                 let k = format!("t/{}{w}-{i}", ["a", "s050x", "z"][i as usize % 3]);
                 c.put(&k, bytes("x"), PutOptions::new()).await?;
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     c.delete(&k).await?;
                 }
                 i += 1;

@@ -84,7 +84,7 @@ impl Writers {
                     x ^= x >> 7;
                     x ^= x << 17;
                     let key = format!("{prefix}/k{:03}", x % keys as u64);
-                    if x % 5 == 0 {
+                    if x.is_multiple_of(5) {
                         if s.delete(&key).await? {
                             written.deletes += 1;
                         }
