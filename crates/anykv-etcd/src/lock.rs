@@ -23,7 +23,7 @@ pub(crate) async fn acquire(
     options: LockOptions,
     wait: bool,
 ) -> Result<Option<LockGuard>> {
-    state.closed.check()?;
+    state.closed.ensure_open()?;
     let names = state.layout.key(key)?;
     let client = &state.client;
     let dir = state.layout.lock_dir(&names.full);
@@ -165,7 +165,7 @@ async fn wait_for_predecessors(
                     Some(Ok(_)) => continue,
                     // Closed, compacted, cancelled or lagging: look again.
                     Some(Err(_)) | None => {
-                        state.closed.check()?;
+                        state.closed.ensure_open()?;
                         break;
                     }
                 },

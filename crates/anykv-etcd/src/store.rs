@@ -104,7 +104,7 @@ impl EtcdStore {
     /// older revision then yields `Compacted`. This compacts the whole
     /// etcd cluster, not just this store's root.
     pub async fn compact(&self, revision: u64) -> Result<()> {
-        self.state.closed.check()?;
+        self.state.closed.ensure_open()?;
         let rev = i64::try_from(revision)
             .map_err(|_| Error::InvalidArgument(format!("revision {revision} is too large")))?;
         self.client()
@@ -125,13 +125,13 @@ impl EtcdStore {
 
     /// Checks that the store is open and names `key`.
     fn open_key(&self, key: &str) -> Result<KeyNames> {
-        self.state.closed.check()?;
+        self.state.closed.ensure_open()?;
         self.state.layout.key(key)
     }
 
     /// Checks that the store is open and names the tree of `prefix`.
     fn open_tree(&self, prefix: &str) -> Result<TreeRange> {
-        self.state.closed.check()?;
+        self.state.closed.ensure_open()?;
         self.state.layout.tree(prefix)
     }
 
@@ -475,7 +475,7 @@ impl Store for EtcdStore {
     }
 
     async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
-        self.state.closed.check()?;
+        self.state.closed.ensure_open()?;
         let target = WatchTarget::Tree(key::normalize_prefix(prefix)?);
         let state = &self.state;
         state
@@ -485,7 +485,7 @@ impl Store for EtcdStore {
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<Lease> {
-        self.state.closed.check()?;
+        self.state.closed.ensure_open()?;
         check_lease_ttl(ttl)?;
         let granted = lease::grant(self.client(), ttl).await?;
         let release = LeaseRelease::keep(

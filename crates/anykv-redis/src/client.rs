@@ -240,7 +240,7 @@ impl RedisClient {
                 return Err(err);
             }
             tokio::time::sleep(RETRY_PAUSE).await;
-            self.closed.check()?;
+            self.closed.ensure_open()?;
         }
     }
 

@@ -93,7 +93,7 @@ impl StoreState {
 
     /// `Err(Closed)` once the store is closed.
     pub(crate) fn ensure_open(&self) -> anykv_core::Result<()> {
-        self.client.closed().check()
+        self.client.closed().ensure_open()
     }
 
     /// Marks the store closed and stops its background work without
