@@ -161,7 +161,14 @@ pub async fn rm(url: &str, args: RmArgs, out: Out) -> Result<(), CliError> {
 /// `anykv ls`.
 pub async fn ls(url: &str, args: LsArgs, out: Out) -> Result<(), CliError> {
     with_store(url, |store| async move {
-        let pairs = store.list(&args.prefix).await?;
+        // Keys only: the values are never fetched.
+        let pairs = if args.keys_only {
+            store
+                .list_with(&args.prefix, anykv::ListOptions::new().keys_only())
+                .await?
+        } else {
+            store.list(&args.prefix).await?
+        };
         if out.json {
             let items: Vec<Value> = pairs
                 .iter()

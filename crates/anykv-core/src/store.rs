@@ -10,7 +10,8 @@ use bytes::Bytes;
 use crate::error::Result;
 use crate::handles::{Lease, LockGuard};
 use crate::types::{
-    Capabilities, KvPair, LockOptions, PutOptions, StoreStats, WatchOptions, WatchStream,
+    Capabilities, KvPair, ListOptions, LockOptions, PutOptions, StoreStats, WatchOptions,
+    WatchStream,
 };
 
 /// One key-value store: etcd, ZooKeeper, Redis or in-process, behind one
@@ -50,6 +51,44 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// itself excluded. A prefix with nothing under it gives an empty list;
     /// the empty prefix gives the whole store.
     async fn list(&self, prefix: &str) -> Result<Vec<KvPair>>;
+
+    /// A page of [`Store::list`]: at most `options.limit` pairs, only keys
+    /// after `options.start_after`, values left out with
+    /// `options.keys_only`. A page holds exactly `limit` pairs unless the
+    /// listing ends within it, so paging goes on from the last key of a
+    /// full page until a page comes back shorter than the limit:
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> anykv_core::Result<()> {
+    /// # let store = anykv_memory_doc();
+    /// use anykv_core::{ListOptions, PutOptions, Store};
+    /// for i in 0..5 {
+    ///     store.put(&format!("jobs/{i}"), "x".into(), PutOptions::new()).await?;
+    /// }
+    /// let mut seen = Vec::new();
+    /// let mut options = ListOptions::new().with_limit(2).keys_only();
+    /// loop {
+    ///     let page = store.list_with("jobs", options.clone()).await?;
+    ///     seen.extend(page.iter().map(|p| p.key.clone()));
+    ///     match page.last() {
+    ///         Some(last) if page.len() == 2 => options = options.start_after(last.key.clone()),
+    ///         _ => break,
+    ///     }
+    /// }
+    /// assert_eq!(seen, ["jobs/0", "jobs/1", "jobs/2", "jobs/3", "jobs/4"]);
+    /// # Ok(())
+    /// # }
+    /// # fn anykv_memory_doc() -> std::sync::Arc<dyn Store> { unimplemented!() }
+    /// ```
+    ///
+    /// The default reads the whole listing and pages it in memory; every
+    /// anykv backend reads only the page from its server.
+    async fn list_with(&self, prefix: &str, options: ListOptions) -> Result<Vec<KvPair>> {
+        options.validate()?;
+        let all = self.list(prefix).await?;
+        options.apply(all)
+    }
 
     /// Deletes the key `prefix` and every key under `prefix/`; returns how
     /// many keys were deleted. The empty prefix empties the store's root.

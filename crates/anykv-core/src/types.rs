@@ -329,3 +329,82 @@ impl StoreStats {
         }
     }
 }
+
+/// Options of [`crate::Store::list_with`]: a page of a listing.
+///
+/// ```
+/// use anykv_core::ListOptions;
+/// let first = ListOptions::new().with_limit(1000).keys_only();
+/// let next = ListOptions::new().with_limit(1000).start_after("jobs/0999");
+/// assert_eq!(next.start_after.as_deref(), Some("jobs/0999"));
+/// # let _ = first;
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListOptions {
+    /// At most this many pairs (`None`: all). Zero is `InvalidArgument`.
+    pub limit: Option<usize>,
+    /// Only keys after this one in byte order (canonical, relative to the
+    /// root; need not exist): the last key of the previous page.
+    pub start_after: Option<String>,
+    /// Only keys and revisions: every value comes back empty, and the
+    /// backend does not fetch them.
+    pub keys_only: bool,
+}
+
+impl ListOptions {
+    /// Everything, values included: what [`crate::Store::list`] returns.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// At most `limit` pairs.
+    pub fn with_limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Only keys after `key` (the last key of the previous page).
+    pub fn start_after(mut self, key: impl Into<String>) -> Self {
+        self.start_after = Some(key.into());
+        self
+    }
+
+    /// Keys and revisions only, values left empty.
+    pub fn keys_only(mut self) -> Self {
+        self.keys_only = true;
+        self
+    }
+
+    /// Checks the options: a limit of at least 1, and a `start_after`
+    /// that is a valid key (it is returned in canonical form).
+    pub fn validate(&self) -> Result<Option<String>> {
+        if self.limit == Some(0) {
+            return Err(crate::Error::InvalidArgument(
+                "a listing's limit must be at least 1".into(),
+            ));
+        }
+        self.start_after
+            .as_deref()
+            .map(crate::key::normalize_key)
+            .transpose()
+    }
+
+    /// Applies the options to a whole, sorted listing: what a backend
+    /// without a native page does (it reads everything first).
+    pub fn apply(&self, pairs: Vec<KvPair>) -> Result<Vec<KvPair>> {
+        let after = self.validate()?;
+        let limit = self.limit.unwrap_or(usize::MAX);
+        Ok(pairs
+            .into_iter()
+            .filter(|p| after.as_deref().is_none_or(|a| p.key.as_str() > a))
+            .take(limit)
+            .map(|mut p| {
+                if self.keys_only {
+                    p.value = Bytes::new();
+                }
+                p
+            })
+            .collect())
+    }
+}

@@ -19,8 +19,8 @@ use anykv_core::backend::{
     WatchTarget,
 };
 use anykv_core::{
-    async_trait, key, Bytes, Capabilities, Error, KvPair, Lease, LeaseId, LockGuard, LockOptions,
-    PutOptions, Result, Store, StoreStats, WatchOptions, WatchStream,
+    async_trait, key, Bytes, Capabilities, Error, KvPair, Lease, LeaseId, ListOptions, LockGuard,
+    LockOptions, PutOptions, Result, Store, StoreStats, WatchOptions, WatchStream,
 };
 use etcd_client::{
     CompactionOptions, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions as EtcdPutOptions,
@@ -395,6 +395,52 @@ impl Store for EtcdStore {
             .into_iter()
             .filter_map(|kv| self.pair(kv))
             .collect())
+    }
+
+    async fn list_with(&self, prefix: &str, options: ListOptions) -> Result<Vec<KvPair>> {
+        let after = options.validate()?;
+        let TreeRange { start, end, .. } = self.open_tree(prefix)?;
+        let limit = options.limit.unwrap_or(usize::MAX);
+        // The first etcd key after `after`: its own name plus a zero byte.
+        let mut from = match after {
+            Some(a) => {
+                let mut k = self.state.layout.key(&a)?.full.into_bytes();
+                k.push(0);
+                k.max(start)
+            }
+            None => start,
+        };
+        let mut out = Vec::new();
+        // Keys under the root that are not the user's (bookkeeping) are
+        // skipped, so a short page is read on until it is full or the
+        // range ends.
+        while out.len() < limit {
+            let want = i64::try_from(limit - out.len()).unwrap_or(i64::MAX);
+            let mut get = GetOptions::new().with_range(end.clone()).with_limit(want);
+            if options.keys_only {
+                get = get.with_keys_only();
+            }
+            let mut resp = self
+                .client()
+                .read("list", || {
+                    let (mut kv, from, get) = (self.client().kv(), from.clone(), get.clone());
+                    async move { kv.get(from, Some(get)).await }
+                })
+                .await?;
+            let more = resp.more();
+            let kvs = resp.take_kvs();
+            let last = kvs.last().map(|kv| kv.key().to_vec());
+            out.extend(kvs.into_iter().filter_map(|kv| self.pair(kv)));
+            match last {
+                Some(mut l) if more => {
+                    l.push(0);
+                    from = l;
+                }
+                _ => break,
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
     }
 
     async fn delete_tree(&self, prefix: &str) -> Result<u64> {

@@ -263,6 +263,39 @@ impl State {
         }
     }
 
+    /// A page of [`State::list`]: keys after `after` (full), at most
+    /// `limit`, values left empty with `keys_only`. Reads only the page.
+    pub(crate) fn list_page(
+        &self,
+        full_prefix: &str,
+        root: &str,
+        after: Option<&str>,
+        limit: usize,
+        keys_only: bool,
+    ) -> Vec<KvPair> {
+        let start = if full_prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{full_prefix}/")
+        };
+        let lower = match after {
+            Some(a) if a >= start.as_str() => Bound::Excluded(a),
+            _ => Bound::Included(start.as_str()),
+        };
+        self.data
+            .range::<str, _>((lower, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(start.as_str()))
+            .take(limit)
+            .map(|(k, e)| {
+                let mut p = pair(root, k, e);
+                if keys_only {
+                    p.value = Bytes::new();
+                }
+                p
+            })
+            .collect()
+    }
+
     pub(crate) fn list(&self, full_prefix: &str, root: &str) -> Vec<KvPair> {
         if full_prefix.is_empty() {
             return self.data.iter().map(|(k, e)| pair(root, k, e)).collect();

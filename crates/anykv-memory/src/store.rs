@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anykv_core::backend::ClosedFlag;
 use anykv_core::{
-    async_trait, key, Bytes, Capabilities, Error, KvPair, Lease, LockGuard, LockOptions,
-    PutOptions, Result, Store, StoreStats, WatchOptions, WatchStream,
+    async_trait, key, Bytes, Capabilities, Error, KvPair, Lease, ListOptions, LockGuard,
+    LockOptions, PutOptions, Result, Store, StoreStats, WatchOptions, WatchStream,
 };
 use parking_lot::Mutex;
 
@@ -300,6 +300,20 @@ impl Store for MemoryStore {
         self.ready().await?;
         let (_, full) = self.full_prefix(prefix)?;
         Ok(self.inner.shared.state.read().list(&full, &self.inner.root))
+    }
+
+    async fn list_with(&self, prefix: &str, options: ListOptions) -> Result<Vec<KvPair>> {
+        self.ready().await?;
+        let after = options.validate()?;
+        let (_, full) = self.full_prefix(prefix)?;
+        let after = after.map(|a| self.under_root(&a).into_owned());
+        Ok(self.inner.shared.state.read().list_page(
+            &full,
+            &self.inner.root,
+            after.as_deref(),
+            options.limit.unwrap_or(usize::MAX),
+            options.keys_only,
+        ))
     }
 
     async fn delete_tree(&self, prefix: &str) -> Result<u64> {

@@ -256,12 +256,19 @@ pub(crate) static READ: LazyLock<Script> = LazyLock::new(|| {
 local P = ARGV[1]
 local out = {'0'}
 if ARGV[6] == '1' then out[1] = redis.call('GET', P .. 'rev') or '0' end
-local keys
-if ARGV[3] ~= '' then keys = {ARGV[3]} else keys = redis.call('ZRANGEBYLEX', P .. 'idx', ARGV[4], ARGV[5]) end
+local limit = tonumber(ARGV[7] or '0')
+local keys_only = ARGV[8] == '1'
 local now = nil
 local n = 1
-for _, m in ipairs(keys) do
-  local cur = redis.call('HMGET', P .. 'k:' .. m, 'v', 'r', 'e')
+local found = 0
+local function take(m)
+  local cur
+  if keys_only then
+    cur = redis.call('HMGET', P .. 'k:' .. m, 'r', 'r', 'e')
+    cur[1] = ''
+  else
+    cur = redis.call('HMGET', P .. 'k:' .. m, 'v', 'r', 'e')
+  end
   if cur[2] then
     local live = true
     if cur[3] then
@@ -276,8 +283,26 @@ for _, m in ipairs(keys) do
       out[n + 2] = cur[1]
       out[n + 3] = cur[2]
       n = n + 3
+      found = found + 1
     end
   end
+end
+if ARGV[3] ~= '' then
+  take(ARGV[3])
+elseif limit > 0 then
+  -- A page: read the index in batches of what is still wanted (keys
+  -- past their deadline are skipped), until the page is full or the
+  -- range ends.
+  local min = ARGV[4]
+  while found < limit do
+    local want = limit - found
+    local batch = redis.call('ZRANGEBYLEX', P .. 'idx', min, ARGV[5], 'LIMIT', 0, want)
+    for _, m in ipairs(batch) do take(m) end
+    if #batch < want then break end
+    min = '(' .. batch[#batch]
+  end
+else
+  for _, m in ipairs(redis.call('ZRANGEBYLEX', P .. 'idx', ARGV[4], ARGV[5])) do take(m) end
 end
 return out
 "#,

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use anykv_core::backend::{check_write, compare_outcome, waited_for, WatchTarget};
 use anykv_core::{
-    async_trait, Bytes, Capabilities, Error, KvPair, Lease, LockGuard, LockOptions, PutOptions,
-    Result, Store, StoreStats, WatchOptions, WatchStream,
+    async_trait, Bytes, Capabilities, Error, KvPair, Lease, ListOptions, LockGuard, LockOptions,
+    PutOptions, Result, Store, StoreStats, WatchOptions, WatchStream,
 };
 use redis::Value;
 
@@ -340,6 +340,49 @@ impl RedisStore {
     }
 }
 
+/// A page of the index range `min`..`max`: at most `limit` live keys,
+/// values left out with `keys_only` (the read script reads only the page).
+async fn read_page(
+    s: &StoreState,
+    min: &str,
+    max: &str,
+    limit: usize,
+    keys_only: bool,
+) -> Result<Vec<KvPair>> {
+    let limit = limit.to_string();
+    let keys_only: &[u8] = if keys_only { b"1" } else { b"0" };
+    let v = s
+        .client
+        .read_script(
+            &scripts::READ,
+            &[
+                b"".as_slice(),
+                min.as_bytes(),
+                max.as_bytes(),
+                b"0",
+                limit.as_bytes(),
+                keys_only,
+            ],
+            "list",
+        )
+        .await?;
+    let a = as_array(v).ok_or_else(|| unexpected_reply("list"))?;
+    let mut it = a.into_iter().skip(1);
+    let mut pairs = Vec::new();
+    while let (Some(k), Some(v), Some(r)) = (it.next(), it.next(), it.next()) {
+        let k = into_bytes(k)
+            .and_then(|k| String::from_utf8(k).ok())
+            .ok_or_else(|| unexpected_reply("list"))?;
+        let revision = as_u64(&r).ok_or_else(|| unexpected_reply("list"))?;
+        pairs.push(KvPair {
+            key: s.layout.relative_owned(k),
+            value: Bytes::from(into_bytes(v).unwrap_or_default()),
+            revision,
+        });
+    }
+    Ok(pairs)
+}
+
 /// The read script: one key (`single`), or the index range `min`..`max`.
 async fn read_pairs(
     s: &StoreState,
@@ -444,6 +487,31 @@ impl Store for RedisStore {
             .read_pairs("", &tree.min, &tree.max, false, "list")
             .await?;
         Ok(pairs)
+    }
+
+    async fn list_with(&self, prefix: &str, options: ListOptions) -> Result<Vec<KvPair>> {
+        let s = self.state();
+        s.ensure_open()?;
+        let after = options.validate()?;
+        let tree = s.layout.tree(prefix)?;
+        let Some(limit) = options.limit else {
+            let pairs = read_page(s, &tree.min, &tree.max, 0, options.keys_only).await?;
+            return options.apply(pairs);
+        };
+        // After `after` when that is inside the tree's range.
+        let min = match after {
+            Some(a) => {
+                let full = s.layout.key(&a)?.full;
+                let inclusive_start = tree.min.get(1..).unwrap_or("");
+                if tree.min == "-" || full.as_str() >= inclusive_start {
+                    format!("({full}")
+                } else {
+                    tree.min.clone()
+                }
+            }
+            None => tree.min.clone(),
+        };
+        read_page(s, &min, &tree.max, limit, options.keys_only).await
     }
 
     async fn delete_tree(&self, prefix: &str) -> Result<u64> {

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use anykv_core::{KvPair, PutOptions, Store};
+use anykv_core::{Bytes, KvPair, ListOptions, PutOptions, Store};
 
-use crate::{bytes, check, check_eq, CaseResult, Ctx};
+use crate::{bytes, check, check_eq, check_err, CaseResult, Ctx};
 
 #[doc(hidden)]
 #[macro_export]
@@ -19,6 +19,11 @@ macro_rules! __anykv_cases_list {
             delete_tree_counts,
             delete_tree_missing_is_zero,
             delete_tree_empty_prefix_empties_root,
+            list_page_limit,
+            list_pages_cover_the_listing,
+            list_page_start_after_absent_key,
+            list_page_keys_only,
+            list_page_bad_options_rejected,
         ] }
     };
 }
@@ -207,5 +212,154 @@ pub async fn delete_tree_empty_prefix_empties_root(ctx: &Ctx) -> CaseResult {
         0,
         "delete_tree(\"\") of an empty root"
     );
+    Ok(())
+}
+
+/// Writes `n` keys `t/k000`.. plus neighbours outside the tree (`t`
+/// itself, `s/x`, `tz`), returning the tree's listing.
+async fn paged_tree(s: &Arc<dyn Store>, n: usize) -> Result<Vec<KvPair>, crate::Failure> {
+    for i in 0..n {
+        s.put(
+            &format!("t/k{i:03}"),
+            bytes(format!("v{i}")),
+            PutOptions::new(),
+        )
+        .await?;
+    }
+    for k in ["t", "s/x", "tz", "t0"] {
+        s.put(k, bytes("outside"), PutOptions::new()).await?;
+    }
+    let all = s.list("t").await?;
+    check_eq!(all.len(), n);
+    Ok(all)
+}
+
+/// `list_with` and a limit gives the first `limit` pairs of the listing,
+/// values and revisions as `list` gives them; a limit past the end gives
+/// the whole listing.
+pub async fn list_page_limit(ctx: &Ctx) -> CaseResult {
+    let s = ctx.store().await?;
+    let all = paged_tree(&s, 12).await?;
+    let page = s.list_with("t", ListOptions::new().with_limit(5)).await?;
+    check_eq!(page, all[..5].to_vec());
+    let page = s.list_with("t", ListOptions::new().with_limit(100)).await?;
+    check_eq!(page, all);
+    check_eq!(s.list_with("t", ListOptions::new()).await?, all);
+    check_eq!(
+        s.list_with("nothing", ListOptions::new().with_limit(3))
+            .await?,
+        vec![]
+    );
+    Ok(())
+}
+
+/// Paging from the last key of each full page, in pages of 7, gives
+/// exactly the listing: every key once, in order, no neighbour outside the
+/// tree; every page but the last is full.
+pub async fn list_pages_cover_the_listing(ctx: &Ctx) -> CaseResult {
+    let s = ctx.store().await?;
+    let all = paged_tree(&s, 40).await?;
+    let mut seen: Vec<KvPair> = Vec::new();
+    let mut options = ListOptions::new().with_limit(7);
+    for round in 0..10 {
+        let page = s.list_with("t", options.clone()).await?;
+        let full = page.len() == 7;
+        check!(
+            full || round == 5,
+            "page {round} has {} pairs of 7 before the end",
+            page.len()
+        );
+        let last = page.last().map(|p| p.key.clone());
+        seen.extend(page);
+        match last {
+            Some(k) if full => options = options.start_after(k),
+            _ => break,
+        }
+    }
+    check_eq!(seen, all);
+    // The whole root pages the same way.
+    let whole = s.list("").await?;
+    let mut seen = Vec::new();
+    let mut options = ListOptions::new().with_limit(9);
+    loop {
+        let page = s.list_with("", options.clone()).await?;
+        let last = page.last().map(|p| p.key.clone());
+        let full = page.len() == 9;
+        seen.extend(page);
+        match last {
+            Some(k) if full => options = options.start_after(k),
+            _ => break,
+        }
+    }
+    check_eq!(seen, whole);
+    Ok(())
+}
+
+/// `start_after` need not be a key that exists, nor one inside the tree:
+/// a key sorting before the tree starts at its first key, one after it
+/// gives an empty page.
+pub async fn list_page_start_after_absent_key(ctx: &Ctx) -> CaseResult {
+    let s = ctx.store().await?;
+    let all = paged_tree(&s, 10).await?;
+    let page = s
+        .list_with("t", ListOptions::new().with_limit(3).start_after("t/k004x"))
+        .await?;
+    check_eq!(page, all[5..8].to_vec());
+    let page = s
+        .list_with("t", ListOptions::new().with_limit(3).start_after("a"))
+        .await?;
+    check_eq!(page, all[..3].to_vec());
+    let page = s
+        .list_with("t", ListOptions::new().with_limit(3).start_after("zzz"))
+        .await?;
+    check_eq!(page, vec![]);
+    let page = s
+        .list_with("t", ListOptions::new().start_after("t/k007"))
+        .await?;
+    check_eq!(page, all[8..].to_vec());
+    Ok(())
+}
+
+/// `keys_only` gives the same keys and revisions with every value empty.
+pub async fn list_page_keys_only(ctx: &Ctx) -> CaseResult {
+    let s = ctx.store().await?;
+    let all = paged_tree(&s, 6).await?;
+    let expected: Vec<KvPair> = all
+        .iter()
+        .map(|p| KvPair::new(p.key.clone(), Bytes::new(), p.revision))
+        .collect();
+    check_eq!(
+        s.list_with("t", ListOptions::new().keys_only()).await?,
+        expected
+    );
+    check_eq!(
+        s.list_with(
+            "t",
+            ListOptions::new()
+                .keys_only()
+                .with_limit(4)
+                .start_after("t/k000")
+        )
+        .await?,
+        expected[1..5].to_vec()
+    );
+    Ok(())
+}
+
+/// A limit of 0 is `InvalidArgument`, a `start_after` that is no valid key
+/// `InvalidKey`, and a bad prefix `InvalidKey`: before anything is read.
+pub async fn list_page_bad_options_rejected(ctx: &Ctx) -> CaseResult {
+    let s = ctx.store().await?;
+    paged_tree(&s, 2).await?;
+    check_err!(
+        s.list_with("t", ListOptions::new().with_limit(0)).await,
+        InvalidArgument
+    );
+    check_err!(
+        s.list_with("t", ListOptions::new().start_after("a//b"))
+            .await,
+        InvalidKey
+    );
+    check_err!(s.list_with("a//b", ListOptions::new()).await, InvalidKey);
     Ok(())
 }
