@@ -84,7 +84,8 @@ fn bad_urls_are_usage_errors_without_passwords() {
         (
             "memory://n/r?bogus=1",
             "anykv: cannot open memory://n/r?bogus=1: configuration error: unknown parameter \
-             \"bogus\" in a memory:// URL; known: history, history_bytes, max_value_size\n",
+             \"bogus\" in a memory:// URL; known: history, history_bytes, max_value_size, \
+             request_timeout, connect_timeout\n",
         ),
         (
             "memory://n/a//b",
