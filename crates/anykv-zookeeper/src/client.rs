@@ -1,23 +1,218 @@
-//! Connections, error mapping and timeouts.
+//! The store's connection: opening sessions (the store's own and the
+//! shared ones of leases and locks), the deadline every request runs
+//! within, error mapping, multi-read replies, and reads behind a shared
+//! `sync`.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anykv_core::Error;
+use anykv_core::backend::ClosedFlag;
+use anykv_core::{Error, Result};
+use futures::future::{BoxFuture, Shared as SharedFuture};
+use futures::FutureExt;
+use parking_lot::Mutex;
 use zookeeper_client as zk;
 
-use crate::config::ZkConfig;
-use crate::BACKEND;
+use crate::config::{ZkConfig, BACKEND};
+use crate::layout::Layout;
+
+/// A `sync` already sent, whose reply concurrent reads share.
+type SharedSync = SharedFuture<BoxFuture<'static, std::result::Result<(), zk::Error>>>;
+
+/// The store's `sync` requests: how many were sent, and the last one.
+#[derive(Default)]
+struct Syncs {
+    /// Syncs sent so far; a sync is sent and counted under one lock.
+    sent: u64,
+    /// The last sync sent: its number, its session and its reply.
+    last: Option<(u64, i64, SharedSync)>,
+}
+
+/// The store's own session, re-established when it expires, with what
+/// every request needs: the configuration, the root's layout, the closed
+/// flag and the request timeout.
+pub(crate) struct ZkClient {
+    config: ZkConfig,
+    layout: Layout,
+    closed: ClosedFlag,
+    session: Mutex<zk::Client>,
+    reconnect: tokio::sync::Mutex<()>,
+    /// The session's server is standalone ([`is_standalone`]): reads need
+    /// no `sync`. Checked again on every new session.
+    standalone: AtomicBool,
+    syncs: Mutex<Syncs>,
+}
+
+impl ZkClient {
+    /// Opens the store's session within the connect timeout. `config.root`
+    /// is canonical.
+    pub(crate) async fn connect(config: ZkConfig) -> Result<Self> {
+        let session = open_session(&config, config.session_timeout, config.connect_timeout).await?;
+        let standalone = is_standalone(&config).await;
+        Ok(ZkClient {
+            layout: Layout::new(&config.root),
+            config,
+            closed: ClosedFlag::new(BACKEND),
+            session: Mutex::new(session),
+            reconnect: tokio::sync::Mutex::new(()),
+            standalone: AtomicBool::new(standalone),
+            syncs: Mutex::new(Syncs::default()),
+        })
+    }
+
+    /// The configuration the store was opened with (root canonical).
+    pub(crate) fn config(&self) -> &ZkConfig {
+        &self.config
+    }
+
+    /// The root's node layout.
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The store's closed flag.
+    pub(crate) fn closed(&self) -> &ClosedFlag {
+        &self.closed
+    }
+
+    /// The time one request may take.
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.config.request_timeout
+    }
+
+    /// Whether reads go behind a `sync` (the server is not standalone).
+    pub(crate) fn syncs_reads(&self) -> bool {
+        !self.standalone.load(Ordering::SeqCst)
+    }
+
+    /// The id of the store's own session.
+    pub(crate) fn session_id(&self) -> i64 {
+        self.session.lock().session_id().0
+    }
+
+    /// The ACLs of the nodes the store creates at or under its root: its
+    /// digest credentials' only, when it has some.
+    pub(crate) fn acls(&self) -> zk::Acls<'static> {
+        if self.config.digest.is_some() {
+            zk::Acls::creator_all()
+        } else {
+            zk::Acls::anyone_all()
+        }
+    }
+
+    /// The store's session, re-established if it expired; `Closed` once
+    /// the store is closed.
+    pub(crate) async fn session(&self) -> Result<zk::Client> {
+        self.closed.ensure_open()?;
+        let c = self.session.lock().clone();
+        if !c.state().is_terminated() {
+            return Ok(c);
+        }
+        let _g = self.reconnect.lock().await;
+        let c = self.session.lock().clone();
+        if !c.state().is_terminated() {
+            return Ok(c);
+        }
+        let config = &self.config;
+        let fresh = open_session(config, config.session_timeout, self.request_timeout()).await?;
+        let standalone = is_standalone(config).await;
+        self.standalone.store(standalone, Ordering::SeqCst);
+        *self.session.lock() = fresh.clone();
+        Ok(fresh)
+    }
+
+    /// The store's session, after a `sync`: the server it is connected to
+    /// has caught up with the leader, so a read that starts after another
+    /// client's write completed sees it, even on a follower.
+    pub(crate) async fn synced_session(&self) -> Result<zk::Client> {
+        let session = self.session().await?;
+        match with_deadline(self.request_timeout(), "sync", session.sync("/")).await? {
+            Ok(()) => Ok(session),
+            Err(e) => Err(map_err(e, "sync")),
+        }
+    }
+
+    /// Runs `reads` on the store's session behind a `sync` sent after
+    /// this call began, without waiting a round trip for the sync's reply:
+    /// the client sends requests in call order and the server serves one
+    /// session's requests in order, so the reads see at least what the
+    /// `sync` guarantees (every write completed before it was sent). The
+    /// sync's failure wins over the reads' result.
+    ///
+    /// Concurrent reads share one sync: a read first notes how many syncs
+    /// were sent, lets the other ready tasks run once, and then reuses the
+    /// last sync if it was sent after that note (and so after the read
+    /// began), or sends one of its own. A sync is sent and counted under
+    /// one lock, and the reads are sent after that lock, so they follow the
+    /// sync on the wire.
+    pub(crate) async fn after_sync<T, F, Fut>(&self, reads: F) -> Result<T>
+    where
+        F: FnOnce(zk::Client) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let session = self.session().await?;
+        if self.standalone.load(Ordering::SeqCst) {
+            return reads(session).await;
+        }
+        let ticket = self.syncs.lock().sent;
+        tokio::task::yield_now().await;
+        let sync = with_deadline(
+            self.request_timeout(),
+            "sync",
+            self.sync_after(&session, ticket),
+        );
+        // The sync is on its way; the reads are sent when first polled.
+        let (synced, out) = futures::join!(sync, reads(session.clone()));
+        match synced? {
+            Ok(()) => out,
+            Err(e) => Err(map_err(e, "sync")),
+        }
+    }
+
+    /// A sync on `session` sent after the count of syncs was `ticket`: the
+    /// last one sent, if it is, else a new one, sent now.
+    fn sync_after(&self, session: &zk::Client, ticket: u64) -> SharedSync {
+        let id = session.session_id().0;
+        let mut syncs = self.syncs.lock();
+        if let Some((n, s, sync)) = &syncs.last {
+            if *n > ticket && *s == id {
+                return sync.clone();
+            }
+        }
+        let c = session.clone();
+        let sync = async move { c.sync("/").await }.boxed().shared();
+        // The first poll sends the request; its reply comes later.
+        let _ = sync.clone().now_or_never();
+        syncs.sent += 1;
+        let n = syncs.sent;
+        syncs.last = Some((n, id, sync.clone()));
+        sync
+    }
+
+    /// The stat of `path`, `None` if it does not exist.
+    pub(crate) async fn stat_of(
+        &self,
+        session: &zk::Client,
+        path: &str,
+        what: &str,
+    ) -> Result<Option<zk::Stat>> {
+        match with_deadline(self.request_timeout(), what, session.check_stat(path)).await? {
+            Ok(s) => Ok(s),
+            Err(e) => Err(map_err(e, what)),
+        }
+    }
+}
 
 /// Opens a session with the configured servers, credentials and timeouts,
 /// giving up after `limit`: `Timeout` naming `limit` when no server
 /// answered in time, `Unavailable` at once when no server accepts
 /// connections at all (a refused port).
-pub(crate) async fn connect(
+pub(crate) async fn open_session(
     config: &ZkConfig,
     session_timeout: Duration,
     limit: Duration,
-) -> anykv_core::Result<zk::Client> {
+) -> Result<zk::Client> {
     let cluster = config.connect_string();
     let what = format!("connecting to {cluster}");
     let timed_out = || Error::Timeout {
@@ -56,7 +251,7 @@ pub(crate) async fn connect(
 /// (nothing listens there), rather than letting the client retry until
 /// the connect timeout. A server that accepts, or does not answer within
 /// `limit`, passes: the session handshake decides then.
-async fn reachable(config: &ZkConfig, limit: Duration, what: &str) -> anykv_core::Result<()> {
+async fn reachable(config: &ZkConfig, limit: Duration, what: &str) -> Result<()> {
     let tries = config.servers.iter().map(|server| async move {
         match tokio::time::timeout(limit, tokio::net::TcpStream::connect(server.as_str())).await {
             Ok(Ok(_)) | Err(_) => Ok(()),
@@ -130,14 +325,16 @@ pub(crate) fn map_err(e: zk::Error, what: &str) -> Error {
     }
 }
 
-/// Runs one call with the request timeout; a timeout is `Error::Timeout`.
-pub(crate) async fn timed<T, F>(
+/// Runs one request within `limit`; running out is `Error::Timeout`
+/// naming `what`. The request's own error is left to the caller, which
+/// may retry a definite refusal.
+pub(crate) async fn with_deadline<T, F>(
     limit: Duration,
     what: &str,
     fut: F,
-) -> anykv_core::Result<Result<T, zk::Error>>
+) -> Result<std::result::Result<T, zk::Error>>
 where
-    F: Future<Output = Result<T, zk::Error>>,
+    F: Future<Output = std::result::Result<T, zk::Error>>,
 {
     match tokio::time::timeout(limit, fut).await {
         Ok(r) => Ok(r),
@@ -158,9 +355,14 @@ pub(crate) fn multi_err(e: zk::MultiWriteError) -> zk::Error {
     }
 }
 
+/// The error for a multi-read result of the wrong kind, or a missing one.
+pub(crate) fn unexpected_reply(result: Option<zk::MultiReadResult>) -> zk::Error {
+    zk::Error::UnexpectedError(format!("an unexpected multi-read result: {result:?}"))
+}
+
 /// A random-enough token (not security relevant: it tells our own lock
 /// nodes apart after a lost reply).
-pub(crate) fn token() -> u64 {
+pub(crate) fn random_token() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()

@@ -1,4 +1,7 @@
-//! The `zk://` URL and the store's configuration.
+//! The `zk://` URL and the store's configuration: a typed builder, or
+//! [`ZkConfig::from_url`]. Every field is public and documented;
+//! `#[non_exhaustive]` keeps [`ZkConfig::new`] and the builder methods the
+//! way to make one.
 
 use std::fmt;
 use std::time::Duration;
@@ -7,6 +10,15 @@ use anykv_core::{
     key, parse_duration_param, parse_param, redact_url, url_credentials, url_params, url_root,
     Error, Result, Url,
 };
+
+/// The backend's name, as in error messages.
+pub const BACKEND: &str = "zookeeper";
+
+/// The smallest TTL: the server's TTL check runs once a second.
+pub const MIN_TTL: Duration = Duration::from_secs(1);
+
+/// The port of a server given without one.
+const DEFAULT_PORT: u16 = 2181;
 
 /// The default session timeout of the store's own session.
 pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -19,7 +31,9 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// the path.
 pub const DEFAULT_MAX_VALUE_SIZE: usize = 1_000_000;
 
-/// How to open a [`crate::ZkStore`].
+/// How to open a [`crate::ZkStore`]: servers, root, timeouts, digest
+/// credentials and the value limit. Its `Debug` output never shows the
+/// password.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ZkConfig {
@@ -69,28 +83,63 @@ impl ZkConfig {
         }
     }
 
-    /// Sets the root.
+    /// Sets the root (checked with the key rules when the store opens).
     pub fn with_root(mut self, root: impl Into<String>) -> Self {
         self.root = root.into();
         self
     }
 
-    /// Sets digest credentials.
-    pub fn with_digest(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+    /// Authenticates with ZooKeeper digest credentials: every node the
+    /// store creates at or under its root is then readable and writable
+    /// with these credentials only.
+    pub fn with_user(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
         self.digest = Some((user.into(), password.into()));
         self
     }
 
-    /// Sets the session timeout.
-    pub fn with_session_timeout(mut self, t: Duration) -> Self {
-        self.session_timeout = t;
+    /// Sets the timeout of the store's own session (negotiated with the
+    /// server).
+    pub fn session_timeout(mut self, timeout: Duration) -> Self {
+        self.session_timeout = timeout;
         self
     }
 
-    /// Sets the request timeout.
-    pub fn with_request_timeout(mut self, t: Duration) -> Self {
-        self.request_timeout = t;
+    /// Sets the time to establish a connection.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
         self
+    }
+
+    /// Sets the time one call may take before it fails with `Timeout`.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets the largest value, in bytes (raise the server's
+    /// `jute.maxbuffer` with it).
+    pub fn max_value_size(mut self, bytes: usize) -> Self {
+        self.max_value_size = bytes;
+        self
+    }
+
+    /// The parameters a URL may carry.
+    pub const URL_PARAMS: &'static [&'static str] = &[
+        "endpoints",
+        "connect_timeout",
+        "request_timeout",
+        "session_timeout",
+        "max_value_size",
+    ];
+
+    /// Checks the configuration before anything connects: at least one
+    /// server, and a root that follows the key rules. Returns the root in
+    /// canonical form.
+    pub(crate) fn validate(&self) -> Result<String> {
+        if self.servers.is_empty() {
+            return Err(Error::Config("no ZooKeeper server given".into()));
+        }
+        key::normalize_root(&self.root)
     }
 
     /// Reads `zk://[user:password@]host:port[,host:port...]/root?params`
@@ -113,20 +162,11 @@ impl ZkConfig {
         if host.is_empty() {
             return Err(Error::Config(format!("{shown:?} names no server")));
         }
-        let mut servers = vec![format!("{host}:{}", url.port().unwrap_or(2181))];
+        let mut servers = vec![format!("{host}:{}", url.port().unwrap_or(DEFAULT_PORT))];
         let mut config = ZkConfig::new(Vec::<String>::new());
         config.root = key::normalize_root(&url_root(url)?)?;
         config.digest = url_credentials(url)?;
-        for (name, value) in url_params(
-            url,
-            &[
-                "endpoints",
-                "connect_timeout",
-                "request_timeout",
-                "session_timeout",
-                "max_value_size",
-            ],
-        )? {
+        for (name, value) in url_params(url, Self::URL_PARAMS)? {
             match name.as_str() {
                 "endpoints" => {
                     for s in value.split(',') {
@@ -139,7 +179,7 @@ impl ZkConfig {
                         servers.push(if s.contains(':') {
                             s.to_owned()
                         } else {
-                            format!("{s}:2181")
+                            format!("{s}:{DEFAULT_PORT}")
                         });
                     }
                 }

@@ -20,6 +20,29 @@
 //! own session), as durations (`250ms`, `5s`, `2m`), and `max_value_size`
 //! (1,000,000 bytes).
 //!
+//! [`ZkStore::open_url`] takes everything `anykv::open` takes, several
+//! servers included; the same settings are a typed builder, [`ZkConfig`],
+//! whose fields are public and documented. A password never appears in
+//! `Debug` output or in errors.
+//!
+//! ```no_run
+//! # async fn demo() -> anykv_core::Result<()> {
+//! use std::time::Duration;
+//! use anykv_core::Store;
+//! use anykv_zookeeper::{ZkConfig, ZkStore};
+//! let store = ZkStore::open(
+//!     ZkConfig::new(["127.0.0.1:2181"])
+//!         .with_root("app")
+//!         .with_user("alice", "secret")
+//!         .request_timeout(Duration::from_secs(2)),
+//! )
+//! .await?;
+//! store.put("services/web", "10.0.0.1:80".into(), Default::default()).await?;
+//! let same = ZkStore::open_url("zk://alice:secret@127.0.0.1:2181,127.0.0.2:2181/app").await?;
+//! assert!(same.get("services/web").await?.is_some());
+//! # Ok(()) }
+//! ```
+//!
 //! # Node layout
 //!
 //! A key `a/b` of root `r` is the znode `/r/a/b`, a **container** node,
@@ -131,10 +154,13 @@
 //! it; revoking it (or dropping its handle, or closing the store) deletes
 //! them key by key, each delete checking that the key was not written again
 //! since (a key rewritten without the lease, or with another, stays).
-//! `lost()` fires when the session expires, or when a disconnect lasts
-//! three fifths of its timeout (the client notices a silent server after
-//! at most two fifths, so `lost()` comes before the server expires the
-//! session, which removes exactly that session's keys).
+//! `lost()` fires when the session expires, or when the session stays
+//! disconnected until [`anykv_core::backend::loss_deadline`] of its
+//! timeout has passed since the client last heard from the server (the
+//! client notices a silent server after its connection timeout: 2/5 of
+//! the session timeout, or `connect_timeout` when that is at most 3/5 of
+//! it), so `lost()` comes before the server expires the session, which
+//! removes exactly that session's keys; the session is closed then.
 //!
 //! **TTLs are what the server grants.** ZooKeeper negotiates a session
 //! timeout between its `minSessionTimeout` and `maxSessionTimeout` (by
@@ -201,10 +227,22 @@
 //! command, allowed by default, reports `Mode: standalone`; checked on every
 //! new session) reads skip the `sync`: such a server applies each write
 //! before replying and serves every session from the same data, so a read
-//! sees every completed write anyway. `ZkStore::syncs_reads` tells which
+//! sees every completed write anyway. [`ZkStore::syncs_reads`] tells which
 //! applies. `list` reads a
 //! level of the tree (each node's children and value) in multi-read
 //! requests.
+//!
+//! # Design
+//!
+//! Each module's documentation says how its part works; each uses only
+//! modules listed after it: `store` (the `Store` impl: reads behind a
+//! shared `sync`, writes as version-checked multi-ops), `watch` (the
+//! shared watch and its streams, on core's watch channel) over `rounds`
+//! (reading rounds up to a watermark), `lease`, `lock`, `state` (what a
+//! store's parts share), `sessions` (the shared sessions of leases and
+//! locks), `nodes` (parents, listings, deletes), `client` (the store's
+//! session, deadlines, error mapping), `layout` (keys, locks and
+//! bookkeeping as znode paths) and `config`.
 //!
 //! # Server settings
 //!
@@ -221,30 +259,30 @@
 
 mod client;
 mod config;
+mod layout;
 mod lease;
 mod lock;
-mod paths;
+mod nodes;
 mod rounds;
+mod sessions;
+mod state;
 mod store;
 mod watch;
 
+use std::sync::Arc;
+
+use anykv_core::{Store, Url};
+
 pub use config::{
-    ZkConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_VALUE_SIZE, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_SESSION_TIMEOUT,
+    ZkConfig, BACKEND, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_VALUE_SIZE, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_SESSION_TIMEOUT, MIN_TTL,
 };
 pub use store::ZkStore;
 
-/// The backend's name, as in error messages.
-pub const BACKEND: &str = "zookeeper";
-
-/// The smallest TTL: the server's TTL check runs once a second.
-pub const MIN_TTL: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// Registers the `zk` scheme with [`anykv_core::registry`].
 pub fn register() {
-    anykv_core::register("zk", |url: anykv_core::Url| async move {
-        let store: std::sync::Arc<dyn anykv_core::Store> =
-            std::sync::Arc::new(ZkStore::open(ZkConfig::from_url(&url)?).await?);
+    anykv_core::register("zk", |url: Url| async move {
+        let store: Arc<dyn Store> = Arc::new(ZkStore::open(ZkConfig::from_url(&url)?).await?);
         Ok(store)
     });
 }

@@ -10,31 +10,26 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use anykv_core::{async_trait, key, lost_signal, Error, LockGuard, LockOptions, Release, Result};
+use anykv_core::backend::{check_lock_options, lost_signal, Release};
+use anykv_core::{async_trait, key, Error, LockGuard, LockOptions, LostSignal, Result};
 use tokio::time::Instant;
 use zookeeper_client as zk;
 
-use crate::client::{map_err, timed, token};
-use crate::lease::{Member, Shared};
-use crate::paths::{child, LOCKS, LOCK_PREFIX};
-use crate::store::{Inner, ZkStore};
-use crate::{BACKEND, MIN_TTL};
+use crate::client::{map_err, random_token, with_deadline};
+use crate::config::{BACKEND, MIN_TTL};
+use crate::layout::{child, LOCK_PREFIX};
+use crate::nodes::make_dirs;
+use crate::sessions::{SessionMember, SharedSession};
+use crate::state::{HeldLock, StoreState};
 
-/// How often a write retries after a definite, not-applied failure.
+/// How often creating the waiter node retries after a definite,
+/// not-applied failure (its parent reaped).
 const CREATE_ATTEMPTS: usize = 64;
-
-/// A held lock.
-pub(crate) struct LockEntry {
-    id: u64,
-    session: Arc<Shared>,
-    node: String,
-    trigger: anykv_core::LostTrigger,
-}
 
 /// The per-call budget: the request timeout, cut to what is left of the
 /// lock's own timeout.
 struct Budget {
-    limit: Duration,
+    request_timeout: Duration,
     deadline: Option<Instant>,
     timeout: Option<Duration>,
     what: String,
@@ -45,13 +40,13 @@ impl Budget {
     /// timeout has run out.
     fn step(&self) -> Result<Duration> {
         match self.deadline {
-            None => Ok(self.limit),
+            None => Ok(self.request_timeout),
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     Err(self.timed_out())
                 } else {
-                    Ok(left.min(self.limit))
+                    Ok(left.min(self.request_timeout))
                 }
             }
         }
@@ -61,7 +56,7 @@ impl Budget {
         Error::Timeout {
             backend: BACKEND,
             operation: self.what.clone(),
-            after: self.timeout.unwrap_or(self.limit),
+            after: self.timeout.unwrap_or(self.request_timeout),
         }
     }
 
@@ -81,224 +76,226 @@ impl Budget {
 
     /// The error of a request that took all of `step`.
     fn cut_short(&self, step: Duration) -> Error {
-        if step < self.limit {
+        if step < self.request_timeout {
             self.timed_out()
         } else {
             Error::Timeout {
                 backend: BACKEND,
                 operation: self.what.clone(),
-                after: self.limit,
+                after: self.request_timeout,
             }
         }
     }
 }
 
-impl ZkStore {
-    /// `lock` (`wait`) and `try_lock`.
-    pub(crate) async fn lock_impl(
-        &self,
-        key: &str,
-        options: LockOptions,
-        wait: bool,
-    ) -> Result<Option<LockGuard>> {
-        self.check()?;
-        let canonical = key::normalize_key(key)?;
-        let lock_dir = child(&self.key_dir(&canonical), LOCKS);
-        let budget = Budget {
-            limit: self.limit(),
-            deadline: options.timeout.map(|t| Instant::now() + t),
-            timeout: options.timeout,
-            what: format!("lock {canonical:?}"),
-        };
-        let ttl = options.ttl.max(MIN_TTL);
-        let id = self.inner.next_lock.fetch_add(1, Ordering::Relaxed);
-        let (trigger, signal) = lost_signal();
-        let member = Member {
-            trigger: trigger.clone(),
-            is_lock: true,
-            lock_node: None,
-        };
-        let session = self.shared_session(ttl, id, member, budget.step()?).await?;
-        let mut mine: Option<String> = None;
-        let outcome = self
-            .lock_steps(&session, id, &lock_dir, &budget, &signal, wait, &mut mine)
-            .await;
-        match outcome {
-            Ok(Some(node)) => {
-                let entry = Arc::new(LockEntry {
-                    id,
-                    session,
-                    node: child(&lock_dir, &node),
-                    trigger,
-                });
-                self.inner.locks.lock().insert(id, entry.clone());
-                if self.inner.closed.load(Ordering::SeqCst) {
-                    let _ = release(&self.inner, &entry).await;
-                    return Err(Error::closed(BACKEND));
-                }
-                let fencing = match self.fencing(&entry, &budget).await {
-                    Ok(f) => f,
-                    Err(e) => {
-                        let _ = release(&self.inner, &entry).await;
-                        return Err(e);
-                    }
-                };
-                Ok(Some(LockGuard::new(
-                    canonical,
-                    fencing,
-                    signal,
-                    Box::new(LockRelease {
-                        store: Arc::downgrade(&self.inner),
-                        entry,
-                    }),
-                )))
-            }
-            other => {
-                // Give up in the background, so that a call that failed
-                // because the server is away returns at once.
-                let inner = self.inner.clone();
-                let node = mine.map(|n| child(&lock_dir, &n));
-                tokio::spawn(async move {
-                    if let (Some(node), Some(client)) = (node, session.client()) {
-                        let limit = inner.config.request_timeout;
-                        let _ = timed(limit, "release", client.delete(&node, None)).await;
-                    }
-                    inner.pool.leave(&session, id);
-                });
-                other.map(|_| None)
-            }
-        }
-    }
-
-    /// The fencing token: the holder node's `czxid`, store-wide increasing
-    /// even if the lock's directory is reaped and re-created.
-    async fn fencing(&self, entry: &LockEntry, budget: &Budget) -> Result<u64> {
-        let client = entry.session.client().ok_or_else(|| lost(&budget.what))?;
-        match budget.run(client.check_stat(&entry.node)).await? {
-            Some(st) => Ok(st.czxid as u64),
-            None => Err(lost(&budget.what)),
-        }
-    }
-
-    /// Creates our waiter node and waits until it is the lowest: the
-    /// node's name once held, `None` if `wait` is false and the lock is
-    /// held. `mine` keeps the node's name for giving up.
-    #[allow(clippy::too_many_arguments)]
-    async fn lock_steps(
-        &self,
-        session: &Arc<Shared>,
-        id: u64,
-        lock_dir: &str,
-        budget: &Budget,
-        signal: &anykv_core::LostSignal,
-        wait: bool,
-        mine: &mut Option<String>,
-    ) -> Result<Option<String>> {
-        let client = session.client().ok_or_else(|| lost(&budget.what))?;
-        let tok = format!("{LOCK_PREFIX}{:016x}-", token());
-        let opts = zk::CreateMode::EphemeralSequential.with_acls(self.acls());
-        // Create our node; after a lost reply, find it again by its token
-        // (as Curator's protection mode does).
-        for _ in 0..CREATE_ATTEMPTS {
-            let step = budget.step()?;
-            let r =
-                tokio::time::timeout(step, client.create(&child(lock_dir, &tok), b"", &opts)).await;
-            match r {
-                Ok(Ok((_, seq))) => {
-                    *mine = Some(format!("{tok}{seq}"));
-                    break;
-                }
-                Ok(Err(zk::Error::NoNode)) => {
-                    self.make_dirs_within(&client, lock_dir, budget.step()?)
-                        .await?
-                }
-                Ok(Err(zk::Error::ConnectionLoss)) | Err(_) => {
-                    // The reply was lost: the node may exist.
-                    if let Ok(children) = budget.run(client.list_children(lock_dir)).await {
-                        if let Some(n) = children.into_iter().find(|c| c.starts_with(&tok)) {
-                            *mine = Some(n);
-                            break;
-                        }
-                    }
-                    return Err(match r {
-                        Ok(Err(e)) => map_err(e, &budget.what),
-                        _ => budget.cut_short(step),
-                    });
-                }
-                Ok(Err(e)) => return Err(map_err(e, &budget.what)),
-            }
-        }
-        let Some(name) = mine.clone() else {
-            return Err(Error::Backend {
-                backend: BACKEND,
-                message: format!("{}: could not create the lock node", budget.what),
-                source: None,
+/// `lock` (`wait`: until held, within `options.timeout`) and `try_lock`
+/// (`None` when held elsewhere).
+pub(crate) async fn acquire(
+    state: &Arc<StoreState>,
+    key: &str,
+    options: LockOptions,
+    wait: bool,
+) -> Result<Option<LockGuard>> {
+    check_lock_options(&options)?;
+    state.ensure_open()?;
+    let canonical = key::normalize_key(key)?;
+    let lock_dir = state.client.layout().lock_dir(&canonical);
+    let budget = Budget {
+        request_timeout: state.client.request_timeout(),
+        deadline: options.timeout.map(|t| Instant::now() + t),
+        timeout: options.timeout,
+        what: format!("lock {canonical:?}"),
+    };
+    let ttl = options.ttl.max(MIN_TTL);
+    let id = state.next_lock_id.fetch_add(1, Ordering::Relaxed);
+    let (trigger, signal) = lost_signal();
+    let member = SessionMember {
+        trigger: trigger.clone(),
+        is_lock: true,
+        lock_node: None,
+    };
+    let session = state
+        .sessions
+        .join(&state.client, ttl, id, member, budget.step()?)
+        .await?;
+    let mut mine: Option<String> = None;
+    let outcome = take_turn(
+        state, &session, id, &lock_dir, &budget, &signal, wait, &mut mine,
+    )
+    .await;
+    match outcome {
+        Ok(Some(node)) => {
+            let entry = Arc::new(HeldLock {
+                id,
+                session,
+                node: child(&lock_dir, &node),
+                trigger,
             });
-        };
-        session.set_node(id, &child(lock_dir, &name));
-        let seq_of = |n: &str| {
-            n.rsplit('-')
-                .next()
-                .and_then(|s| s.parse::<i64>().ok())
-                .unwrap_or(i64::MAX)
-        };
-        let mut closed = self.inner.closed_tx.subscribe();
-        loop {
-            if self.inner.closed.load(Ordering::SeqCst) {
+            state.locks.lock().insert(id, entry.clone());
+            if state.is_closed() {
+                let _ = release(state, &entry).await;
                 return Err(Error::closed(BACKEND));
             }
-            if signal.is_lost() {
-                return Err(lost(&budget.what));
-            }
-            let children = budget.run(client.list_children(lock_dir)).await?;
-            let mut waiters: Vec<&String> = children
-                .iter()
-                .filter(|c| c.starts_with(LOCK_PREFIX))
-                .collect();
-            waiters.sort_by_key(|c| seq_of(c));
-            let Some(idx) = waiters.iter().position(|c| **c == name) else {
-                return Err(lost(&budget.what));
+            let fencing = match fencing_token(&entry, &budget).await {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = release(state, &entry).await;
+                    return Err(e);
+                }
             };
-            if idx == 0 {
-                return Ok(Some(name));
-            }
-            if !wait {
-                return Ok(None);
-            }
-            let pred = child(lock_dir, waiters[idx - 1]);
-            let watcher = match budget.run(client.check_and_watch_stat(&pred)).await? {
-                (None, _) => continue,
-                (Some(_), w) => w,
-            };
-            // Wait for the predecessor to go, the session to be lost or
-            // the store to close, and look again at least once per
-            // request timeout: a server that went away makes that look
-            // fail within the request timeout.
-            let step = budget.step()?;
-            tokio::select! {
-                _ = watcher.changed() => {}
-                _ = closed.wait_for(|c| *c) => return Err(Error::closed(BACKEND)),
-                _ = signal.wait() => return Err(lost(&budget.what)),
-                _ = tokio::time::sleep(step) => {}
-            }
+            Ok(Some(LockGuard::new(
+                canonical,
+                fencing,
+                signal,
+                Box::new(LockRelease {
+                    store: Arc::downgrade(state),
+                    entry,
+                }),
+            )))
+        }
+        other => {
+            // Give up in the background, so that a call that failed
+            // because the server is away returns at once.
+            let state = state.clone();
+            let node = mine.map(|n| child(&lock_dir, &n));
+            tokio::spawn(async move {
+                if let (Some(node), Some(zk_session)) = (node, session.session()) {
+                    let limit = state.client.request_timeout();
+                    let _ = with_deadline(limit, "release", zk_session.delete(&node, None)).await;
+                }
+                state.sessions.leave(&session, id);
+            });
+            other.map(|_| None)
         }
     }
+}
 
-    /// [`ZkStore::make_dirs`] bounded by `limit` as a whole.
-    async fn make_dirs_within(
-        &self,
-        client: &zk::Client,
-        dir: &str,
-        limit: Duration,
-    ) -> Result<()> {
-        match tokio::time::timeout(limit, self.make_dirs(client, dir)).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::Timeout {
-                backend: BACKEND,
-                operation: format!("creating {dir}"),
-                after: limit,
-            }),
+/// The fencing token: the holder node's `czxid`, store-wide increasing
+/// even if the lock's directory is reaped and re-created.
+async fn fencing_token(entry: &HeldLock, budget: &Budget) -> Result<u64> {
+    let session = entry.session.session().ok_or_else(|| lost(&budget.what))?;
+    match budget.run(session.check_stat(&entry.node)).await? {
+        Some(st) => Ok(st.czxid as u64),
+        None => Err(lost(&budget.what)),
+    }
+}
+
+/// Creates our waiter node and waits until it is the lowest: the node's
+/// name once held, `None` if `wait` is false and the lock is held. `mine`
+/// keeps the node's name for giving up.
+#[allow(clippy::too_many_arguments)]
+async fn take_turn(
+    state: &StoreState,
+    session: &Arc<SharedSession>,
+    id: u64,
+    lock_dir: &str,
+    budget: &Budget,
+    signal: &LostSignal,
+    wait: bool,
+    mine: &mut Option<String>,
+) -> Result<Option<String>> {
+    let client = session.session().ok_or_else(|| lost(&budget.what))?;
+    let tok = format!("{LOCK_PREFIX}{:016x}-", random_token());
+    let opts = zk::CreateMode::EphemeralSequential.with_acls(state.client.acls());
+    // Create our node; after a lost reply, find it again by its token
+    // (as Curator's protection mode does).
+    for _ in 0..CREATE_ATTEMPTS {
+        let step = budget.step()?;
+        let r = tokio::time::timeout(step, client.create(&child(lock_dir, &tok), b"", &opts)).await;
+        match r {
+            Ok(Ok((_, seq))) => {
+                *mine = Some(format!("{tok}{seq}"));
+                break;
+            }
+            Ok(Err(zk::Error::NoNode)) => {
+                make_dirs_within(state, &client, lock_dir, budget.step()?).await?
+            }
+            Ok(Err(zk::Error::ConnectionLoss)) | Err(_) => {
+                // The reply was lost: the node may exist.
+                if let Ok(children) = budget.run(client.list_children(lock_dir)).await {
+                    if let Some(n) = children.into_iter().find(|c| c.starts_with(&tok)) {
+                        *mine = Some(n);
+                        break;
+                    }
+                }
+                return Err(match r {
+                    Ok(Err(e)) => map_err(e, &budget.what),
+                    _ => budget.cut_short(step),
+                });
+            }
+            Ok(Err(e)) => return Err(map_err(e, &budget.what)),
         }
+    }
+    let Some(name) = mine.clone() else {
+        return Err(Error::Backend {
+            backend: BACKEND,
+            message: format!("{}: could not create the lock node", budget.what),
+            source: None,
+        });
+    };
+    session.set_lock_node(id, &child(lock_dir, &name));
+    let seq_of = |n: &str| {
+        n.rsplit('-')
+            .next()
+            .and_then(|s| s.parse::<i64>().ok())
+            .unwrap_or(i64::MAX)
+    };
+    let mut closed = state.shutdown.subscribe();
+    loop {
+        if state.is_closed() {
+            return Err(Error::closed(BACKEND));
+        }
+        if signal.is_lost() {
+            return Err(lost(&budget.what));
+        }
+        let children = budget.run(client.list_children(lock_dir)).await?;
+        let mut waiters: Vec<&String> = children
+            .iter()
+            .filter(|c| c.starts_with(LOCK_PREFIX))
+            .collect();
+        waiters.sort_by_key(|c| seq_of(c));
+        let Some(idx) = waiters.iter().position(|c| **c == name) else {
+            return Err(lost(&budget.what));
+        };
+        if idx == 0 {
+            return Ok(Some(name));
+        }
+        if !wait {
+            return Ok(None);
+        }
+        let pred = child(lock_dir, waiters[idx - 1]);
+        let watcher = match budget.run(client.check_and_watch_stat(&pred)).await? {
+            (None, _) => continue,
+            (Some(_), w) => w,
+        };
+        // Wait for the predecessor to go, the session to be lost or
+        // the store to close, and look again at least once per
+        // request timeout: a server that went away makes that look
+        // fail within the request timeout.
+        let step = budget.step()?;
+        tokio::select! {
+            _ = watcher.changed() => {}
+            _ = closed.wait_for(|c| *c) => return Err(Error::closed(BACKEND)),
+            _ = signal.wait() => return Err(lost(&budget.what)),
+            _ = tokio::time::sleep(step) => {}
+        }
+    }
+}
+
+/// [`make_dirs`] bounded by `limit` as a whole.
+async fn make_dirs_within(
+    state: &StoreState,
+    session: &zk::Client,
+    dir: &str,
+    limit: Duration,
+) -> Result<()> {
+    match tokio::time::timeout(limit, make_dirs(&state.client, session, dir)).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Timeout {
+            backend: BACKEND,
+            operation: format!("creating {dir}"),
+            after: limit,
+        }),
     }
 }
 
@@ -313,47 +310,41 @@ fn lost(what: &str) -> Error {
 
 /// Releases a held lock: deletes its node (our own, so never the next
 /// holder's) and leaves its session.
-async fn release(inner: &Arc<Inner>, entry: &Arc<LockEntry>) -> Result<()> {
-    inner.locks.lock().remove(&entry.id);
+async fn release(state: &StoreState, entry: &Arc<HeldLock>) -> Result<()> {
+    state.locks.lock().remove(&entry.id);
     entry.trigger.fire();
     let mut result = Ok(());
-    if let Some(client) = entry.session.client() {
-        let limit = inner.config.request_timeout;
-        match timed(limit, "release", client.delete(&entry.node, None)).await {
+    if let Some(session) = entry.session.session() {
+        let limit = state.client.request_timeout();
+        match with_deadline(limit, "release", session.delete(&entry.node, None)).await {
             Ok(Ok(())) | Ok(Err(zk::Error::NoNode | zk::Error::SessionExpired)) => {}
             Ok(Err(e)) => result = Err(map_err(e, "release the lock")),
             Err(e) => result = Err(e),
         }
     }
-    inner.pool.leave(&entry.session, entry.id);
+    state.sessions.leave(&entry.session, entry.id);
     result
 }
 
 /// Releases every lock of a closing store.
-pub(crate) async fn release_all(inner: &Arc<Inner>) {
-    let entries: Vec<_> = inner.locks.lock().values().cloned().collect();
+pub(crate) async fn release_all(state: &StoreState) {
+    let entries: Vec<_> = state.locks.lock().values().cloned().collect();
     for e in entries {
-        let _ = release(inner, &e).await;
+        let _ = release(state, &e).await;
     }
 }
 
-/// Fires every lock's signal (the store is dropped).
-pub(crate) fn fire_all(inner: &Inner) {
-    for (_, e) in inner.locks.lock().drain() {
-        e.trigger.fire();
-    }
-}
-
+/// What a [`LockGuard`] does on release and drop.
 struct LockRelease {
-    store: Weak<Inner>,
-    entry: Arc<LockEntry>,
+    store: Weak<StoreState>,
+    entry: Arc<HeldLock>,
 }
 
 #[async_trait]
 impl Release for LockRelease {
     async fn release(&self) -> Result<()> {
         match self.store.upgrade() {
-            Some(inner) => release(&inner, &self.entry).await,
+            Some(state) => release(&state, &self.entry).await,
             None => {
                 self.entry.trigger.fire();
                 Ok(())
@@ -362,7 +353,7 @@ impl Release for LockRelease {
     }
 
     fn release_in_background(&self) {
-        let Some(inner) = self.store.upgrade() else {
+        let Some(state) = self.store.upgrade() else {
             self.entry.trigger.fire();
             return;
         };
@@ -370,13 +361,13 @@ impl Release for LockRelease {
             Ok(h) => {
                 let entry = self.entry.clone();
                 h.spawn(async move {
-                    let _ = release(&inner, &entry).await;
+                    let _ = release(&state, &entry).await;
                 });
             }
             Err(_) => {
-                inner.locks.lock().remove(&self.entry.id);
+                state.locks.lock().remove(&self.entry.id);
                 self.entry.trigger.fire();
-                inner.pool.leave(&self.entry.session, self.entry.id);
+                state.sessions.leave(&self.entry.session, self.entry.id);
             }
         }
     }

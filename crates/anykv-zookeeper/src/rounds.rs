@@ -30,15 +30,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use anykv_core::backend::{EventSender, WatchTarget};
 use anykv_core::{Bytes, Error, KvPair, Result, WatchEvent};
 use zookeeper_client as zk;
 
-use crate::client::{map_err, timed};
-use crate::lease::DELETED_FLAG;
-use crate::paths::{child, VALUE};
-use crate::store::ZkStore;
-use crate::watch::{Filter, Msg, NewSub, Sub};
-use crate::BACKEND;
+use crate::client::{map_err, unexpected_reply, with_deadline};
+use crate::config::BACKEND;
+use crate::layout::{child, CLOCK_PREFIX, DELETED_FLAG, VALUE};
+use crate::nodes::{list_under, make_dirs};
+use crate::state::{NewWatch, StoreState};
 
 /// How many keys one multi-read covers (two reads each).
 const READ_BATCH: usize = 32;
@@ -57,26 +57,79 @@ pub(crate) enum State {
     AbsentClocked,
 }
 
+/// A stream past its initial state.
+pub(crate) struct RunningWatch {
+    target: WatchTarget,
+    events: EventSender,
+    /// The revision of every key it was told is present.
+    cache: BTreeMap<String, u64>,
+    /// The last revision sent.
+    last: u64,
+    /// It ended: its consumer went, it lagged, or it got an error.
+    ended: bool,
+}
+
+impl RunningWatch {
+    /// Sends a live event; one that would break the order ends the
+    /// stream with an error instead (never silently out of order).
+    fn deliver(&mut self, ev: WatchEvent) {
+        let rev = ev.revision();
+        let ordered = match ev {
+            WatchEvent::Synced { .. } => rev >= self.last,
+            _ => rev > self.last,
+        };
+        if !ordered {
+            tracing::warn!(
+                revision = rev,
+                last = self.last,
+                "zookeeper watch: out of order"
+            );
+            self.send(Err(Error::Unavailable {
+                backend: BACKEND,
+                message: format!(
+                    "the watch could not keep its order (revision {rev} after {}); open it again",
+                    self.last
+                ),
+                source: None,
+            }));
+            self.ended = true;
+            return;
+        }
+        self.last = rev;
+        self.send(Ok(ev));
+    }
+
+    /// Queues an event or an error without waiting; a stream that is gone
+    /// or lagged (its buffer full) ends.
+    fn send(&mut self, ev: Result<WatchEvent>) {
+        if !self.ended && self.events.send(ev).is_err() {
+            self.ended = true;
+        }
+    }
+}
+
 /// A new stream whose initial state is being completed.
 struct Waiting {
-    sub: NewSub,
+    sub: NewWatch,
     /// Reads of its keys since its listing, per key in revision order.
     snap: HashMap<String, Vec<(u64, State)>>,
     /// It starts once the watermark reaches this.
     ready_at: u64,
 }
 
-/// The rounds' state.
+/// The rounds' state: the streams, and what was read and not yet
+/// delivered.
 #[derive(Default)]
-pub(crate) struct Engine {
-    pub(crate) subs: Vec<Sub>,
+pub(crate) struct WatchRounds {
+    /// Streams past their initial state.
+    subs: Vec<RunningWatch>,
     /// New streams whose listing is still to be read.
-    pub(crate) fresh: Vec<NewSub>,
+    fresh: Vec<NewWatch>,
     waiting: Vec<Waiting>,
     /// Reads not yet delivered, per key, in revision order.
     reads: HashMap<String, Vec<(u64, State)>>,
     /// Keys notified and not yet read.
-    pub(crate) dirty: BTreeSet<String>,
+    dirty: BTreeSet<String>,
     /// The largest zxid seen in any reply.
     seen: u64,
     /// Every stream has been told everything up to this zxid.
@@ -95,12 +148,31 @@ enum Read {
     Absent(Option<(Vec<u8>, u64, u64)>),
 }
 
-impl Engine {
+impl WatchRounds {
+    /// Takes a new stream: its listing is read in the next round.
+    pub(crate) fn add(&mut self, new: NewWatch) {
+        self.fresh.push(new);
+    }
+
+    /// Notes that `k` changed, if some stream covers it: the next round
+    /// reads it.
+    pub(crate) fn changed(&mut self, k: String) {
+        if self.covers(&k) {
+            self.dirty.insert(k);
+        }
+    }
+
+    /// Whether streams past their initial state are running (after a
+    /// reconnect they are read again).
+    pub(crate) fn has_running(&self) -> bool {
+        !self.subs.is_empty()
+    }
+
     /// Whether `k` is covered by some stream, running or starting.
-    pub(crate) fn covers(&self, k: &str) -> bool {
-        self.subs.iter().any(|s| s.filter.covers(k))
-            || self.fresh.iter().any(|n| n.filter.covers(k))
-            || self.waiting.iter().any(|w| w.sub.filter.covers(k))
+    fn covers(&self, k: &str) -> bool {
+        self.subs.iter().any(|s| s.target.covers(k))
+            || self.fresh.iter().any(|n| n.target.covers(k))
+            || self.waiting.iter().any(|w| w.sub.target.covers(k))
     }
 
     /// Whether another round has work without waiting for a notification.
@@ -119,20 +191,20 @@ impl Engine {
 
     /// Drops streams that ended.
     pub(crate) fn prune(&mut self) {
-        self.subs.retain(|s| !s.dead && !s.tx.is_closed());
-        self.waiting.retain(|w| !w.sub.tx.is_closed());
+        self.subs.retain(|s| !s.ended && !s.events.is_closed());
+        self.waiting.retain(|w| !w.sub.events.is_closed());
     }
 
     /// Ends every stream with `make()`'s error.
     pub(crate) fn fail_all(&mut self, make: impl Fn() -> Error) {
         for mut sub in self.subs.drain(..) {
-            sub.send(Msg::Fail(make()));
+            sub.send(Err(make()));
         }
         for n in self.fresh.drain(..) {
-            let _ = n.tx.try_send(Msg::Fail(make()));
+            let _ = n.events.send(Err(make()));
         }
         for w in self.waiting.drain(..) {
-            let _ = w.sub.tx.try_send(Msg::Fail(make()));
+            let _ = w.sub.events.send(Err(make()));
         }
         self.reads.clear();
         self.dirty.clear();
@@ -144,8 +216,8 @@ impl Engine {
     /// to the watermark from before the round.
     pub(crate) async fn round(
         &mut self,
-        store: &ZkStore,
-        client: &zk::Client,
+        state: &StoreState,
+        session: &zk::Client,
         resync: bool,
     ) -> Result<()> {
         if resync {
@@ -158,22 +230,22 @@ impl Engine {
         let watermark = self.seen;
         let mut top = self.seen;
         let mut got: BTreeMap<String, Vec<(u64, State)>> = BTreeMap::new();
-        let mut listing: Vec<Filter> = self.fresh.iter().map(|n| n.filter.clone()).collect();
+        let mut listing: Vec<WatchTarget> = self.fresh.iter().map(|n| n.target.clone()).collect();
         if resync {
-            listing.extend(self.subs.iter().map(|s| s.filter.clone()));
+            listing.extend(self.subs.iter().map(|s| s.target.clone()));
         }
         if !listing.is_empty() {
             // A fresh zxid, so that `Synced` is at least the revision of
             // every write completed before the stream was opened.
-            top = top.max(clock(store, client).await?);
+            top = top.max(fresh_zxid(state, session).await?);
         }
         for f in &listing {
             match f {
-                Filter::Key(k) => {
+                WatchTarget::Key(k) => {
                     self.dirty.insert(k.clone());
                 }
-                Filter::Tree(p) => {
-                    for pair in store.list_under(client, p).await? {
+                WatchTarget::Tree(p) => {
+                    for pair in list_under(&state.client, session, p).await? {
                         top = top.max(pair.revision);
                         got.entry(pair.key)
                             .or_default()
@@ -191,7 +263,7 @@ impl Engine {
             .into_iter()
             .filter(|k| self.covers(k))
             .collect();
-        let reads = read_keys(store, client, &keys).await?;
+        let reads = read_keys(state, session, &keys).await?;
         let mut need_clock = Vec::new();
         let mut used: BTreeSet<u64> = BTreeSet::new();
         let mut absent = Vec::new();
@@ -243,7 +315,8 @@ impl Engine {
         // One fresh zxid per key (the events' revisions strictly
         // increase), taken concurrently.
         let clocks =
-            futures::future::try_join_all(need_clock.iter().map(|_| clock(store, client))).await?;
+            futures::future::try_join_all(need_clock.iter().map(|_| fresh_zxid(state, session)))
+                .await?;
         for (k, c) in need_clock.into_iter().zip(clocks) {
             top = top.max(c);
             got.entry(k).or_default().push((c, State::AbsentClocked));
@@ -254,7 +327,7 @@ impl Engine {
             for (rev, st) in list {
                 append(self.reads.entry(k.clone()).or_default(), rev, st.clone());
                 for w in &mut self.waiting {
-                    if w.sub.filter.covers(&k) {
+                    if w.sub.target.covers(&k) {
                         append(w.snap.entry(k.clone()).or_default(), rev, st.clone());
                     }
                 }
@@ -264,7 +337,7 @@ impl Engine {
         for n in self.fresh.drain(..) {
             let snap = reads
                 .iter()
-                .filter(|(k, _)| n.filter.covers(k))
+                .filter(|(k, _)| n.target.covers(k))
                 .map(|(k, l)| (k.clone(), l.clone()))
                 .collect();
             self.waiting.push(Waiting {
@@ -278,8 +351,8 @@ impl Engine {
         }
         // Nothing is delivered once `close()` has returned: it marks the
         // store closed under the same lock.
-        let _gate = store.inner.gate.lock();
-        store.check()?;
+        let _gate = state.delivery_gate.lock();
+        state.ensure_open()?;
         self.deliver(watermark);
         Ok(())
     }
@@ -329,19 +402,19 @@ impl Engine {
         events.sort_by_key(|e| e.0);
         for s in self.subs.iter_mut() {
             for (rev, k, st) in &events {
-                if !s.filter.covers(k) {
+                if !s.target.covers(k) {
                     continue;
                 }
                 match st {
                     State::Present(v, _) => {
                         if s.cache.get(k) != Some(rev) {
                             s.cache.insert(k.clone(), *rev);
-                            s.event(WatchEvent::Put(KvPair::new(k.clone(), v.clone(), *rev)));
+                            s.deliver(WatchEvent::Put(KvPair::new(k.clone(), v.clone(), *rev)));
                         }
                     }
                     State::Absent | State::AbsentClocked => {
                         if s.cache.remove(k).is_some() {
-                            s.event(WatchEvent::Delete {
+                            s.deliver(WatchEvent::Delete {
                                 key: k.clone(),
                                 revision: *rev,
                             });
@@ -355,7 +428,7 @@ impl Engine {
             self.resync_at = None;
             for s in self.subs.iter_mut() {
                 let revision = watermark.max(s.last);
-                s.event(WatchEvent::Synced { revision });
+                s.deliver(WatchEvent::Synced { revision });
             }
         }
         let (ready, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
@@ -383,16 +456,14 @@ impl Engine {
             evs.push(WatchEvent::Synced {
                 revision: watermark,
             });
-            let mut sub = Sub {
-                filter: w.sub.filter,
-                tx: w.sub.tx,
-                lagged: w.sub.lagged,
+            let ended = w.sub.initial.send(evs).is_err();
+            self.subs.push(RunningWatch {
+                target: w.sub.target,
+                events: w.sub.events,
                 cache,
                 last: watermark,
-                dead: false,
-            };
-            sub.send(Msg::Initial(evs));
-            self.subs.push(sub);
+                ended,
+            });
         }
     }
 }
@@ -421,20 +492,21 @@ fn append(list: &mut Vec<(u64, State)>, rev: u64, st: State) {
 }
 
 /// Reads keys: each key's node and value node, in multi-read requests.
-async fn read_keys(store: &ZkStore, client: &zk::Client, keys: &[String]) -> Result<Vec<Read>> {
-    let limit = store.limit();
+async fn read_keys(state: &StoreState, session: &zk::Client, keys: &[String]) -> Result<Vec<Read>> {
+    let limit = state.client.request_timeout();
+    let layout = state.client.layout();
     let failed = |e: zk::Error| map_err(e, "watch: reading the changed keys");
     let replies = futures::future::join_all(keys.chunks(READ_BATCH).map(|chunk| {
-        let mut reader = client.new_multi_reader();
+        let mut reader = session.new_multi_reader();
         let built = chunk.iter().try_for_each(|k| {
-            let dir = store.key_dir(k);
+            let dir = layout.key_dir(k);
             reader.add_get_data(&dir)?;
             reader.add_get_data(&child(&dir, VALUE))
         });
         let commit = built.map(|()| reader.commit());
         async move {
             match commit {
-                Ok(commit) => timed(limit, "watch read", commit).await,
+                Ok(commit) => with_deadline(limit, "watch read", commit).await,
                 Err(e) => Ok(Err(e)),
             }
         }
@@ -460,7 +532,7 @@ async fn read_keys(store: &ZkStore, client: &zk::Client, keys: &[String]) -> Res
                     err: zk::Error::NoNode,
                 } => None,
                 zk::MultiReadResult::Error { err } => return Err(failed(err)),
-                other => return Err(failed(unexpected(other))),
+                other => return Err(failed(unexpected_reply(Some(other)))),
             };
             out.push(match value {
                 zk::MultiReadResult::Data { data, stat } if dir.is_some() => {
@@ -471,40 +543,37 @@ async fn read_keys(store: &ZkStore, client: &zk::Client, keys: &[String]) -> Res
                     err: zk::Error::NoNode,
                 } => Read::Absent(dir),
                 zk::MultiReadResult::Error { err } => return Err(failed(err)),
-                other => return Err(failed(unexpected(other))),
+                other => return Err(failed(unexpected_reply(Some(other)))),
             });
         }
     }
     Ok(out)
 }
 
-fn unexpected(result: zk::MultiReadResult) -> zk::Error {
-    zk::Error::UnexpectedError(format!("an unexpected multi-read result: {result:?}"))
-}
-
 /// A fresh zxid: create and delete an ephemeral sequential node under the
 /// root.
-async fn clock(store: &ZkStore, client: &zk::Client) -> Result<u64> {
-    let root = store.inner.root_path.clone();
-    let opts = zk::CreateMode::EphemeralSequential.with_acls(store.acls());
+async fn fresh_zxid(state: &StoreState, session: &zk::Client) -> Result<u64> {
+    let root = state.client.layout().root_path();
+    let limit = state.client.request_timeout();
+    let opts = zk::CreateMode::EphemeralSequential.with_acls(state.client.acls());
     for _ in 0..8 {
-        match timed(
-            store.limit(),
+        match with_deadline(
+            limit,
             "watch clock",
-            client.create(&child(&root, "@clock-"), b"", &opts),
+            session.create(&child(root, CLOCK_PREFIX), b"", &opts),
         )
         .await?
         {
             Ok((st, seq)) => {
-                let _ = timed(
-                    store.limit(),
+                let _ = with_deadline(
+                    limit,
                     "watch clock",
-                    client.delete(&child(&root, &format!("@clock-{seq}")), None),
+                    session.delete(&child(root, &format!("{CLOCK_PREFIX}{seq}")), None),
                 )
                 .await;
                 return Ok(st.czxid as u64);
             }
-            Err(zk::Error::NoNode) => store.make_dirs(client, &root).await?,
+            Err(zk::Error::NoNode) => make_dirs(&state.client, session, root).await?,
             Err(e) => return Err(map_err(e, "watch: taking a revision")),
         }
     }

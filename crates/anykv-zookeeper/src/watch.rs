@@ -1,119 +1,45 @@
 //! Watches: one persistent recursive watch per store, shared by every
-//! stream; notifications answered by re-reading the keys.
+//! stream; notifications answered by re-reading the keys in rounds
+//! (`rounds.rs`).
+//!
+//! Each stream is core's watch channel ([`event_channel`]): the shared
+//! watch sends a new stream's initial state and `Synced` once they are
+//! complete (however large, never counted against the buffer), then its
+//! live events through the channel, which ends the stream with
+//! `WatchLagged` when its consumer falls `buffer` events behind. A stream
+//! whose shared watch ended without the store being closed says so with
+//! an error rather than ending silently.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use anykv_core::{key, Error, Result, WatchEvent, WatchOptions, WatchStream};
+use anykv_core::backend::{event_channel, WatchTarget};
+use anykv_core::{Error, ErrorKind, Result, WatchEvent, WatchOptions, WatchStream};
 use futures::{FutureExt, Stream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 use zookeeper_client as zk;
 
-use crate::client::{map_err, timed};
-use crate::paths::key_of_value_path;
-use crate::rounds::Engine;
-use crate::store::{Inner, ZkStore};
-use crate::BACKEND;
+use crate::client::{map_err, with_deadline};
+use crate::config::BACKEND;
+use crate::layout::Layout;
+use crate::rounds::WatchRounds;
+use crate::state::{NewWatch, StoreState, WatchFeed};
 
-/// What a stream covers.
-#[derive(Debug, Clone)]
-pub(crate) enum Filter {
-    Key(String),
-    Tree(String),
-}
+/// How long the shared watch waits before trying again after its session
+/// or its registration failed.
+const RETRY_PAUSE: Duration = Duration::from_millis(300);
 
-impl Filter {
-    pub(crate) fn covers(&self, k: &str) -> bool {
-        match self {
-            Filter::Key(key) => key == k,
-            Filter::Tree(prefix) => key::is_in_tree(prefix, k),
-        }
-    }
-}
+/// How often an idle shared watch looks whether any stream is left.
+const IDLE_CHECK: Duration = Duration::from_millis(500);
 
-pub(crate) enum Msg {
-    Initial(Vec<WatchEvent>),
-    Event(WatchEvent),
-    Fail(Error),
-}
-
-/// A stream that registered with the hub.
-pub(crate) struct NewSub {
-    pub(crate) filter: Filter,
-    pub(crate) tx: mpsc::Sender<Msg>,
-    pub(crate) lagged: Arc<AtomicBool>,
-}
-
-/// A running stream.
-pub(crate) struct Sub {
-    pub(crate) filter: Filter,
-    pub(crate) tx: mpsc::Sender<Msg>,
-    pub(crate) lagged: Arc<AtomicBool>,
-    /// The revision of every key it was told is present.
-    pub(crate) cache: BTreeMap<String, u64>,
-    /// The last revision sent.
-    pub(crate) last: u64,
-    pub(crate) dead: bool,
-}
-
-impl Sub {
-    /// Sends a live event; one that would break the order ends the
-    /// stream with an error instead (never silently out of order).
-    pub(crate) fn event(&mut self, ev: WatchEvent) {
-        let rev = ev.revision();
-        let ordered = match ev {
-            WatchEvent::Synced { .. } => rev >= self.last,
-            _ => rev > self.last,
-        };
-        if !ordered {
-            tracing::warn!(
-                revision = rev,
-                last = self.last,
-                "zookeeper watch: out of order"
-            );
-            self.send(Msg::Fail(Error::Unavailable {
-                backend: BACKEND,
-                message: format!(
-                    "the watch could not keep its order (revision {rev} after {}); open it again",
-                    self.last
-                ),
-                source: None,
-            }));
-            self.dead = true;
-            return;
-        }
-        self.last = rev;
-        self.send(Msg::Event(ev));
-    }
-
-    pub(crate) fn send(&mut self, msg: Msg) {
-        if self.dead {
-            return;
-        }
-        match self.tx.try_send(msg) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.lagged.store(true, Ordering::SeqCst);
-                self.dead = true;
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => self.dead = true,
-        }
-    }
-}
-
-/// The store's shared watch: registration of new streams.
-pub(crate) struct Hub {
-    reg: mpsc::UnboundedSender<NewSub>,
-}
-
-/// Opens a stream.
+/// Opens a stream on `target`, starting the store's shared watch if none
+/// runs.
 pub(crate) async fn open(
-    store: &ZkStore,
-    filter: Filter,
+    state: &Arc<StoreState>,
+    target: WatchTarget,
     options: WatchOptions,
 ) -> Result<WatchStream> {
     options.validate()?;
@@ -125,146 +51,142 @@ pub(crate) async fn open(
              watch without from_revision to get the current state, Synced, then every change",
         ));
     }
-    let buffer = options.buffer.max(1);
-    let (tx, rx) = mpsc::channel(buffer + 1);
-    let lagged = Arc::new(AtomicBool::new(false));
-    let sub = NewSub {
-        filter,
-        tx,
-        lagged: lagged.clone(),
+    let (events, receiver) = event_channel(BACKEND, options.buffer.max(1));
+    let (initial_tx, initial_rx) = oneshot::channel();
+    let new = NewWatch {
+        target,
+        initial: initial_tx,
+        events,
     };
     {
-        let mut hub = store.inner.hub.lock();
-        let leftover = match hub.as_ref() {
-            Some(h) => h.reg.send(sub).err().map(|e| e.0),
-            None => Some(sub),
+        let mut feed = state.watch_feed.lock();
+        let leftover = match feed.as_ref() {
+            Some(f) => f.registrations.send(new).err().map(|e| e.0),
+            None => Some(new),
         };
-        if let Some(sub) = leftover {
-            let (reg, reg_rx) = mpsc::unbounded_channel();
-            let weak = Arc::downgrade(&store.inner);
-            let closed = store.inner.closed_tx.subscribe();
-            tokio::spawn(run(weak, reg_rx, closed));
-            let _ = reg.send(sub);
-            *hub = Some(Arc::new(Hub { reg }));
+        if let Some(new) = leftover {
+            let (registrations, incoming) = mpsc::unbounded_channel();
+            let weak = Arc::downgrade(state);
+            let shutdown = state.shutdown.subscribe();
+            tokio::spawn(run(weak, incoming, shutdown));
+            let _ = registrations.send(new);
+            *feed = Some(WatchFeed { registrations });
         }
     }
-    Ok(Box::pin(open_stream(store, rx, lagged, buffer)))
-}
-
-fn open_stream(
-    store: &ZkStore,
-    rx: mpsc::Receiver<Msg>,
-    lagged: Arc<AtomicBool>,
-    buffer: usize,
-) -> ZkWatch {
-    store.inner.watches.fetch_add(1, Ordering::SeqCst);
-    ZkWatch {
-        rx,
-        closed: store.inner.closed_tx.subscribe(),
-        queue: VecDeque::new(),
-        lagged,
-        buffer,
+    let counted = OpenWatch::new(&state.open_watches);
+    let events = async move {
+        // The shared watch drops the sender without sending when it ends
+        // before the initial state is complete; the channel then tells why.
+        let initial = initial_rx.await.unwrap_or_default();
+        receiver.into_stream(initial, counted)
+    }
+    .flatten_stream();
+    Ok(Box::pin(EndsWithReason {
+        events: Box::pin(events),
+        shutdown: state.shutdown.subscribe(),
+        failed: false,
         done: false,
-        count: store.inner.watches.clone(),
+    }))
+}
+
+/// Counts an open stream in the store's stats while it lives.
+struct OpenWatch(Arc<AtomicUsize>);
+
+impl OpenWatch {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        OpenWatch(count.clone())
     }
 }
 
-struct ZkWatch {
-    rx: mpsc::Receiver<Msg>,
-    closed: tokio::sync::watch::Receiver<bool>,
-    queue: VecDeque<WatchEvent>,
-    lagged: Arc<AtomicBool>,
-    buffer: usize,
-    done: bool,
-    count: Arc<AtomicUsize>,
-}
-
-impl Drop for ZkWatch {
+impl Drop for OpenWatch {
     fn drop(&mut self) {
-        self.count.fetch_sub(1, Ordering::SeqCst);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-impl Stream for ZkWatch {
+/// A stream that, when its channel ends without an error while the store
+/// is open (the shared watch ended unexpectedly), yields `Unavailable`
+/// rather than ending silently. Ended by `close()` (or the store dropped),
+/// it just ends.
+struct EndsWithReason {
+    events: Pin<Box<dyn Stream<Item = Result<WatchEvent>> + Send>>,
+    shutdown: watch::Receiver<bool>,
+    /// An error was yielded (the channel's end then needs no reason).
+    failed: bool,
+    done: bool,
+}
+
+impl Stream for EndsWithReason {
     type Item = Result<WatchEvent>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        loop {
-            if let Some(ev) = this.queue.pop_front() {
-                return Poll::Ready(Some(Ok(ev)));
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match this.events.as_mut().poll_next(cx) {
+            Poll::Ready(Some(item)) => {
+                this.failed |= item.is_err();
+                Poll::Ready(Some(item))
             }
-            if this.done {
-                return Poll::Ready(None);
-            }
-            match this.rx.poll_recv(cx) {
-                Poll::Ready(Some(Msg::Initial(evs))) => this.queue.extend(evs),
-                Poll::Ready(Some(Msg::Event(ev))) => return Poll::Ready(Some(Ok(ev))),
-                Poll::Ready(Some(Msg::Fail(e))) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(e)));
-                }
-                Poll::Ready(None) => {
-                    this.done = true;
-                    if this.lagged.load(Ordering::SeqCst) {
-                        return Poll::Ready(Some(Err(Error::WatchLagged {
-                            backend: BACKEND,
-                            buffer: this.buffer,
-                        })));
-                    }
-                    // Ended by close (or the store dropped): None. Ended
-                    // otherwise: say so, never end silently.
-                    let closed = *this.closed.borrow() || this.closed.has_changed().is_err();
-                    if !closed {
-                        return Poll::Ready(Some(Err(Error::Unavailable {
-                            backend: BACKEND,
-                            message:
-                                "the store's shared watch ended unexpectedly; open the watch again"
-                                    .into(),
-                            source: None,
-                        })));
-                    }
+            Poll::Ready(None) => {
+                this.done = true;
+                let closed = *this.shutdown.borrow() || this.shutdown.has_changed().is_err();
+                if this.failed || closed {
                     return Poll::Ready(None);
                 }
-                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(Error::Unavailable {
+                    backend: BACKEND,
+                    message: "the store's shared watch ended unexpectedly; open the watch again"
+                        .into(),
+                    source: None,
+                })))
             }
+            Poll::Pending => Poll::Pending,
         }
     }
 }
 
+/// What the notifications taken so far said about the session.
 #[derive(Default)]
-struct Flags {
+struct SessionNews {
     disconnected: bool,
-    terminal: bool,
+    ended: bool,
 }
 
-fn note(ev: zk::WatchedEvent, root_path: &str, flags: &mut Flags, engine: &mut Engine) {
+/// Takes one notification: a session change into `news`, a changed key
+/// into the rounds.
+fn take_notification(
+    ev: zk::WatchedEvent,
+    layout: &Layout,
+    news: &mut SessionNews,
+    rounds: &mut WatchRounds,
+) {
     match ev.event_type {
         zk::EventType::Session => match ev.session_state {
-            zk::SessionState::Disconnected => flags.disconnected = true,
-            s if s.is_terminated() => flags.terminal = true,
+            zk::SessionState::Disconnected => news.disconnected = true,
+            s if s.is_terminated() => news.ended = true,
             _ => {}
         },
         _ => {
-            if let Some(k) = key_of_value_path(root_path, &ev.path) {
-                if engine.covers(&k) {
-                    engine.dirty.insert(k);
-                }
+            if let Some(k) = layout.key_of_value_path(&ev.path) {
+                rounds.changed(k);
             }
         }
     }
 }
 
 /// Takes every notification already received, without waiting.
-fn drain(
+fn take_received(
     watcher: &mut zk::PersistentWatcher,
-    root_path: &str,
-    flags: &mut Flags,
-    engine: &mut Engine,
+    layout: &Layout,
+    news: &mut SessionNews,
+    rounds: &mut WatchRounds,
 ) {
-    while !flags.terminal {
+    while !news.ended {
         match watcher.changed().now_or_never() {
-            Some(ev) => note(ev, root_path, flags, engine),
+            Some(ev) => take_notification(ev, layout, news, rounds),
             None => break,
         }
     }
@@ -275,15 +197,15 @@ fn fatal_error(e: &Error) -> impl Fn() -> Error {
     let text = e.to_string();
     let kind = e.kind();
     move || match kind {
-        anykv_core::ErrorKind::PermissionDenied => Error::PermissionDenied {
+        ErrorKind::PermissionDenied => Error::PermissionDenied {
             backend: BACKEND,
             message: text.clone(),
         },
-        anykv_core::ErrorKind::Unauthenticated => Error::Unauthenticated {
+        ErrorKind::Unauthenticated => Error::Unauthenticated {
             backend: BACKEND,
             message: text.clone(),
         },
-        anykv_core::ErrorKind::Unsupported => Error::unsupported(BACKEND, "watch", text.clone()),
+        ErrorKind::Unsupported => Error::unsupported(BACKEND, "watch", text.clone()),
         _ => Error::Backend {
             backend: BACKEND,
             message: text.clone(),
@@ -297,11 +219,11 @@ fn fatal_error(e: &Error) -> impl Fn() -> Error {
 /// included), which drops every stream's sender, so the streams end right
 /// after what they already hold.
 async fn run(
-    weak: Weak<Inner>,
-    reg_rx: mpsc::UnboundedReceiver<NewSub>,
-    closed: tokio::sync::watch::Receiver<bool>,
+    weak: Weak<StoreState>,
+    incoming: mpsc::UnboundedReceiver<NewWatch>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut ended = closed.clone();
+    let mut ended = shutdown.clone();
     // The borrow `wait_for` returns is a read lock on the channel: release
     // it before the loop is dropped, which may drop the store's last
     // handle, whose `Drop` writes to the same channel.
@@ -309,36 +231,39 @@ async fn run(
         let _ = ended.wait_for(|c| *c).await;
     };
     tokio::select! {
-        () = watch_loop(weak, reg_rx, closed) => {}
+        () = watch_loop(weak, incoming, shutdown) => {}
         () = closing => {}
     }
 }
 
+/// The shared watch: registers the persistent recursive watch on the
+/// root, takes notifications and new streams, and runs rounds; after a
+/// disconnect it registers again and re-reads everything. The store is
+/// held only while a step needs it, so dropping its last handle ends this.
 async fn watch_loop(
-    weak: Weak<Inner>,
-    mut reg_rx: mpsc::UnboundedReceiver<NewSub>,
-    mut closed: tokio::sync::watch::Receiver<bool>,
+    weak: Weak<StoreState>,
+    mut incoming: mpsc::UnboundedReceiver<NewWatch>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut engine = Engine::default();
+    let mut rounds = WatchRounds::default();
     'outer: loop {
-        if *closed.borrow() {
+        if *shutdown.borrow() {
             return;
         }
-        let Some(inner) = weak.upgrade() else { return };
-        let store = ZkStore { inner };
-        let root_path = store.inner.root_path.clone();
-        let client = match store.client().await {
+        let Some(state) = weak.upgrade() else { return };
+        let layout = state.client.layout().clone();
+        let session = match state.client.session().await {
             Ok(c) => c,
             Err(_) => {
-                drop(store);
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                drop(state);
+                tokio::time::sleep(RETRY_PAUSE).await;
                 continue;
             }
         };
-        let mut watcher = match timed(
-            store.limit(),
+        let mut watcher = match with_deadline(
+            state.client.request_timeout(),
             "watch",
-            client.watch(&root_path, zk::AddWatchMode::PersistentRecursive),
+            session.watch(layout.root_path(), zk::AddWatchMode::PersistentRecursive),
         )
         .await
         {
@@ -358,52 +283,52 @@ async fn watch_loop(
                 } else {
                     err
                 };
-                while let Ok(n) = reg_rx.try_recv() {
-                    engine.fresh.push(n);
+                while let Ok(n) = incoming.try_recv() {
+                    rounds.add(n);
                 }
                 {
-                    let _gate = store.inner.gate.lock();
-                    if store.check().is_err() {
+                    let _gate = state.delivery_gate.lock();
+                    if state.is_closed() {
                         return;
                     }
-                    engine.fail_all(fatal_error(&err));
+                    rounds.fail_all(fatal_error(&err));
                 }
-                drop(store);
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                drop(state);
+                tokio::time::sleep(RETRY_PAUSE).await;
                 continue;
             }
             _ => {
-                drop(store);
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                drop(state);
+                tokio::time::sleep(RETRY_PAUSE).await;
                 continue;
             }
         };
-        let limit = store.limit();
-        drop(store);
-        let mut resync = !engine.subs.is_empty();
+        let request_timeout = state.client.request_timeout();
+        drop(state);
+        let mut resync = rounds.has_running();
         let mut connected = true;
         loop {
-            let mut flags = Flags::default();
-            if !resync && (!engine.busy() || !connected) {
+            let mut news = SessionNews::default();
+            if !resync && (!rounds.busy() || !connected) {
                 tokio::select! {
-                    ev = watcher.changed() => note(ev, &root_path, &mut flags, &mut engine),
-                    r = reg_rx.recv() => match r {
-                        Some(n) => engine.fresh.push(n),
+                    ev = watcher.changed() => take_notification(ev, &layout, &mut news, &mut rounds),
+                    r = incoming.recv() => match r {
+                        Some(n) => rounds.add(n),
                         None => return,
                     },
-                    _ = closed.wait_for(|c| *c) => return,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                        engine.prune();
-                        if engine.idle() {
+                    _ = shutdown.wait_for(|c| *c) => return,
+                    _ = tokio::time::sleep(IDLE_CHECK) => {
+                        rounds.prune();
+                        if rounds.idle() {
                             // No stream left: end the shared watch. Under the
-                            // store's hub lock no stream can register in
-                            // between; the next stream starts a new hub.
-                            let Some(inner) = weak.upgrade() else { return };
-                            let mut hub = inner.hub.lock();
-                            match reg_rx.try_recv() {
-                                Ok(n) => engine.fresh.push(n),
+                            // store's feed lock no stream can register in
+                            // between; the next stream starts a new one.
+                            let Some(state) = weak.upgrade() else { return };
+                            let mut feed = state.watch_feed.lock();
+                            match incoming.try_recv() {
+                                Ok(n) => rounds.add(n),
                                 Err(_) => {
-                                    *hub = None;
+                                    *feed = None;
                                     return;
                                 }
                             }
@@ -412,15 +337,15 @@ async fn watch_loop(
                     }
                 }
             }
-            while let Ok(n) = reg_rx.try_recv() {
-                engine.fresh.push(n);
+            while let Ok(n) = incoming.try_recv() {
+                rounds.add(n);
             }
-            drain(&mut watcher, &root_path, &mut flags, &mut engine);
-            if flags.terminal {
+            take_received(&mut watcher, &layout, &mut news, &mut rounds);
+            if news.ended {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue 'outer;
             }
-            if flags.disconnected {
+            if news.disconnected {
                 connected = false;
             }
             if !connected {
@@ -429,7 +354,7 @@ async fn watch_loop(
                 // The session's state, not its events, decides: an event
                 // may have been taken by an earlier drain.
                 loop {
-                    match client.state() {
+                    match session.state() {
                         zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
                             break
                         }
@@ -445,16 +370,16 @@ async fn watch_loop(
                             }
                         }
                         _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                        _ = closed.wait_for(|c| *c) => return,
+                        _ = shutdown.wait_for(|c| *c) => return,
                     }
                 }
                 // Register the watch again before the old one goes: the
                 // automatic reset after a reconnect is not always enough
                 // (ZOOKEEPER-4698 and a just-restarted server).
-                match timed(
-                    limit,
+                match with_deadline(
+                    request_timeout,
                     "watch",
-                    client.watch(&root_path, zk::AddWatchMode::PersistentRecursive),
+                    session.watch(layout.root_path(), zk::AddWatchMode::PersistentRecursive),
                 )
                 .await
                 {
@@ -466,40 +391,39 @@ async fn watch_loop(
                     }
                 }
                 connected = true;
-                resync = !engine.subs.is_empty();
+                resync = rounds.has_running();
                 continue;
             }
-            let Some(inner) = weak.upgrade() else { return };
-            let store = ZkStore { inner };
-            let r = engine.round(&store, &client, resync).await;
+            let Some(state) = weak.upgrade() else { return };
+            let r = rounds.round(&state, &session, resync).await;
             if let Err(e) = &r {
                 if !e.is_retryable() {
                     // Every stream gets the error and ends; nothing is
                     // silently dropped. A closed store's streams just end.
-                    let _gate = store.inner.gate.lock();
-                    if store.check().is_err() {
+                    let _gate = state.delivery_gate.lock();
+                    if state.is_closed() {
                         return;
                     }
-                    engine.fail_all(fatal_error(e));
+                    rounds.fail_all(fatal_error(e));
                 }
             }
-            drop(store);
+            drop(state);
             match r {
                 Ok(()) => resync = false,
                 Err(e) if !e.is_retryable() => {}
                 Err(_) => {
                     // Reads were lost: read everything again.
                     resync = true;
-                    if *closed.borrow() {
+                    if *shutdown.borrow() {
                         return;
                     }
-                    if client.state() != zk::SessionState::SyncConnected {
+                    if session.state() != zk::SessionState::SyncConnected {
                         connected = false;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
-            engine.prune();
+            rounds.prune();
         }
     }
 }

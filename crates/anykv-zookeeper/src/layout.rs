@@ -1,9 +1,13 @@
-//! Mapping canonical keys to znode paths and back.
+//! How keys, roots and the backend's bookkeeping map to znode paths.
 //!
 //! Every key segment becomes one znode name. Names that start with `@` are
 //! the backend's own (`@v`, `@locks`, `@lock-…`, `@clock-`); a user segment
 //! that starts with `@` is stored with one more `@` in front (`@x` becomes
-//! `@@x`), so the two never meet.
+//! `@@x`), so the two never meet. Key `k` of root `r` is the container
+//! node `/r/k`, its value the child `/r/k/@v`, and lock `k`'s waiters the
+//! children of `/r/k/@locks`.
+
+use anykv_core::key;
 
 /// The child of a key's node that holds the key's value.
 pub const VALUE: &str = "@v";
@@ -12,6 +16,71 @@ pub const VALUE: &str = "@v";
 pub const LOCKS: &str = "@locks";
 /// The prefix of a lock waiter's node.
 pub const LOCK_PREFIX: &str = "@lock-";
+/// The prefix of the ephemeral sequential nodes the watch creates under
+/// the root to take a fresh zxid.
+pub const CLOCK_PREFIX: &str = "@clock-";
+
+/// The data a key's node gets from a delete: it tells the watch that the
+/// node's `mzxid` is the zxid of the delete.
+pub const DELETED_FLAG: &[u8] = b"d";
+
+/// The data of a key's node while its value node is a TTL node (a stat
+/// does not tell TTL nodes apart).
+pub const TTL_FLAG: &[u8] = b"t";
+
+/// One store's root and the znode paths of its keys and locks.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    /// The root, canonical.
+    root: String,
+    /// The root's znode path (`/` for the empty root).
+    root_path: String,
+}
+
+impl Layout {
+    /// The layout of a canonical root.
+    pub(crate) fn new(root: &str) -> Self {
+        Layout {
+            root: root.to_owned(),
+            root_path: node_path(root),
+        }
+    }
+
+    /// The root's znode path.
+    pub(crate) fn root_path(&self) -> &str {
+        &self.root_path
+    }
+
+    /// The node of a canonical key (or prefix): its value node's parent.
+    pub(crate) fn key_dir(&self, canonical: &str) -> String {
+        node_path(&key::join(&self.root, canonical))
+    }
+
+    /// The node holding a canonical key's value.
+    pub(crate) fn value_path(&self, canonical: &str) -> String {
+        child(&self.key_dir(canonical), VALUE)
+    }
+
+    /// The node under which the waiters of lock `canonical` live.
+    pub(crate) fn lock_dir(&self, canonical: &str) -> String {
+        child(&self.key_dir(canonical), LOCKS)
+    }
+
+    /// The node a prefix's listing starts at: the root's for `""`.
+    pub(crate) fn prefix_dir(&self, prefix: &str) -> String {
+        if prefix.is_empty() {
+            self.root_path.clone()
+        } else {
+            self.key_dir(prefix)
+        }
+    }
+
+    /// The canonical key of a value node's path, `None` for anything that
+    /// is not a user key's value node of this root.
+    pub(crate) fn key_of_value_path(&self, path: &str) -> Option<String> {
+        key_of_value_path(&self.root_path, path)
+    }
+}
 
 /// The znode name of a user segment.
 pub fn escape_segment(segment: &str) -> String {
@@ -136,5 +205,10 @@ mod tests {
         assert_eq!(key_of_value_path("/r", "/rr/x/@v"), None);
         assert_eq!(key_of_value_path("/", "/x/@v"), Some("x".to_owned()));
         assert_eq!(child("/", "a"), "/a");
+        let l = Layout::new("r");
+        assert_eq!(l.value_path("a/@b"), "/r/a/@@b/@v");
+        assert_eq!(l.lock_dir("l"), "/r/l/@locks");
+        assert_eq!(l.prefix_dir(""), "/r");
+        assert_eq!(Layout::new("").prefix_dir(""), "/");
     }
 }
