@@ -79,7 +79,7 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// assert_eq!(seen, ["jobs/0", "jobs/1", "jobs/2", "jobs/3", "jobs/4"]);
     /// # Ok(())
     /// # }
-    /// # fn anykv_memory_doc() -> std::sync::Arc<dyn Store> { unimplemented!() }
+    /// # fn anykv_memory_doc() -> std::sync::Arc<dyn anykv_core::Store> { unimplemented!() }
     /// ```
     ///
     /// The default reads the whole listing and pages it in memory; every
