@@ -83,6 +83,8 @@ pub mod cases {
     pub mod rules;
     pub mod ttl;
     pub mod watch;
+    pub mod watch_concurrent;
+    pub mod watch_resume;
 }
 
 /// Cases that change what every case can see, and so run alone.
@@ -112,6 +114,8 @@ macro_rules! __anykv_for_each_group {
         $crate::__anykv_cases_history!(($($cb)*) $args);
         $crate::__anykv_cases_isolation!(($($cb)*) $args);
         $crate::__anykv_cases_watch!(($($cb)*) $args);
+        $crate::__anykv_cases_watch_concurrent!(($($cb)*) $args);
+        $crate::__anykv_cases_watch_resume!(($($cb)*) $args);
         $crate::__anykv_cases_ttl!(($($cb)*) $args);
         $crate::__anykv_cases_lease!(($($cb)*) $args);
         $crate::__anykv_cases_lock!(($($cb)*) $args);

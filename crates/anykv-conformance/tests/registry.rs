@@ -26,6 +26,11 @@ const SOURCES: &[(&str, &str)] = &[
     ("rules", include_str!("../src/cases/rules.rs")),
     ("ttl", include_str!("../src/cases/ttl.rs")),
     ("watch", include_str!("../src/cases/watch.rs")),
+    (
+        "watch_concurrent",
+        include_str!("../src/cases/watch_concurrent.rs"),
+    ),
+    ("watch_resume", include_str!("../src/cases/watch_resume.rs")),
 ];
 
 /// The names of the `pub async fn NAME(ctx: &Ctx) -> CaseResult` in a
