@@ -1,0 +1,256 @@
+//! What a run measured, the targets a row is checked against, and the
+//! report as Markdown or JSON.
+
+use serde::Serialize;
+
+use crate::config::{Backend, Workload};
+use crate::load;
+use crate::{BenchError, Result};
+
+/// Latency figures of one side of a row, in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct SideStats {
+    /// What ran ("anykv", "etcd-client", ...).
+    pub label: String,
+    /// Operations measured (all rounds).
+    pub operations: u64,
+    /// Measured seconds (all rounds).
+    pub seconds: f64,
+    /// Operations per second.
+    pub ops_per_sec: f64,
+    /// Latency samples (for `watch-latency`, one per watcher and put).
+    pub samples: u64,
+    /// Median latency, µs.
+    pub p50_us: f64,
+    /// 99th percentile, µs.
+    pub p99_us: f64,
+    /// 99.9th percentile, µs.
+    pub p999_us: f64,
+    /// Largest latency, µs.
+    pub max_us: f64,
+}
+
+/// A target checked against a row.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetCheck {
+    /// The target, in words.
+    pub target: String,
+    /// Whether the row meets it.
+    pub met: bool,
+}
+
+/// One row of the table: a workload at one concurrency, both sides.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// The workload.
+    pub workload: Workload,
+    /// What the row varies: "tasks", "watchers" or "contenders".
+    pub unit: String,
+    /// Tasks (or watchers, or contenders).
+    pub concurrency: usize,
+    /// The anykv side.
+    pub anykv: SideStats,
+    /// The raw side.
+    pub raw: SideStats,
+    /// anykv ops/s divided by raw ops/s.
+    pub ratio: f64,
+    /// The target that applies, if any.
+    pub target: Option<TargetCheck>,
+}
+
+/// What many watches on one store cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct Resources {
+    /// Watches opened (each on a key of its own, each past `Synced`).
+    pub watches: usize,
+    /// TCP connections the store opened to the server (before any watch).
+    pub store_connections: Option<usize>,
+    /// TCP connections to the server added by the watches.
+    pub watch_connections: Option<usize>,
+    /// Resident memory the watches added, in bytes.
+    pub rss_delta_bytes: Option<u64>,
+    /// The store's own count of its watches.
+    pub stats_watches: usize,
+    /// The store's own count of its connections.
+    pub stats_connections: usize,
+    /// Seconds to open them all.
+    pub open_seconds: f64,
+    /// The target, checked.
+    pub target: TargetCheck,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The backend.
+    pub backend: Backend,
+    /// The URL, password redacted.
+    pub url: String,
+    /// What the raw side was.
+    pub raw_label: String,
+    /// Measured seconds per row and side.
+    pub duration_secs: f64,
+    /// Warm-up seconds per round and side.
+    pub warmup_secs: f64,
+    /// Alternating rounds per row.
+    pub rounds: usize,
+    /// Other keys beside the listed ones.
+    pub list_keys: usize,
+    /// Seconds spent writing the keys the workloads need.
+    pub setup_secs: f64,
+    /// Seconds spent deleting them.
+    pub cleanup_secs: f64,
+    /// The rows, in order.
+    pub rows: Vec<Row>,
+    /// The `watch-resources` figures.
+    pub resources: Option<Resources>,
+    /// The `watch-under-load` figures.
+    pub watch_load: Option<load::WatchLoad>,
+}
+
+fn target_for(backend: Backend, workload: Workload, concurrency: usize) -> Option<(String, f64)> {
+    use Workload::*;
+    let min = |r: f64| Some((format!("≥ {r} of raw"), r));
+    match (backend, workload) {
+        (Backend::Memory, Get | Put | Cas | List | Mixed) if concurrency >= 64 => {
+            Some(("faster than the baseline".to_owned(), 1.0))
+        }
+        (_, Get | List) => min(0.9),
+        (Backend::Etcd | Backend::Zookeeper, Put | Cas) => min(0.9),
+        (Backend::Redis, Put) => min(0.5),
+        (Backend::Redis, Cas) => min(0.9),
+        _ => None,
+    }
+}
+
+pub(crate) fn check_row(backend: Backend, row: &mut Row) {
+    if row.workload == Workload::WatchLatency {
+        let extra = row.anykv.p99_us - row.raw.p99_us;
+        row.target = Some(TargetCheck {
+            target: "p99 ≤ raw p99 + 1 ms".into(),
+            met: extra <= 1000.0,
+        });
+        return;
+    }
+    if row.unit != "tasks" {
+        return;
+    }
+    if let Some((text, min)) = target_for(backend, row.workload, row.concurrency) {
+        row.target = Some(TargetCheck {
+            target: text,
+            met: row.ratio >= min,
+        });
+    }
+}
+
+fn thousands(x: f64) -> String {
+    let n = x.round() as u64;
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn lat(s: &SideStats) -> String {
+    let f = |x: f64| {
+        if x >= 100.0 {
+            thousands(x)
+        } else {
+            format!("{x:.1}")
+        }
+    };
+    format!("{} / {} / {}", f(s.p50_us), f(s.p99_us), f(s.p999_us))
+}
+
+impl Report {
+    /// The report as Markdown: a heading, the table, and the resource
+    /// figures.
+    pub fn to_markdown(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!(
+            "### {} — anykv vs {}\n\n`{}`; {:.1} s measured per row and side over {} alternating rounds \
+             ({:.1} s warm-up each); `list` beside {} other keys; setup {:.1} s, cleanup {:.1} s.\n\n",
+            self.backend.name(),
+            self.raw_label,
+            self.url,
+            self.duration_secs,
+            self.rounds,
+            self.warmup_secs,
+            thousands(self.list_keys as f64),
+            self.setup_secs,
+            self.cleanup_secs,
+        ));
+        if !self.rows.is_empty() {
+            out.push_str(
+                "| workload | concurrency | anykv ops/s | raw ops/s | anykv / raw | \
+                 anykv p50 / p99 / p999 µs | raw p50 / p99 / p999 µs | target |\n\
+                 |---|---|--:|--:|--:|--:|--:|---|\n",
+            );
+            for r in &self.rows {
+                let target = match &r.target {
+                    Some(t) => format!("{} {}", if t.met { "✓" } else { "✗" }, t.target),
+                    None => "—".into(),
+                };
+                out.push_str(&format!(
+                    "| {} | {} {} | {} | {} | {:.2} | {} | {} | {} |\n",
+                    r.workload,
+                    r.concurrency,
+                    r.unit,
+                    thousands(r.anykv.ops_per_sec),
+                    thousands(r.raw.ops_per_sec),
+                    r.ratio,
+                    lat(&r.anykv),
+                    lat(&r.raw),
+                    target
+                ));
+            }
+            out.push('\n');
+        }
+        if let Some(l) = &self.watch_load {
+            out.push_str(&format!(
+                "watch under write load ({} writers, {:.1} s): {} writes/s, the watch delivered \
+                 {} events/s ({:.2} events per write in all, caught up {:.2} s after the \
+                 writes stopped); Synced of a watch opened during the writes: p50 {:.1} ms, \
+                 max {:.1} ms\n",
+                l.writers,
+                l.seconds,
+                thousands(l.writes_per_sec),
+                thousands(l.events_per_sec),
+                l.delivered_per_write,
+                l.drain_seconds,
+                l.synced_p50_ms,
+                l.synced_max_ms,
+            ));
+        }
+        if let Some(res) = &self.resources {
+            let opt = |x: Option<usize>| x.map(|v| v.to_string()).unwrap_or_else(|| "n/a".into());
+            out.push_str(&format!(
+                "{} watches on one store: client memory +{} MiB, TCP connections to the server: \
+                 {} for the store, +{} for the watches (the store's stats: {} watches, {} connections); \
+                 opened in {:.1} s. {} {}\n",
+                thousands(res.watches as f64),
+                res.rss_delta_bytes
+                    .map(|b| format!("{:.1}", b as f64 / 1048576.0))
+                    .unwrap_or_else(|| "n/a".into()),
+                opt(res.store_connections),
+                opt(res.watch_connections),
+                res.stats_watches,
+                res.stats_connections,
+                res.open_seconds,
+                if res.target.met { "✓" } else { "✗" },
+                res.target.target,
+            ));
+        }
+        out
+    }
+
+    /// The report as pretty-printed JSON.
+    pub fn to_json(&self) -> Result<String> {
+        serde_json::to_string_pretty(self).map_err(|e| BenchError::new(format!("json: {e}")))
+    }
+}

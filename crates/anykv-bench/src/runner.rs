@@ -1,0 +1,415 @@
+//! The run: alternating anykv and raw-client rounds of each workload,
+//! timing them, and collecting the rows of the report.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use hdrhistogram::Histogram;
+
+use crate::kv::{AnykvKv, EtcdRaw, Kv, MemoryBaseline, RedisRaw, ZkRaw};
+use crate::report::check_row;
+use crate::workloads::{cleanup, ops_for, setup, watch_op, Ops};
+use crate::{kv, load, sys};
+use crate::{
+    Backend, BenchConfig, BenchError, Report, Resources, Result, Row, SideStats, TargetCheck,
+    Workload,
+};
+
+struct Measured {
+    ops: u64,
+    elapsed: Duration,
+    hist: Histogram<u64>,
+}
+
+fn histogram() -> Histogram<u64> {
+    match Histogram::new_with_bounds(1, 3_600_000_000_000, 3) {
+        Ok(h) => h,
+        Err(_) => Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant digits")),
+    }
+}
+
+async fn phase(ops: Ops, warmup: Duration, measure: Duration) -> Result<(Ops, Measured)> {
+    let start = Instant::now();
+    let from = start + warmup;
+    let until = from + measure;
+    let handles: Vec<_> = ops
+        .into_iter()
+        .map(|mut op| {
+            tokio::spawn(async move {
+                let mut hist = histogram();
+                let mut count = 0u64;
+                let mut last = from;
+                loop {
+                    let t = Instant::now();
+                    if t >= until {
+                        break;
+                    }
+                    match op.run().await {
+                        Ok(samples) => {
+                            let done = Instant::now();
+                            if t >= from {
+                                count += 1;
+                                last = done;
+                                match samples {
+                                    None => hist.saturating_record(nanos(done - t)),
+                                    Some(v) => {
+                                        for d in v {
+                                            hist.saturating_record(nanos(d));
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => return (op, Err(e)),
+                    }
+                }
+                (op, Ok((count, hist, last)))
+            })
+        })
+        .collect();
+    let mut back = Vec::with_capacity(handles.len());
+    let mut total = Measured {
+        ops: 0,
+        elapsed: measure,
+        hist: histogram(),
+    };
+    let mut first_err = None;
+    let mut last_done = from;
+    for h in handles {
+        let (op, r) = h
+            .await
+            .map_err(|e| BenchError::new(format!("a benchmark task failed: {e}")))?;
+        back.push(op);
+        match r {
+            Ok((count, hist, last)) => {
+                total.ops += count;
+                let _ = total.hist.add(&hist);
+                last_done = last_done.max(last);
+            }
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    total.elapsed = (last_done - from).max(measure);
+    Ok((back, total))
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
+}
+
+fn stats(label: &str, ops: u64, elapsed: Duration, hist: &Histogram<u64>) -> SideStats {
+    let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    let secs = elapsed.as_secs_f64();
+    SideStats {
+        label: label.to_owned(),
+        operations: ops,
+        seconds: secs,
+        ops_per_sec: if secs > 0.0 { ops as f64 / secs } else { 0.0 },
+        samples: hist.len(),
+        p50_us: us(0.5),
+        p99_us: us(0.99),
+        p999_us: us(0.999),
+        max_us: hist.max() as f64 / 1000.0,
+    }
+}
+
+/// Runs both sides of one row over the configured rounds, alternating
+/// which goes first.
+async fn compare(
+    config: &BenchConfig,
+    anykv_ops: Ops,
+    raw_ops: Ops,
+    labels: (&str, &str),
+) -> Result<(SideStats, SideStats)> {
+    let rounds = config.rounds as u32;
+    let measure = config.duration / rounds;
+    let mut sides = [
+        (Some(anykv_ops), 0u64, Duration::ZERO, histogram()),
+        (Some(raw_ops), 0u64, Duration::ZERO, histogram()),
+    ];
+    for round in 0..config.rounds {
+        let order = if round.is_multiple_of(2) {
+            [0, 1]
+        } else {
+            [1, 0]
+        };
+        for i in order {
+            let ops = sides[i].0.take().unwrap_or_default();
+            let (ops, m) = phase(ops, config.warmup, measure).await?;
+            sides[i].0 = Some(ops);
+            sides[i].1 += m.ops;
+            sides[i].2 += m.elapsed;
+            let _ = sides[i].3.add(&m.hist);
+        }
+    }
+    let a = stats(labels.0, sides[0].1, sides[0].2, &sides[0].3);
+    let r = stats(labels.1, sides[1].1, sides[1].2, &sides[1].3);
+    Ok((a, r))
+}
+
+fn say(config: &BenchConfig, msg: impl fmt::Display) {
+    if config.progress {
+        eprintln!("[anykv-bench] {msg}");
+    }
+}
+
+/// The port the URL's first server listens on.
+fn server_port(backend: Backend, url: &anykv::Url) -> Option<u16> {
+    let default = match backend {
+        Backend::Memory => return None,
+        Backend::Etcd => 2379,
+        Backend::Redis => 6379,
+        Backend::Zookeeper => 2181,
+    };
+    Some(url.port().unwrap_or(default))
+}
+
+async fn raw_side(backend: Backend, url: &anykv::Url, ns: &str) -> Result<Arc<dyn Kv>> {
+    let credentials = anykv::url_credentials(url).map_err(|e| BenchError::config(e.to_string()))?;
+    let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
+    let port = server_port(backend, url).unwrap_or(0);
+    let join = |root: &str| {
+        if root.is_empty() {
+            ns.to_owned()
+        } else {
+            format!("{root}/{ns}")
+        }
+    };
+    Ok(match backend {
+        Backend::Memory => Arc::new(MemoryBaseline::new(ns)),
+        Backend::Etcd => {
+            let root = anykv::url_root(url).map_err(|e| BenchError::config(e.to_string()))?;
+            Arc::new(EtcdRaw::connect(&format!("{host}:{port}"), credentials, join(&root)).await?)
+        }
+        Backend::Redis => {
+            let decoded: Vec<String> = url
+                .path_segments()
+                .map(|s| s.filter(|x| !x.is_empty()).map(str::to_owned).collect())
+                .unwrap_or_default();
+            let db: i64 = match decoded.first() {
+                Some(d) => d.parse().map_err(|_| {
+                    BenchError::config(format!("redis:// URL: {d:?} is not a database number"))
+                })?,
+                None => 0,
+            };
+            let root = decoded.get(1..).map(|r| r.join("/")).unwrap_or_default();
+            Arc::new(RedisRaw::connect(&host, port, db, credentials, format!("{ns}:{root}")).await?)
+        }
+        Backend::Zookeeper => {
+            let root = anykv::url_root(url).map_err(|e| BenchError::config(e.to_string()))?;
+            Arc::new(
+                ZkRaw::connect(
+                    &format!("{host}:{port}"),
+                    credentials,
+                    format!("/{}", join(&root)),
+                )
+                .await?,
+            )
+        }
+    })
+}
+
+/// Runs the configured workloads and returns every figure.
+///
+/// Opens the store and the raw client, writes the keys the workloads
+/// need, runs each row (both sides, alternating), measures
+/// `watch-resources` last, and deletes everything it wrote, also after
+/// a failure.
+pub async fn run(config: &BenchConfig) -> Result<Report> {
+    let backend = config.validate()?;
+    let url = anykv::parse_url(&config.url).map_err(|e| BenchError::config(e.to_string()))?;
+    let store = anykv::open(&config.url).await?;
+    let pid = std::process::id();
+    let anykv_prefix = format!("anykv-bench-{pid}");
+    let anykv_side: Arc<dyn Kv> = Arc::new(AnykvKv::new(store.clone(), anykv_prefix.clone()));
+    let raw = raw_side(backend, &url, &format!("anykv-bench-raw-{pid}")).await?;
+    let mut report = Report {
+        backend,
+        url: anykv::redact_url(&config.url),
+        raw_label: raw.label().to_owned(),
+        duration_secs: config.duration.as_secs_f64(),
+        warmup_secs: config.warmup.as_secs_f64(),
+        rounds: config.rounds,
+        list_keys: config.list_keys,
+        setup_secs: 0.0,
+        cleanup_secs: 0.0,
+        rows: Vec::new(),
+        resources: None,
+        watch_load: None,
+    };
+    let result = measure(
+        config,
+        backend,
+        &url,
+        &anykv_side,
+        &raw,
+        &anykv_prefix,
+        &mut report,
+    )
+    .await;
+    let t = Instant::now();
+    say(config, "cleaning up");
+    let clean_a = cleanup(&anykv_side, config).await;
+    let clean_r = cleanup(&raw, config).await;
+    report.cleanup_secs = t.elapsed().as_secs_f64();
+    let _ = store.close().await;
+    result?;
+    clean_a?;
+    clean_r?;
+    Ok(report)
+}
+
+async fn measure(
+    config: &BenchConfig,
+    backend: Backend,
+    url: &anykv::Url,
+    anykv_side: &Arc<dyn Kv>,
+    raw: &Arc<dyn Kv>,
+    prefix: &str,
+    report: &mut Report,
+) -> Result<()> {
+    let t = Instant::now();
+    say(
+        config,
+        format!("writing the keys of {} (anykv)", backend.name()),
+    );
+    setup(anykv_side, config).await?;
+    say(
+        config,
+        format!("writing the keys of {} ({})", backend.name(), raw.label()),
+    );
+    setup(raw, config).await?;
+    report.setup_secs = t.elapsed().as_secs_f64();
+    say(config, format!("setup took {:.1} s", report.setup_secs));
+    let labels = ("anykv", raw.label());
+    for &workload in &config.workloads {
+        let mut shapes: Vec<(String, usize, bool)> = Vec::new();
+        match workload {
+            Workload::WatchResources => {
+                say(config, format!("{workload}: {} watches", config.watches));
+                report.resources = Some(watch_resources(config, backend, url, prefix).await?);
+                continue;
+            }
+            Workload::WatchUnderLoad => {
+                say(config, format!("{workload}: {} writers", load::WRITERS));
+                report.watch_load = Some(load::watch_under_load(config, prefix).await?);
+                continue;
+            }
+            Workload::WatchLatency => {
+                for &w in &config.watchers {
+                    shapes.push(("watchers".into(), w, false));
+                }
+            }
+            _ => {
+                for &c in &config.concurrency {
+                    shapes.push(("tasks".into(), c, false));
+                }
+                if workload == Workload::Lock {
+                    shapes.push(("contenders".into(), config.contenders, true));
+                }
+            }
+        }
+        for (unit, n, contended) in shapes {
+            say(config, format!("{workload} × {n} {unit}"));
+            let (a_ops, r_ops) = if workload == Workload::WatchLatency {
+                (watch_op(anykv_side, n).await?, watch_op(raw, n).await?)
+            } else {
+                (
+                    ops_for(workload, anykv_side, config, n, contended).await?,
+                    ops_for(workload, raw, config, n, contended).await?,
+                )
+            };
+            let (a, r) = compare(config, a_ops, r_ops, labels).await?;
+            let ratio = if r.ops_per_sec > 0.0 {
+                a.ops_per_sec / r.ops_per_sec
+            } else {
+                0.0
+            };
+            let mut row = Row {
+                workload,
+                unit,
+                concurrency: n,
+                anykv: a,
+                raw: r,
+                ratio,
+                target: None,
+            };
+            check_row(backend, &mut row);
+            say(
+                config,
+                format!(
+                    "  anykv {:.0} ops/s, raw {:.0} ops/s, ratio {:.2}",
+                    row.anykv.ops_per_sec, row.raw.ops_per_sec, row.ratio
+                ),
+            );
+            report.rows.push(row);
+        }
+    }
+    Ok(())
+}
+
+async fn watch_resources(
+    config: &BenchConfig,
+    backend: Backend,
+    url: &anykv::Url,
+    prefix: &str,
+) -> Result<Resources> {
+    let port = server_port(backend, url);
+    let conns = || port.and_then(sys::tcp_connections_to);
+    let c0 = conns();
+    let store = anykv::open(&config.url).await?;
+    let c1 = conns();
+    let rss0 = sys::rss_bytes();
+    let t = Instant::now();
+    let streams: Vec<Result<kv::ChangeStream>> = stream::iter(0..config.watches)
+        .map(|i| {
+            let store = store.clone();
+            let key = format!("{prefix}/r/{i:08}");
+            async move { kv::anykv_watch(store, &key).await }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let open_seconds = t.elapsed().as_secs_f64();
+    let streams: Vec<kv::ChangeStream> = streams.into_iter().collect::<Result<_>>()?;
+    // Let background work settle before sampling.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss1 = sys::rss_bytes();
+    let c2 = conns();
+    let st = store.stats();
+    drop(streams);
+    let _ = store.close().await;
+    let watch_connections = match (c1, c2) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    let rss_delta_bytes = match (rss0, rss1) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    let met = watch_connections.unwrap_or(0) <= 2
+        && rss_delta_bytes.is_some_and(|b| b < 50 * 1024 * 1024);
+    Ok(Resources {
+        watches: config.watches,
+        store_connections: match (c0, c1) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        },
+        watch_connections,
+        rss_delta_bytes,
+        stats_watches: st.watches,
+        stats_connections: st.connections,
+        open_seconds,
+        target: TargetCheck {
+            target: "bounded connections, < 50 MiB".into(),
+            met,
+        },
+    })
+}
