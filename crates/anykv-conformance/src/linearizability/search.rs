@@ -25,7 +25,7 @@ impl Checker {
         self
     }
 
-    /// Checks a history; see [the module documentation](self).
+    /// Checks a history; see [the module documentation](super).
     pub fn check(&self, history: &History) -> Verdict {
         let records = history.records();
         if let Some(v) = check_shapes(records) {
