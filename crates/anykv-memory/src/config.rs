@@ -22,7 +22,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The smallest TTL; smaller ones are raised to it.
 pub const MIN_TTL: Duration = Duration::from_millis(1);
 
-/// How to open a [`MemoryStore`].
+/// How to open a [`crate::MemoryStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MemoryConfig {
@@ -36,7 +36,7 @@ pub struct MemoryConfig {
     pub history_bytes: usize,
     /// The largest value, in bytes.
     pub max_value_size: usize,
-    /// How long a call waits out a frozen store (see [`pause_named`])
+    /// How long a call waits out a frozen store (see [`crate::pause_named`])
     /// before it fails with `Timeout`; the `request_timeout` URL parameter.
     pub request_timeout: Duration,
 }
