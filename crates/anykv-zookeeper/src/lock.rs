@@ -118,9 +118,25 @@ pub(crate) async fn acquire(
         .sessions
         .join(&state.client, ttl, id, member, budget.step()?)
         .await?;
-    let mut mine: Option<String> = None;
+    // Until the guard is handed out, dropping this (an error, a timeout,
+    // or the caller's future dropped at any await) gives the lock up.
+    let mut pending = PendingLock {
+        state: state.clone(),
+        session: session.clone(),
+        id,
+        lock_dir: lock_dir.clone(),
+        node: None,
+        armed: true,
+    };
     let outcome = take_turn(
-        state, &session, id, &lock_dir, &budget, &signal, wait, &mut mine,
+        state,
+        &session,
+        id,
+        &lock_dir,
+        &budget,
+        &signal,
+        wait,
+        &mut pending.node,
     )
     .await;
     match outcome {
@@ -133,16 +149,19 @@ pub(crate) async fn acquire(
             });
             state.locks.lock().insert(id, entry.clone());
             if state.is_closed() {
+                pending.armed = false;
                 let _ = release(state, &entry).await;
                 return Err(Error::closed(BACKEND));
             }
             let fencing = match fencing_token(&entry, &budget).await {
                 Ok(f) => f,
                 Err(e) => {
+                    pending.armed = false;
                     let _ = release(state, &entry).await;
                     return Err(e);
                 }
             };
+            pending.armed = false;
             Ok(Some(LockGuard::new(
                 canonical,
                 fencing,
@@ -153,19 +172,45 @@ pub(crate) async fn acquire(
                 }),
             )))
         }
-        other => {
-            // Give up in the background, so that a call that failed
-            // because the server is away returns at once.
-            let state = state.clone();
-            let node = mine.map(|n| child(&lock_dir, &n));
-            tokio::spawn(async move {
-                if let (Some(node), Some(zk_session)) = (node, session.session()) {
-                    let limit = state.client.request_timeout();
-                    let _ = with_deadline(limit, "release", zk_session.delete(&node, None)).await;
-                }
-                state.sessions.leave(&session, id);
-            });
-            other.map(|_| None)
+        // `pending` gives up in the background as it drops, so that a
+        // call that failed because the server is away returns at once.
+        other => other.map(|_| None),
+    }
+}
+
+/// A lock call that has not handed out its guard yet: dropped armed (an
+/// error, a timeout, the caller's future dropped at any await, even in the
+/// instant the lock was granted), it deletes its node and leaves the
+/// shared session in the background, so the lock goes to the next waiter.
+struct PendingLock {
+    state: Arc<StoreState>,
+    session: Arc<SharedSession>,
+    id: u64,
+    lock_dir: String,
+    /// The waiter node's name, once created.
+    node: Option<String>,
+    armed: bool,
+}
+
+impl Drop for PendingLock {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let state = self.state.clone();
+        let session = self.session.clone();
+        let id = self.id;
+        let node = self.node.take().map(|n| child(&self.lock_dir, &n));
+        state.locks.lock().remove(&id);
+        let give_up = async move {
+            if let (Some(node), Some(zk_session)) = (node, session.session()) {
+                let limit = state.client.request_timeout();
+                let _ = with_deadline(limit, "release", zk_session.delete(&node, None)).await;
+            }
+            state.sessions.leave(&session, id);
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(give_up);
         }
     }
 }

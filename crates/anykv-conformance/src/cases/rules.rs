@@ -47,6 +47,10 @@ macro_rules! __anykv_cases_rules {
             rules_lock_names_nest_with_roots_reversed,
             rules_root_dot_segments_refused,
             rules_root_dotted_names_not_parent,
+            rules_value_too_large_names_canonical_key,
+            rules_stats_count_own_handles,
+            rules_lock_wait_cancelled_at_handover_leaves_lock_free,
+            rules_ttl_from_short_lived_runtime_expires,
         ] }
     };
 }
@@ -631,5 +635,185 @@ pub async fn rules_root_dotted_names_not_parent(ctx: &Ctx) -> CaseResult {
             other => return Err(Failure::failed(format!("expected the key, got {other:?}"))),
         }
     }
+    Ok(())
+}
+
+/// `ValueTooLarge` names the canonical key (however the key was spelt), the
+/// value's size and the backend's maximum, and nothing is written.
+pub async fn rules_value_too_large_names_canonical_key(ctx: &Ctx) -> CaseResult {
+    let s = ctx.store().await?;
+    let max = s.capabilities().max_value_size;
+    let big = anykv_core::Bytes::from(vec![7u8; max + 1]);
+    match s.put("/a/b/", big, PutOptions::new()).await {
+        Err(anykv_core::Error::ValueTooLarge {
+            key, size, max: m, ..
+        }) => {
+            check_eq!((key.as_str(), size, m), ("a/b", max + 1, max));
+        }
+        other => {
+            return Err(Failure::failed(format!(
+                "a value of max + 1 bytes: expected ValueTooLarge, got {:?}",
+                other.map_err(|e| e.kind())
+            )))
+        }
+    }
+    check!(is_gone(&s, "a/b").await?, "the refused value was written");
+    Ok(())
+}
+
+/// `stats()` counts this store's own watches, leases and locks only:
+/// another client's on the same root do not show, and a dropped watch,
+/// a revoked lease and a released lock leave the count.
+pub async fn rules_stats_count_own_handles(ctx: &Ctx) -> CaseResult {
+    let a = ctx.store().await?;
+    let b = ctx.store().await?;
+    let caps = a.capabilities().clone();
+    let base_a = a.stats();
+    let base_b = b.stats();
+    let w1 = if caps.watch {
+        Some(a.watch("k", WatchOptions::new()).await?)
+    } else {
+        None
+    };
+    let w2 = if caps.watch {
+        Some(a.watch_tree("", WatchOptions::new()).await?)
+    } else {
+        None
+    };
+    let lease = if caps.leases {
+        Some(a.grant_lease(Duration::from_secs(30)).await?)
+    } else {
+        None
+    };
+    let lock = if caps.locks {
+        Some(a.lock("l", LockOptions::new()).await?)
+    } else {
+        None
+    };
+    let wb = if caps.watch {
+        Some(b.watch("k", WatchOptions::new()).await?)
+    } else {
+        None
+    };
+    let n = |x: bool, k: usize| if x { k } else { 0 };
+    let sa = a.stats();
+    check_eq!(
+        (sa.watches, sa.leases, sa.locks),
+        (
+            base_a.watches + n(caps.watch, 2),
+            base_a.leases + n(caps.leases, 1),
+            base_a.locks + n(caps.locks, 1)
+        ),
+        "the store's own watches, leases and locks"
+    );
+    let sb = b.stats();
+    check_eq!(
+        (sb.watches, sb.leases, sb.locks),
+        (
+            base_b.watches + n(caps.watch, 1),
+            base_b.leases,
+            base_b.locks
+        ),
+        "another client's stats count only its own"
+    );
+    drop(w1);
+    drop(w2);
+    if let Some(l) = lease {
+        l.revoke().await?;
+    }
+    if let Some(l) = lock {
+        l.release().await?;
+    }
+    crate::wait_until(SLACK, "the counts go back when handles go", || {
+        let a = a.clone();
+        async move {
+            let s = a.stats();
+            Ok((s.watches, s.leases, s.locks) == (base_a.watches, base_a.leases, base_a.locks))
+        }
+    })
+    .await?;
+    drop(wb);
+    Ok(())
+}
+
+/// A `lock()` call dropped in the instant the lock is handed to it (its
+/// task aborted right after the holder's release) leaves the lock free or
+/// gives it back: another client gets it promptly, five times over with
+/// different delays.
+pub async fn rules_lock_wait_cancelled_at_handover_leaves_lock_free(ctx: &Ctx) -> CaseResult {
+    let a = ctx.store().await?;
+    ctx.require(a.capabilities().locks, "locks")?;
+    let b = ctx.store().await?;
+    let c = ctx.store().await?;
+    for (round, delay_us) in [0u64, 100, 1000, 5000, 20_000].into_iter().enumerate() {
+        let name = format!("l{round}");
+        let held = a.lock(&name, LockOptions::new()).await?;
+        check!(
+            c.try_lock(&name, LockOptions::new()).await?.is_none(),
+            "round {round}: a held lock was free"
+        );
+        let (b2, n2) = (b.clone(), name.clone());
+        let waiter = tokio::spawn(async move { b2.lock(&n2, LockOptions::new()).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        held.release().await?;
+        tokio::time::sleep(Duration::from_micros(delay_us)).await;
+        waiter.abort();
+        let _ = waiter.await;
+        let got = c
+            .lock(&name, LockOptions::new().with_timeout(EVENT_TIMEOUT))
+            .await
+            .map_err(|e| {
+                Failure::failed(format!(
+                    "round {round}: the lock stayed taken after its waiter was cancelled \
+                     at the handover ({:?}): {e}",
+                    e.kind()
+                ))
+            })?;
+        got.release().await?;
+    }
+    Ok(())
+}
+
+/// A TTL key written by a store whose Tokio runtime then ends (a CLI, a
+/// test's runtime) still expires on time: nothing the TTL needs dies with
+/// that runtime.
+pub async fn rules_ttl_from_short_lived_runtime_expires(ctx: &Ctx) -> CaseResult {
+    let reader = ctx.store().await?;
+    ctx.require(reader.capabilities().ttl, "ttl")?;
+    let ttl = Duration::from_secs(2).max(reader.capabilities().min_ttl);
+    let factory = ctx.factory().clone();
+    let root = ctx.root().to_owned();
+    let written = tokio::task::spawn_blocking(move || -> Result<u64, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("no runtime: {e}"))?;
+        let rev = rt.block_on(async {
+            let s = factory.open(&root).await.map_err(|e| e.to_string())?;
+            s.put(
+                "k",
+                anykv_core::Bytes::from("v"),
+                PutOptions::new().with_ttl(ttl),
+            )
+            .await
+            .map_err(|e| e.to_string())
+        })?;
+        drop(rt);
+        Ok(rev)
+    })
+    .await
+    .map_err(|e| Failure::failed(format!("the short-lived runtime panicked: {e}")))?
+    .map_err(Failure::failed)?;
+    let start = Instant::now();
+    check!(written > 0, "the put returned revision 0");
+    check!(
+        reader.exists("k").await?,
+        "the key is missing right after its put"
+    );
+    wait_gone(&reader, &["k"], ttl + SLACK).await?;
+    check!(
+        start.elapsed() <= ttl + SLACK * 2,
+        "the key outlived its TTL"
+    );
     Ok(())
 }
