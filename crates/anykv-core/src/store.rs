@@ -58,11 +58,11 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// listing ends within it, so paging goes on from the last key of a
     /// full page until a page comes back shorter than the limit:
     ///
-    /// ```no_run
+    /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> anykv_core::Result<()> {
-    /// # let store = anykv_memory_doc();
     /// use anykv_core::{ListOptions, PutOptions, Store};
+    /// let store = anykv_memory::MemoryStore::new();
     /// for i in 0..5 {
     ///     store.put(&format!("jobs/{i}"), "x".into(), PutOptions::new()).await?;
     /// }
@@ -79,7 +79,6 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// assert_eq!(seen, ["jobs/0", "jobs/1", "jobs/2", "jobs/3", "jobs/4"]);
     /// # Ok(())
     /// # }
-    /// # fn anykv_memory_doc() -> std::sync::Arc<dyn anykv_core::Store> { unimplemented!() }
     /// ```
     ///
     /// The default reads the whole listing and pages it in memory; every
