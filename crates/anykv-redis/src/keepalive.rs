@@ -81,3 +81,18 @@ pub(crate) async fn keep_alive<F, Fut>(
         }
     }
 }
+
+/// Gives a lease or a lock back after its handle was dropped: `work` on
+/// the current runtime when there is one; without a runtime, `stop` at
+/// once (the keep-alive stops, so the server's TTL frees it).
+pub(crate) fn give_back<F>(work: F, stop: impl FnOnce())
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(work);
+        }
+        Err(_) => stop(),
+    }
+}

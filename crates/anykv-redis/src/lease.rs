@@ -107,19 +107,17 @@ impl Release for LeaseRelease {
     }
 
     fn release_in_background(&self) {
-        let s = self.state.clone();
-        let id = self.id;
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) => {
-                h.spawn(async move {
-                    let _ = revoke(&s, id).await;
-                });
-            }
-            Err(_) => {
-                if let Some(lease) = s.leases.lock().remove(&id) {
+        let (s, id) = (self.state.clone(), self.id);
+        let state = self.state.clone();
+        crate::keepalive::give_back(
+            async move {
+                let _ = revoke(&s, id).await;
+            },
+            move || {
+                if let Some(lease) = state.leases.lock().remove(&id) {
                     lease.stop();
                 }
-            }
-        }
+            },
+        );
     }
 }

@@ -289,19 +289,17 @@ impl Release for LockRelease {
     }
 
     fn release_in_background(&self) {
-        let s = self.state.clone();
-        let id = self.id;
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) => {
-                h.spawn(async move {
-                    let _ = release(&s, id).await;
-                });
-            }
-            Err(_) => {
-                if let Some(lock) = s.locks.lock().remove(&id) {
+        let (s, id) = (self.state.clone(), self.id);
+        let state = self.state.clone();
+        crate::keepalive::give_back(
+            async move {
+                let _ = release(&s, id).await;
+            },
+            move || {
+                if let Some(lock) = state.locks.lock().remove(&id) {
                     lock.keepalive.stop();
                 }
-            }
-        }
+            },
+        );
     }
 }
