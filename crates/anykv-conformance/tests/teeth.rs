@@ -32,6 +32,9 @@ enum Breakage {
     LockAdmitsTwo,
     /// Every holder gets the same fencing token.
     FencingTokenConstant,
+    /// A `lock()` dropped after the lock was granted but before it
+    /// returned keeps the lock for ever instead of giving it back.
+    LockLeaksDroppedAttempt,
     /// The lock keeps a visible `___lock/...` key, as libkv did.
     LockBookkeepingVisible,
     /// TTLs are dropped: keys live for ever.
@@ -71,6 +74,18 @@ struct Broken {
     versions: Mutex<HashMap<String, u64>>,
     /// Every value each key had, by revision (for `CasComparesValues`).
     values: Mutex<HashMap<(String, u64), Bytes>>,
+}
+
+/// Holds a granted guard while a broken `lock()` is still running; if the
+/// call is dropped there, the guard is forgotten, so the lock stays held.
+struct LeakedIfDropped(Option<LockGuard>);
+
+impl Drop for LeakedIfDropped {
+    fn drop(&mut self) {
+        if let Some(g) = self.0.take() {
+            std::mem::forget(g);
+        }
+    }
 }
 
 /// Gives every broken `lock` call a lock name of its own, across clients.
@@ -391,6 +406,15 @@ impl Store for Broken {
                 let n = LOCK_COUNTER.fetch_add(1, Ordering::SeqCst);
                 self.inner.lock(&format!("{k}/{n}"), options).await
             }
+            Breakage::LockLeaksDroppedAttempt => {
+                let granted = self.inner.lock(&self.mangle(k), options).await?;
+                let mut pending = LeakedIfDropped(Some(granted));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                match pending.0.take() {
+                    Some(g) => Ok(g),
+                    None => unreachable!("the guard is taken only here"),
+                }
+            }
             _ => {
                 let g = self.inner.lock(&self.mangle(k), options).await?;
                 self.after_lock(k, g).await
@@ -592,8 +616,8 @@ async fn cas_that_ignores_the_revision_fails() {
             "atomic_put_stale_revision",
             "atomic_put_missing_key",
             "atomic_delete_stale_revision",
-            "cas_counter_16_tasks",
-            "create_race_one_winner",
+            "race_cas_counter_16_tasks",
+            "race_create_one_winner",
             "history_linearizable_registers",
         ],
     )
@@ -684,9 +708,18 @@ async fn lock_that_admits_two_holders_fails() {
         Breakage::LockAdmitsTwo,
         &[
             "lock_mutual_exclusion_counter",
-            "try_lock_fails_while_held",
+            "lock_try_lock_fails_while_held",
             "lock_timeout",
         ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_leaking_a_dropped_attempt_fails() {
+    must_fail(
+        Breakage::LockLeaksDroppedAttempt,
+        &["lock_attempt_dropped_in_flight_leaves_lock_free"],
     )
     .await;
 }
@@ -764,7 +797,7 @@ async fn revisions_reused_after_recreate_fail() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_invalid_keys_fail() {
-    must_fail(Breakage::InvalidKeysAccepted, &["invalid_keys_rejected"]).await;
+    must_fail(Breakage::InvalidKeysAccepted, &["keys_invalid_rejected"]).await;
 }
 
 /// A backend that does nothing must fail every single case: no case of

@@ -24,13 +24,14 @@ macro_rules! __anykv_cases_lock {
         $($cb)*! { $args lock: [
             lock_mutual_exclusion_counter,
             lock_fencing_tokens_increase,
-            try_lock_fails_while_held,
+            lock_try_lock_fails_while_held,
             lock_waiter_gets_lock_after_release,
             lock_waiter_gets_lock_after_holder_close,
             lock_timeout,
             lock_drop_releases,
+            lock_attempt_dropped_in_flight_leaves_lock_free,
             lock_lost_fires_on_close,
-            release_after_loss_keeps_new_holder,
+            lock_release_after_loss_keeps_new_holder,
             lock_bookkeeping_invisible,
             lock_names_are_independent,
             lock_and_key_namespaces_separate,
@@ -254,7 +255,7 @@ pub async fn lock_fencing_tokens_increase(ctx: &Ctx) -> CaseResult {
 /// `Ok(None)` at once; after the holder releases, it returns `Ok(Some)`
 /// with a greater fencing token, and then the first client's `try_lock`
 /// returns `Ok(None)`.
-pub async fn try_lock_fails_while_held(ctx: &Ctx) -> CaseResult {
+pub async fn lock_try_lock_fails_while_held(ctx: &Ctx) -> CaseResult {
     let (a, opts) = lock_store(ctx).await?;
     let b = ctx.store().await?;
     let ga = expect_free(&a, "t", &opts).await?;
@@ -397,6 +398,55 @@ pub async fn lock_drop_releases(ctx: &Ctx) -> CaseResult {
     Ok(())
 }
 
+/// A `lock()` call on a free lock that is dropped while its attempt is in
+/// flight (its task aborted 0 µs to 5 ms after it started, before or after
+/// the server granted it) leaves the lock free or gives it back at once:
+/// another client gets it well within the lock's 60 s TTL, every time.
+pub async fn lock_attempt_dropped_in_flight_leaves_lock_free(ctx: &Ctx) -> CaseResult {
+    let a = ctx.store().await?;
+    ctx.require(a.capabilities().locks, "locks")?;
+    let b = ctx.store().await?;
+    let long = LockOptions::new().with_ttl(Duration::from_secs(60));
+    for (round, delay_us) in [0u64, 20, 100, 300, 1000, 2000, 5000]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("l{round}");
+        let (a2, n2, opts) = (a.clone(), name.clone(), long.clone());
+        let attempt = tokio::spawn(async move { a2.lock(&n2, opts).await });
+        tokio::time::sleep(Duration::from_micros(delay_us)).await;
+        attempt.abort();
+        match attempt.await {
+            // It finished before the abort: its guard was returned and
+            // dropped with the task's output here, which releases it.
+            Ok(result) => drop(result),
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => {
+                return Err(Failure::failed(format!(
+                    "round {round}: lock panicked: {e}"
+                )))
+            }
+        }
+        let got = b
+            .lock(&name, LockOptions::new().with_timeout(EVENT_TIMEOUT))
+            .await
+            .map_err(|e| {
+                Failure::failed(format!(
+                    "round {round}: a lock() dropped {delay_us} µs into its attempt left \
+                     the lock taken for {EVENT_TIMEOUT:?} ({:?}): {e}",
+                    e.kind()
+                ))
+            })?;
+        check!(
+            a.try_lock(&name, LockOptions::new()).await?.is_none(),
+            "round {round}: a lock is held by one client at a time, but it was free \
+             while the other client held it"
+        );
+        got.release().await?;
+    }
+    Ok(())
+}
+
 /// `LockGuard::lost()` does not complete while the lock is held and
 /// completes within [`SLACK`] after the holder's store closes; `is_lost`
 /// then says so, and another client can take the lock.
@@ -429,7 +479,7 @@ pub async fn lock_lost_fires_on_close(ctx: &Ctx) -> CaseResult {
 /// `release()` afterwards (whatever it returns) must not free B's lock: a
 /// third client's `try_lock` still gets `None` and B's guard is not lost;
 /// after B releases, the third client gets it.
-pub async fn release_after_loss_keeps_new_holder(ctx: &Ctx) -> CaseResult {
+pub async fn lock_release_after_loss_keeps_new_holder(ctx: &Ctx) -> CaseResult {
     let (a, opts) = lock_store(ctx).await?;
     let b = ctx.store().await?;
     let c = ctx.store().await?;
