@@ -127,11 +127,15 @@ pub async fn compact(store: Arc<dyn Store>, revision: u64) -> Result<()> {
 }
 
 /// A case's outcome as a text line: `pass        NAME (0.31 s)`,
-/// `FAIL        NAME (1.20 s): reason`, `unsupported NAME (0.01 s): reason`.
+/// `FAIL        NAME (1.20 s): reason (the rule: …)`,
+/// `unsupported NAME (0.01 s): reason`.
 pub fn case_line(case: &CaseReport) -> String {
     let (word, why) = match &case.outcome {
         Outcome::Passed => ("pass", String::new()),
-        Outcome::Failed(m) => ("FAIL", format!(": {}", one_line(m))),
+        Outcome::Failed(m) => (
+            "FAIL",
+            format!(": {} (the rule: {})", one_line(m), case.rule),
+        ),
         Outcome::Unsupported(m) => ("unsupported", format!(": {}", one_line(m))),
     };
     format!(
@@ -141,8 +145,8 @@ pub fn case_line(case: &CaseReport) -> String {
     )
 }
 
-/// A case's outcome as JSON: `{"case", "group", "outcome", "seconds",
-/// "reason"}` (`reason` only for `fail` and `unsupported`).
+/// A case's outcome as JSON: `{"case", "group", "rule", "outcome",
+/// "seconds", "reason"}` (`reason` only for `fail` and `unsupported`).
 pub fn case_json(case: &CaseReport) -> Value {
     let (outcome, reason) = match &case.outcome {
         Outcome::Passed => ("pass", None),
@@ -152,6 +156,7 @@ pub fn case_json(case: &CaseReport) -> Value {
     let mut v = json!({
         "case": case.name,
         "group": case.group,
+        "rule": case.rule,
         "outcome": outcome,
         "seconds": case.duration.as_secs_f64(),
     });

@@ -181,8 +181,20 @@ fn conformance_broken_backend_fails() {
         run.stderr.lines().last(),
         Some(format!("anykv: {failed} of {n} conformance cases failed").as_str())
     );
+    // A FAIL line's reason is what went wrong, then the rule the case checks.
     let reason = |name: &str| match run.cases.get(name) {
-        Some((word, Some(reason))) if word == "FAIL" => reason.clone(),
+        Some((word, Some(reason))) if word == "FAIL" => {
+            let rule = anykv_conformance::all_cases()
+                .into_iter()
+                .find(|c| c.name == name)
+                .map(|c| c.rule)
+                .unwrap_or_default();
+            let suffix = format!(" (the rule: {rule})");
+            match reason.strip_suffix(&suffix) {
+                Some(what) => what.to_owned(),
+                None => panic!("{name}: the FAIL line does not end with {suffix:?}: {reason}"),
+            }
+        }
         other => panic!("{name}: expected a FAIL line, got {other:?}"),
     };
     assert!(
@@ -197,7 +209,7 @@ fn conformance_broken_backend_fails() {
     );
     assert_eq!(reason("watch_delete_event"), "no watch event within 10s");
     assert_eq!(
-        run.cases.get("put_get_roundtrip"),
+        run.cases.get("basic_put_get_roundtrip"),
         Some(&("pass".to_owned(), None)),
         "what is not broken passes"
     );

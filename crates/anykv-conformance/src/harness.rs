@@ -278,6 +278,9 @@ pub struct Case {
     pub name: &'static str,
     /// The group (module) it belongs to.
     pub group: &'static str,
+    /// The rule the case checks: the first paragraph of its doc comment,
+    /// quoted by every failure report.
+    pub rule: &'static str,
     /// The case changes something every case can see (compaction, a
     /// restart, a paused server), so it runs alone.
     pub exclusive: bool,
@@ -293,6 +296,7 @@ impl fmt::Debug for Case {
         f.debug_struct("Case")
             .field("name", &self.name)
             .field("group", &self.group)
+            .field("rule", &self.rule)
             .field("exclusive", &self.exclusive)
             .field("heavy", &self.heavy)
             .finish()
@@ -309,6 +313,7 @@ impl Case {
         Case {
             name,
             group,
+            rule: crate::case_rule(name),
             exclusive: crate::EXCLUSIVE_CASES.contains(&name)
                 || crate::EXCLUSIVE_GROUPS.contains(&group),
             heavy: crate::HEAVY_GROUPS.contains(&group),
@@ -484,6 +489,8 @@ pub struct CaseReport {
     pub name: &'static str,
     /// Its group.
     pub group: &'static str,
+    /// The rule it checks (see [`Case::rule`]).
+    pub rule: &'static str,
     /// What happened.
     pub outcome: Outcome,
     /// How long it took.
@@ -554,6 +561,7 @@ impl fmt::Display for Report {
             for c in failures {
                 if let Outcome::Failed(m) = &c.outcome {
                     writeln!(f, "  {}::{}: {}", c.group, c.name, shorten(m, 400))?;
+                    writeln!(f, "    the rule: {}", c.rule)?;
                 }
             }
         }
@@ -629,6 +637,7 @@ pub async fn run_case(factory: Arc<dyn StoreFactory>, case: Case) -> CaseReport 
     CaseReport {
         name: case.name,
         group: case.group,
+        rule: case.rule,
         outcome,
         duration: started.elapsed(),
     }
@@ -697,7 +706,11 @@ pub async fn run_case_as_test(
             panic!("{name} passed, but the test lists it as unsupported: remove it from the list")
         }
         Outcome::Passed => {}
-        Outcome::Failed(m) => panic!("{name} failed: {}", shorten(&m, 2000)),
+        Outcome::Failed(m) => panic!(
+            "{name} failed: {}\n  the rule: {}",
+            shorten(&m, 2000),
+            report.rule
+        ),
         Outcome::Unsupported(m) if allowed => {
             eprintln!("{name}: unsupported, as declared: {m}");
         }

@@ -41,11 +41,19 @@
 //! so cases run in parallel against one server; the few that change what
 //! every case sees (compaction) run alone. A case that a backend's
 //! capabilities rule out reports [`Outcome::Unsupported`], never a pass.
+//!
+//! Case names are `<area>_<behaviour>` (`lock_timeout`,
+//! `watch_resume_compacted`), the area being the first word of the case's
+//! group. Each case's doc comment states the rule it checks; its first
+//! paragraph is [`Case::rule`], which every failure report quotes beside
+//! what went wrong.
 
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod check;
 mod harness;
+
+include!(concat!(env!("OUT_DIR"), "/case_rules.rs"));
 pub mod linearizability;
 
 pub use check::{

@@ -79,12 +79,33 @@ fn case_names_are_unique_and_snake_case() {
     let cases = all_cases();
     let names: BTreeSet<&str> = cases.iter().map(|c| c.name).collect();
     assert_eq!(names.len(), cases.len(), "a case name is used twice");
-    for n in names {
+    for case in &cases {
+        let n = case.name;
+        // The area is the group's first word: `watch_resume` cases are
+        // `watch_…` cases.
+        let area = case.group.split('_').next().unwrap_or(case.group);
         assert!(
-            n.split('_').count() >= 2
+            n.strip_prefix(area)
+                .and_then(|rest| rest.strip_prefix('_'))
+                .is_some_and(|behaviour| !behaviour.is_empty())
                 && n.chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
-            "{n}: case names are <area>_<behaviour> in snake case"
+            "{n} (group {}): case names are <area>_<behaviour> in snake case, \
+             the area being the group's first word ({area})",
+            case.group
+        );
+    }
+}
+
+#[test]
+fn every_case_states_its_rule() {
+    for case in all_cases() {
+        assert!(
+            case.rule.len() >= 20 && case.rule.ends_with(['.', ':', ')']),
+            "{}: a case's doc comment states the rule it checks in its first \
+             paragraph, which failure reports quote; found {:?}",
+            case.name,
+            case.rule
         );
     }
 }

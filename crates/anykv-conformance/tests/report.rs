@@ -1,5 +1,5 @@
 //! The report a run prints: one line per case, then the failures alone,
-//! with long messages shortened, then the totals.
+//! with long messages shortened and the rule each checks, then the totals.
 
 use std::time::Duration;
 
@@ -11,20 +11,23 @@ fn failures_are_summed_up_last_and_long_messages_shortened() {
     let report = Report {
         cases: vec![
             CaseReport {
-                name: "put_get_roundtrip",
+                name: "basic_put_get_roundtrip",
                 group: "basic",
+                rule: "put then get returns the value.",
                 outcome: Outcome::Passed,
                 duration: Duration::from_millis(10),
             },
             CaseReport {
-                name: "large_value_roundtrip",
+                name: "basic_large_value_roundtrip",
                 group: "basic",
+                rule: "A large value reads back byte for byte.",
                 outcome: Outcome::Failed(long.clone()),
                 duration: Duration::from_millis(20),
             },
             CaseReport {
                 name: "watch_resume_compacted",
                 group: "watch",
+                rule: "A resume from a compacted revision ends with Compacted.",
                 outcome: Outcome::Unsupported("watch_resume = false".into()),
                 duration: Duration::from_millis(1),
             },
@@ -32,14 +35,18 @@ fn failures_are_summed_up_last_and_long_messages_shortened() {
     };
     let text = report.to_string();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 6, "{text}");
-    assert!(lines[0].starts_with("pass        basic::put_get_roundtrip"));
-    assert!(lines[1].starts_with("FAIL        basic::large_value_roundtrip"));
+    assert_eq!(lines.len(), 7, "{text}");
+    assert!(lines[0].starts_with("pass        basic::basic_put_get_roundtrip"));
+    assert!(lines[1].starts_with("FAIL        basic::basic_large_value_roundtrip"));
     assert!(lines[1].ends_with("(4612 more characters)"), "{}", lines[1]);
     assert!(lines[2].starts_with("unsupported watch::watch_resume_compacted"));
     assert_eq!(lines[3], "failures:");
-    assert!(lines[4].starts_with("  basic::large_value_roundtrip: value was"));
-    assert_eq!(lines[5], "1 passed, 1 failed, 1 unsupported");
+    assert!(lines[4].starts_with("  basic::basic_large_value_roundtrip: value was"));
+    assert_eq!(
+        lines[5],
+        "    the rule: A large value reads back byte for byte."
+    );
+    assert_eq!(lines[6], "1 passed, 1 failed, 1 unsupported");
     assert!(
         text.len() < 2000,
         "the report is not shortened: {} bytes",

@@ -11,14 +11,14 @@ use crate::{bytes, check, check_eq, check_err, CaseResult, Ctx, Failure};
 macro_rules! __anykv_cases_basic {
     (($($cb:tt)*) $args:tt) => {
         $($cb)*! { $args basic: [
-            put_get_roundtrip,
-            put_replaces_value,
-            empty_value_roundtrip,
-            binary_value_roundtrip,
-            large_value_roundtrip,
-            value_up_to_max_size_accepted,
-            value_too_large_rejected,
-            punctuation_and_unicode_keys,
+            basic_put_get_roundtrip,
+            basic_put_replaces_value,
+            basic_empty_value_roundtrip,
+            basic_binary_value_roundtrip,
+            basic_large_value_roundtrip,
+            basic_value_up_to_max_size_accepted,
+            basic_value_too_large_rejected,
+            basic_punctuation_and_unicode_keys,
         ] }
     };
 }
@@ -26,7 +26,7 @@ macro_rules! __anykv_cases_basic {
 /// `put` then `get` returns the exact value and the revision `put` returned;
 /// `exists` is true; `delete` returns true, then `get` is `None`, `exists`
 /// false and a second `delete` false.
-pub async fn put_get_roundtrip(ctx: &Ctx) -> CaseResult {
+pub async fn basic_put_get_roundtrip(ctx: &Ctx) -> CaseResult {
     let s = ctx.store().await?;
     check_eq!(s.get("k").await?, None);
     check!(!s.exists("k").await?);
@@ -50,7 +50,7 @@ pub async fn put_get_roundtrip(ctx: &Ctx) -> CaseResult {
 /// `put` on a present key replaces its value and gives it a larger
 /// revision; the key stays one key (`list("")` holds it once, with the new
 /// value and revision).
-pub async fn put_replaces_value(ctx: &Ctx) -> CaseResult {
+pub async fn basic_put_replaces_value(ctx: &Ctx) -> CaseResult {
     let s = ctx.store().await?;
     let r1 = s.put("k", bytes("first"), PutOptions::new()).await?;
     check_eq!(s.get("k").await?, Some(KvPair::new("k", "first", r1)));
@@ -75,7 +75,7 @@ pub async fn put_replaces_value(ctx: &Ctx) -> CaseResult {
 /// The empty value is a value: the key exists, `get` returns it with an
 /// empty value (not `None`), `list` includes it, and it can replace and be
 /// replaced by a non-empty value.
-pub async fn empty_value_roundtrip(ctx: &Ctx) -> CaseResult {
+pub async fn basic_empty_value_roundtrip(ctx: &Ctx) -> CaseResult {
     let s = ctx.store().await?;
     let r1 = s.put("e", Bytes::new(), PutOptions::new()).await?;
     check!(r1 > 0, "put returned revision 0");
@@ -118,7 +118,7 @@ pub async fn empty_value_roundtrip(ctx: &Ctx) -> CaseResult {
 
 /// Arbitrary bytes round-trip exactly: every byte value 0 to 255, invalid
 /// UTF-8, NUL bytes at either end; through `get` and `list`.
-pub async fn binary_value_roundtrip(ctx: &Ctx) -> CaseResult {
+pub async fn basic_binary_value_roundtrip(ctx: &Ctx) -> CaseResult {
     let s = ctx.store().await?;
     let values: Vec<(&str, Bytes)> = vec![
         ("all-bytes", Bytes::from((0..=255u8).collect::<Vec<u8>>())),
@@ -154,7 +154,7 @@ pub async fn binary_value_roundtrip(ctx: &Ctx) -> CaseResult {
 /// read back byte for byte, through `get` and `list`, and can be replaced by
 /// another value of that size. `Capabilities::max_value_size` is at least
 /// 1,000,000.
-pub async fn large_value_roundtrip(ctx: &Ctx) -> CaseResult {
+pub async fn basic_large_value_roundtrip(ctx: &Ctx) -> CaseResult {
     const SIZE: usize = 1_000_000;
     let s = ctx.store().await?;
     let max = s.capabilities().max_value_size;
@@ -183,7 +183,7 @@ pub async fn large_value_roundtrip(ctx: &Ctx) -> CaseResult {
 /// A value as large as `Capabilities::max_value_size` says (capped at
 /// 32 MiB to keep the suite's memory bounded) is accepted and read back
 /// byte for byte: the advertised maximum is real.
-pub async fn value_up_to_max_size_accepted(ctx: &Ctx) -> CaseResult {
+pub async fn basic_value_up_to_max_size_accepted(ctx: &Ctx) -> CaseResult {
     const CAP: usize = 32 * 1024 * 1024;
     let s = ctx.store().await?;
     let size = s.capabilities().max_value_size.min(CAP);
@@ -198,7 +198,7 @@ pub async fn value_up_to_max_size_accepted(ctx: &Ctx) -> CaseResult {
 /// `ValueTooLarge` for `put` and `atomic_put`, on an absent and on a present
 /// key; nothing is written: the absent key stays absent, the present key
 /// keeps its old value and revision.
-pub async fn value_too_large_rejected(ctx: &Ctx) -> CaseResult {
+pub async fn basic_value_too_large_rejected(ctx: &Ctx) -> CaseResult {
     let s = ctx.store().await?;
     let max = s.capabilities().max_value_size;
     let Some(len) = max.checked_add(1) else {
@@ -249,7 +249,7 @@ pub async fn value_too_large_rejected(ctx: &Ctx) -> CaseResult {
 /// `list("")` returns exactly them sorted by key, a prefix containing `*`,
 /// `?`, `[ab]` or `%` matches only its own tree, `delete("a*")` leaves
 /// `ab`, and `delete_tree("*")` deletes only `*` and `*/...`.
-pub async fn punctuation_and_unicode_keys(ctx: &Ctx) -> CaseResult {
+pub async fn basic_punctuation_and_unicode_keys(ctx: &Ctx) -> CaseResult {
     let s = ctx.store().await?;
     let keys = [
         "*",

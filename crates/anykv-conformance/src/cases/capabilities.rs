@@ -13,7 +13,7 @@ macro_rules! __anykv_cases_capabilities {
     (($($cb:tt)*) $args:tt) => {
         $($cb)*! { $args capabilities: [
             capabilities_are_honest,
-            errors_name_backend_and_key,
+            capabilities_errors_name_backend_and_key,
         ] }
     };
 }
@@ -166,7 +166,7 @@ pub async fn capabilities_are_honest(ctx: &Ctx) -> CaseResult {
 /// Error messages name the backend and the key: `KeyExists`,
 /// `KeyModified` and `KeyNotFound` carry both in their text, and
 /// `InvalidKey` (raised before any backend is involved) names the key.
-pub async fn errors_name_backend_and_key(ctx: &Ctx) -> CaseResult {
+pub async fn capabilities_errors_name_backend_and_key(ctx: &Ctx) -> CaseResult {
     let s = ctx.store().await?;
     let backend = s.capabilities().backend;
     let rev = s.put("named/key", bytes("v"), PutOptions::new()).await?;

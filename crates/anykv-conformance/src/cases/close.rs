@@ -24,7 +24,7 @@ macro_rules! __anykv_cases_close {
             close_is_idempotent,
             close_leaves_other_clients_working,
             close_leaves_other_clients_watches,
-            dropping_last_handle_releases,
+            close_dropping_last_handle_releases,
         ] }
     };
 }
@@ -295,7 +295,7 @@ pub async fn close_leaves_other_clients_watches(ctx: &Ctx) -> CaseResult {
 /// within the TTLs: its leases' keys vanish within the lease TTL plus
 /// [`SLACK`], its locks are free for others within the lock TTL plus
 /// [`SLACK`] and report the loss, and its permanent keys stay.
-pub async fn dropping_last_handle_releases(ctx: &Ctx) -> CaseResult {
+pub async fn close_dropping_last_handle_releases(ctx: &Ctx) -> CaseResult {
     let observer = ctx.store().await?;
     let s = ctx.unmanaged_store().await?;
     let caps = s.capabilities().clone();

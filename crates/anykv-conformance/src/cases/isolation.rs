@@ -16,11 +16,11 @@ use crate::{
 macro_rules! __anykv_cases_isolation {
     (($($cb:tt)*) $args:tt) => {
         $($cb)*! { $args isolation: [
-            roots_are_isolated,
-            roots_are_isolated_for_watches,
-            root_boundary_is_a_segment,
-            dotdot_cannot_escape_root,
-            two_clients_share_a_root,
+            isolation_roots_are_isolated,
+            isolation_roots_are_isolated_for_watches,
+            isolation_root_boundary_is_a_segment,
+            isolation_dotdot_cannot_escape_root,
+            isolation_two_clients_share_a_root,
         ] }
     };
 }
@@ -32,7 +32,7 @@ const QUIET: Duration = Duration::from_millis(500);
 /// the same key holds different values, `get`, `exists`, `list("")`,
 /// `delete`, `atomic_put`, `atomic_delete` and `delete_tree("")` of one
 /// leave the other untouched.
-pub async fn roots_are_isolated(ctx: &Ctx) -> CaseResult {
+pub async fn isolation_roots_are_isolated(ctx: &Ctx) -> CaseResult {
     let a = ctx.store().await?;
     let b = ctx.store_with_root_suffix("-other").await?;
     let ra = a.put("k", bytes("a"), PutOptions::new()).await?;
@@ -89,7 +89,7 @@ pub async fn roots_are_isolated(ctx: &Ctx) -> CaseResult {
 /// `watch` and `watch_tree("")` of a store see nothing of sibling roots
 /// (`R-other`, and `Rb`, whose name extends `R`): not their keys in the
 /// initial state, not their puts, deletes or `delete_tree`s afterwards.
-pub async fn roots_are_isolated_for_watches(ctx: &Ctx) -> CaseResult {
+pub async fn isolation_roots_are_isolated_for_watches(ctx: &Ctx) -> CaseResult {
     let a = ctx.store().await?;
     ctx.require(a.capabilities().watch, "watch")?;
     let other = ctx.store_with_root_suffix("-other").await?;
@@ -182,7 +182,7 @@ pub async fn roots_are_isolated_for_watches(ctx: &Ctx) -> CaseResult {
 /// Roots are bounded by a segment: a store on root `R` never sees the keys
 /// of a store on root `Rb` (whose name merely extends `R`) through `get`,
 /// `list("")` or `delete_tree("")`, and the other way round.
-pub async fn root_boundary_is_a_segment(ctx: &Ctx) -> CaseResult {
+pub async fn isolation_root_boundary_is_a_segment(ctx: &Ctx) -> CaseResult {
     let a = ctx.store().await?;
     let b = ctx.store_with_root_suffix("b").await?;
     let rb1 = b.put("k", bytes("b"), PutOptions::new()).await?;
@@ -207,7 +207,7 @@ pub async fn root_boundary_is_a_segment(ctx: &Ctx) -> CaseResult {
 /// `a/../../x`, `../<sibling root>/x`) are `InvalidKey` for every call, and
 /// nothing is written in the store's root, its parent root or a sibling
 /// root.
-pub async fn dotdot_cannot_escape_root(ctx: &Ctx) -> CaseResult {
+pub async fn isolation_dotdot_cannot_escape_root(ctx: &Ctx) -> CaseResult {
     let outer = ctx.store().await?;
     let inner = ctx.open_root(&format!("{}/inner", ctx.root())).await?;
     let sibling = ctx.store_with_root_suffix("-other").await?;
@@ -295,7 +295,7 @@ async fn escape_refused(
 /// puts (value and revision), deletes, `delete_tree`s and swaps at once,
 /// and a write that starts after the other client's write completed gets a
 /// larger revision.
-pub async fn two_clients_share_a_root(ctx: &Ctx) -> CaseResult {
+pub async fn isolation_two_clients_share_a_root(ctx: &Ctx) -> CaseResult {
     let s1 = ctx.store().await?;
     let s2 = ctx.store().await?;
     let r1 = s1.put("k", bytes("v1"), PutOptions::new()).await?;

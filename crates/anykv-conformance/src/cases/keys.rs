@@ -14,14 +14,14 @@ use crate::{
 macro_rules! __anykv_cases_keys {
     (($($cb:tt)*) $args:tt) => {
         $($cb)*! { $args keys: [
-            canonical_key_forms,
-            invalid_keys_rejected,
+            keys_canonical_forms,
+            keys_invalid_rejected,
             keys_invalid_rejected_by_watch,
             keys_invalid_rejected_by_lock,
-            invalid_prefixes_rejected,
+            keys_invalid_prefixes_rejected,
             keys_invalid_prefixes_rejected_by_watch_tree,
-            key_length_limit,
-            key_and_child_independent,
+            keys_length_limit,
+            keys_key_and_child_independent,
         ] }
     };
 }
@@ -137,7 +137,7 @@ pub(crate) fn context(failure: Failure, what: &str) -> Failure {
 /// every form reads the same pair, results carry `a/b`, and `list`,
 /// `atomic_put`, `atomic_delete`, `delete` and `delete_tree` accept every
 /// form. `list("/a/")` is `list("a")`.
-pub async fn canonical_key_forms(ctx: &Ctx) -> CaseResult {
+pub async fn keys_canonical_forms(ctx: &Ctx) -> CaseResult {
     let s = ctx.store().await?;
     let forms = ["/a/b/", "/a/b", "a/b/", "a/b"];
     let r1 = s.put("/a/b/", bytes("v1"), PutOptions::new()).await?;
@@ -195,7 +195,7 @@ pub async fn canonical_key_forms(ctx: &Ctx) -> CaseResult {
 /// `delete`, `exists`, `atomic_put` (create and swap) and `atomic_delete`,
 /// and nothing is written: afterwards `list("")` holds only the key written
 /// before.
-pub async fn invalid_keys_rejected(ctx: &Ctx) -> CaseResult {
+pub async fn keys_invalid_rejected(ctx: &Ctx) -> CaseResult {
     let s = ctx.store().await?;
     let rs = s.put("sentinel", bytes("s"), PutOptions::new()).await?;
     for key in invalid_keys() {
@@ -272,7 +272,7 @@ pub async fn keys_invalid_rejected_by_lock(ctx: &Ctx) -> CaseResult {
 /// characters, over 4096 bytes) are refused with `InvalidKey` by `list` and
 /// `delete_tree`, and `delete_tree` deletes nothing (`a//b` does not reach
 /// `a/b`). `""` and `"/"` are valid and mean the whole root.
-pub async fn invalid_prefixes_rejected(ctx: &Ctx) -> CaseResult {
+pub async fn keys_invalid_prefixes_rejected(ctx: &Ctx) -> CaseResult {
     let s = ctx.store().await?;
     let mut want = Vec::new();
     for k in ["a", "a/b", "a/b/c", "x"] {
@@ -317,7 +317,7 @@ pub async fn keys_invalid_prefixes_rejected_by_watch_tree(ctx: &Ctx) -> CaseResu
 /// A key of exactly 4096 bytes (canonical form; multi-byte characters
 /// count in bytes) works for every operation, with or without a leading
 /// and trailing `/`; 4097 bytes is `InvalidKey` and writes nothing.
-pub async fn key_length_limit(ctx: &Ctx) -> CaseResult {
+pub async fn keys_length_limit(ctx: &Ctx) -> CaseResult {
     let s = ctx.store().await?;
     let k4096 = format!("{}/{}", "a".repeat(2047), "b".repeat(2048));
     let emoji4096 = "🦀".repeat(1024);
@@ -378,7 +378,7 @@ pub async fn key_length_limit(ctx: &Ctx) -> CaseResult {
 /// `a` and `a/b` are independent keys: putting `a/b` does not make `a`
 /// exist (nor show it in `list`), deleting `a` leaves `a/b`, deleting `a/b`
 /// leaves `a`, and `delete("a")` is false when only `a/b` exists.
-pub async fn key_and_child_independent(ctx: &Ctx) -> CaseResult {
+pub async fn keys_key_and_child_independent(ctx: &Ctx) -> CaseResult {
     let s = ctx.store().await?;
     let rab = s.put("a/b", bytes("child"), PutOptions::new()).await?;
     check_eq!(s.get("a").await?, None);

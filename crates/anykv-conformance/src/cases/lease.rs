@@ -22,9 +22,9 @@ macro_rules! __anykv_cases_lease {
             lease_drop_removes_keys,
             lease_close_removes_keys,
             lease_kept_alive,
-            leases_are_independent,
+            lease_independent_of_each_other,
             lease_lost_fires,
-            put_with_lost_lease_rejected,
+            lease_put_with_lost_lease_rejected,
             lease_key_rewritten_without_lease_is_permanent,
             lease_key_rewritten_with_other_lease_follows_it,
             lease_bookkeeping_invisible,
@@ -230,7 +230,7 @@ pub async fn lease_kept_alive(ctx: &Ctx) -> CaseResult {
 /// Revoking one lease leaves the keys of every other lease, of the same
 /// store or another client, and those leases stay live; revoking the
 /// second then removes its keys.
-pub async fn leases_are_independent(ctx: &Ctx) -> CaseResult {
+pub async fn lease_independent_of_each_other(ctx: &Ctx) -> CaseResult {
     let (s, ttl) = lease_store(ctx).await?;
     let b = ctx.store().await?;
     let l1 = s.grant_lease(ttl).await?;
@@ -298,7 +298,7 @@ pub async fn lease_lost_fires(ctx: &Ctx) -> CaseResult {
 /// with `LeaseLost` and writes nothing (a new key stays absent, an
 /// existing key keeps its value and revision); so does a lease id that was
 /// never granted.
-pub async fn put_with_lost_lease_rejected(ctx: &Ctx) -> CaseResult {
+pub async fn lease_put_with_lost_lease_rejected(ctx: &Ctx) -> CaseResult {
     let (s, ttl) = lease_store(ctx).await?;
     let lease = s.grant_lease(ttl).await?;
     let id = lease.id();

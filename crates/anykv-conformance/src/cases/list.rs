@@ -16,9 +16,9 @@ macro_rules! __anykv_cases_list {
             list_segment_boundaries,
             list_missing_prefix_is_empty,
             list_empty_prefix_is_whole_root,
-            delete_tree_counts,
-            delete_tree_missing_is_zero,
-            delete_tree_empty_prefix_empties_root,
+            list_delete_tree_counts,
+            list_delete_tree_missing_is_zero,
+            list_delete_tree_empty_prefix_empties_root,
             list_page_limit,
             list_pages_cover_the_listing,
             list_page_start_after_absent_key,
@@ -141,7 +141,7 @@ pub async fn list_empty_prefix_is_whole_root(ctx: &Ctx) -> CaseResult {
 /// `prefix/`, returns how many it deleted, and respects segment boundaries
 /// (`ab`, `ab/x` and `a0` survive `delete_tree("a")`); with the prefix key
 /// absent it still deletes the children, and a childless key counts 1.
-pub async fn delete_tree_counts(ctx: &Ctx) -> CaseResult {
+pub async fn list_delete_tree_counts(ctx: &Ctx) -> CaseResult {
     let s = ctx.store().await?;
     let pairs = put_all(
         &s,
@@ -176,7 +176,7 @@ pub async fn delete_tree_counts(ctx: &Ctx) -> CaseResult {
 
 /// `delete_tree` of a prefix with nothing at or under it returns 0 and
 /// deletes nothing.
-pub async fn delete_tree_missing_is_zero(ctx: &Ctx) -> CaseResult {
+pub async fn list_delete_tree_missing_is_zero(ctx: &Ctx) -> CaseResult {
     let s = ctx.store().await?;
     let r = s.put("k", bytes("v"), PutOptions::new()).await?;
     check_eq!(
@@ -194,7 +194,7 @@ pub async fn delete_tree_missing_is_zero(ctx: &Ctx) -> CaseResult {
 
 /// `delete_tree("")` (and `delete_tree("/")`) empties the store's root,
 /// returning the number of keys; the store keeps working afterwards.
-pub async fn delete_tree_empty_prefix_empties_root(ctx: &Ctx) -> CaseResult {
+pub async fn list_delete_tree_empty_prefix_empties_root(ctx: &Ctx) -> CaseResult {
     let s = ctx.store().await?;
     let keys = ["a", "a/b", "a/b/c", "x", "y/z"];
     put_all(&s, &keys).await?;

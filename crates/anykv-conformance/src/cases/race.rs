@@ -15,11 +15,11 @@ use crate::{bytes, check, check_eq, check_err, CaseResult, Ctx, Failure};
 macro_rules! __anykv_cases_race {
     (($($cb:tt)*) $args:tt) => {
         $($cb)*! { $args race: [
-            cas_counter_16_tasks,
-            create_race_one_winner,
-            delete_race_one_winner,
-            concurrent_puts_distinct_revisions,
-            concurrent_puts_same_key_last_revision_wins,
+            race_cas_counter_16_tasks,
+            race_create_one_winner,
+            race_delete_one_winner,
+            race_concurrent_puts_distinct_revisions,
+            race_concurrent_puts_same_key_last_revision_wins,
         ] }
     };
 }
@@ -121,7 +121,7 @@ async fn increment(s: Arc<dyn Store>, n: usize) -> Result<Vec<(u64, u64)>, Failu
 /// is exactly 320), every value 1..=320 was written exactly once, every
 /// successful swap returned a distinct revision, and revisions increase
 /// with the value.
-pub async fn cas_counter_16_tasks(ctx: &Ctx) -> CaseResult {
+pub async fn race_cas_counter_16_tasks(ctx: &Ctx) -> CaseResult {
     const N: usize = 20;
     let s = ctx.store().await?;
     let r0 = s.put("counter", bytes("0"), PutOptions::new()).await?;
@@ -153,7 +153,7 @@ pub async fn cas_counter_16_tasks(ctx: &Ctx) -> CaseResult {
 /// 16 clients create one key with `atomic_put(None)` at once: exactly one
 /// succeeds, the 15 others fail with `KeyExists`, and the stored pair is
 /// the winner's value with the winner's revision.
-pub async fn create_race_one_winner(ctx: &Ctx) -> CaseResult {
+pub async fn race_create_one_winner(ctx: &Ctx) -> CaseResult {
     let stores = clients(ctx).await?;
     let observer = ctx.store().await?;
     let results = race(stores, |i, s| async move {
@@ -187,7 +187,7 @@ pub async fn create_race_one_winner(ctx: &Ctx) -> CaseResult {
 /// 16 clients compare-and-delete one key at its current revision at once:
 /// exactly one succeeds and the others get `KeyNotFound`. 16 plain deletes
 /// of one key at once: exactly one returns true. Other keys stay.
-pub async fn delete_race_one_winner(ctx: &Ctx) -> CaseResult {
+pub async fn race_delete_one_winner(ctx: &Ctx) -> CaseResult {
     let observer = ctx.store().await?;
     let rb = observer
         .put("bystander", bytes("b"), PutOptions::new())
@@ -235,7 +235,7 @@ pub async fn delete_race_one_winner(ctx: &Ctx) -> CaseResult {
 /// 16 clients each put 20 different keys at once: every returned revision
 /// is distinct, each client's revisions increase, and `list` shows every
 /// key with the revision its put returned.
-pub async fn concurrent_puts_distinct_revisions(ctx: &Ctx) -> CaseResult {
+pub async fn race_concurrent_puts_distinct_revisions(ctx: &Ctx) -> CaseResult {
     const N: usize = 20;
     let results = race(clients(ctx).await?, |i, s| async move {
         let mut pairs = Vec::with_capacity(N);
@@ -273,7 +273,7 @@ pub async fn concurrent_puts_distinct_revisions(ctx: &Ctx) -> CaseResult {
 /// 16 clients put one key at once, 5 times each: the returned revisions
 /// are distinct, and the stored pair is the write with the largest
 /// revision (its value and revision).
-pub async fn concurrent_puts_same_key_last_revision_wins(ctx: &Ctx) -> CaseResult {
+pub async fn race_concurrent_puts_same_key_last_revision_wins(ctx: &Ctx) -> CaseResult {
     const N: usize = 5;
     let results = race(clients(ctx).await?, |i, s| async move {
         let mut writes = Vec::with_capacity(N);

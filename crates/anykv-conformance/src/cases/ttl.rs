@@ -20,7 +20,7 @@ macro_rules! __anykv_cases_ttl {
             ttl_key_expires,
             ttl_expiry_emits_delete,
             ttl_refreshed_by_put,
-            put_without_ttl_makes_permanent,
+            ttl_put_without_ttl_makes_permanent,
             ttl_atomic_put_expires,
             ttl_short_raised_to_minimum,
             ttl_zero_rejected,
@@ -244,7 +244,7 @@ pub async fn ttl_refreshed_by_put(ctx: &Ctx) -> CaseResult {
 /// A plain `put` after a TTL `put` makes the key permanent: it is still
 /// there, with the plain write's value and revision, after TTL + [`SLACK`]
 /// and after a TTL key written after it has expired.
-pub async fn put_without_ttl_makes_permanent(ctx: &Ctx) -> CaseResult {
+pub async fn ttl_put_without_ttl_makes_permanent(ctx: &Ctx) -> CaseResult {
     let (s, ttl) = ttl_store(ctx).await?;
     let opts = PutOptions::new().with_ttl(ttl);
     let start = Instant::now();

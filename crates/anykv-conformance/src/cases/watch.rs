@@ -342,9 +342,13 @@ pub async fn watch_tree_sees_delete_tree(ctx: &Ctx) -> CaseResult {
             WatchEvent::Delete { key, revision } => {
                 check!(
                     revision > last,
-                    "Delete of {key:?} has revision {revision}, not above {last}"
+                    "each key deleted by delete_tree gets its own revision, above the \
+                     previous one: Delete of {key:?} has revision {revision}, not above {last}"
                 );
-                check!(deleted.insert(key.clone()), "Delete of {key:?} twice");
+                check!(
+                    deleted.insert(key.clone()),
+                    "delete_tree gives one Delete per deleted key: Delete of {key:?} twice"
+                );
                 last = revision;
             }
             other => {
