@@ -22,6 +22,7 @@ pub use tempfile::TempDir;
 
 pub mod etcd;
 pub mod redis;
+pub mod resp;
 pub mod zookeeper;
 
 /// A name no other test of any process has used: `{prefix}-{pid}-{n}`
@@ -118,6 +119,16 @@ pub fn wait_until_stopped(pid: u32, within: Duration) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// The resident memory (`VmRSS`) of process `pid` in KiB, where `/proc`
+/// tells it (Linux); `None` otherwise or when the process is gone.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Waits until something accepts TCP connections on `127.0.0.1:port`.
