@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 pub use tempfile::TempDir;
 
 pub mod etcd;
+pub mod etcd_cluster;
 pub mod redis;
 pub mod resp;
 pub mod zookeeper;

@@ -1,0 +1,47 @@
+//! Each cluster fixture starts, finds its leader or primary, loses it, and
+//! gets a new one within a bound. The measured times are printed (run with
+//! `--nocapture` to see them); the bounds leave slack for a loaded machine.
+
+use std::time::{Duration, Instant};
+
+use anykv_testserver::etcd_cluster::EtcdCluster;
+
+#[test]
+fn etcd_cluster_elects_a_new_leader_after_the_leader_is_killed() {
+    let t = Instant::now();
+    let mut c = EtcdCluster::start();
+    println!(
+        "etcd cluster: started in {:?}, {} KiB RSS",
+        t.elapsed(),
+        c.rss_kib()
+    );
+    assert!(c.url("app").starts_with("etcd://127.0.0.1:"));
+    assert_eq!(c.endpoints().len(), 3);
+    let old = c.leader().expect("a started cluster has a leader");
+    let t = Instant::now();
+    c.kill(old);
+    let new = c
+        .wait_for_leader(Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let took = t.elapsed();
+    println!("etcd cluster: leader {old} killed, member {new} leads after {took:?}");
+    assert_ne!(new, old);
+    assert!(took < Duration::from_secs(10), "failover took {took:?}");
+    let t = Instant::now();
+    c.restart(old);
+    println!("etcd cluster: member {old} rejoined in {:?}", t.elapsed());
+    let leader = c
+        .wait_for_leader(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let t = Instant::now();
+    c.pause(leader).unwrap_or_else(|e| panic!("{e}"));
+    let next = c
+        .wait_for_leader(Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "etcd cluster: leader {leader} paused, member {next} leads after {:?}",
+        t.elapsed()
+    );
+    assert_ne!(next, leader);
+    c.resume(leader).unwrap_or_else(|e| panic!("{e}"));
+}
