@@ -25,6 +25,7 @@ pub mod etcd_cluster;
 pub mod redis;
 pub mod resp;
 pub mod zookeeper;
+pub mod zookeeper_ensemble;
 
 /// A name no other test of any process has used: `{prefix}-{pid}-{n}`
 /// with a per-process counter and the time, for roots of tests that share

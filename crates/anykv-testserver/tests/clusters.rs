@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anykv_testserver::etcd_cluster::EtcdCluster;
+use anykv_testserver::zookeeper_ensemble::ZkEnsemble;
 
 #[test]
 fn etcd_cluster_elects_a_new_leader_after_the_leader_is_killed() {
@@ -44,4 +45,46 @@ fn etcd_cluster_elects_a_new_leader_after_the_leader_is_killed() {
     );
     assert_ne!(next, leader);
     c.resume(leader).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn zookeeper_ensemble_elects_a_new_leader_after_the_leader_is_killed() {
+    let t = Instant::now();
+    let mut z = ZkEnsemble::start();
+    println!(
+        "ZooKeeper ensemble: started in {:?}, {} KiB RSS",
+        t.elapsed(),
+        z.rss_kib()
+    );
+    assert!(z.url("app").starts_with("zk://127.0.0.1:"));
+    let old = z.leader().expect("a started ensemble has a leader");
+    let t = Instant::now();
+    z.kill(old);
+    let new = z
+        .wait_for_leader(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let took = t.elapsed();
+    println!("ZooKeeper ensemble: leader {old} killed, server {new} leads after {took:?}");
+    assert_ne!(new, old);
+    assert!(took < Duration::from_secs(15), "failover took {took:?}");
+    let t = Instant::now();
+    z.restart(old);
+    println!(
+        "ZooKeeper ensemble: server {old} rejoined in {:?}",
+        t.elapsed()
+    );
+    let leader = z
+        .wait_for_leader(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let t = Instant::now();
+    z.pause(leader).unwrap_or_else(|e| panic!("{e}"));
+    let next = z
+        .wait_for_leader(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "ZooKeeper ensemble: leader {leader} paused, server {next} leads after {:?}",
+        t.elapsed()
+    );
+    assert_ne!(next, leader);
+    z.resume(leader).unwrap_or_else(|e| panic!("{e}"));
 }
