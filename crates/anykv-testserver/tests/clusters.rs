@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anykv_testserver::etcd_cluster::EtcdCluster;
+use anykv_testserver::redis_sentinel::RedisSentinel;
 use anykv_testserver::zookeeper_ensemble::ZkEnsemble;
 
 #[test]
@@ -87,4 +88,67 @@ fn zookeeper_ensemble_elects_a_new_leader_after_the_leader_is_killed() {
     );
     assert_ne!(next, leader);
     z.resume(leader).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn redis_sentinels_promote_the_replica_after_the_primary_is_killed() {
+    let t = Instant::now();
+    let mut r = RedisSentinel::start();
+    println!(
+        "Redis Sentinel: started in {:?}, {} KiB RSS",
+        t.elapsed(),
+        r.rss_kib()
+    );
+    assert_eq!(r.sentinel_addrs().len(), 3);
+    assert_eq!(r.master_name(), "anykv");
+    let old = r.primary().expect("the Sentinels name a primary");
+    assert_eq!(old, 0);
+    let replica = 1 - old;
+    // A write the replica never sees: it is cut off while the primary
+    // acknowledges it.
+    r.lag_replica(replica).unwrap_or_else(|e| panic!("{e}"));
+    let set = r.command(old, &["SET", "acknowledged", "1"]);
+    assert_eq!(
+        set.as_ref().ok().and_then(|s| s.as_str()),
+        Some("OK"),
+        "{set:?}"
+    );
+    let behind = r.replication_offset(old).unwrap_or_else(|e| panic!("{e}"));
+    let t = Instant::now();
+    r.kill(old);
+    r.resume(replica).unwrap_or_else(|e| panic!("{e}"));
+    let lagged = r
+        .replication_offset(replica)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        lagged < behind,
+        "the replica got the write: {lagged} >= {behind}"
+    );
+    let new = r
+        .wait_for_failover(old, Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let took = t.elapsed();
+    println!("Redis Sentinel: primary {old} killed, {new} promoted after {took:?}");
+    assert_eq!(new, replica);
+    assert!(took < Duration::from_secs(15), "failover took {took:?}");
+    let lost = r.command(new, &["GET", "acknowledged"]);
+    assert!(
+        matches!(lost, Ok(anykv_testserver::resp::Reply::Bulk(None))),
+        "{lost:?}"
+    );
+    let t = Instant::now();
+    r.restart(old);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while r.role(old).ok().as_deref() != Some("slave") {
+        assert!(
+            Instant::now() < deadline,
+            "the old primary stays {:?}",
+            r.role(old)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "Redis Sentinel: old primary {old} a replica again after {:?}",
+        t.elapsed()
+    );
 }
