@@ -23,6 +23,7 @@ pub use tempfile::TempDir;
 pub mod etcd;
 pub mod etcd_cluster;
 pub mod redis;
+pub mod redis_cluster;
 pub mod redis_sentinel;
 pub mod resp;
 pub mod zookeeper;

@@ -83,7 +83,13 @@ pub fn command_ok(port: u16, args: &[&str], timeout: Duration) -> Result<Reply, 
 
 /// `INFO section` as `field:value` lines; the value of `field` in it.
 pub fn info_field(port: u16, section: &str, field: &str, timeout: Duration) -> Option<String> {
-    let reply = command_ok(port, &["INFO", section], timeout).ok()?;
+    text_field(port, &["INFO", section], field, timeout)
+}
+
+/// The value of `field` in the `field:value` lines that a command such as
+/// `CLUSTER INFO` answers with.
+pub fn text_field(port: u16, args: &[&str], field: &str, timeout: Duration) -> Option<String> {
+    let reply = command_ok(port, args, timeout).ok()?;
     let text = reply.as_str()?;
     text.lines()
         .filter_map(|l| l.split_once(':'))

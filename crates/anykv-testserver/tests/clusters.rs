@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anykv_testserver::etcd_cluster::EtcdCluster;
+use anykv_testserver::redis_cluster::RedisCluster;
 use anykv_testserver::redis_sentinel::RedisSentinel;
 use anykv_testserver::zookeeper_ensemble::ZkEnsemble;
 
@@ -151,4 +152,41 @@ fn redis_sentinels_promote_the_replica_after_the_primary_is_killed() {
         "Redis Sentinel: old primary {old} a replica again after {:?}",
         t.elapsed()
     );
+}
+
+#[test]
+fn redis_cluster_promotes_a_replica_after_a_primary_is_killed() {
+    let t = Instant::now();
+    let mut c = RedisCluster::start();
+    println!(
+        "Redis Cluster: 3 primaries and 3 replicas started in {:?}, {} KiB RSS",
+        t.elapsed(),
+        c.rss_kib()
+    );
+    assert_eq!(c.addrs().len(), 6);
+    assert_eq!(c.primaries(), [Some(0), Some(1), Some(2)]);
+    let old = 0;
+    let t = Instant::now();
+    c.kill(old);
+    let new = c
+        .wait_for_failover(old, Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let took = t.elapsed();
+    println!("Redis Cluster: primary {old} killed, node {new} serves its slots after {took:?}");
+    assert_eq!(c.shard(new), c.shard(old));
+    assert!(took < Duration::from_secs(15), "failover took {took:?}");
+    let t = Instant::now();
+    c.restart(old);
+    c.wait_for_replica(old, Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}"));
+    c.wait_until_ok(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "Redis Cluster: node {old} a replica again after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(c.primary_of(c.shard(old)), Some(new));
+    let t = Instant::now();
+    drop(c);
+    println!("Redis Cluster: stopped in {:?}", t.elapsed());
 }
