@@ -512,19 +512,13 @@ impl RedisSentinel {
 
 impl Drop for RedisSentinel {
     fn drop(&mut self) {
-        // The Sentinels first, so they start no failover while the data
-        // servers stop; a paused server would ignore SIGTERM until resumed.
-        for n in &mut self.sentinels {
+        // Killed, not stopped: the data goes anyway, and a replica that
+        // has just synced refuses SIGTERM while it writes its first
+        // append-only file ("Writing initial AOF, can't exit"). The
+        // Sentinels first, so they start no failover meanwhile.
+        for n in self.sentinels.iter_mut().chain(&mut self.data) {
             if let Some(mut p) = n.process.take() {
-                p.stop(Duration::from_secs(5));
-            }
-        }
-        for i in 0..self.data.len() {
-            let _ = self.resume(i);
-        }
-        for n in &mut self.data {
-            if let Some(mut p) = n.process.take() {
-                p.stop(Duration::from_secs(5));
+                p.kill();
             }
         }
     }

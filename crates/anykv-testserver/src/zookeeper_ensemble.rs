@@ -402,13 +402,11 @@ impl ZkEnsemble {
 
 impl Drop for ZkEnsemble {
     fn drop(&mut self) {
-        // A paused JVM would ignore SIGTERM until resumed.
-        for i in 0..self.servers.len() {
-            let _ = self.resume(i);
-        }
-        for s in &mut self.servers {
-            if let Some(mut p) = s.process.take() {
-                p.stop(Duration::from_secs(5));
+        // Killed, not stopped: the data goes anyway, and SIGKILL also ends
+        // a paused process at once.
+        for m in &mut self.servers {
+            if let Some(mut p) = m.process.take() {
+                p.kill();
             }
         }
     }
