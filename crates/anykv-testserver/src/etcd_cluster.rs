@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::{free_port, require_binary, temp_dir, wait_for_port, Process, TempDir};
+use crate::{free_ports, require_binary, temp_dir, wait_for_port, Process, TempDir};
 
 /// How many members the cluster has.
 pub const MEMBERS: usize = 3;
@@ -59,11 +59,12 @@ impl EtcdCluster {
             "ANYKV_ETCD_URL",
         );
         let dir = temp_dir("anykv-etcd-cluster-");
-        let members = (1..=MEMBERS)
-            .map(|n| Member {
-                name: format!("e{n}"),
-                client_port: free_port(),
-                peer_port: free_port(),
+        let ports = free_ports(2 * MEMBERS);
+        let members = (0..MEMBERS)
+            .map(|i| Member {
+                name: format!("e{}", i + 1),
+                client_port: ports[2 * i],
+                peer_port: ports[2 * i + 1],
                 process: None,
             })
             .collect();

@@ -9,6 +9,14 @@
 //! Every process started here has a watchdog that stops it when the test
 //! process exits, so a server kept in a `static` for a whole test binary
 //! does not outlive it.
+//!
+//! For high-availability tests there are clusters, each with a leader or
+//! primary to find, kill, restart, pause and resume:
+//! [`etcd_cluster::EtcdCluster`] (three members),
+//! [`zookeeper_ensemble::ZkEnsemble`] (three servers),
+//! [`redis_sentinel::RedisSentinel`] (a primary, a replica and three
+//! Sentinels) and [`redis_cluster::RedisCluster`] (three shards, with or
+//! without replicas). [`resp`] is the raw Redis exchange they use.
 
 use std::fs::File;
 use std::io::Read;
@@ -51,6 +59,26 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
+}
+
+/// `n` distinct free TCP ports on 127.0.0.1 (free when asked; bind them
+/// soon). Unlike `n` calls of [`free_port`], which may hand out a port
+/// again once its probe is closed, all `n` are held until all are found.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| {
+            TcpListener::bind("127.0.0.1:0")
+                .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
+        })
+        .collect();
+    listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .map(|a| a.port())
+                .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
+        })
+        .collect()
 }
 
 /// The path of a server binary, found on `PATH` or at one of `candidates`;
@@ -406,6 +434,9 @@ mod tests {
         assert!(wait_for_port(port, Duration::from_secs(1)).is_ok());
         drop(l);
         assert!(require_binary("sh", &[], "dash", "X").is_file());
+        let ports = free_ports(20);
+        let distinct: std::collections::HashSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), 20, "{ports:?}");
         let r = std::panic::catch_unwind(|| {
             require_binary("no-such-server-binary", &[], "pkg", "ANYKV_X_URL")
         });

@@ -22,7 +22,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::resp::{self, Reply};
-use crate::{free_port, require_binary, temp_dir, wait_for_port, Process, TempDir};
+use crate::{free_ports, require_binary, temp_dir, wait_for_port, Process, TempDir};
 
 /// How many shards (primaries) the cluster has.
 pub const SHARDS: usize = 3;
@@ -75,14 +75,16 @@ impl RedisCluster {
             "ANYKV_REDIS_URL",
         );
         let dir = temp_dir("anykv-redis-cluster-");
-        let nodes = (0..SHARDS * (1 + replicas))
+        let count = SHARDS * (1 + replicas);
+        let ports = free_ports(2 * count);
+        let nodes = (0..count)
             .map(|i| {
                 let d = dir.path().join(format!("node{i}"));
                 std::fs::create_dir_all(&d)
                     .unwrap_or_else(|e| panic!("cannot create {}: {e}", d.display()));
                 Node {
-                    port: free_port(),
-                    bus_port: free_port(),
+                    port: ports[2 * i],
+                    bus_port: ports[2 * i + 1],
                     dir: d,
                     id: String::new(),
                     process: None,

@@ -29,7 +29,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::resp::{self, Reply};
-use crate::{free_port, require_binary, temp_dir, wait_for_port, Process, TempDir};
+use crate::{free_ports, require_binary, temp_dir, wait_for_port, Process, TempDir};
 
 /// The name the Sentinels know the master by.
 pub const MASTER_NAME: &str = "anykv";
@@ -80,12 +80,13 @@ impl RedisSentinel {
             "ANYKV_REDIS_URL",
         );
         let dir = temp_dir("anykv-redis-sentinel-");
-        let node = |name: String| {
+        let mut ports = free_ports(2 + SENTINELS).into_iter();
+        let mut node = |name: String| {
             let d = dir.path().join(name);
             std::fs::create_dir_all(&d)
                 .unwrap_or_else(|e| panic!("cannot create {}: {e}", d.display()));
             Node {
-                port: free_port(),
+                port: ports.next().unwrap_or_else(crate::free_port),
                 dir: d,
                 process: None,
             }

@@ -19,7 +19,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::zookeeper::{CONTAINER_CHECK_FLAG, CONTAINER_RATE_FLAG, SETTINGS, URL_VAR};
-use crate::{free_port, temp_dir, wait_for_port, Process, TempDir};
+use crate::{free_ports, temp_dir, wait_for_port, Process, TempDir};
 
 /// How many servers the ensemble has.
 pub const SERVERS: usize = 3;
@@ -81,11 +81,13 @@ impl ZkEnsemble {
             URL_VAR,
         );
         let dir = temp_dir("anykv-zookeeper-ensemble-");
-        let servers = (0..SERVERS)
-            .map(|_| Server {
-                client_port: free_port(),
-                quorum_port: free_port(),
-                election_port: free_port(),
+        let ports = free_ports(3 * SERVERS);
+        let servers = ports
+            .chunks(3)
+            .map(|p| Server {
+                client_port: p[0],
+                quorum_port: p[1],
+                election_port: p[2],
                 process: None,
             })
             .collect();
