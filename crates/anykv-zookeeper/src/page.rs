@@ -13,12 +13,16 @@
 //! The children's own keys are read in rounds, in multi-reads of a few
 //! dozen children: the key node (its stat counts its children, so a leaf
 //! is never listed) and the value node (`get_data`, or with `keys_only`
-//! an `exists`, whose stat carries the exact revision without the value).
+//! one `exists` each, sent together with the multi-reads: its stat carries
+//! the exact revision without the value).
 //! A round reads no more children than the page still has room for, so
-//! the walk holds at most about a page of pairs, plus the child names of
-//! the nodes on its current path.
+//! the walk holds at most about a page of pairs, plus, for each node on
+//! its current path, the child names as the server sent them and a few
+//! bytes per child.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::iter::once;
 
 use anykv_core::{Bytes, KvPair, Result};
 use zookeeper_client as zk;
@@ -48,53 +52,131 @@ pub(crate) struct PageRequest<'a> {
     pub(crate) keys_only: bool,
 }
 
-/// What a round read of a child.
-enum Read {
-    /// Not read (its own key sorts at or before `start_after`, or the walk
-    /// has not come to it yet).
+/// What a round saw of a child: whether the walk goes into its block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// Not read: its own key sorts at or before `start_after`, or the
+    /// walk has not come to it yet. Its block is listed when walked.
     Unread,
     /// The child's node is gone.
     Gone,
-    /// The child's node: its key's pair if it has a value (taken when the
-    /// pair joins the page), and whether it has children besides the value.
-    Node {
-        /// The key's pair, `None` once taken or when the key has no value.
-        pair: Option<KvPair>,
-        /// The node has children besides its value node.
-        deeper: bool,
-    },
+    /// The node has no children besides its value node.
+    Leaf,
+    /// The node has other children.
+    Deeper,
 }
 
-/// A user child of a node on the walk's path.
-struct Child {
-    /// The child's znode name.
-    name: String,
-    /// The child's canonical key.
-    key: String,
-    /// What was read of it.
-    read: Read,
+/// The next entry of a node's listing in key order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    /// The own key of the child at this index.
+    Key(usize),
+    /// The block of keys under the child at this index.
+    Block(usize),
 }
 
-/// One entry of a node's listing: a child's own key, or the block of
-/// keys under it.
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    /// The child's index in [`Frame::children`].
-    child: usize,
-    /// The block under the child rather than its own key.
-    under: bool,
-}
-
-/// A node on the walk's path, with its entries still to walk.
+/// A node on the walk's path, with what is left of its listing.
 struct Frame {
     /// The node's znode path.
     dir: String,
-    /// Its user children, sorted by key.
-    children: Vec<Child>,
-    /// The entries after `start_after`, in key order.
-    entries: Vec<Entry>,
-    /// The next entry to walk.
-    next: usize,
+    /// The node's key (empty for the whole store).
+    key: String,
+    /// Its user children's znode names (the server's list, the others
+    /// removed), sorted by key.
+    names: Vec<String>,
+    /// What the rounds saw of each child, by index in `names`.
+    seen: Vec<Seen>,
+    /// The children's indices in the order of their blocks (`key/`),
+    /// which is not the order of their keys (`a!/` sorts before `a/`).
+    blocks: Vec<usize>,
+    /// The child whose own key comes next.
+    next_key: usize,
+    /// The position in `blocks` of the block that comes next.
+    next_block: usize,
+    /// The pairs the last round read, of the children from `round_from`
+    /// on (`None`: no value, or already in the page).
+    round: Vec<Option<KvPair>>,
+    /// The index of the first child of `round`.
+    round_from: usize,
+}
+
+impl Frame {
+    /// The frame of node `dir` of key (or prefix) `key` whose children
+    /// are `names`, its listing starting after `after`.
+    fn new(dir: String, key: String, mut names: Vec<String>, after: Option<&str>) -> Frame {
+        names.retain(|n| unescape_segment(n).is_some());
+        names.sort_unstable_by(|a, b| segment(a).cmp(&segment(b)));
+        let mut blocks: Vec<usize> = (0..names.len()).collect();
+        blocks.sort_unstable_by(|&a, &b| {
+            let (a, b) = (segment(&names[a]), segment(&names[b]));
+            a.bytes().chain(once(b'/')).cmp(b.bytes().chain(once(b'/')))
+        });
+        let mut frame = Frame {
+            dir,
+            key,
+            seen: vec![Seen::Unread; names.len()],
+            names,
+            blocks,
+            next_key: 0,
+            next_block: 0,
+            round: Vec::new(),
+            round_from: 0,
+        };
+        if let Some(after) = after {
+            // Keys and blocks are sorted, so those wholly at or before
+            // `after` come first.
+            let names = &frame.names;
+            frame.next_key = names.partition_point(|n| frame.child_key(n).as_str() <= after);
+            frame.next_block = frame
+                .blocks
+                .partition_point(|&i| !block_after(&frame.child_key(&names[i]), Some(after)));
+        }
+        frame
+    }
+
+    /// The next entry in key order, consumed.
+    fn next_entry(&mut self) -> Option<Entry> {
+        let key = self.names.get(self.next_key).map(|n| segment(n));
+        let block = self.blocks.get(self.next_block).copied();
+        let key_first = match (&key, block) {
+            (None, None) => return None,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(k), Some(b)) => {
+                let b = segment(&self.names[b]);
+                k.bytes().cmp(b.bytes().chain(once(b'/'))) == Ordering::Less
+            }
+        };
+        if key_first {
+            self.next_key += 1;
+            Some(Entry::Key(self.next_key - 1))
+        } else {
+            self.next_block += 1;
+            block.map(Entry::Block)
+        }
+    }
+
+    /// The canonical key of the child named `name`.
+    fn child_key(&self, name: &str) -> String {
+        let seg = segment(name);
+        if self.key.is_empty() {
+            seg.into_owned()
+        } else {
+            format!("{}/{seg}", self.key)
+        }
+    }
+
+    /// Takes the pair the last round read of child `i`, if any.
+    fn take_pair(&mut self, i: usize) -> Option<KvPair> {
+        let at = i.checked_sub(self.round_from)?;
+        self.round.get_mut(at)?.take()
+    }
+}
+
+/// The user segment of a child's znode name (only user names are kept in
+/// a frame; any other name stands for itself).
+fn segment(name: &str) -> Cow<'_, str> {
+    unescape_segment(name).unwrap_or(Cow::Borrowed(name))
 }
 
 /// One page of the keys under `request.prefix`, in key order (see the
@@ -116,7 +198,7 @@ pub(crate) async fn list_page(
         return Ok(out);
     }
     let start = client.layout().prefix_dir(prefix);
-    let Some(first) = open_frame(client, session, start, prefix, after).await? else {
+    let Some(first) = open_frame(client, session, start, prefix.to_owned(), after).await? else {
         return Ok(out);
     };
     let mut path = vec![first];
@@ -126,47 +208,41 @@ pub(crate) async fn list_page(
         let Some(frame) = path.last_mut() else {
             break;
         };
-        let Some(&entry) = frame.entries.get(frame.next) else {
-            path.pop();
-            continue;
-        };
-        frame.next += 1;
-        if !entry.under {
-            if matches!(frame.children[entry.child].read, Read::Unread) {
-                let room = limit.saturating_sub(out.len() + ahead).clamp(1, ROUND);
-                ahead += read_round(client, session, frame, entry.child, room, keys_only).await?;
+        match frame.next_entry() {
+            None => {
+                path.pop();
             }
-            if let Read::Node { pair, .. } = &mut frame.children[entry.child].read {
-                if let Some(pair) = pair.take() {
+            Some(Entry::Key(i)) => {
+                if frame.seen.get(i) == Some(&Seen::Unread) {
+                    let room = limit.saturating_sub(out.len() + ahead).clamp(1, ROUND);
+                    ahead += read_round(client, session, frame, i, room, keys_only).await?;
+                }
+                if let Some(pair) = frame.take_pair(i) {
                     ahead = ahead.saturating_sub(1);
                     out.push(pair);
                 }
             }
-            continue;
-        }
-        let c = &frame.children[entry.child];
-        let descend = match c.read {
-            Read::Gone | Read::Node { deeper: false, .. } => false,
-            Read::Node { deeper: true, .. } | Read::Unread => true,
-        };
-        if descend {
-            let (dir, key) = (child(&frame.dir, &c.name), c.key.clone());
-            if let Some(f) = open_frame(client, session, dir, &key, after).await? {
-                path.push(f);
+            Some(Entry::Block(i)) => {
+                if matches!(frame.seen.get(i), Some(Seen::Unread | Seen::Deeper)) {
+                    let name = &frame.names[i];
+                    let (dir, key) = (child(&frame.dir, name), frame.child_key(name));
+                    if let Some(f) = open_frame(client, session, dir, key, after).await? {
+                        path.push(f);
+                    }
+                }
             }
         }
     }
     Ok(out)
 }
 
-/// The frame of node `dir` of key (or prefix) `key`: its user children
-/// sorted by key and its entries after `after` in key order; `None` when
-/// the node is gone.
+/// The frame of node `dir` of key (or prefix) `key`, its listing starting
+/// after `after`; `None` when the node is gone.
 async fn open_frame(
     client: &ZkClient,
     session: &zk::Client,
     dir: String,
-    key: &str,
+    key: String,
     after: Option<&str>,
 ) -> Result<Option<Frame>> {
     let names = match with_deadline(
@@ -180,52 +256,7 @@ async fn open_frame(
         Err(zk::Error::NoNode) => return Ok(None),
         Err(e) => return Err(map_err(e, &format!("list {dir}"))),
     };
-    let mut children: Vec<Child> = names
-        .into_iter()
-        .filter_map(|name| {
-            let seg = unescape_segment(&name)?;
-            let key = if key.is_empty() {
-                seg.into_owned()
-            } else {
-                format!("{key}/{seg}")
-            };
-            Some(Child {
-                name,
-                key,
-                read: Read::Unread,
-            })
-        })
-        .collect();
-    children.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-    let mut entries = Vec::new();
-    for (i, c) in children.iter().enumerate() {
-        if after.is_none_or(|a| c.key.as_str() > a) {
-            entries.push(Entry {
-                child: i,
-                under: false,
-            });
-        }
-        if block_after(&c.key, after) {
-            entries.push(Entry {
-                child: i,
-                under: true,
-            });
-        }
-    }
-    entries.sort_unstable_by(|a, b| entry_order(&children, a, b));
-    Ok(Some(Frame {
-        dir,
-        children,
-        entries,
-        next: 0,
-    }))
-}
-
-/// The key order of two entries of one node: a child's own key sorts as
-/// itself, the block under it as the key followed by `/`.
-fn entry_order(children: &[Child], a: &Entry, b: &Entry) -> Ordering {
-    let bytes = |e: &Entry| children[e.child].key.bytes().chain(e.under.then_some(b'/'));
-    bytes(a).cmp(bytes(b))
+    Ok(Some(Frame::new(dir, key, names, after)))
 }
 
 /// Whether some key under `key` (a key `key/…`; any key for the empty
@@ -250,8 +281,8 @@ fn block_after(key: &str, after: Option<&str>) -> bool {
 }
 
 /// Reads the children of `frame` from index `from` on (at most `room` of
-/// them, all with their own key after `start_after`); returns how many
-/// have a pair.
+/// them, all with their own key after `start_after`), keeping their pairs
+/// as the frame's round; returns how many have a pair.
 async fn read_round(
     client: &ZkClient,
     session: &zk::Client,
@@ -260,127 +291,117 @@ async fn read_round(
     room: usize,
     keys_only: bool,
 ) -> Result<usize> {
-    let end = frame.children.len().min(from.saturating_add(room));
-    let Some(round) = frame.children.get_mut(from..end) else {
+    let end = frame.names.len().min(from.saturating_add(room));
+    let Some(names) = frame.names.get(from..end) else {
         return Ok(0);
     };
     let dir = frame.dir.as_str();
-    let limit = client.request_timeout();
     let failed = |e: zk::Error| map_err(e, &format!("list {dir}"));
-    let reads = if keys_only {
-        with_deadline(limit, "list", stat_round(session, dir, round))
-            .await?
-            .map_err(failed)?
-    } else {
-        data_round(session, dir, round, limit)
-            .await?
-            .map_err(failed)?
-    };
-    let mut found = 0;
-    for (c, read) in round.iter_mut().zip(reads) {
-        if matches!(read, Read::Node { pair: Some(_), .. }) {
-            found += 1;
+    let reads = with_deadline(
+        client.request_timeout(),
+        "list",
+        round_reads(session, dir, names, keys_only),
+    )
+    .await?
+    .map_err(failed)?;
+    let mut round = Vec::with_capacity(names.len());
+    for (i, (node, value)) in (from..end).zip(reads) {
+        let (seen, pair) = match node {
+            None => (Seen::Gone, None),
+            Some(node) => {
+                let key = frame.child_key(&frame.names[i]);
+                let pair = value.map(|(data, stat)| KvPair::new(key, data, stat.mzxid as u64));
+                let deeper = node.num_children > i32::from(pair.is_some());
+                (if deeper { Seen::Deeper } else { Seen::Leaf }, pair)
+            }
+        };
+        if let Some(s) = frame.seen.get_mut(i) {
+            *s = seen;
         }
-        c.read = read;
+        round.push(pair);
     }
+    let found = round.iter().filter(|p| p.is_some()).count();
+    frame.round = round;
+    frame.round_from = from;
     Ok(found)
 }
 
-/// The round's reads with values: `get_data` of each child's key node and
-/// value node, in multi-reads of [`BATCH`] children sent together.
-async fn data_round(
+/// What a round read of one child: its key node's stat and its value
+/// node's value and stat (empty with `keys_only`); `None`: absent. A
+/// value counts only while the key node is there, as in a single read of
+/// both.
+type ChildRead = (Option<zk::Stat>, Option<(Bytes, zk::Stat)>);
+
+/// The reads of a round, all sent at once: `get_data` of each child's key
+/// node (its stat counts its children) in multi-reads of [`BATCH`]
+/// children, and of each value node, in the same multi-reads or, with
+/// `keys_only`, as one `exists` each (a multi-read has no `exists`, and a
+/// `get_data` would fetch the value).
+async fn round_reads(
     session: &zk::Client,
     dir: &str,
-    round: &[Child],
-    limit: std::time::Duration,
-) -> Result<std::result::Result<Vec<Read>, zk::Error>> {
-    let replies = futures::future::join_all(round.chunks(BATCH).map(|chunk| {
+    round: &[String],
+    keys_only: bool,
+) -> std::result::Result<Vec<ChildRead>, zk::Error> {
+    let per = if keys_only { 1 } else { 2 };
+    let multis = futures::future::try_join_all(round.chunks(BATCH).map(|chunk| {
         let mut reader = session.new_multi_reader();
-        let built = chunk.iter().try_for_each(|c| {
-            let node = child(dir, &c.name);
+        let built = chunk.iter().try_for_each(|name| {
+            let node = child(dir, name);
             reader.add_get_data(&node)?;
+            if keys_only {
+                return Ok(());
+            }
             reader.add_get_data(&child(&node, VALUE))
         });
         let commit = built.map(|()| reader.commit());
-        async move {
-            match commit {
-                Ok(commit) => with_deadline(limit, "list", commit).await,
-                Err(e) => Ok(Err(e)),
-            }
-        }
-    }))
-    .await;
+        async move { commit?.await }
+    }));
+    let stats = futures::future::try_join_all(round.iter().filter(|_| keys_only).map(|name| {
+        let value = child(&child(dir, name), VALUE);
+        session.check_stat(&value)
+    }));
+    let (multis, stats) = futures::future::try_join(multis, stats).await?;
+    let mut stats = stats.into_iter();
     let mut reads = Vec::with_capacity(round.len());
-    for (chunk, reply) in round.chunks(BATCH).zip(replies) {
-        let results = match reply? {
-            Ok(results) if results.len() == 2 * chunk.len() => results,
-            Ok(results) => {
-                return Ok(Err(zk::Error::UnexpectedError(format!(
-                    "a multi-read of {} operations answered {}",
-                    2 * chunk.len(),
-                    results.len()
-                ))))
-            }
-            Err(e) => return Ok(Err(e)),
-        };
+    for (chunk, results) in round.chunks(BATCH).zip(multis) {
+        if results.len() != per * chunk.len() {
+            return Err(zk::Error::UnexpectedError(format!(
+                "a multi-read of {} operations answered {}",
+                per * chunk.len(),
+                results.len()
+            )));
+        }
         let mut results = results.into_iter();
-        for c in chunk {
-            let node = match results.next() {
-                Some(zk::MultiReadResult::Data { stat, .. }) => Some(stat),
-                Some(zk::MultiReadResult::Error {
-                    err: zk::Error::NoNode,
-                }) => None,
-                Some(zk::MultiReadResult::Error { err }) => return Ok(Err(err)),
-                other => return Ok(Err(unexpected_reply(other))),
+        for _ in chunk {
+            let node = data_reply(results.next())?.map(|(_, stat)| stat);
+            let value = if keys_only {
+                stats.next().flatten().map(|stat| (Bytes::new(), stat))
+            } else {
+                data_reply(results.next())?
             };
-            let value = match results.next() {
-                Some(zk::MultiReadResult::Data { data, stat }) => Some((Bytes::from(data), stat)),
-                Some(zk::MultiReadResult::Error {
-                    err: zk::Error::NoNode,
-                }) => None,
-                Some(zk::MultiReadResult::Error { err }) => return Ok(Err(err)),
-                other => return Ok(Err(unexpected_reply(other))),
-            };
-            reads.push(child_read(&c.key, node, value));
+            reads.push(if node.is_some() {
+                (node, value)
+            } else {
+                (None, None)
+            });
         }
     }
-    Ok(Ok(reads))
+    Ok(reads)
 }
 
-/// The round's reads without values: `exists` of each child's key node
-/// and value node, all sent at once (a multi-read has no `exists`).
-async fn stat_round(
-    session: &zk::Client,
-    dir: &str,
-    round: &[Child],
-) -> std::result::Result<Vec<Read>, zk::Error> {
-    let stats = futures::future::join_all(round.iter().map(|c| {
-        let node = child(dir, &c.name);
-        let value = child(&node, VALUE);
-        futures::future::join(session.check_stat(&node), session.check_stat(&value))
-    }))
-    .await;
-    round
-        .iter()
-        .zip(stats)
-        .map(|(c, (node, value))| {
-            let value = value?.map(|stat| (Bytes::new(), stat));
-            Ok(child_read(&c.key, node?, value))
-        })
-        .collect()
-}
-
-/// What was read of the child of key `key`: its key node's stat and its
-/// value node's value and stat (`None`: absent). A value counts only
-/// while the key node is there, as in a single read of both.
-fn child_read(key: &str, node: Option<zk::Stat>, value: Option<(Bytes, zk::Stat)>) -> Read {
-    let Some(node) = node else {
-        return Read::Gone;
-    };
-    let pair = value.map(|(data, stat)| KvPair::new(key, data, stat.mzxid as u64));
-    Read::Node {
-        deeper: node.num_children > i32::from(pair.is_some()),
-        pair,
+/// The data and stat of one `get_data` of a multi-read; `None` when the
+/// node does not exist.
+fn data_reply(
+    reply: Option<zk::MultiReadResult>,
+) -> std::result::Result<Option<(Bytes, zk::Stat)>, zk::Error> {
+    match reply {
+        Some(zk::MultiReadResult::Data { data, stat }) => Ok(Some((Bytes::from(data), stat))),
+        Some(zk::MultiReadResult::Error {
+            err: zk::Error::NoNode,
+        }) => Ok(None),
+        Some(zk::MultiReadResult::Error { err }) => Err(err),
+        other => Err(unexpected_reply(other)),
     }
 }
 
@@ -409,31 +430,43 @@ mod tests {
         assert!(!block_after("a/b", Some("a/c")));
     }
 
+    /// The entries of a frame of `names` under key `key`, from
+    /// `after` on, as `key` or `key/`.
+    fn entries(key: &str, names: &[&str], after: Option<&str>) -> Vec<String> {
+        let names = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut frame = Frame::new("/".to_owned(), key.to_owned(), names, after);
+        let mut out = Vec::new();
+        while let Some(e) = frame.next_entry() {
+            out.push(match e {
+                Entry::Key(i) => frame.child_key(&frame.names[i]),
+                Entry::Block(i) => format!("{}/", frame.child_key(&frame.names[i])),
+            });
+        }
+        out
+    }
+
     #[test]
     fn entries_follow_key_order() {
-        let children: Vec<Child> = ["a", "a!", "a0"]
-            .iter()
-            .map(|k| Child {
-                name: (*k).to_owned(),
-                key: (*k).to_owned(),
-                read: Read::Unread,
-            })
-            .collect();
-        let mut entries: Vec<Entry> = (0..3)
-            .flat_map(|child| [false, true].map(|under| Entry { child, under }))
-            .collect();
-        entries.sort_unstable_by(|a, b| entry_order(&children, a, b));
-        let order: Vec<String> = entries
-            .iter()
-            .map(|e| {
-                let k = &children[e.child].key;
-                if e.under {
-                    format!("{k}/")
-                } else {
-                    k.clone()
-                }
-            })
-            .collect();
-        assert_eq!(order, ["a", "a!", "a!/", "a/", "a0", "a0/"]);
+        let names = ["a0", "a", "@v", "a!", "@@x", "@locks"];
+        assert_eq!(
+            entries("", &names, None),
+            ["@x", "@x/", "a", "a!", "a!/", "a/", "a0", "a0/"]
+        );
+        assert_eq!(
+            entries("k", &names, None),
+            ["k/@x", "k/@x/", "k/a", "k/a!", "k/a!/", "k/a/", "k/a0", "k/a0/"]
+        );
+        // A key is left out at or before `after`, a block when all of it
+        // is: "a/" holds keys after "a/b", "a!/" none.
+        assert_eq!(entries("", &names, Some("a/b")), ["a/", "a0", "a0/"]);
+        assert_eq!(
+            entries("", &names, Some("a")),
+            ["a!", "a!/", "a/", "a0", "a0/"]
+        );
+        assert_eq!(
+            entries("", &names, Some("a!/z")),
+            ["a!/", "a/", "a0", "a0/"]
+        );
+        assert_eq!(entries("", &names, Some("b")), Vec::<String>::new());
     }
 }
