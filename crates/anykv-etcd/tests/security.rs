@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use anykv_core::{ErrorKind, PutOptions, Store};
+use anykv_core::{ErrorKind, KvPair, PutOptions, Store};
 use anykv_etcd::{EtcdConfig, EtcdStore, TlsConfig};
 use anykv_testserver::etcd::EtcdServer;
 use common::open;
@@ -167,6 +167,36 @@ async fn several_endpoints() {
     let rev = store.put("k", "v".into(), PutOptions::new()).await.unwrap();
     assert_eq!(store.get("k").await.unwrap().unwrap().revision, rev);
     store.delete_tree("").await.unwrap();
+    store.close().await.unwrap();
+}
+
+/// `open_url` with two hosts, a dead one (nothing listens on its port)
+/// first and the live server second, and no timeouts set: the store opens
+/// with both endpoints, and every write of a few rounds (which a client
+/// that sent some requests to the dead endpoint would fail) is read back
+/// exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_url_with_a_dead_host_first() {
+    let server = EtcdServer::start_new();
+    let live = server.endpoint();
+    let dead = format!("127.0.0.1:{}", anykv_testserver::free_port());
+    let store = EtcdStore::open_url(&format!("etcd://{dead},{live}/deadfirst"))
+        .await
+        .unwrap();
+    assert_eq!(store.config().endpoints, vec![dead, live]);
+    for i in 0..8 {
+        let value = format!("v{i}");
+        let rev = store
+            .put("k", value.clone().into(), PutOptions::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get("k").await.unwrap(),
+            Some(KvPair::new("k", value, rev))
+        );
+    }
+    assert!(store.delete("k").await.unwrap());
+    assert_eq!(store.get("k").await.unwrap(), None);
     store.close().await.unwrap();
 }
 

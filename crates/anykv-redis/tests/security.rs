@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anykv_core::{ErrorKind, PutOptions, Result, Store, WatchEvent, WatchOptions, WatchStream};
+use anykv_core::{
+    ErrorKind, KvPair, PutOptions, Result, Store, WatchEvent, WatchOptions, WatchStream,
+};
 use anykv_redis::{RedisConfig, RedisStore};
 use anykv_testserver::redis::{shared_url, AclUser, RedisServer};
 use futures::StreamExt;
@@ -168,4 +170,37 @@ async fn password_never_shown() {
     let s: Arc<dyn Store> = open(&url).await.unwrap();
     s.close().await.unwrap();
     assert_eq!(s.get("k").await.unwrap_err().kind(), ErrorKind::Closed);
+}
+
+/// The backend talks to one server, so `open_url` with several hosts (a
+/// dead one first and the live server second, or the other way round) is
+/// refused as a `Config` error saying so, before anything connects, and
+/// without the password; the live server alone opens and round-trips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_url_with_several_hosts_is_refused() {
+    let _server = anykv_conformance::shared_server_guard().await;
+    let live = shared_url().replace("redis://", "");
+    let dead = format!("127.0.0.1:{}", anykv_testserver::free_port());
+    let root = anykv_testserver::unique_name("severalhosts");
+    for hosts in [format!("{dead},{live}"), format!("{live},{dead}")] {
+        let url = format!("redis://:multi-secret@{hosts}/0/{root}");
+        let e = RedisStore::open_url(&url).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config, "{url}: {e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("names several servers; the redis backend talks to one"),
+            "{msg}"
+        );
+        assert!(!msg.contains("multi-secret"), "{msg}");
+    }
+    let store = RedisStore::open_url(&format!("redis://{live}/0/{root}"))
+        .await
+        .unwrap();
+    let rev = store.put("k", "v".into(), PutOptions::new()).await.unwrap();
+    assert_eq!(
+        store.get("k").await.unwrap(),
+        Some(KvPair::new("k", "v", rev))
+    );
+    assert!(store.delete("k").await.unwrap());
+    store.close().await.unwrap();
 }

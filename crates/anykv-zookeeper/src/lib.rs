@@ -230,7 +230,11 @@
 //! sees every completed write anyway. [`ZkStore::syncs_reads`] tells which
 //! applies. `list` reads a
 //! level of the tree (each node's children and value) in multi-read
-//! requests.
+//! requests. `list_with` walks the tree in key order instead, skipping
+//! the subtrees that sort before its `start_after`, and reads only the
+//! page: its values in multi-read requests, or with `keys_only` the value
+//! nodes' stats (`exists`), which carry the exact revision without the
+//! value.
 //!
 //! # Design
 //!
@@ -240,7 +244,8 @@
 //! shared watch and its streams, on core's watch channel) over `rounds`
 //! (reading rounds up to a watermark), `lease`, `lock`, `state` (what a
 //! store's parts share), `sessions` (the shared sessions of leases and
-//! locks), `nodes` (parents, listings, deletes), `client` (the store's
+//! locks), `nodes` (parents, listings, deletes), `page` (pages of a
+//! listing, walked in key order), `client` (the store's
 //! session, deadlines, error mapping), `layout` (keys, locks and
 //! bookkeeping as znode paths) and `config`.
 //!
@@ -263,6 +268,7 @@ mod layout;
 mod lease;
 mod lock;
 mod nodes;
+mod page;
 mod rounds;
 mod sessions;
 mod state;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use anykv_core::backend::{check_write, compare_outcome, WatchTarget};
 use anykv_core::{
-    async_trait, key, Bytes, Capabilities, Error, KvPair, Lease, LockGuard, LockOptions,
-    PutOptions, Result, Store, StoreStats, WatchOptions, WatchStream,
+    async_trait, key, Bytes, Capabilities, Error, KvPair, Lease, ListOptions, LockGuard,
+    LockOptions, PutOptions, Result, Store, StoreStats, WatchOptions, WatchStream,
 };
 use futures::FutureExt;
 use zookeeper_client as zk;
@@ -21,6 +21,7 @@ use crate::config::{ZkConfig, BACKEND, MIN_TTL};
 use crate::layout::{child, DELETED_FLAG, TTL_FLAG, VALUE};
 use crate::lease::delete_leased;
 use crate::nodes::{delete_value, list_under, make_dirs};
+use crate::page::{list_page, PageRequest};
 use crate::state::{LeaseEntry, StoreState};
 use crate::{lease, lock, watch};
 
@@ -513,6 +514,22 @@ impl Store for ZkStore {
         let client = &self.state.client;
         client
             .after_sync(|session| async move { list_under(client, &session, &prefix).await })
+            .await
+    }
+
+    async fn list_with(&self, prefix: &str, options: ListOptions) -> Result<Vec<KvPair>> {
+        self.state.ensure_open()?;
+        let after = options.validate()?;
+        let prefix = key::normalize_prefix(prefix)?;
+        let request = PageRequest {
+            prefix: &prefix,
+            after: after.as_deref(),
+            limit: options.limit.unwrap_or(usize::MAX),
+            keys_only: options.keys_only,
+        };
+        let client = &self.state.client;
+        client
+            .after_sync(|session| async move { list_page(client, &session, request).await })
             .await
     }
 

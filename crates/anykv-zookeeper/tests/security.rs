@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use anykv_core::{ErrorKind, PutOptions, WatchOptions};
+use anykv_core::{ErrorKind, KvPair, ListOptions, PutOptions, Store, WatchOptions};
 use anykv_testserver::zookeeper::shared_url;
 use anykv_zookeeper::ZkStore;
 use common::open;
@@ -80,6 +80,43 @@ async fn several_servers_one_down() {
     assert_eq!(store.list("").await.unwrap().len(), 1);
     assert!(store.exists("k").await.unwrap());
     store.delete_tree("").await.unwrap();
+    store.close().await.unwrap();
+}
+
+/// `open_url` with two servers in the host list, a dead one (nothing
+/// listens on its port) first and the live one second, and no timeouts
+/// set: the store opens with both servers in its configuration, and a
+/// write is read back exactly, through `get`, `list` and `list_with`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_url_with_a_dead_server_first() {
+    let _server = anykv_conformance::shared_server_guard().await;
+    let url = shared_url();
+    let live = url.trim_start_matches("zk://").to_owned();
+    let dead = format!("127.0.0.1:{}", anykv_testserver::free_port());
+    let root = anykv_testserver::unique_name("deadfirst");
+    let store = ZkStore::open_url(&format!("zk://{dead},{live}/{root}"))
+        .await
+        .unwrap();
+    assert_eq!(store.config().servers, vec![dead, live]);
+    assert_eq!(store.config().root, root);
+    assert!(store.syncs_reads(), "several servers: reads must sync");
+
+    let rev = store
+        .put("a/k", "value".into(), PutOptions::new())
+        .await
+        .unwrap();
+    let pair = KvPair::new("a/k", "value", rev);
+    assert_eq!(store.get("a/k").await.unwrap(), Some(pair.clone()));
+    assert_eq!(store.list("a").await.unwrap(), vec![pair.clone()]);
+    assert_eq!(
+        store
+            .list_with("", ListOptions::new().with_limit(1))
+            .await
+            .unwrap(),
+        vec![pair]
+    );
+    assert!(store.delete("a/k").await.unwrap());
+    assert_eq!(store.get("a/k").await.unwrap(), None);
     store.close().await.unwrap();
 }
 
