@@ -24,6 +24,12 @@ use std::time::Duration;
 
 use crate::{check_ttl, Error, LockOptions, PutOptions, Result};
 
+mod owner;
+mod root;
+
+pub use owner::{Hold, HoldKind, Owner, WeakOwner};
+pub use root::Root;
+
 pub use crate::fanout::{event_channel, EventReceiver, EventSender, Gone};
 pub use crate::handles::{lost_signal, waited_for, LostTrigger, Release};
 
