@@ -24,9 +24,11 @@ use std::time::Duration;
 
 use crate::{check_ttl, Error, LockOptions, PutOptions, Result};
 
+mod changelog;
 mod owner;
 mod root;
 
+pub use changelog::ChangeLog;
 pub use owner::{Hold, HoldKind, Owner, WeakOwner};
 pub use root::Root;
 
