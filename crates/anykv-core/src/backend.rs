@@ -25,10 +25,14 @@ use std::time::Duration;
 use crate::{check_ttl, Error, LockOptions, PutOptions, Result};
 
 mod changelog;
+mod leases;
+mod locks;
 mod owner;
 mod root;
 
 pub use changelog::ChangeLog;
+pub use leases::LeaseTable;
+pub use locks::LockTable;
 pub use owner::{Hold, HoldKind, Owner, WeakOwner};
 pub use root::Root;
 
