@@ -34,7 +34,7 @@ use parking_lot::{Condvar, Mutex};
 /// let soon = Instant::now() + Duration::from_millis(20);
 /// timer.schedule(soon, "a".to_owned());
 /// timer.schedule(soon, "b".to_owned());
-/// timer.cancel(soon, &"b".to_owned());
+/// timer.cancel(soon, "b".to_owned());
 /// assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "a");
 /// assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
 /// ```
@@ -107,11 +107,8 @@ impl<K: Ord + Send + 'static> ExpiryTimer<K> {
     }
 
     /// Forgets `item` due at `at`, if it is still scheduled.
-    pub fn cancel(&self, at: Instant, item: &K)
-    where
-        K: Clone,
-    {
-        self.shared.state.lock().due.remove(&(at, item.clone()));
+    pub fn cancel(&self, at: Instant, item: K) {
+        self.shared.state.lock().due.remove(&(at, item));
     }
 }
 
