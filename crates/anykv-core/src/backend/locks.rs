@@ -393,6 +393,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_wait_dropped_right_at_handover_passes_the_lock_on() {
+        let locks = LockTable::new("t");
+        let (a, b, c) = (Owner::new("t"), Owner::new("t"), Owner::new("t"));
+        let root = Root::default();
+        let opts = LockOptions::new();
+        let held = locks.try_lock(&a, &root, "l", &opts).unwrap().unwrap();
+        let mut waiting = Box::pin(locks.lock(&b, &root, "l", &opts));
+        let mut next = Box::pin(locks.lock(&c, &root, "l", &opts));
+        assert!(futures::poll!(waiting.as_mut()).is_pending());
+        assert!(futures::poll!(next.as_mut()).is_pending());
+        held.release().await.unwrap();
+        // Handed to b, which never sees it: its future is dropped first.
+        assert_eq!(b.stats().locks, 1);
+        drop(waiting);
+        assert_eq!(b.stats().locks, 0);
+        let got = next.await.unwrap();
+        assert_eq!(c.stats().locks, 1);
+        drop(got);
+        assert!(locks.try_lock(&a, &root, "l", &opts).unwrap().is_some());
+    }
+
+    #[tokio::test]
     async fn a_close_abandons_its_own_waits_before_releasing() {
         let locks = LockTable::new("t");
         let (a, b) = (Owner::new("t"), Owner::new("t"));
