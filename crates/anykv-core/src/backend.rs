@@ -38,6 +38,11 @@
 //!   outlives the runtime that set them;
 //! - [`PauseGate`]: a frozen server, for the suite's fault hooks.
 //!
+//! The memory backend is built on them, and
+//! `crates/anykv-conformance/tests/small_backend.rs` is a whole backend
+//! built this way — a `BTreeMap` behind a mutex, under 300 lines — that
+//! passes the entire conformance suite.
+//!
 //! Lock order: the backend's data lock comes first; the tables take their
 //! own locks inside it, and call the backend (the lease table's
 //! `on_revoke`, the timer's `on_due`) without holding them. Never close an
