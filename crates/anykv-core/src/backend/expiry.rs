@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,7 +16,8 @@ use parking_lot::{Condvar, Mutex};
 /// timer ends the thread.
 ///
 /// `on_due(item, deadline)` runs on that thread, without the timer's
-/// lock, once per scheduled pair. A key rewritten since has a new
+/// lock, once per scheduled pair (a panic in it is logged, and later
+/// deadlines still fire). A key rewritten since has a new
 /// deadline, so the backend deletes the key only if its data still
 /// carries that deadline (the check that makes a stale timer harmless);
 /// [`ExpiryTimer::cancel`] spares the timer the visit. `on_due` typically
@@ -133,7 +135,11 @@ fn run<K: Ord>(shared: &TimerShared<K>) {
         if !due.is_empty() {
             drop(st);
             for (at, item) in due {
-                (shared.on_due)(item, at);
+                // A panicking callback must not stop every later deadline.
+                let call = AssertUnwindSafe(|| (shared.on_due)(item, at));
+                if std::panic::catch_unwind(call).is_err() {
+                    tracing::error!("{}: an expiry callback panicked", shared.name);
+                }
             }
             st = shared.state.lock();
             continue;
@@ -174,5 +180,19 @@ mod tests {
             .collect();
         assert_eq!(got, [1, 2]);
         drop(timer);
+    }
+
+    #[test]
+    fn a_panicking_callback_does_not_stop_the_timer() {
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let timer = ExpiryTimer::new("t-ttl-panic", move |k: u32, _| {
+            assert_ne!(k, 1, "the first deadline's callback panics");
+            let _ = tx.lock().send(k);
+        });
+        let now = Instant::now();
+        timer.schedule(now + Duration::from_millis(10), 1);
+        timer.schedule(now + Duration::from_millis(30), 2);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 2);
     }
 }
