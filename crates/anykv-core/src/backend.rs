@@ -18,11 +18,56 @@
 //! assert!(!closed.close());         // a second one is a no-op
 //! assert_eq!(closed.ensure_open().unwrap_err().kind(), ErrorKind::Closed);
 //! ```
+//!
+//! # An in-process engine
+//!
+//! A backend whose data lives in the process (a map behind a mutex, an
+//! embedded database) keeps its data and its revision counter itself and
+//! builds the rest of the contract from these pieces:
+//!
+//! - [`Owner`]: one client — its closed flag, what it holds for
+//!   `stats()`, and giving all of it back on `close()` or drop;
+//! - [`Root`]: checked keys and prefixes under the store's root, and back;
+//! - [`ChangeLog`]: bounded history and the watches — initial state and
+//!   `Synced`, resume from a revision, `Compacted`, lagging consumers;
+//! - [`LeaseTable`]: leases, the keys bound to them, revoke on drop and
+//!   close;
+//! - [`LockTable`]: FIFO locks with fencing tokens, cancel-safe waits,
+//!   loss signals;
+//! - [`ExpiryTimer`]: TTL deadlines on a thread of their own, which
+//!   outlives the runtime that set them;
+//! - [`PauseGate`]: a frozen server, for the suite's fault hooks.
+//!
+//! The memory backend is built on them, and
+//! `crates/anykv-conformance/tests/small_backend.rs` is a whole backend
+//! built this way — a `BTreeMap` behind a mutex, under 300 lines — that
+//! passes the entire conformance suite.
+//!
+//! Lock order: the backend's data lock comes first; the tables take their
+//! own locks inside it, and call the backend (the lease table's
+//! `on_revoke`, the timer's `on_due`) without holding them. Never close an
+//! owner or revoke a lease while holding the data lock.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::{check_ttl, Error, LockOptions, PutOptions, Result};
+
+mod changelog;
+mod expiry;
+mod leases;
+mod locks;
+mod owner;
+mod pause;
+mod root;
+
+pub use changelog::ChangeLog;
+pub use expiry::ExpiryTimer;
+pub use leases::LeaseTable;
+pub use locks::LockTable;
+pub use owner::{Hold, HoldKind, Owner, WeakOwner};
+pub use pause::PauseGate;
+pub use root::Root;
 
 pub use crate::fanout::{event_channel, EventReceiver, EventSender, Gone};
 pub use crate::handles::{lost_signal, waited_for, LostTrigger, Release};

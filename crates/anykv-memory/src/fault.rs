@@ -21,13 +21,12 @@
 //! # }
 //! ```
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anykv_core::{Error, Result};
 
-use crate::state::{Shared, BACKEND};
+use crate::state::Shared;
 use crate::store::NAMED;
 
 fn named(name: &str) -> Result<Arc<Shared>> {
@@ -42,16 +41,14 @@ fn named(name: &str) -> Result<Arc<Shared>> {
 /// [`resume_named`] or their request timeout (then `Timeout`). Fails with
 /// `Config` when no store has that name.
 pub fn pause_named(name: &str) -> Result<()> {
-    named(name)?.paused.store(true, Ordering::SeqCst);
+    named(name)?.gate.pause();
     Ok(())
 }
 
 /// Lets the store `name` frozen by [`pause_named`] answer again; the calls
 /// waiting go on.
 pub fn resume_named(name: &str) -> Result<()> {
-    let shared = named(name)?;
-    shared.paused.store(false, Ordering::SeqCst);
-    shared.resumed.notify_waiters();
+    named(name)?.gate.resume();
     Ok(())
 }
 
@@ -59,28 +56,6 @@ pub fn resume_named(name: &str) -> Result<()> {
 /// freeze (`outage`) with nothing lost, since its data, leases and locks
 /// live in the process.
 pub async fn restart_named(name: &str, outage: Duration) -> Result<()> {
-    pause_named(name)?;
-    tokio::time::sleep(outage).await;
-    resume_named(name)
-}
-
-/// Waits until the store runs again, or fails with `Timeout` after
-/// `timeout`.
-pub(crate) async fn wait_out_pause(shared: &Shared, timeout: Duration) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let resumed = shared.resumed.notified();
-        tokio::pin!(resumed);
-        resumed.as_mut().enable();
-        if !shared.paused.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        if tokio::time::timeout_at(deadline, resumed).await.is_err() {
-            return Err(Error::Timeout {
-                backend: BACKEND,
-                operation: "a call on a paused store".into(),
-                after: timeout,
-            });
-        }
-    }
+    named(name)?.gate.restart(outage).await;
+    Ok(())
 }

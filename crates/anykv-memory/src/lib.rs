@@ -42,11 +42,8 @@
 
 mod config;
 mod fault;
-mod lease;
-mod lock;
 mod state;
 mod store;
-mod watch;
 
 use std::sync::Arc;
 

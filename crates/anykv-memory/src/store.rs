@@ -2,14 +2,12 @@
 //! state, and its `Store` implementation.
 
 use std::any::Any;
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use anykv_core::backend::ClosedFlag;
+use anykv_core::backend::{Owner, Root, WatchTarget};
 use anykv_core::{
     async_trait, key, Bytes, Capabilities, Error, KvPair, Lease, ListOptions, LockGuard,
     LockOptions, PutOptions, Result, Store, StoreStats, WatchOptions, WatchStream,
@@ -20,8 +18,7 @@ use crate::config::{
     MemoryConfig, DEFAULT_HISTORY, DEFAULT_HISTORY_BYTES, DEFAULT_MAX_VALUE_SIZE,
     DEFAULT_REQUEST_TIMEOUT, MIN_TTL,
 };
-use crate::state::{Filter, Shared, BACKEND};
-use crate::{fault, lease, lock, watch};
+use crate::state::{Shared, BACKEND};
 
 /// The process-wide stores, by name.
 pub(crate) static NAMED: LazyLock<Mutex<HashMap<String, Arc<Shared>>>> =
@@ -37,19 +34,12 @@ pub struct MemoryStore {
 struct Inner {
     shared: Arc<Shared>,
     name: Option<String>,
-    root: String,
-    owner: u64,
-    closed: ClosedFlag,
+    root: Root,
+    /// What this handle holds; dropped with the last clone, it gives all
+    /// of it back, as `close()` does.
+    owner: Owner,
     caps: Capabilities,
     request_timeout: Duration,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if self.closed.close() {
-            self.shared.state.write().close_owner(self.owner);
-        }
-    }
 }
 
 impl fmt::Debug for MemoryStore {
@@ -57,7 +47,7 @@ impl fmt::Debug for MemoryStore {
         f.debug_struct("MemoryStore")
             .field("name", &self.inner.name)
             .field("root", &self.inner.root)
-            .field("closed", &self.inner.closed.is_closed())
+            .field("closed", &self.inner.owner.is_closed())
             .finish()
     }
 }
@@ -73,7 +63,7 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self::from_parts(
             None,
-            String::new(),
+            Root::default(),
             DEFAULT_REQUEST_TIMEOUT,
             Shared::new(
                 DEFAULT_HISTORY,
@@ -93,7 +83,7 @@ impl MemoryStore {
 
     /// Opens a store as configured.
     pub fn open(config: MemoryConfig) -> Result<Self> {
-        let root = key::normalize_root(&config.root)?;
+        let root = Root::new(&config.root)?;
         let shared = match &config.name {
             None => Shared::new(config.history, config.history_bytes, config.max_value_size),
             Some(name) => NAMED
@@ -125,11 +115,10 @@ impl MemoryStore {
 
     fn from_parts(
         name: Option<String>,
-        root: String,
+        root: Root,
         request_timeout: Duration,
         shared: Arc<Shared>,
     ) -> Self {
-        let owner = shared.state.write().new_owner();
         let mut caps = Capabilities::new(BACKEND);
         caps.min_ttl = MIN_TTL;
         caps.max_value_size = shared.max_value_size;
@@ -138,8 +127,7 @@ impl MemoryStore {
                 shared,
                 name,
                 root,
-                owner,
-                closed: ClosedFlag::new(BACKEND),
+                owner: Owner::new(BACKEND),
                 caps,
                 request_timeout,
             }),
@@ -153,65 +141,31 @@ impl MemoryStore {
 
     /// The root this handle works under.
     pub fn root(&self) -> &str {
-        &self.inner.root
+        self.inner.root.as_str()
     }
 
     /// Discards the history up to and including `revision`: watches can no
     /// longer resume from before it.
     pub fn compact(&self, revision: u64) -> Result<()> {
-        self.inner.closed.ensure_open()?;
-        self.inner.shared.state.write().compact(revision);
+        self.inner.owner.ensure_open()?;
+        self.inner.shared.log.compact(revision);
         Ok(())
     }
 
     /// Fails with `Closed` after close; while the store is frozen, waits
     /// until it runs again or the request timeout passes (`Timeout`).
     async fn ready(&self) -> Result<()> {
-        self.inner.closed.ensure_open()?;
-        if self.inner.shared.paused.load(Ordering::SeqCst) {
-            fault::wait_out_pause(&self.inner.shared, self.inner.request_timeout).await?;
-            self.inner.closed.ensure_open()?;
+        self.inner.owner.ensure_open()?;
+        let gate = &self.inner.shared.gate;
+        if gate.is_paused() {
+            gate.pass(BACKEND, self.inner.request_timeout).await?;
+            self.inner.owner.ensure_open()?;
         }
         Ok(())
     }
 
-    async fn lock_impl(
-        &self,
-        key: &str,
-        options: LockOptions,
-        wait: bool,
-    ) -> Result<Option<LockGuard>> {
-        self.inner.closed.ensure_open()?;
-        let full = self.full_key(key)?;
-        let canonical = key::normalize_key(key)?;
-        lock::acquire(
-            &self.inner.shared,
-            self.inner.owner,
-            full,
-            canonical,
-            options,
-            wait,
-        )
-        .await
-    }
-
-    /// A canonical key or prefix under the store's root, copied only when
-    /// there is a root to put in front.
-    fn under_root<'a>(&self, canonical: &'a str) -> Cow<'a, str> {
-        if self.inner.root.is_empty() {
-            Cow::Borrowed(canonical)
-        } else {
-            Cow::Owned(key::join(&self.inner.root, canonical))
-        }
-    }
-
     fn full_key(&self, key: &str) -> Result<String> {
-        Ok(self.under_root(key::canonical_key(key)?).into_owned())
-    }
-
-    fn full_prefix(&self, prefix: &str) -> Result<(bool, String)> {
-        let p = key::canonical_prefix(prefix)?;
-        Ok((!p.is_empty(), self.under_root(p).into_owned()))
+        Ok(self.inner.root.key(key)?.into_owned())
     }
 
     fn check_write(
@@ -220,11 +174,11 @@ impl MemoryStore {
         value: &Bytes,
         options: &PutOptions,
     ) -> Result<(String, Option<Duration>)> {
-        self.inner.closed.ensure_open()?;
+        self.inner.owner.ensure_open()?;
         let full = self.full_key(key)?;
         anykv_core::backend::check_write(
             BACKEND,
-            &key::normalize_key(key)?,
+            self.inner.root.relative(&full),
             value.len(),
             self.inner.shared.max_value_size,
             options,
@@ -232,13 +186,19 @@ impl MemoryStore {
         Ok((full, options.ttl.map(|t| t.max(MIN_TTL))))
     }
 
-    fn after_write(&self, ttl: Option<Duration>) {
-        if ttl.is_some() {
-            self.inner.shared.kick_expiry();
-        }
+    /// A watch stream of this handle on `target` (full names).
+    fn watch_target(&self, target: WatchTarget, options: WatchOptions) -> Result<WatchStream> {
+        let shared = &self.inner.shared;
+        let state = shared.state.read();
+        shared.log.watch(
+            &self.inner.owner,
+            &self.inner.root,
+            target.clone(),
+            &options,
+            || state.snapshot(&target),
+        )
     }
 }
-
 #[async_trait]
 impl Store for MemoryStore {
     fn capabilities(&self) -> &Capabilities {
@@ -246,13 +206,7 @@ impl Store for MemoryStore {
     }
 
     fn stats(&self) -> StoreStats {
-        let (watches, leases, locks) = self
-            .inner
-            .shared
-            .state
-            .read()
-            .owner_counts(self.inner.owner);
-        StoreStats::new(watches, leases, locks, 0)
+        self.inner.owner.stats()
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -261,55 +215,45 @@ impl Store for MemoryStore {
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
         self.ready().await?;
-        let full = self.under_root(key::canonical_key(key)?);
+        let full = self.inner.root.key(key)?;
         Ok(self.inner.shared.state.read().get(&full, &self.inner.root))
     }
 
     async fn put(&self, key: &str, value: Bytes, options: PutOptions) -> Result<u64> {
         self.ready().await?;
         let (full, ttl) = self.check_write(key, &value, &options)?;
-        let rev =
-            self.inner
-                .shared
-                .state
-                .write()
-                .put(full, value, options.lease.map(|l| l.0), ttl)?;
-        self.after_write(ttl);
-        Ok(rev)
+        let lease = options.lease;
+        self.inner.shared.state.write().put(full, value, lease, ttl)
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
         self.ready().await?;
-        let full = self.full_key(key)?;
+        let full = self.inner.root.key(key)?;
         Ok(self.inner.shared.state.write().delete(&full).is_some())
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
         self.ready().await?;
-        let full = self.full_key(key)?;
-        Ok(self
-            .inner
-            .shared
-            .state
-            .read()
-            .current_revision_of(&full)
-            .is_some())
+        let full = self.inner.root.key(key)?;
+        let state = self.inner.shared.state.read();
+        Ok(state.current_revision_of(&full).is_some())
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
         self.ready().await?;
-        let (_, full) = self.full_prefix(prefix)?;
+        let full = self.inner.root.prefix(prefix)?;
         Ok(self.inner.shared.state.read().list(&full, &self.inner.root))
     }
 
     async fn list_with(&self, prefix: &str, options: ListOptions) -> Result<Vec<KvPair>> {
         self.ready().await?;
         let after = options.validate()?;
-        let (_, full) = self.full_prefix(prefix)?;
-        let after = after.map(|a| self.under_root(&a).into_owned());
+        let root = &self.inner.root;
+        let full = root.prefix(prefix)?;
+        let after = after.map(|a| root.under(&a).into_owned());
         Ok(self.inner.shared.state.read().list_page(
             &full,
-            &self.inner.root,
+            root,
             after.as_deref(),
             options.limit.unwrap_or(usize::MAX),
             options.keys_only,
@@ -318,8 +262,10 @@ impl Store for MemoryStore {
 
     async fn delete_tree(&self, prefix: &str) -> Result<u64> {
         self.ready().await?;
-        let (has_key, full) = self.full_prefix(prefix)?;
-        let key = has_key.then_some(full.as_str());
+        let full = self.inner.root.prefix(prefix)?;
+        // The prefix key itself goes too, unless it is the root.
+        let with_key = !key::canonical_prefix(prefix)?.is_empty();
+        let key = with_key.then_some(&*full);
         Ok(self.inner.shared.state.write().delete_tree(key, &full))
     }
 
@@ -332,14 +278,10 @@ impl Store for MemoryStore {
     ) -> Result<u64> {
         self.ready().await?;
         let (full, ttl) = self.check_write(key, &value, &options)?;
-        let rev = {
-            let mut state = self.inner.shared.state.write();
-            let current = state.current_revision_of(&full);
-            check_expected(&full, expected, current, &self.inner.root)?;
-            state.put(full, value, options.lease.map(|l| l.0), ttl)?
-        };
-        self.after_write(ttl);
-        Ok(rev)
+        let mut state = self.inner.shared.state.write();
+        let current = state.current_revision_of(&full);
+        self.compare(&full, expected, current)?;
+        state.put(full, value, options.lease, ttl)
     }
 
     async fn atomic_delete(&self, key: &str, expected: u64) -> Result<()> {
@@ -347,7 +289,7 @@ impl Store for MemoryStore {
         let full = self.full_key(key)?;
         let mut state = self.inner.shared.state.write();
         let current = state.current_revision_of(&full);
-        check_expected(&full, Some(expected), current, &self.inner.root)?;
+        self.compare(&full, Some(expected), current)?;
         state.delete(&full);
         Ok(())
     }
@@ -355,64 +297,46 @@ impl Store for MemoryStore {
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
         self.ready().await?;
         let full = self.full_key(key)?;
-        watch::open(
-            &self.inner.shared,
-            self.inner.owner,
-            &self.inner.root,
-            Filter::Key(full),
-            options,
-        )
+        self.watch_target(WatchTarget::Key(full), options)
     }
 
     async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
         self.ready().await?;
-        let (_, full) = self.full_prefix(prefix)?;
-        watch::open(
-            &self.inner.shared,
-            self.inner.owner,
-            &self.inner.root,
-            Filter::Tree(full),
-            options,
-        )
+        let full = self.inner.root.prefix(prefix)?.into_owned();
+        self.watch_target(WatchTarget::Tree(full), options)
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<Lease> {
         self.ready().await?;
-        lease::grant(&self.inner.shared, self.inner.owner, ttl)
+        self.inner.shared.leases.grant(&self.inner.owner, ttl)
     }
 
     async fn lock(&self, key: &str, options: LockOptions) -> Result<LockGuard> {
         self.ready().await?;
-        anykv_core::backend::check_lock_options(&options)?;
-        anykv_core::waited_for(BACKEND, self.lock_impl(key, options, true).await?)
+        let inner = &self.inner;
+        let locks = &inner.shared.locks;
+        locks.lock(&inner.owner, &inner.root, key, &options).await
     }
 
     async fn try_lock(&self, key: &str, options: LockOptions) -> Result<Option<LockGuard>> {
         self.ready().await?;
-        anykv_core::backend::check_lock_options(&options)?;
-        self.lock_impl(key, options, false).await
+        let inner = &self.inner;
+        let locks = &inner.shared.locks;
+        locks.try_lock(&inner.owner, &inner.root, key, &options)
     }
 
     async fn close(&self) -> Result<()> {
-        if self.inner.closed.close() {
-            self.inner
-                .shared
-                .state
-                .write()
-                .close_owner(self.inner.owner);
-        }
+        self.inner.owner.close();
         Ok(())
     }
 }
 
-fn check_expected(
-    full: &str,
-    expected: Option<u64>,
-    current: Option<u64>,
-    root: &str,
-) -> Result<()> {
-    let canonical = key::strip_root(root, full).unwrap_or(full);
-    anykv_core::backend::compare_outcome(BACKEND, canonical, expected, current)
+impl MemoryStore {
+    /// The outcome of a compare-and-swap or compare-and-delete on `full`.
+    fn compare(&self, full: &str, expected: Option<u64>, current: Option<u64>) -> Result<()> {
+        let canonical = self.inner.root.relative(full);
+        anykv_core::backend::compare_outcome(BACKEND, canonical, expected, current)
+    }
 }
 
 /// Compacts the memory store behind a type-erased handle (see
