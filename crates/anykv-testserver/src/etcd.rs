@@ -107,33 +107,7 @@ impl EtcdServer {
     /// `/v3/lease/leases`) of a plain (non-TLS) server; the response body,
     /// or an error for a failed connection or a status other than 200.
     pub fn gateway(&self, path: &str, body: &str) -> Result<String, String> {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.client_port))
-            .map_err(|e| format!("connect: {e}"))?;
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.client_port,
-            body.len()
-        );
-        stream
-            .write_all(request.as_bytes())
-            .map_err(|e| format!("write: {e}"))?;
-        let mut response = String::new();
-        stream
-            .read_to_string(&mut response)
-            .map_err(|e| format!("read: {e}"))?;
-        let status_ok = response.lines().next().is_some_and(|l| l.contains(" 200 "));
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        if status_ok {
-            Ok(body)
-        } else {
-            Err(response)
-        }
+        crate::etcd_cluster::http_post(self.client_port, path, body, Duration::from_secs(10))
     }
 
     /// Grants a lease of `ttl_secs` through the gateway (nothing keeps it

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::slot::Slot;
 use crate::{free_ports, require_binary, temp_dir, wait_for_port, Process, TempDir};
 
 /// How many members the cluster has.
@@ -29,7 +30,7 @@ struct Member {
     name: String,
     client_port: u16,
     peer_port: u16,
-    process: Option<Process>,
+    process: Slot,
 }
 
 /// A running three-member etcd cluster owned by a test.
@@ -65,7 +66,7 @@ impl EtcdCluster {
                 name: format!("e{}", i + 1),
                 client_port: ports[2 * i],
                 peer_port: ports[2 * i + 1],
-                process: None,
+                process: Slot::new(format!("etcd member {i}")),
             })
             .collect();
         let mut c = EtcdCluster {
@@ -138,7 +139,7 @@ impl EtcdCluster {
         // of the run before it.
         let log = self.dir.path().join(format!("{}.{}.log", m.name, now_ms()));
         let p = Process::spawn(&format!("etcd {}", m.name), cmd, log);
-        self.members[i].process = Some(p);
+        self.members[i].process.set(p);
     }
 
     /// `127.0.0.1:port` of each member's client endpoint, by index.
@@ -208,7 +209,7 @@ impl EtcdCluster {
             let asks: Vec<_> = (0..self.members.len())
                 .map(|i| {
                     s.spawn(move || {
-                        self.members[i].process.as_ref()?;
+                        self.members[i].process.process()?;
                         self.status(i).ok()
                     })
                 })
@@ -251,7 +252,7 @@ impl EtcdCluster {
         let deadline = Instant::now() + within;
         self.wait_for_leader(within)?;
         for (i, m) in self.members.iter().enumerate() {
-            if m.process.is_none() {
+            if !m.process.is_started() {
                 continue;
             }
             loop {
@@ -275,7 +276,7 @@ impl EtcdCluster {
 
     fn describe(&self) -> String {
         (0..self.members.len())
-            .map(|i| match &self.members[i].process {
+            .map(|i| match self.members[i].process.process() {
                 None => format!("member {i}: killed"),
                 Some(_) => match self.status(i) {
                     Ok(s) => format!("member {i}: id {} sees leader {}", s.member_id, s.leader_id),
@@ -290,18 +291,13 @@ impl EtcdCluster {
     /// stays for [`EtcdCluster::restart`].
     pub fn kill(&mut self, i: usize) {
         self.check(i);
-        if let Some(mut p) = self.members[i].process.take() {
-            p.kill();
-        }
+        self.members[i].process.kill();
     }
 
     /// Whether member `i` runs (it may be paused).
     pub fn is_running(&mut self, i: usize) -> bool {
         self.check(i);
-        self.members[i]
-            .process
-            .as_mut()
-            .is_some_and(|p| p.is_running())
+        self.members[i].process.is_running()
     }
 
     /// Starts member `i` again (after [`EtcdCluster::kill`]) with its data
@@ -349,44 +345,33 @@ impl EtcdCluster {
     /// sends no heartbeats. Undo with [`EtcdCluster::resume`].
     pub fn pause(&self, i: usize) -> Result<(), String> {
         self.check(i);
-        match &self.members[i].process {
-            Some(p) => p.signal("STOP"),
-            None => Err(format!("etcd member {i} is not running")),
-        }
+        self.members[i].process.signal("STOP")
     }
 
     /// Lets a paused member `i` run again (SIGCONT).
     pub fn resume(&self, i: usize) -> Result<(), String> {
         self.check(i);
-        match &self.members[i].process {
-            Some(p) => p.signal("CONT"),
-            None => Err(format!("etcd member {i} is not running")),
-        }
+        self.members[i].process.signal("CONT")
     }
 
     /// The process id of member `i`, while it runs.
     pub fn pid(&self, i: usize) -> Option<u32> {
         self.check(i);
-        self.members[i].process.as_ref().map(Process::pid)
+        self.members[i].process.pid()
     }
 
     /// The resident memory of all running members, in KiB.
     pub fn rss_kib(&self) -> u64 {
         self.members
             .iter()
-            .filter_map(|m| m.process.as_ref())
-            .filter_map(|p| crate::rss_kib(p.pid()))
+            .filter_map(|m| m.process.rss_kib())
             .sum()
     }
 
     /// The last `bytes` of member `i`'s log since it was last started.
     pub fn log_tail(&self, i: usize, bytes: usize) -> String {
         self.check(i);
-        self.members[i]
-            .process
-            .as_ref()
-            .map(|p| p.log_tail(bytes))
-            .unwrap_or_default()
+        self.members[i].process.log_tail(bytes)
     }
 
     fn logs(&self) -> String {
@@ -402,9 +387,7 @@ impl Drop for EtcdCluster {
         // Killed, not stopped: the data goes anyway, and SIGKILL also ends
         // a paused process at once.
         for m in &mut self.members {
-            if let Some(mut p) = m.process.take() {
-                p.kill();
-            }
+            m.process.kill();
         }
     }
 }
@@ -428,8 +411,9 @@ fn json_number(body: &str, key: &str) -> Option<String> {
     (!digits.is_empty()).then_some(digits)
 }
 
-/// POSTs JSON to `127.0.0.1:port` at `path`, as [`crate::etcd::EtcdServer::gateway`]
-/// does, with every step bounded by `timeout`.
+/// POSTs JSON to etcd's gRPC gateway at `127.0.0.1:port` and `path`, every
+/// step bounded by `timeout`: the response body, or an error for a failed
+/// connection or a status other than 200.
 pub(crate) fn http_post(
     port: u16,
     path: &str,

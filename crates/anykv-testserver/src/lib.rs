@@ -34,6 +34,7 @@ pub mod redis;
 pub mod redis_cluster;
 pub mod redis_sentinel;
 pub mod resp;
+mod slot;
 pub mod zookeeper;
 pub mod zookeeper_ensemble;
 

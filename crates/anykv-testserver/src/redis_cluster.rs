@@ -22,6 +22,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::resp::{self, Reply};
+use crate::slot::Slot;
 use crate::{free_ports, require_binary, temp_dir, wait_for_port, Process, TempDir};
 
 /// How many shards (primaries) the cluster has.
@@ -39,7 +40,7 @@ struct Node {
     bus_port: u16,
     dir: PathBuf,
     id: String,
-    process: Option<Process>,
+    process: Slot,
 }
 
 /// A running Redis Cluster owned by a test.
@@ -87,7 +88,7 @@ impl RedisCluster {
                     bus_port: ports[2 * i + 1],
                     dir: d,
                     id: String::new(),
-                    process: None,
+                    process: Slot::new(format!("Redis Cluster node {i}")),
                 }
             })
             .collect();
@@ -133,7 +134,7 @@ impl RedisCluster {
         cmd.arg(n.dir.join("redis.conf"));
         let log = n.dir.join(format!("{}.log", crate::unique_name("redis")));
         let p = Process::spawn(&format!("redis cluster node {i}"), cmd, log);
-        self.nodes[i].process = Some(p);
+        self.nodes[i].process.set(p);
     }
 
     fn ask(&self, i: usize, args: &[&str]) -> Result<Reply, String> {
@@ -232,14 +233,14 @@ impl RedisCluster {
 
     /// Node `i`'s `CLUSTER NODES`, when it answers.
     fn view(&self, i: usize) -> Option<Vec<Entry>> {
-        self.nodes[i].process.as_ref()?;
+        self.nodes[i].process.process()?;
         let r = resp::command_ok(self.nodes[i].port, &["CLUSTER", "NODES"], ASK).ok()?;
         Some(r.as_str()?.lines().filter_map(Entry::parse).collect())
     }
 
     /// Whether node `i` answers and says `cluster_state:ok`.
     fn state_ok(&self, i: usize) -> bool {
-        self.nodes[i].process.is_some()
+        self.nodes[i].process.is_started()
             && resp::text_field(
                 self.nodes[i].port,
                 &["CLUSTER", "INFO"],
@@ -378,7 +379,7 @@ impl RedisCluster {
         self.wait(
             Instant::now() + within,
             "cluster_state:ok everywhere",
-            |c| (0..c.nodes.len()).all(|i| c.nodes[i].process.is_none() || c.state_ok(i)),
+            |c| (0..c.nodes.len()).all(|i| !c.nodes[i].process.is_started() || c.state_ok(i)),
         )
     }
 
@@ -386,18 +387,13 @@ impl RedisCluster {
     /// its append-only file are lost.
     pub fn kill(&mut self, i: usize) {
         self.check(i);
-        if let Some(mut p) = self.nodes[i].process.take() {
-            p.kill();
-        }
+        self.nodes[i].process.kill();
     }
 
     /// Whether node `i` runs (it may be paused).
     pub fn is_running(&mut self, i: usize) -> bool {
         self.check(i);
-        self.nodes[i]
-            .process
-            .as_mut()
-            .is_some_and(|p| p.is_running())
+        self.nodes[i].process.is_running()
     }
 
     /// Starts node `i` again (after [`RedisCluster::kill`]) on its ports
@@ -423,38 +419,24 @@ impl RedisCluster {
     /// [`RedisCluster::resume`].
     pub fn pause(&self, i: usize) -> Result<(), String> {
         self.check(i);
-        match &self.nodes[i].process {
-            Some(p) => p.signal("STOP"),
-            None => Err(format!("Redis Cluster node {i} is not running")),
-        }
+        self.nodes[i].process.signal("STOP")
     }
 
     /// Lets a paused node `i` run again (SIGCONT).
     pub fn resume(&self, i: usize) -> Result<(), String> {
         self.check(i);
-        match &self.nodes[i].process {
-            Some(p) => p.signal("CONT"),
-            None => Err(format!("Redis Cluster node {i} is not running")),
-        }
+        self.nodes[i].process.signal("CONT")
     }
 
     /// The resident memory of all running nodes, in KiB.
     pub fn rss_kib(&self) -> u64 {
-        self.nodes
-            .iter()
-            .filter_map(|n| n.process.as_ref())
-            .filter_map(|p| crate::rss_kib(p.pid()))
-            .sum()
+        self.nodes.iter().filter_map(|n| n.process.rss_kib()).sum()
     }
 
     /// The last `bytes` of node `i`'s log since it was last started.
     pub fn log_tail(&self, i: usize, bytes: usize) -> String {
         self.check(i);
-        self.nodes[i]
-            .process
-            .as_ref()
-            .map(|p| p.log_tail(bytes))
-            .unwrap_or_default()
+        self.nodes[i].process.log_tail(bytes)
     }
 
     fn logs(&self) -> String {
@@ -471,9 +453,7 @@ impl Drop for RedisCluster {
         // has just synced refuses SIGTERM while it writes its first
         // append-only file ("Writing initial AOF, can't exit").
         for n in &mut self.nodes {
-            if let Some(mut p) = n.process.take() {
-                p.kill();
-            }
+            n.process.kill();
         }
     }
 }

@@ -29,6 +29,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::resp::{self, Reply};
+use crate::slot::Slot;
 use crate::{free_ports, require_binary, temp_dir, wait_for_port, Process, TempDir};
 
 /// The name the Sentinels know the master by.
@@ -53,7 +54,7 @@ const ASK: Duration = Duration::from_millis(500);
 struct Node {
     port: u16,
     dir: PathBuf,
-    process: Option<Process>,
+    process: Slot,
 }
 
 /// A running primary, replica and three Sentinels, owned by a test.
@@ -82,13 +83,13 @@ impl RedisSentinel {
         let dir = temp_dir("anykv-redis-sentinel-");
         let mut ports = free_ports(2 + SENTINELS).into_iter();
         let mut node = |name: String| {
-            let d = dir.path().join(name);
+            let d = dir.path().join(&name);
             std::fs::create_dir_all(&d)
                 .unwrap_or_else(|e| panic!("cannot create {}: {e}", d.display()));
             Node {
                 port: ports.next().unwrap_or_else(crate::free_port),
                 dir: d,
-                process: None,
+                process: Slot::new(format!("Redis {name}")),
             }
         };
         let data: Vec<Node> = (0..2).map(|i| node(format!("data{i}"))).collect();
@@ -158,7 +159,7 @@ impl RedisSentinel {
         cmd.arg(n.dir.join("redis.conf"));
         let log = n.dir.join(format!("{}.log", crate::unique_name("redis")));
         let p = Process::spawn(&format!("redis-server {i}"), cmd, log);
-        self.data[i].process = Some(p);
+        self.data[i].process.set(p);
     }
 
     fn spawn_sentinel(&mut self, i: usize) {
@@ -169,7 +170,7 @@ impl RedisSentinel {
             .dir
             .join(format!("{}.log", crate::unique_name("sentinel")));
         let p = Process::spawn(&format!("redis-sentinel {i}"), cmd, log);
-        self.sentinels[i].process = Some(p);
+        self.sentinels[i].process.set(p);
     }
 
     fn check(&self, i: usize) {
@@ -390,18 +391,13 @@ impl RedisSentinel {
     /// not yet in its append-only file are lost.
     pub fn kill(&mut self, i: usize) {
         self.check(i);
-        if let Some(mut p) = self.data[i].process.take() {
-            p.kill();
-        }
+        self.data[i].process.kill();
     }
 
     /// Whether data server `i` runs (it may be paused).
     pub fn is_running(&mut self, i: usize) -> bool {
         self.check(i);
-        self.data[i]
-            .process
-            .as_mut()
-            .is_some_and(|p| p.is_running())
+        self.data[i].process.is_running()
     }
 
     /// Starts data server `i` again (after [`RedisSentinel::kill`]) on its
@@ -428,10 +424,7 @@ impl RedisSentinel {
     /// receives no writes. Undo with [`RedisSentinel::resume`].
     pub fn pause(&self, i: usize) -> Result<(), String> {
         self.check(i);
-        match &self.data[i].process {
-            Some(p) => p.signal("STOP"),
-            None => Err(format!("Redis data server {i} is not running")),
-        }
+        self.data[i].process.signal("STOP")
     }
 
     /// Makes replica `i` fall behind: freezes it ([`RedisSentinel::pause`])
@@ -466,10 +459,7 @@ impl RedisSentinel {
     /// Lets a paused data server `i` run again (SIGCONT).
     pub fn resume(&self, i: usize) -> Result<(), String> {
         self.check(i);
-        match &self.data[i].process {
-            Some(p) => p.signal("CONT"),
-            None => Err(format!("Redis data server {i} is not running")),
-        }
+        self.data[i].process.signal("CONT")
     }
 
     /// The resident memory of all running data servers and Sentinels, in
@@ -478,27 +468,21 @@ impl RedisSentinel {
         self.data
             .iter()
             .chain(&self.sentinels)
-            .filter_map(|n| n.process.as_ref())
-            .filter_map(|p| crate::rss_kib(p.pid()))
+            .filter_map(|n| n.process.rss_kib())
             .sum()
     }
 
     /// The last `bytes` of data server `i`'s log since it was last started.
     pub fn log_tail(&self, i: usize, bytes: usize) -> String {
         self.check(i);
-        self.data[i]
-            .process
-            .as_ref()
-            .map(|p| p.log_tail(bytes))
-            .unwrap_or_default()
+        self.data[i].process.log_tail(bytes)
     }
 
     /// The last `bytes` of Sentinel `i`'s log.
     pub fn sentinel_log_tail(&self, i: usize, bytes: usize) -> String {
         self.sentinels
             .get(i)
-            .and_then(|n| n.process.as_ref())
-            .map(|p| p.log_tail(bytes))
+            .map(|n| n.process.log_tail(bytes))
             .unwrap_or_default()
     }
 
@@ -518,9 +502,7 @@ impl Drop for RedisSentinel {
         // append-only file ("Writing initial AOF, can't exit"). The
         // Sentinels first, so they start no failover meanwhile.
         for n in self.sentinels.iter_mut().chain(&mut self.data) {
-            if let Some(mut p) = n.process.take() {
-                p.kill();
-            }
+            n.process.kill();
         }
     }
 }

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::slot::Slot;
 use crate::zookeeper::{CONTAINER_CHECK_FLAG, CONTAINER_RATE_FLAG, SETTINGS, URL_VAR};
 use crate::{free_ports, temp_dir, wait_for_port, Process, TempDir};
 
@@ -39,7 +40,7 @@ struct Server {
     client_port: u16,
     quorum_port: u16,
     election_port: u16,
-    process: Option<Process>,
+    process: Slot,
 }
 
 /// What a server's `srvr` says of its part in the ensemble.
@@ -84,11 +85,12 @@ impl ZkEnsemble {
         let ports = free_ports(3 * SERVERS);
         let servers = ports
             .chunks(3)
-            .map(|p| Server {
+            .enumerate()
+            .map(|(i, p)| Server {
                 client_port: p[0],
                 quorum_port: p[1],
                 election_port: p[2],
-                process: None,
+                process: Slot::new(format!("ZooKeeper server {i}")),
             })
             .collect();
         let mut z = ZkEnsemble { dir, java, servers };
@@ -161,7 +163,7 @@ impl ZkEnsemble {
             .arg(dir.join("zoo.cfg"));
         let log = dir.join(format!("zookeeper.{}.log", crate::unique_name("run")));
         let p = Process::spawn(&format!("zookeeper {}", i + 1), cmd, log);
-        self.servers[i].process = Some(p);
+        self.servers[i].process.set(p);
     }
 
     /// `127.0.0.1:port` of each server's client port, by index.
@@ -210,7 +212,7 @@ impl ZkEnsemble {
     /// when it does not answer (killed, paused, not yet listening).
     pub fn mode(&self, i: usize) -> Result<Mode, String> {
         self.check(i);
-        if self.servers[i].process.is_none() {
+        if !self.servers[i].process.is_started() {
             return Err(format!("ZooKeeper server {i} is killed"));
         }
         let reply = self.four_letter(i, "srvr", Duration::from_millis(500))?;
@@ -282,7 +284,7 @@ impl ZkEnsemble {
             let running: Vec<&Result<Mode, String>> = modes
                 .iter()
                 .zip(&self.servers)
-                .filter(|(_, s)| s.process.is_some())
+                .filter(|(_, s)| s.process.is_started())
                 .map(|(m, _)| m)
                 .collect();
             let all_serve = running
@@ -302,18 +304,13 @@ impl ZkEnsemble {
     /// stays for [`ZkEnsemble::restart`].
     pub fn kill(&mut self, i: usize) {
         self.check(i);
-        if let Some(mut p) = self.servers[i].process.take() {
-            p.kill();
-        }
+        self.servers[i].process.kill();
     }
 
     /// Whether server `i` runs (it may be paused).
     pub fn is_running(&mut self, i: usize) -> bool {
         self.check(i);
-        self.servers[i]
-            .process
-            .as_mut()
-            .is_some_and(|p| p.is_running())
+        self.servers[i].process.is_running()
     }
 
     /// Starts server `i` again (after [`ZkEnsemble::kill`]) with its data
@@ -353,33 +350,26 @@ impl ZkEnsemble {
     /// peers stop hearing from it. Undo with [`ZkEnsemble::resume`].
     pub fn pause(&self, i: usize) -> Result<(), String> {
         self.check(i);
-        match &self.servers[i].process {
-            Some(p) => p.signal("STOP"),
-            None => Err(format!("ZooKeeper server {i} is not running")),
-        }
+        self.servers[i].process.signal("STOP")
     }
 
     /// Lets a paused server `i` run again (SIGCONT).
     pub fn resume(&self, i: usize) -> Result<(), String> {
         self.check(i);
-        match &self.servers[i].process {
-            Some(p) => p.signal("CONT"),
-            None => Err(format!("ZooKeeper server {i} is not running")),
-        }
+        self.servers[i].process.signal("CONT")
     }
 
     /// The process id of server `i`, while it runs.
     pub fn pid(&self, i: usize) -> Option<u32> {
         self.check(i);
-        self.servers[i].process.as_ref().map(Process::pid)
+        self.servers[i].process.pid()
     }
 
     /// The resident memory of all running servers, in KiB.
     pub fn rss_kib(&self) -> u64 {
         self.servers
             .iter()
-            .filter_map(|s| s.process.as_ref())
-            .filter_map(|p| crate::rss_kib(p.pid()))
+            .filter_map(|s| s.process.rss_kib())
             .sum()
     }
 
@@ -387,11 +377,7 @@ impl ZkEnsemble {
     /// (the JVM's own messages; ZooKeeper's logging goes nowhere).
     pub fn log_tail(&self, i: usize, bytes: usize) -> String {
         self.check(i);
-        self.servers[i]
-            .process
-            .as_ref()
-            .map(|p| p.log_tail(bytes))
-            .unwrap_or_default()
+        self.servers[i].process.log_tail(bytes)
     }
 
     fn logs(&self) -> String {
@@ -407,9 +393,7 @@ impl Drop for ZkEnsemble {
         // Killed, not stopped: the data goes anyway, and SIGKILL also ends
         // a paused process at once.
         for m in &mut self.servers {
-            if let Some(mut p) = m.process.take() {
-                p.kill();
-            }
+            m.process.kill();
         }
     }
 }
