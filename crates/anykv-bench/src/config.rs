@@ -130,7 +130,7 @@ pub struct BenchConfig {
     pub duration: Duration,
     /// Unmeasured warm-up before each round of each side.
     pub warmup: Duration,
-    /// How many times anykv and the raw client alternate per row.
+    /// How many times the sides (anykv, the raw client, OpenDAL) take turns per row.
     pub rounds: usize,
     /// Keys of the `get`, `put` and `mixed` workloads.
     pub keys: usize,
@@ -142,6 +142,9 @@ pub struct BenchConfig {
     pub contenders: usize,
     /// Watches opened by `watch-resources`.
     pub watches: usize,
+    /// On etcd and Redis, also run OpenDAL's service as a second
+    /// reference on the workloads it has (get, put, and list on etcd).
+    pub opendal: bool,
     /// Progress messages on standard error.
     pub progress: bool,
 }
@@ -149,7 +152,7 @@ pub struct BenchConfig {
 impl BenchConfig {
     /// The defaults: every workload at concurrency 1 and 64, 5 s measured
     /// per row and side over 3 rounds, 100,000 other keys for `list`, 1
-    /// and 1,000 watchers, 8 contenders, 10,000 watches.
+    /// and 1,000 watchers, 8 contenders, 10,000 watches, OpenDAL on.
     pub fn new(url: impl Into<String>) -> Self {
         BenchConfig {
             url: url.into(),
@@ -163,6 +166,7 @@ impl BenchConfig {
             watchers: vec![1, 1000],
             contenders: 8,
             watches: 10_000,
+            opendal: true,
             progress: false,
         }
     }

@@ -62,6 +62,12 @@ impl From<redis::RedisError> for BenchError {
     }
 }
 
+impl From<opendal::Error> for BenchError {
+    fn from(e: opendal::Error) -> Self {
+        BenchError::new(format!("opendal: {e}"))
+    }
+}
+
 impl From<zookeeper_client::Error> for BenchError {
     fn from(e: zookeeper_client::Error) -> Self {
         BenchError::new(format!("zookeeper-client: {e}"))

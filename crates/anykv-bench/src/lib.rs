@@ -1,14 +1,18 @@
 //! Measures what anykv costs compared with the raw client of each backend,
+//! and on etcd and Redis with Apache OpenDAL's service for that backend,
 //! side by side, in one run, on the same server.
 //!
-//! Every workload runs twice per round: once through anykv (one
-//! `Arc<dyn Store>` shared by all tasks) and once through the raw client
-//! doing the same job the way a careful user would (one client shared by
-//! all tasks: `etcd-client`, `redis`, `zookeeper-client`, or for the
-//! memory backend a `BTreeMap` behind a `tokio::sync::RwLock`). The two
-//! sides alternate over several short rounds, so drift and noise hit
-//! both, and their counts and latency histograms are summed. Each side
-//! writes in a namespace of its own and everything is deleted at the end.
+//! Every workload runs once per round through anykv (one `Arc<dyn Store>`
+//! shared by all tasks) and once through the raw client doing the same job
+//! the way a careful user would (one client shared by all tasks:
+//! `etcd-client`, `redis`, `zookeeper-client`, or for the memory backend a
+//! `BTreeMap` behind a `tokio::sync::RwLock`). On etcd and Redis, the
+//! workloads OpenDAL has (get, put, and list on etcd) also run once per
+//! round through one `opendal::Operator` ([`kv::OpenDal`]), the second
+//! reference. The sides take turns over several short rounds, rotating
+//! which goes first, so drift and noise hit all of them, and their counts
+//! and latency histograms are summed. Each side writes in a namespace of
+//! its own and everything is deleted at the end.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), anykv_bench::BenchError> {

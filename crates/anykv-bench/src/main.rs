@@ -1,9 +1,11 @@
 //! `anykv-bench`: measures anykv against the raw client of the backend a
-//! URL names, prints a Markdown table, and can write every figure as JSON.
+//! URL names (and, on etcd and Redis, OpenDAL's service), prints Markdown
+//! tables, and can write every figure as JSON.
 //!
 //! ```text
 //! cargo run --release -p anykv-bench -- --url etcd://127.0.0.1:2379/bench \
-//!     [--workload get,put] [--concurrency 1,64] [--duration 5] [--json out.json]
+//!     [--workload get,put] [--concurrency 1,64] [--duration 5] [--no-opendal] \
+//!     [--json out.json]
 //! ```
 //!
 //! Exit status: 0 done, 1 the run failed, 2 a bad command line or URL.
@@ -16,7 +18,8 @@ use anykv_bench::{run, BenchConfig, BenchError, Workload};
 use clap::Parser;
 
 /// Measures anykv against the raw etcd, Redis or ZooKeeper client (or a
-/// BTreeMap behind a RwLock for memory://), side by side on one server.
+/// BTreeMap behind a RwLock for memory://), and on etcd and Redis against
+/// OpenDAL's service too, side by side on one server.
 #[derive(Parser, Debug)]
 #[command(name = "anykv-bench", version)]
 struct Args {
@@ -41,7 +44,7 @@ struct Args {
     #[arg(long, default_value_t = 0.5)]
     warmup: f64,
 
-    /// How many times anykv and the raw client alternate per row.
+    /// How many times the sides (anykv, the raw client, OpenDAL) take turns per row.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
 
@@ -64,6 +67,11 @@ struct Args {
     /// Watches opened by watch-resources.
     #[arg(long, default_value_t = 10_000)]
     watches: usize,
+
+    /// No OpenDAL side on etcd and Redis (by default OpenDAL's service is
+    /// a second reference on get, put and, on etcd, list).
+    #[arg(long)]
+    no_opendal: bool,
 
     /// Also write every figure as JSON to this file.
     #[arg(long)]
@@ -99,6 +107,7 @@ fn config(args: &Args) -> Result<BenchConfig, BenchError> {
     c.watchers = args.watchers.clone();
     c.contenders = args.contenders;
     c.watches = args.watches;
+    c.opendal = !args.no_opendal;
     c.progress = !args.quiet;
     c.validate()?;
     Ok(c)

@@ -39,7 +39,7 @@ pub struct TargetCheck {
     pub met: bool,
 }
 
-/// One row of the table: a workload at one concurrency, both sides.
+/// One row of the table: a workload at one concurrency, every side.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     /// The workload.
@@ -54,6 +54,12 @@ pub struct Row {
     pub raw: SideStats,
     /// anykv ops/s divided by raw ops/s.
     pub ratio: f64,
+    /// The OpenDAL side, on etcd and Redis where OpenDAL has the workload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opendal: Option<SideStats>,
+    /// anykv ops/s divided by OpenDAL ops/s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opendal_ratio: Option<f64>,
     /// The target that applies, if any.
     pub target: Option<TargetCheck>,
 }
@@ -88,6 +94,9 @@ pub struct Report {
     pub url: String,
     /// What the raw side was.
     pub raw_label: String,
+    /// What the second reference was ("opendal"), where there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opendal_label: Option<String>,
     /// Measured seconds per row and side.
     pub duration_secs: f64,
     /// Warm-up seconds per round and side.
@@ -211,6 +220,9 @@ impl Report {
             }
             out.push('\n');
         }
+        if let Some(label) = &self.opendal_label {
+            self.opendal_table(label, &mut out);
+        }
         if let Some(l) = &self.watch_load {
             out.push_str(&format!(
                 "watch under write load ({} writers, {:.1} s): {} writes/s, the watch delivered \
@@ -249,8 +261,139 @@ impl Report {
         out
     }
 
+    /// The second table: anykv against OpenDAL on the rows OpenDAL ran,
+    /// and which workloads it has no equivalent of.
+    fn opendal_table(&self, label: &str, out: &mut String) {
+        let rows: Vec<(&Row, &SideStats, f64)> = self
+            .rows
+            .iter()
+            .filter_map(|r| Some((r, r.opendal.as_ref()?, r.opendal_ratio?)))
+            .collect();
+        out.push_str(&format!(
+            "#### {} — anykv vs {label} (OpenDAL's {} service)\n\n",
+            self.backend.name(),
+            self.backend.name(),
+        ));
+        if !rows.is_empty() {
+            out.push_str(&format!(
+                "| workload | concurrency | anykv ops/s | {label} ops/s | anykv / {label} | \
+                 anykv p50 / p99 / p999 µs | {label} p50 / p99 / p999 µs |\n\
+                 |---|---|--:|--:|--:|--:|--:|\n",
+            ));
+            for (r, o, q) in &rows {
+                out.push_str(&format!(
+                    "| {} | {} {} | {} | {} | {q:.2} | {} | {} |\n",
+                    r.workload,
+                    r.concurrency,
+                    r.unit,
+                    thousands(r.anykv.ops_per_sec),
+                    thousands(o.ops_per_sec),
+                    lat(&r.anykv),
+                    lat(o),
+                ));
+            }
+            out.push('\n');
+        }
+        let mut absent: Vec<&str> = Vec::new();
+        for r in self.rows.iter().filter(|r| r.opendal.is_none()) {
+            if !absent.contains(&r.workload.name()) {
+                absent.push(r.workload.name());
+            }
+        }
+        if !absent.is_empty() {
+            out.push_str(&format!(
+                "The {label} side runs get, put and list only, where OpenDAL's {} service \
+                 has them: none for {}.\n\n",
+                self.backend.name(),
+                absent.join(", "),
+            ));
+        }
+    }
+
     /// The report as pretty-printed JSON.
     pub fn to_json(&self) -> Result<String> {
         serde_json::to_string_pretty(self).map_err(|e| BenchError::new(format!("json: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side(label: &str, ops_per_sec: f64) -> SideStats {
+        SideStats {
+            label: label.into(),
+            operations: 10,
+            seconds: 1.0,
+            ops_per_sec,
+            samples: 10,
+            p50_us: 100.0,
+            p99_us: 200.0,
+            p999_us: 300.0,
+            max_us: 400.0,
+        }
+    }
+
+    fn row(workload: Workload, opendal: Option<f64>) -> Row {
+        Row {
+            workload,
+            unit: "tasks".into(),
+            concurrency: 1,
+            anykv: side("anykv", 1000.0),
+            raw: side("redis", 1000.0),
+            ratio: 1.0,
+            opendal: opendal.map(|o| side("opendal", o)),
+            opendal_ratio: opendal.map(|o| 1000.0 / o),
+            target: None,
+        }
+    }
+
+    fn report(opendal_label: Option<&str>, rows: Vec<Row>) -> Report {
+        Report {
+            backend: Backend::Redis,
+            url: "redis://127.0.0.1:6379/0/bench".into(),
+            raw_label: "redis".into(),
+            opendal_label: opendal_label.map(str::to_owned),
+            duration_secs: 1.0,
+            warmup_secs: 0.1,
+            rounds: 1,
+            list_keys: 10,
+            setup_secs: 0.0,
+            cleanup_secs: 0.0,
+            rows,
+            resources: None,
+            watch_load: None,
+        }
+    }
+
+    #[test]
+    fn the_opendal_table_has_its_rows_and_names_the_absent_workloads() {
+        let r = report(
+            Some("opendal"),
+            vec![
+                row(Workload::Get, Some(500.0)),
+                row(Workload::List, None),
+                row(Workload::Cas, None),
+            ],
+        );
+        let md = r.to_markdown();
+        assert!(md.contains("#### redis — anykv vs opendal"), "{md}");
+        assert!(
+            md.contains(
+                "| get | 1 tasks | 1,000 | 500 | 2.00 | 100 / 200 / 300 | 100 / 200 / 300 |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("service has them: none for list, cas."), "{md}");
+        let json: serde_json::Value = serde_json::from_str(&r.to_json().unwrap()).unwrap();
+        assert_eq!(json["opendal_label"], "opendal");
+        assert_eq!(json["rows"][0]["opendal_ratio"], 2.0);
+        assert!(json["rows"][1].get("opendal").is_none());
+    }
+
+    #[test]
+    fn no_opendal_table_without_an_opendal_side() {
+        let md = report(None, vec![row(Workload::Get, None)]).to_markdown();
+        assert!(!md.contains("opendal"), "{md}");
     }
 }

@@ -1,5 +1,6 @@
-//! The run: alternating anykv and raw-client rounds of each workload,
-//! timing them, and collecting the rows of the report.
+//! The run: rounds of each workload in which anykv, the raw client and
+//! (on etcd and Redis) OpenDAL take turns, timing them, and collecting the
+//! rows of the report.
 
 use std::fmt;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures::stream::{self, StreamExt};
 use hdrhistogram::Histogram;
 
-use crate::kv::{AnykvKv, EtcdRaw, Kv, MemoryBaseline, RedisRaw, ZkRaw};
+use crate::kv::{AnykvKv, EtcdRaw, Kv, MemoryBaseline, OpenDal, RedisRaw, ZkRaw};
 use crate::report::check_row;
 use crate::workloads::{cleanup, ops_for, setup, watch_op, Ops};
 use crate::{kv, load, sys};
@@ -120,38 +121,44 @@ fn stats(label: &str, ops: u64, elapsed: Duration, hist: &Histogram<u64>) -> Sid
     }
 }
 
-/// Runs both sides of one row over the configured rounds, alternating
-/// which goes first.
-async fn compare(
-    config: &BenchConfig,
-    anykv_ops: Ops,
-    raw_ops: Ops,
-    labels: (&str, &str),
-) -> Result<(SideStats, SideStats)> {
-    let rounds = config.rounds as u32;
-    let measure = config.duration / rounds;
-    let mut sides = [
-        (Some(anykv_ops), 0u64, Duration::ZERO, histogram()),
-        (Some(raw_ops), 0u64, Duration::ZERO, histogram()),
-    ];
+/// Runs every side of one row over the configured rounds, one after
+/// another, rotating which goes first: with two sides 0 1, 1 0, ...; with
+/// three 0 1 2, 1 2 0, 2 0 1, ...
+async fn compare(config: &BenchConfig, sides: Vec<(Ops, &str)>) -> Result<Vec<SideStats>> {
+    let n = sides.len();
+    let measure = config.duration / config.rounds as u32;
+    let mut acc = Vec::with_capacity(n);
+    let mut labels = Vec::with_capacity(n);
+    for (ops, label) in sides {
+        acc.push((Some(ops), 0u64, Duration::ZERO, histogram()));
+        labels.push(label);
+    }
     for round in 0..config.rounds {
-        let order = if round.is_multiple_of(2) {
-            [0, 1]
-        } else {
-            [1, 0]
-        };
-        for i in order {
-            let ops = sides[i].0.take().unwrap_or_default();
+        for turn in 0..n {
+            let side = &mut acc[(round + turn) % n];
+            let ops = side.0.take().unwrap_or_default();
             let (ops, m) = phase(ops, config.warmup, measure).await?;
-            sides[i].0 = Some(ops);
-            sides[i].1 += m.ops;
-            sides[i].2 += m.elapsed;
-            let _ = sides[i].3.add(&m.hist);
+            side.0 = Some(ops);
+            side.1 += m.ops;
+            side.2 += m.elapsed;
+            let _ = side.3.add(&m.hist);
         }
     }
-    let a = stats(labels.0, sides[0].1, sides[0].2, &sides[0].3);
-    let r = stats(labels.1, sides[1].1, sides[1].2, &sides[1].3);
-    Ok((a, r))
+    Ok(acc
+        .iter()
+        .zip(labels)
+        .map(|(a, label)| stats(label, a.1, a.2, &a.3))
+        .collect())
+}
+
+/// anykv's throughput divided by another side's (0 when that side did
+/// nothing).
+fn ratio(anykv: &SideStats, other: &SideStats) -> f64 {
+    if other.ops_per_sec > 0.0 {
+        anykv.ops_per_sec / other.ops_per_sec
+    } else {
+        0.0
+    }
 }
 
 fn say(config: &BenchConfig, msg: impl fmt::Display) {
@@ -171,17 +178,38 @@ fn server_port(backend: Backend, url: &anykv::Url) -> Option<u16> {
     Some(url.port().unwrap_or(default))
 }
 
+/// The database number and the root of a `redis://host:port/db/root` URL.
+fn redis_db_root(url: &anykv::Url) -> Result<(i64, String)> {
+    let decoded: Vec<String> = url
+        .path_segments()
+        .map(|s| s.filter(|x| !x.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    let db: i64 = match decoded.first() {
+        Some(d) => d.parse().map_err(|_| {
+            BenchError::config(format!("redis:// URL: {d:?} is not a database number"))
+        })?,
+        None => 0,
+    };
+    Ok((
+        db,
+        decoded.get(1..).map(|r| r.join("/")).unwrap_or_default(),
+    ))
+}
+
+/// `root/ns`, or `ns` for an empty root.
+fn under(root: &str, ns: &str) -> String {
+    if root.is_empty() {
+        ns.to_owned()
+    } else {
+        format!("{root}/{ns}")
+    }
+}
+
 async fn raw_side(backend: Backend, url: &anykv::Url, ns: &str) -> Result<Arc<dyn Kv>> {
     let credentials = anykv::url_credentials(url).map_err(|e| BenchError::config(e.to_string()))?;
     let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
     let port = server_port(backend, url).unwrap_or(0);
-    let join = |root: &str| {
-        if root.is_empty() {
-            ns.to_owned()
-        } else {
-            format!("{root}/{ns}")
-        }
-    };
+    let join = |root: &str| under(root, ns);
     Ok(match backend {
         Backend::Memory => Arc::new(MemoryBaseline::new(ns)),
         Backend::Etcd => {
@@ -189,17 +217,7 @@ async fn raw_side(backend: Backend, url: &anykv::Url, ns: &str) -> Result<Arc<dy
             Arc::new(EtcdRaw::connect(&format!("{host}:{port}"), credentials, join(&root)).await?)
         }
         Backend::Redis => {
-            let decoded: Vec<String> = url
-                .path_segments()
-                .map(|s| s.filter(|x| !x.is_empty()).map(str::to_owned).collect())
-                .unwrap_or_default();
-            let db: i64 = match decoded.first() {
-                Some(d) => d.parse().map_err(|_| {
-                    BenchError::config(format!("redis:// URL: {d:?} is not a database number"))
-                })?,
-                None => 0,
-            };
-            let root = decoded.get(1..).map(|r| r.join("/")).unwrap_or_default();
+            let (db, root) = redis_db_root(url)?;
             Arc::new(RedisRaw::connect(&host, port, db, credentials, format!("{ns}:{root}")).await?)
         }
         Backend::Zookeeper => {
@@ -216,12 +234,55 @@ async fn raw_side(backend: Backend, url: &anykv::Url, ns: &str) -> Result<Arc<dy
     })
 }
 
+/// The OpenDAL side on etcd and Redis (when configured), its root at
+/// `{root}/{ns}`; none on the other backends.
+async fn opendal_side(
+    config: &BenchConfig,
+    backend: Backend,
+    url: &anykv::Url,
+    ns: &str,
+) -> Result<Option<Arc<dyn Kv>>> {
+    if !config.opendal {
+        return Ok(None);
+    }
+    let credentials = anykv::url_credentials(url).map_err(|e| BenchError::config(e.to_string()))?;
+    let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
+    let port = server_port(backend, url).unwrap_or(0);
+    Ok(match backend {
+        Backend::Etcd => {
+            let root = anykv::url_root(url).map_err(|e| BenchError::config(e.to_string()))?;
+            let prefix = under(&root, ns);
+            Some(Arc::new(
+                OpenDal::etcd(&format!("{host}:{port}"), credentials, prefix).await?,
+            ))
+        }
+        Backend::Redis => {
+            let (db, root) = redis_db_root(url)?;
+            // One pooled connection per task at the largest concurrency (at
+            // least OpenDAL's default of 10), so the pool does not cap the
+            // requests in flight (its etcd pool is 64).
+            let pool = config
+                .concurrency
+                .iter()
+                .copied()
+                .max()
+                .unwrap_or(1)
+                .max(10);
+            let prefix = under(&root, ns);
+            Some(Arc::new(
+                OpenDal::redis(&host, port, db, credentials, prefix, pool).await?,
+            ))
+        }
+        Backend::Memory | Backend::Zookeeper => None,
+    })
+}
+
 /// Runs the configured workloads and returns every figure.
 ///
-/// Opens the store and the raw client, writes the keys the workloads
-/// need, runs each row (both sides, alternating), measures
-/// `watch-resources` last, and deletes everything it wrote, also after
-/// a failure.
+/// Opens the store, the raw client and (on etcd and Redis) OpenDAL, writes
+/// the keys the workloads need, runs each row (the sides taking turns),
+/// measures `watch-resources` last, and deletes everything it wrote, also
+/// after a failure.
 pub async fn run(config: &BenchConfig) -> Result<Report> {
     let backend = config.validate()?;
     let url = anykv::parse_url(&config.url).map_err(|e| BenchError::config(e.to_string()))?;
@@ -230,10 +291,13 @@ pub async fn run(config: &BenchConfig) -> Result<Report> {
     let anykv_prefix = format!("anykv-bench-{pid}");
     let anykv_side: Arc<dyn Kv> = Arc::new(AnykvKv::new(store.clone(), anykv_prefix.clone()));
     let raw = raw_side(backend, &url, &format!("anykv-bench-raw-{pid}")).await?;
+    let opendal =
+        opendal_side(config, backend, &url, &format!("anykv-bench-opendal-{pid}")).await?;
     let mut report = Report {
         backend,
         url: anykv::redact_url(&config.url),
         raw_label: raw.label().to_owned(),
+        opendal_label: opendal.as_ref().map(|o| o.label().to_owned()),
         duration_secs: config.duration.as_secs_f64(),
         warmup_secs: config.warmup.as_secs_f64(),
         rounds: config.rounds,
@@ -244,51 +308,58 @@ pub async fn run(config: &BenchConfig) -> Result<Report> {
         resources: None,
         watch_load: None,
     };
-    let result = measure(
-        config,
-        backend,
-        &url,
-        &anykv_side,
-        &raw,
-        &anykv_prefix,
-        &mut report,
-    )
-    .await;
+    let sides = Sides {
+        anykv: anykv_side,
+        raw,
+        opendal,
+    };
+    let result = measure(config, backend, &url, &sides, &anykv_prefix, &mut report).await;
     let t = Instant::now();
     say(config, "cleaning up");
-    let clean_a = cleanup(&anykv_side, config).await;
-    let clean_r = cleanup(&raw, config).await;
+    let clean_a = cleanup(&sides.anykv, config).await;
+    let clean_r = cleanup(&sides.raw, config).await;
+    let clean_o = match &sides.opendal {
+        Some(o) => cleanup(o, config).await,
+        None => Ok(()),
+    };
     report.cleanup_secs = t.elapsed().as_secs_f64();
     let _ = store.close().await;
     result?;
     clean_a?;
     clean_r?;
+    clean_o?;
     Ok(report)
+}
+
+/// The sides of a run: anykv, the raw client, and OpenDAL where it runs.
+struct Sides {
+    anykv: Arc<dyn Kv>,
+    raw: Arc<dyn Kv>,
+    opendal: Option<Arc<dyn Kv>>,
 }
 
 async fn measure(
     config: &BenchConfig,
     backend: Backend,
     url: &anykv::Url,
-    anykv_side: &Arc<dyn Kv>,
-    raw: &Arc<dyn Kv>,
+    sides: &Sides,
     prefix: &str,
     report: &mut Report,
 ) -> Result<()> {
+    let (anykv_side, raw) = (&sides.anykv, &sides.raw);
     let t = Instant::now();
-    say(
-        config,
-        format!("writing the keys of {} (anykv)", backend.name()),
-    );
-    setup(anykv_side, config).await?;
-    say(
-        config,
-        format!("writing the keys of {} ({})", backend.name(), raw.label()),
-    );
-    setup(raw, config).await?;
+    for side in [Some(anykv_side), Some(raw), sides.opendal.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        say(
+            config,
+            format!("writing the keys of {} ({})", backend.name(), side.label()),
+        );
+        setup(side, config).await?;
+    }
     report.setup_secs = t.elapsed().as_secs_f64();
     say(config, format!("setup took {:.1} s", report.setup_secs));
-    let labels = ("anykv", raw.label());
     for &workload in &config.workloads {
         let mut shapes: Vec<(String, usize, bool)> = Vec::new();
         match workload {
@@ -318,34 +389,41 @@ async fn measure(
         }
         for (unit, n, contended) in shapes {
             say(config, format!("{workload} × {n} {unit}"));
-            let (a_ops, r_ops) = if workload == Workload::WatchLatency {
-                (watch_op(anykv_side, n).await?, watch_op(raw, n).await?)
-            } else {
-                (
-                    ops_for(workload, anykv_side, config, n, contended).await?,
-                    ops_for(workload, raw, config, n, contended).await?,
-                )
+            let opendal = sides.opendal.as_ref().filter(|o| o.supports(workload));
+            let mut turns = Vec::with_capacity(3);
+            for side in [Some(anykv_side), Some(raw), opendal].into_iter().flatten() {
+                let ops = if workload == Workload::WatchLatency {
+                    watch_op(side, n).await?
+                } else {
+                    ops_for(workload, side, config, n, contended).await?
+                };
+                turns.push((ops, side.label()));
+            }
+            let mut stats = compare(config, turns).await?.into_iter();
+            let (Some(a), Some(r)) = (stats.next(), stats.next()) else {
+                return Err(BenchError::new("a side of the row was not measured"));
             };
-            let (a, r) = compare(config, a_ops, r_ops, labels).await?;
-            let ratio = if r.ops_per_sec > 0.0 {
-                a.ops_per_sec / r.ops_per_sec
-            } else {
-                0.0
-            };
+            let o = stats.next();
             let mut row = Row {
                 workload,
                 unit,
                 concurrency: n,
+                ratio: ratio(&a, &r),
+                opendal_ratio: o.as_ref().map(|o| ratio(&a, o)),
                 anykv: a,
                 raw: r,
-                ratio,
+                opendal: o,
                 target: None,
             };
             check_row(backend, &mut row);
+            let vs_opendal = match (&row.opendal, row.opendal_ratio) {
+                (Some(o), Some(q)) => format!(", opendal {:.0} ops/s, ratio {q:.2}", o.ops_per_sec),
+                _ => String::new(),
+            };
             say(
                 config,
                 format!(
-                    "  anykv {:.0} ops/s, raw {:.0} ops/s, ratio {:.2}",
+                    "  anykv {:.0} ops/s, raw {:.0} ops/s, ratio {:.2}{vs_opendal}",
                     row.anykv.ops_per_sec, row.raw.ops_per_sec, row.ratio
                 ),
             );

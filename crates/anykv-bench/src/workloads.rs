@@ -324,7 +324,7 @@ where
 
 pub(crate) async fn setup(kv: &Arc<dyn Kv>, config: &BenchConfig) -> Result<()> {
     let v = value();
-    let needs = |w: Workload| config.workloads.contains(&w);
+    let needs = |w: Workload| config.workloads.contains(&w) && kv.supports(w);
     let max_conc = config.concurrency.iter().copied().max().unwrap_or(1);
     if needs(Workload::Get) || needs(Workload::Mixed) {
         for_each(0..config.keys, |i| {
@@ -366,7 +366,7 @@ pub(crate) async fn setup(kv: &Arc<dyn Kv>, config: &BenchConfig) -> Result<()> 
 }
 
 pub(crate) async fn cleanup(kv: &Arc<dyn Kv>, config: &BenchConfig) -> Result<()> {
-    if config.workloads.contains(&Workload::List) {
+    if config.workloads.contains(&Workload::List) && kv.supports(Workload::List) {
         for_each(0..config.list_keys, |i| {
             let kv = kv.clone();
             async move { kv.delete_listed(&other_key(i)).await }

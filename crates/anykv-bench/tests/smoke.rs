@@ -51,6 +51,10 @@ async fn every_workload_runs_against_memory() {
         sane(&r.anykv, &format!("{what} (anykv)"));
         sane(&r.raw, &format!("{what} (raw)"));
         assert!(r.ratio > 0.0, "{what}: no ratio");
+        assert!(
+            r.opendal.is_none(),
+            "{what}: OpenDAL runs on etcd and Redis only"
+        );
     }
     let load = report.watch_load.as_ref().expect("watch-under-load ran");
     assert_eq!(load.writers, 8);
@@ -68,6 +72,8 @@ async fn every_workload_runs_against_memory() {
     let json: serde_json::Value =
         serde_json::from_str(&report.to_json().expect("json")).expect("valid json");
     assert_eq!(json["rows"].as_array().map(Vec::len), Some(expected.len()));
+    assert!(json.get("opendal_label").is_none(), "{json}");
+    assert!(!md.contains("opendal"), "{md}");
 }
 
 #[tokio::test]

@@ -1,10 +1,12 @@
-//! The two sides of every comparison behind one small trait, [`Kv`]: anykv
-//! (any backend, through `Arc<dyn Store>`) and the raw clients a careful
+//! The sides of every comparison behind one small trait, [`Kv`]: anykv
+//! (any backend, through `Arc<dyn Store>`), the raw clients a careful
 //! user would otherwise use (etcd-client, redis, zookeeper-client, and a
-//! `BTreeMap` behind a `tokio::sync::RwLock` for the memory backend).
+//! `BTreeMap` behind a `tokio::sync::RwLock` for the memory backend), and
+//! on etcd and Redis OpenDAL's services ([`OpenDal`]), for the workloads
+//! OpenDAL has.
 //!
-//! Every side gets keys relative to a namespace of its own, so the anykv
-//! side and the raw side never see each other's data.
+//! Every side gets keys relative to a namespace of its own, so the sides
+//! never see each other's data.
 
 use std::sync::Arc;
 
@@ -12,15 +14,17 @@ use anykv::{Bytes, LockOptions, PutOptions, Store, WatchEvent, WatchOptions};
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 
-use crate::BenchError;
+use crate::{BenchError, Workload};
 
 mod etcd;
 mod memory;
+mod opendal;
 mod redis;
 mod zookeeper;
 
 pub use etcd::EtcdRaw;
 pub use memory::MemoryBaseline;
+pub use opendal::OpenDal;
 pub use redis::RedisRaw;
 pub use zookeeper::ZkRaw;
 
@@ -37,6 +41,15 @@ pub type ChangeStream = BoxStream<'static, Result<()>>;
 pub trait Kv: Send + Sync + 'static {
     /// A short name for tables ("anykv", "etcd-client", ...).
     fn label(&self) -> &'static str;
+
+    /// Whether this side has `workload` (OpenDAL has no compare-and-swap,
+    /// watch or lock, and no list on Redis). A side is only asked for the
+    /// operations of the workloads it has, and only their keys are
+    /// written to it.
+    fn supports(&self, workload: Workload) -> bool {
+        let _ = workload;
+        true
+    }
 
     /// Creates or replaces `key`.
     async fn put(&self, key: &str, value: &Bytes) -> Result<()>;

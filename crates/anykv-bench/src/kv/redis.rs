@@ -88,6 +88,33 @@ impl RedisRaw {
     fn idx(&self) -> String {
         format!("{}:@idx", self.prefix)
     }
+
+    /// Deletes every key of the database that matches the glob `pattern`
+    /// (`SCAN MATCH`, then `DEL`).
+    pub async fn delete_matching(&self, pattern: &str) -> Result<()> {
+        let mut c = self.conn.clone();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut c)
+                .await?;
+            if !keys.is_empty() {
+                redis::cmd("DEL")
+                    .arg(&keys)
+                    .query_async::<()>(&mut c)
+                    .await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
 }
 
 #[async_trait]
@@ -308,28 +335,7 @@ impl Kv for RedisRaw {
                 .query_async::<()>(&mut c)
                 .await?;
         }
-        let pattern = format!("{}:*", self.prefix);
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut c)
-                .await?;
-            if !keys.is_empty() {
-                redis::cmd("DEL")
-                    .arg(&keys)
-                    .query_async::<()>(&mut c)
-                    .await?;
-            }
-            if next == 0 {
-                return Ok(());
-            }
-            cursor = next;
-        }
+        self.delete_matching(&format!("{}:*", self.prefix)).await
     }
 }
 
