@@ -198,23 +198,13 @@ impl EtcdServer {
         let scheme = if self.tls { "https" } else { "http" };
         let client = format!("{scheme}://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let mut cmd = Command::new(&self.binary);
-        cmd.arg("--name")
-            .arg("t")
-            .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
-            .arg("--listen-client-urls")
-            .arg(&client)
-            .arg("--advertise-client-urls")
-            .arg(&client)
-            .arg("--listen-peer-urls")
-            .arg(&peer)
-            .arg("--initial-advertise-peer-urls")
-            .arg(&peer)
-            .arg("--initial-cluster")
-            .arg(format!("t={peer}"))
-            .arg("--logger")
-            .arg("zap");
+        let mut cmd = member_command(
+            &self.binary,
+            "t",
+            &self.dir.path().join("data"),
+            (&client, &peer),
+            &format!("t={peer}"),
+        );
         if self.tls {
             cmd.arg("--cert-file")
                 .arg(self.dir.path().join("server.crt"))
@@ -409,4 +399,35 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// The command that starts one etcd member `name` with its data in
+/// `data`, serving clients at `urls.0` and peers at `urls.1`, in the
+/// cluster `initial` (`name=peer-url,...`), logging with zap.
+pub(crate) fn member_command(
+    binary: &Path,
+    name: &str,
+    data: &Path,
+    urls: (&str, &str),
+    initial: &str,
+) -> Command {
+    let (client, peer) = urls;
+    let mut cmd = Command::new(binary);
+    cmd.arg("--name")
+        .arg(name)
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--listen-client-urls")
+        .arg(client)
+        .arg("--advertise-client-urls")
+        .arg(client)
+        .arg("--listen-peer-urls")
+        .arg(peer)
+        .arg("--initial-advertise-peer-urls")
+        .arg(peer)
+        .arg("--initial-cluster")
+        .arg(initial)
+        .arg("--logger")
+        .arg("zap");
+    cmd
 }

@@ -11,7 +11,6 @@
 //! when the test process exits.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::slot::Slot;
@@ -110,31 +109,21 @@ impl EtcdCluster {
         let m = &self.members[i];
         let client = format!("http://127.0.0.1:{}", m.client_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
-        let mut cmd = Command::new(&self.binary);
-        cmd.arg("--name")
-            .arg(&m.name)
-            .arg("--data-dir")
-            .arg(self.dir.path().join(&m.name))
-            .arg("--listen-client-urls")
-            .arg(&client)
-            .arg("--advertise-client-urls")
-            .arg(&client)
-            .arg("--listen-peer-urls")
-            .arg(&peer)
-            .arg("--initial-advertise-peer-urls")
-            .arg(&peer)
-            .arg("--initial-cluster")
-            .arg(initial)
-            .arg("--initial-cluster-state")
+        let mut cmd = crate::etcd::member_command(
+            &self.binary,
+            &m.name,
+            &self.dir.path().join(&m.name),
+            (&client, &peer),
+            &initial,
+        );
+        cmd.arg("--initial-cluster-state")
             .arg("new")
             .arg("--initial-cluster-token")
             .arg(self.dir.path().display().to_string())
             .arg("--heartbeat-interval")
             .arg(TIMING_MS.0.to_string())
             .arg("--election-timeout")
-            .arg(TIMING_MS.1.to_string())
-            .arg("--logger")
-            .arg("zap");
+            .arg(TIMING_MS.1.to_string());
         // Each start writes a log of its own, so a restart keeps the log
         // of the run before it.
         let log = self.dir.path().join(format!("{}.{}.log", m.name, now_ms()));
