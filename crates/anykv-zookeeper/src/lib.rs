@@ -17,8 +17,10 @@
 //! Parameters: `endpoints` (more servers; [`anykv_core::parse_url`] moves
 //! every server after the first there), `connect_timeout` (default 5 s),
 //! `request_timeout` (5 s per call), `session_timeout` (10 s, the store's
-//! own session), as durations (`250ms`, `5s`, `2m`), and `max_value_size`
-//! (1,000,000 bytes).
+//! own session), as durations (`250ms`, `5s`, `2m`), `max_value_size`
+//! (1,000,000 bytes) and `loss_policy` (`session`, the default, or
+//! `connection`: when a lock counts as lost, see [`LossPolicy`] and Locks
+//! below).
 //!
 //! [`ZkStore::open_url`] takes everything `anykv::open` takes, several
 //! servers included; the same settings are a typed builder, [`ZkConfig`],
@@ -280,7 +282,7 @@ use std::sync::Arc;
 use anykv_core::{Store, Url};
 
 pub use config::{
-    ZkConfig, BACKEND, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_VALUE_SIZE, DEFAULT_REQUEST_TIMEOUT,
+    LossPolicy, ZkConfig, BACKEND, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_VALUE_SIZE, DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_SESSION_TIMEOUT, MIN_TTL,
 };
 pub use store::ZkStore;
