@@ -12,20 +12,21 @@
 //! ZooKeeper's client keeps the session alive itself. A session's monitor
 //! fires `lost()`: at once for locks when the session is disconnected (as
 //! Curator treats SUSPENDED), and for leases when the disconnect lasts so
-//! long that [`loss_deadline`] of the session timeout has passed since the
-//! client last heard from the server, or when the session ends.
+//! long that [`anykv_core::backend::loss_deadline`] of the session timeout
+//! has passed since the client last heard from the server, or when the
+//! session ends.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use anykv_core::backend::{loss_deadline, LostTrigger};
+use anykv_core::backend::LostTrigger;
 use anykv_core::Result;
 use parking_lot::Mutex;
 use zookeeper_client as zk;
 
-use crate::client::{open_session, with_deadline, ZkClient};
+use crate::client::{connection_timeout, open_session, silence_grace, with_deadline, ZkClient};
 
 /// One member of a shared session: a lease, or a lock (held or waiting).
 pub(crate) struct SessionMember {
@@ -123,7 +124,7 @@ impl SessionPool {
             monitor(
                 Arc::downgrade(&fresh),
                 &session,
-                client.config().connect_timeout,
+                connection_timeout(client.config(), ttl),
             );
         }
         Ok(chosen)
@@ -193,32 +194,17 @@ impl SessionPool {
     }
 }
 
-/// How long a lease's session may stay disconnected before its leases are
-/// given up: what is left of [`loss_deadline`] of the session timeout
-/// once the client noticed the silence. The client notices a silent
-/// server after its connection timeout: 2/5 of the session timeout, or
-/// the configured connect timeout when that is at most 3/5 of it (as the
-/// ZooKeeper client computes it).
-fn lease_grace(session_timeout: Duration, connect_timeout: Duration) -> Duration {
-    let noticed_after = if connect_timeout.is_zero() || connect_timeout > session_timeout * 3 / 5 {
-        session_timeout * 2 / 5
-    } else {
-        connect_timeout
-    };
-    loss_deadline(session_timeout).saturating_sub(noticed_after)
-}
-
 /// Watches a shared session. Locks are lost as soon as it is
 /// disconnected, as Curator treats SUSPENDED (the server may expire the
 /// session and give the lock to the next waiter before the client could
 /// learn it); their nodes are deleted if the session comes back. Leases
-/// are lost when the disconnect lasts [`lease_grace`], so `lost()` comes
-/// [`loss_deadline`] after the client last heard from the server, before
-/// the server expires the session; or when the session ends. The session
-/// is closed then.
-fn monitor(weak: Weak<SharedSession>, session: &zk::Client, connect_timeout: Duration) {
+/// are lost when the disconnect lasts [`silence_grace`], so `lost()` comes
+/// [`anykv_core::backend::loss_deadline`] after the client last heard from
+/// the server, before the server expires the session; or when the session
+/// ends. The session is closed then.
+fn monitor(weak: Weak<SharedSession>, session: &zk::Client, connection_timeout: Duration) {
     let mut states = session.state_watcher();
-    let grace = lease_grace(session.session_timeout(), connect_timeout);
+    let grace = silence_grace(session.session_timeout(), connection_timeout);
     let mut disconnected = session.state() != zk::SessionState::SyncConnected;
     tokio::spawn(async move {
         let mut orphans: Vec<String> = Vec::new();
@@ -265,17 +251,20 @@ fn monitor(weak: Weak<SharedSession>, session: &zk::Client, connect_timeout: Dur
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::client::silence_grace;
+    use std::time::Duration;
 
     #[test]
-    fn lease_grace_leaves_the_loss_margin() {
+    fn silence_grace_leaves_the_loss_margin() {
         let s = Duration::from_secs;
         let ms = Duration::from_millis;
-        // Noticed after 2/5 of 2 s; lost 1.5 s after the last contact.
-        assert_eq!(lease_grace(s(2), s(5)), ms(700));
-        // Noticed after the 1 s connect timeout.
-        assert_eq!(lease_grace(s(2), s(1)), ms(500));
-        assert_eq!(lease_grace(s(10), s(5)), ms(4500));
-        assert_eq!(lease_grace(s(1), ms(900)), ms(350));
+        // Noticed within 2/5 of 2 s and a tick; lost 1.5 s after the last
+        // contact.
+        assert_eq!(silence_grace(s(2), s(5)), ms(600));
+        // Noticed within the 1 s connection timeout and a tick.
+        assert_eq!(silence_grace(s(2), s(1)), ms(375));
+        assert_eq!(silence_grace(s(10), s(5)), ms(3875));
+        assert_eq!(silence_grace(s(15), s(5)), ms(8875));
+        assert_eq!(silence_grace(s(1), ms(900)), ms(300));
     }
 }
