@@ -328,8 +328,19 @@ async fn delete_orphans(s: &SharedSession, limit: Duration) -> bool {
     let mut failed = Vec::new();
     for node in orphans {
         match with_deadline(limit, "release", client.delete(&node, None)).await {
-            Ok(Ok(()) | Err(zk::Error::NoNode | zk::Error::SessionExpired)) => {}
-            _ => failed.push(node),
+            Ok(Ok(())) => {}
+            // Lost with the reply, or the connection went down: the node
+            // may be there still.
+            Err(_)
+            | Ok(Err(zk::Error::ConnectionLoss | zk::Error::Timeout | zk::Error::Custom(_))) => {
+                failed.push(node)
+            }
+            // Gone already, or refused for good (retrying cannot help).
+            Ok(Err(e)) => {
+                if e != zk::Error::NoNode && e != zk::Error::SessionExpired {
+                    tracing::warn!(node, error = %e, "zookeeper: cannot delete a lock node given up");
+                }
+            }
         }
     }
     let retry = !failed.is_empty();
