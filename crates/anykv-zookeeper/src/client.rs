@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anykv_core::backend::ClosedFlag;
+use anykv_core::backend::{loss_deadline, ClosedFlag};
 use anykv_core::{Error, Result};
 use futures::future::{BoxFuture, Shared as SharedFuture};
 use futures::FutureExt;
@@ -204,10 +204,129 @@ impl ZkClient {
     }
 }
 
-/// Opens a session with the configured servers, credentials and timeouts,
-/// giving up after `limit`: `Timeout` naming `limit` when no server
-/// answered in time, `Unavailable` at once when no server accepts
-/// connections at all (a refused port).
+/// The connection timeout the client gets for a session of
+/// `session_timeout`: the configured connect timeout, at most a third of
+/// the session timeout. It bounds both the handshake with one server and
+/// the silence after which a connection counts as lost, so a client
+/// stuck on a frozen server notices it, tries another (possibly frozen
+/// too) and reaches a live one before the session could expire.
+pub(crate) fn connection_timeout(config: &ZkConfig, session_timeout: Duration) -> Duration {
+    config.connect_timeout.min(session_timeout / 3)
+}
+
+/// How long after the client noticed that its connection is down its
+/// session may still be counted on: what is left of [`loss_deadline`] of
+/// the `granted` session timeout once the client noticed the silence.
+/// The client notices a silent server after its connection timeout
+/// (`connection`, or 2/5 of the session timeout when that is more than
+/// 3/5 of it, as the ZooKeeper client computes it), checked once per
+/// eighth of it; a connection the server closed is noticed at once, which
+/// only makes this earlier. The server cannot expire the session before
+/// a full session timeout after it last heard from the client, so a
+/// deadline within this grace of noticing comes first.
+pub(crate) fn silence_grace(granted: Duration, connection: Duration) -> Duration {
+    let noticed = if connection.is_zero() || connection > granted * 3 / 5 {
+        granted * 2 / 5
+    } else {
+        connection
+    };
+    loss_deadline(granted).saturating_sub(noticed + noticed / 8)
+}
+
+/// How long the servers are asked whether they serve before a session
+/// is opened: at most this, or the caller's limit if shorter.
+const PROBE_LIMIT: Duration = Duration::from_secs(1);
+
+/// How long the probe waits for the other servers once a majority
+/// answered.
+const PROBE_STRAGGLERS: Duration = Duration::from_millis(150);
+
+/// The servers a new session is given: those that answered the `srvr`
+/// four-letter command (allowed by default) saying they serve, when they
+/// are a majority of the configured servers; else all of them. The client
+/// tries its servers in random order and waits its whole connection
+/// timeout on one that accepts connections but does not answer (a frozen
+/// or overloaded server), so leaving such a server out makes opening
+/// prompt. A majority is enough: any quorum that serves later shares a
+/// server with it, so the session can always reach one that serves.
+async fn serving_servers(config: &ZkConfig, limit: Duration) -> Vec<String> {
+    use futures::StreamExt;
+    let all = &config.servers;
+    if all.len() < 2 {
+        return all.clone();
+    }
+    let majority = all.len() / 2 + 1;
+    let limit = limit.min(PROBE_LIMIT);
+    let mut asks: futures::stream::FuturesUnordered<_> = all
+        .iter()
+        .enumerate()
+        .map(|(i, server)| async move { (i, server_mode(server).await) })
+        .collect();
+    let mut serving = vec![false; all.len()];
+    let mut answered = 0;
+    let probe = async {
+        let mut stragglers: Option<tokio::time::Instant> = None;
+        loop {
+            let next = match stragglers {
+                Some(until) => match tokio::time::timeout_at(until, asks.next()).await {
+                    Ok(n) => n,
+                    Err(_) => break,
+                },
+                None => asks.next().await,
+            };
+            let Some((i, mode)) = next else { break };
+            if let Some(slot) = serving.get_mut(i) {
+                *slot = mode.as_deref().is_some_and(is_serving_mode);
+            }
+            answered += 1;
+            let count = serving.iter().filter(|s| **s).count();
+            if count >= majority && stragglers.is_none() {
+                stragglers = Some(tokio::time::Instant::now() + PROBE_STRAGGLERS);
+            }
+            if answered == all.len() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(limit, probe).await;
+    let chosen: Vec<String> = all
+        .iter()
+        .zip(&serving)
+        .filter(|(_, s)| **s)
+        .map(|(server, _)| server.clone())
+        .collect();
+    if chosen.len() >= majority {
+        chosen
+    } else {
+        all.clone()
+    }
+}
+
+/// Whether a `srvr` mode line names a server that serves clients.
+fn is_serving_mode(mode: &str) -> bool {
+    matches!(mode, "leader" | "follower" | "observer" | "standalone")
+}
+
+/// The `Mode:` of a server's `srvr` answer; `None` when it does not
+/// answer, refuses the command, or does not serve.
+async fn server_mode(server: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server).await.ok()?;
+    stream.write_all(b"srvr").await.ok()?;
+    let mut reply = Vec::new();
+    // The server closes the connection after its answer; a few KiB are
+    // plenty.
+    stream.take(16 * 1024).read_to_end(&mut reply).await.ok()?;
+    String::from_utf8_lossy(&reply)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Mode:").map(|m| m.trim().to_owned()))
+}
+
+/// Opens a session with the configured servers (those that serve, see
+/// [`serving_servers`]), credentials and timeouts, giving up after
+/// `limit`: `Timeout` naming `limit` when no server answered in time,
+/// `Unavailable` at once when no server accepts connections at all (a
+/// refused port).
 pub(crate) async fn open_session(
     config: &ZkConfig,
     session_timeout: Duration,
@@ -220,9 +339,11 @@ pub(crate) async fn open_session(
         operation: what.clone(),
         after: limit,
     };
+    let started = tokio::time::Instant::now();
+    let servers = serving_servers(config, limit).await;
     let mut connector = zk::Client::connector()
         .with_session_timeout(session_timeout)
-        .with_connection_timeout(config.connect_timeout);
+        .with_connection_timeout(connection_timeout(config, session_timeout));
     if let Some((user, password)) = &config.digest {
         connector = connector.with_auth("digest", format!("{user}:{password}").as_bytes());
     }
@@ -236,7 +357,8 @@ pub(crate) async fn open_session(
             Ok(()) => std::future::pending().await,
         }
     };
-    let connecting = tokio::time::timeout(limit, connector.connect(&cluster));
+    let servers = servers.join(",");
+    let connecting = tokio::time::timeout_at(started + limit, connector.connect(&servers));
     tokio::select! {
         r = connecting => match r {
             Ok(Ok(client)) => Ok(client),
@@ -389,22 +511,8 @@ pub(crate) async fn is_standalone(config: &ZkConfig) -> bool {
     let [server] = config.servers.as_slice() else {
         return false;
     };
-    let probe = async {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(server.as_str()).await.ok()?;
-        stream.write_all(b"srvr").await.ok()?;
-        let mut reply = Vec::new();
-        // The server closes the connection after its answer; a few KiB
-        // are plenty.
-        stream.take(16 * 1024).read_to_end(&mut reply).await.ok()?;
-        Some(
-            String::from_utf8_lossy(&reply)
-                .lines()
-                .any(|l| l.trim() == "Mode: standalone"),
-        )
-    };
     matches!(
-        tokio::time::timeout(config.connect_timeout, probe).await,
-        Ok(Some(true))
+        tokio::time::timeout(config.connect_timeout, server_mode(server)).await,
+        Ok(Some(mode)) if mode == "standalone"
     )
 }

@@ -31,8 +31,72 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// the path.
 pub const DEFAULT_MAX_VALUE_SIZE: usize = 1_000_000;
 
+/// When a lock's `lost()` fires while its session's connection is down:
+/// the choice between a *suspension* (the connection to the server is
+/// lost, but the session, and with it the lock node, lives on) and a
+/// *loss* (the session expired or was closed: the server deleted the lock
+/// node, and another client may hold the lock). As Apache Curator's
+/// connection-state error policies, `Connection` being its standard policy
+/// and `Session` its session policy.
+///
+/// Leases follow `Session` whatever this says: a lease's keys survive a
+/// suspension, and its `lost()` means the keys are, or are about to be,
+/// gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LossPolicy {
+    /// The default. `lost()` fires when the session expires or is closed,
+    /// and, while the connection is down, as soon as the client can no
+    /// longer be sure the session lives: [`anykv_core::backend::loss_deadline`]
+    /// of the session timeout after it last heard from a server. The server
+    /// cannot expire the session before that, so `lost()` still fires
+    /// before another client could get the lock; the session is closed
+    /// then, which deletes the lock node if it was not yet gone. A leader
+    /// election or a server going away, where the client reconnects to
+    /// another server in time, keeps the lock and fires nothing.
+    #[default]
+    Session,
+    /// `lost()` also fires as soon as the session's connection is lost
+    /// (Curator's SUSPENDED), and the lock is then really given up: its
+    /// node is deleted once the connection is back (or goes with the
+    /// session), so a holder told "lost" never keeps others waiting. For a
+    /// holder that must stop at once whenever it cannot confirm the lock;
+    /// every leader election or server restart then costs every holder
+    /// its lock.
+    Connection,
+}
+
+impl LossPolicy {
+    /// The name used in the `loss_policy` URL parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossPolicy::Session => "session",
+            LossPolicy::Connection => "connection",
+        }
+    }
+}
+
+impl fmt::Display for LossPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for LossPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "session" => Ok(LossPolicy::Session),
+            "connection" => Ok(LossPolicy::Connection),
+            other => Err(format!(
+                "{other:?} is not a loss policy (session or connection)"
+            )),
+        }
+    }
+}
+
 /// How to open a [`crate::ZkStore`]: servers, root, timeouts, digest
-/// credentials and the value limit. Its `Debug` output never shows the
+/// credentials, the lock loss policy and the value limit. Its `Debug` output never shows the
 /// password.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -53,6 +117,9 @@ pub struct ZkConfig {
     pub digest: Option<(String, String)>,
     /// The largest value, in bytes.
     pub max_value_size: usize,
+    /// When a lock's `lost()` fires while its connection is down (see
+    /// [`LossPolicy`]).
+    pub loss_policy: LossPolicy,
 }
 
 impl fmt::Debug for ZkConfig {
@@ -65,6 +132,7 @@ impl fmt::Debug for ZkConfig {
             .field("request_timeout", &self.request_timeout)
             .field("digest_user", &self.digest.as_ref().map(|(u, _)| u))
             .field("max_value_size", &self.max_value_size)
+            .field("loss_policy", &self.loss_policy)
             .finish()
     }
 }
@@ -80,6 +148,7 @@ impl ZkConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             digest: None,
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
+            loss_policy: LossPolicy::default(),
         }
     }
 
@@ -123,6 +192,12 @@ impl ZkConfig {
         self
     }
 
+    /// Sets when a lock's `lost()` fires while its connection is down.
+    pub fn loss_policy(mut self, policy: LossPolicy) -> Self {
+        self.loss_policy = policy;
+        self
+    }
+
     /// The parameters a URL may carry.
     pub const URL_PARAMS: &'static [&'static str] = &[
         "endpoints",
@@ -130,6 +205,7 @@ impl ZkConfig {
         "request_timeout",
         "session_timeout",
         "max_value_size",
+        "loss_policy",
     ];
 
     /// Checks the configuration before anything connects: at least one
@@ -148,8 +224,9 @@ impl ZkConfig {
     ///
     /// Parameters: `endpoints` (more `host:port` servers, comma-separated),
     /// `connect_timeout`, `request_timeout` (per call) and
-    /// `session_timeout` (durations such as `250ms`, `5s`, `2m`), and
-    /// `max_value_size` (bytes).
+    /// `session_timeout` (durations such as `250ms`, `5s`, `2m`),
+    /// `max_value_size` (bytes) and `loss_policy` (`session` or
+    /// `connection`, see [`LossPolicy`]).
     pub fn from_url(url: &Url) -> Result<Self> {
         if url.scheme() != "zk" {
             return Err(Error::Config(format!(
@@ -186,6 +263,7 @@ impl ZkConfig {
                 "connect_timeout" => config.connect_timeout = parse_duration_param(&name, &value)?,
                 "request_timeout" => config.request_timeout = parse_duration_param(&name, &value)?,
                 "session_timeout" => config.session_timeout = parse_duration_param(&name, &value)?,
+                "loss_policy" => config.loss_policy = parse_param(&name, &value)?,
                 _ => config.max_value_size = parse_param(&name, &value)?,
             }
         }
@@ -217,10 +295,16 @@ mod tests {
         assert_eq!(c.request_timeout, Duration::from_millis(100));
         assert_eq!(c.session_timeout, Duration::from_secs(20));
         assert!(!format!("{c:?}").contains("p@ss"));
+        assert_eq!(c.loss_policy, LossPolicy::Session);
+        let c =
+            ZkConfig::from_url(&anykv_core::parse_url("zk://h/?loss_policy=connection").unwrap())
+                .unwrap();
+        assert_eq!(c.loss_policy, LossPolicy::Connection);
         let bad = |u: &str| ZkConfig::from_url(&anykv_core::parse_url(u).unwrap()).is_err();
         assert!(bad("zk://h/?bogus=1"));
         assert!(bad("zk://h/?request_timeout=0s"));
         assert!(bad("etcd://h/"));
+        assert!(bad("zk://h/?loss_policy=suspended"));
         assert!(anykv_core::parse_url("zk://h1,,h2/").is_err());
     }
 }

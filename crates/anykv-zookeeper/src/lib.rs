@@ -17,8 +17,10 @@
 //! Parameters: `endpoints` (more servers; [`anykv_core::parse_url`] moves
 //! every server after the first there), `connect_timeout` (default 5 s),
 //! `request_timeout` (5 s per call), `session_timeout` (10 s, the store's
-//! own session), as durations (`250ms`, `5s`, `2m`), and `max_value_size`
-//! (1,000,000 bytes).
+//! own session), as durations (`250ms`, `5s`, `2m`), `max_value_size`
+//! (1,000,000 bytes) and `loss_policy` (`session`, the default, or
+//! `connection`: when a lock counts as lost, see [`LossPolicy`] and Locks
+//! below).
 //!
 //! [`ZkStore::open_url`] takes everything `anykv::open` takes, several
 //! servers included; the same settings are a typed builder, [`ZkConfig`],
@@ -123,10 +125,15 @@
 //! or whose reads are refused (permissions), gets an error and ends rather
 //! than being silently wrong. After a disconnect the store re-reads
 //! everything its streams cover, emits the differences, and sends `Synced`
-//! again (events are lost across a reconnect, ZOOKEEPER-4698); a lost
-//! connection is never an error of the stream. ZooKeeper keeps no history,
-//! so `from_revision` is refused with `Unsupported` (`watch_resume` is
-//! false). `close()` ends the streams at once: once it returned, a stream
+//! again (events are lost across a reconnect, ZOOKEEPER-4698), so a
+//! stream that moves to another server goes on without losing a key's
+//! final state or delivering anything twice. The client notices a silent
+//! server after its connection timeout (see Sessions below) and moves on;
+//! a stream that cannot move (every server down or frozen) ends with a
+//! retryable `Unavailable` error once the store has been out of touch for
+//! so long that its session could expire, rather than staying silent.
+//! ZooKeeper keeps no history, so `from_revision` is refused with
+//! `Unsupported` (`watch_resume` is false). `close()` ends the streams at once: once it returned, a stream
 //! yields only what it already held, then `None`.
 //!
 //! # TTL
@@ -154,13 +161,13 @@
 //! it; revoking it (or dropping its handle, or closing the store) deletes
 //! them key by key, each delete checking that the key was not written again
 //! since (a key rewritten without the lease, or with another, stays).
-//! `lost()` fires when the session expires, or when the session stays
-//! disconnected until [`anykv_core::backend::loss_deadline`] of its
-//! timeout has passed since the client last heard from the server (the
-//! client notices a silent server after its connection timeout: 2/5 of
-//! the session timeout, or `connect_timeout` when that is at most 3/5 of
-//! it), so `lost()` comes before the server expires the session, which
-//! removes exactly that session's keys; the session is closed then.
+//! `lost()` fires when the session expires or is closed, or when its
+//! connection stays down until [`anykv_core::backend::loss_deadline`] of
+//! its timeout has passed since the client last heard from a server (see
+//! Sessions below), so `lost()` comes before the server could expire the
+//! session, which removes exactly that session's keys; the session is
+//! closed then. A connection that comes back in time (a leader election,
+//! a server that went away) loses nothing.
 //!
 //! **TTLs are what the server grants.** ZooKeeper negotiates a session
 //! timeout between its `minSessionTimeout` and `maxSessionTimeout` (by
@@ -183,13 +190,64 @@
 //! about that (and within its own `LockOptions::timeout`, which bounds the
 //! whole call). The fencing token is the holder node's `czxid`, store-wide
 //! increasing even if the lock's directory is reaped and re-created.
-//! `lost()` fires as soon as the lock's session is disconnected (as Curator
-//! treats SUSPENDED), and when it expires: the server may expire the
-//! session and give the lock to the next waiter before a disconnected
-//! client could learn it, so a holder that sees `lost()` stops at once; if
-//! the session comes back, the lost lock's node is deleted. A create whose
-//! reply is lost is found again by its token (as Curator's protection mode
-//! does).
+//! When a lock counts as lost while its session's connection is down is
+//! the store's [`LossPolicy`] (`loss_policy` in the URL), as Curator's
+//! connection-state error policies:
+//!
+//! * `Session` (the default): `lost()` fires when the session expires or
+//!   is closed, or when the connection stays down until
+//!   [`anykv_core::backend::loss_deadline`] of the session timeout (the
+//!   lock's TTL as granted) has passed since the client last heard from a
+//!   server; the session is closed then. The server expires a session
+//!   only a full timeout after it last heard from the client, so `lost()`
+//!   fires before another client could get the lock. (Curator's own
+//!   simulated loss counts the session timeout from when the client
+//!   noticed, which can be after the server expired the session.) A
+//!   leader election or a server going away, where the client reconnects
+//!   in time, keeps the lock and fires nothing.
+//! * `Connection`: `lost()` also fires as soon as the connection is lost
+//!   (Curator's SUSPENDED), and the lock is then really given up: its node
+//!   is deleted as soon as the connection is back (or goes with the
+//!   session), so a holder told "lost" never keeps others waiting.
+//!
+//! `Session` is the default because it is what a careful user wants in
+//! an ensemble: its `lost()` is just as honest (it comes before anyone
+//! else can hold the lock), while under `Connection` every leader
+//! election, rolling restart or brief network blip costs every holder its
+//! lock and sends every waiter back to the queue. Choose `Connection` for
+//! a holder that must stop acting at once whenever it cannot confirm the
+//! lock with a server, for example one that acts on a system that takes
+//! no fencing token. Either way, a holder that sees `lost()` stops.
+//!
+//! A lock node given up (released, lost, or left by a lock call that
+//! failed) that cannot be deleted at once, because the connection is down,
+//! is deleted by its session as soon as the connection is back, until the
+//! delete is confirmed: a released lock never blocks others for longer
+//! than that. A create whose reply is lost is found again by its token (as
+//! Curator's protection mode does).
+//!
+//! # Sessions and servers
+//!
+//! Before it opens a session (the store's own, or a shared one for leases
+//! and locks) the store asks every server in its URL the `srvr`
+//! four-letter command (allowed by default), for at most a second, and
+//! gives the client only those that answer that they serve, when they are
+//! a majority of the URL's servers (else all of them). The client tries
+//! its servers in random order and waits its whole connection timeout on
+//! one that accepts connections but does not answer (a frozen server), so
+//! this keeps opening a store or taking a lock prompt while a server is
+//! frozen; a majority is enough, since any quorum that serves later shares
+//! a server with it (list every server of the ensemble in the URL).
+//!
+//! The client's connection timeout is `connect_timeout`, at most a third
+//! of the session timeout: it bounds the handshake with one server and the
+//! silence after which a connection counts as lost (checked once per
+//! eighth of it; idle connections are pinged), so a client whose server
+//! froze notices it, tries another (perhaps the frozen one again) and
+//! reaches a live one well before its session could expire. The session
+//! counts as lost, for leases, locks and watches alike, when its
+//! connection stays down until `loss_deadline` of its timeout has passed
+//! since the client last heard from a server.
 //!
 //! # Capabilities
 //!
@@ -244,9 +302,10 @@
 //! shared watch and its streams, on core's watch channel) over `rounds`
 //! (reading rounds up to a watermark), `lease`, `lock`, `state` (what a
 //! store's parts share), `sessions` (the shared sessions of leases and
-//! locks), `nodes` (parents, listings, deletes), `page` (pages of a
-//! listing, walked in key order), `client` (the store's
-//! session, deadlines, error mapping), `layout` (keys, locks and
+//! locks: the loss policy, lock nodes given up), `nodes` (parents,
+//! listings, deletes), `page` (pages of a listing, walked in key order),
+//! `client` (the store's session, which servers a session is given, the
+//! connection timeout, deadlines, error mapping), `layout` (keys, locks and
 //! bookkeeping as znode paths) and `config`.
 //!
 //! # Server settings
@@ -280,8 +339,8 @@ use std::sync::Arc;
 use anykv_core::{Store, Url};
 
 pub use config::{
-    ZkConfig, BACKEND, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_VALUE_SIZE, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_SESSION_TIMEOUT, MIN_TTL,
+    LossPolicy, ZkConfig, BACKEND, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_VALUE_SIZE,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SESSION_TIMEOUT, MIN_TTL,
 };
 pub use store::ZkStore;
 

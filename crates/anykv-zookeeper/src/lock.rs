@@ -4,7 +4,10 @@
 //! `/r/l/@locks` (the lock's path derives from root and name together,
 //! so root `r/sub` lock `l` is root `r` lock `sub/l`, as keys are). The
 //! lowest sequence holds the lock; every other waiter watches only its
-//! predecessor.
+//! predecessor. When a lock counts as lost is its session's business
+//! (`sessions.rs`, after the store's [`crate::LossPolicy`]); a node given
+//! up that cannot be deleted at once is handed to the session, which
+//! deletes it as soon as it can.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -154,6 +157,13 @@ pub(crate) async fn acquire(
                 return Err(Error::closed(BACKEND));
             }
             let fencing = match fencing_token(&entry, &budget).await {
+                // Lost while it was being taken (a suspension under the
+                // `Connection` policy): never hand out a lost guard.
+                Ok(_) if signal.is_lost() => {
+                    pending.armed = false;
+                    let _ = release(state, &entry).await;
+                    return Err(lost(&budget.what));
+                }
                 Ok(f) => f,
                 Err(e) => {
                     pending.armed = false;
@@ -203,9 +213,8 @@ impl Drop for PendingLock {
         let node = self.node.take().map(|n| child(&self.lock_dir, &n));
         state.locks.lock().remove(&id);
         let give_up = async move {
-            if let (Some(node), Some(zk_session)) = (node, session.session()) {
-                let limit = state.client.request_timeout();
-                let _ = with_deadline(limit, "release", zk_session.delete(&node, None)).await;
+            if let Some(node) = node {
+                let _ = delete_or_give_back(&state, &session, node).await;
             }
             state.sessions.leave(&session, id);
         };
@@ -354,21 +363,37 @@ fn lost(what: &str) -> Error {
 }
 
 /// Releases a held lock: deletes its node (our own, so never the next
-/// holder's) and leaves its session.
+/// holder's) and leaves its session. A node that could not be deleted (the
+/// connection is down) is handed to the session, which deletes it once
+/// connected: a released lock never keeps others waiting.
 async fn release(state: &StoreState, entry: &Arc<HeldLock>) -> Result<()> {
     state.locks.lock().remove(&entry.id);
     entry.trigger.fire();
-    let mut result = Ok(());
-    if let Some(session) = entry.session.session() {
-        let limit = state.client.request_timeout();
-        match with_deadline(limit, "release", session.delete(&entry.node, None)).await {
-            Ok(Ok(())) | Ok(Err(zk::Error::NoNode | zk::Error::SessionExpired)) => {}
-            Ok(Err(e)) => result = Err(map_err(e, "release the lock")),
-            Err(e) => result = Err(e),
-        }
-    }
+    let result = delete_or_give_back(state, &entry.session, entry.node.clone()).await;
     state.sessions.leave(&entry.session, entry.id);
     result
+}
+
+/// Deletes a lock node of `session`; if that fails, the session deletes
+/// it as soon as it can ([`SharedSession::give_back`]). The error is the
+/// delete's.
+async fn delete_or_give_back(
+    state: &StoreState,
+    session: &SharedSession,
+    node: String,
+) -> Result<()> {
+    let Some(client) = session.session() else {
+        // Closed or lost: the server deleted the node with the session.
+        return Ok(());
+    };
+    let limit = state.client.request_timeout();
+    let error = match with_deadline(limit, "release", client.delete(&node, None)).await {
+        Ok(Ok(())) | Ok(Err(zk::Error::NoNode | zk::Error::SessionExpired)) => return Ok(()),
+        Ok(Err(e)) => map_err(e, "release the lock"),
+        Err(e) => e,
+    };
+    session.give_back(node);
+    Err(error)
 }
 
 /// Releases every lock of a closing store.

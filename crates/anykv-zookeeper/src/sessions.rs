@@ -9,29 +9,49 @@
 //! holds its own session plus one per distinct TTL in use, however many
 //! leases and locks it has.
 //!
-//! ZooKeeper's client keeps the session alive itself. A session's monitor
-//! fires `lost()`: at once for locks when the session is disconnected (as
-//! Curator treats SUSPENDED), and for leases when the disconnect lasts so
-//! long that [`loss_deadline`] of the session timeout has passed since the
-//! client last heard from the server, or when the session ends.
+//! ZooKeeper's client keeps the session alive itself, moving to another
+//! server when its server goes away. A session's monitor tells a
+//! *suspension* (the connection is down, the session lives on: a leader
+//! election, a server that went away) from a *loss*. The session counts
+//! as lost when it ends, or when its connection stays down until
+//! [`anykv_core::backend::loss_deadline`] of its timeout has passed since
+//! the client last heard from a server ([`silence_grace`] after it
+//! noticed): then every member's `lost()` fires and the session is
+//! closed. Under [`LossPolicy::Connection`] a suspension also fires the
+//! locks' `lost()` at once and gives their nodes up.
+//!
+//! A lock node that is given up (released, lost, or a lock call that
+//! failed) and could not be deleted at once, say because the connection
+//! was down, is kept as an *orphan*: the monitor deletes it as soon as the
+//! session is connected again, retrying until the delete is confirmed (or
+//! the session ends, which deletes it too). A node given up never keeps
+//! other clients waiting for longer than the session's connection is down.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use anykv_core::backend::{loss_deadline, LostTrigger};
+use anykv_core::backend::LostTrigger;
 use anykv_core::Result;
 use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 use zookeeper_client as zk;
 
-use crate::client::{open_session, with_deadline, ZkClient};
+use crate::client::{connection_timeout, open_session, silence_grace, with_deadline, ZkClient};
+use crate::config::{LossPolicy, ZkConfig};
+
+/// How long the monitor waits before it tries again to delete orphans
+/// whose delete failed while the session seemed connected.
+const ORPHAN_RETRY: Duration = Duration::from_millis(200);
 
 /// One member of a shared session: a lease, or a lock (held or waiting).
 pub(crate) struct SessionMember {
     /// Fired when the member is lost (or given back).
     pub(crate) trigger: LostTrigger,
-    /// Whether this is a lock (lost as soon as the session disconnects).
+    /// Whether this is a lock (under [`LossPolicy::Connection`], lost as
+    /// soon as the session's connection is down).
     pub(crate) is_lock: bool,
     /// A lock's waiter node, once created.
     pub(crate) lock_node: Option<String>,
@@ -47,6 +67,10 @@ pub(crate) struct SharedSession {
     asked: Mutex<Vec<Duration>>,
     members: Mutex<HashMap<u64, SessionMember>>,
     ended: AtomicBool,
+    /// Lock nodes given up whose delete is not confirmed yet.
+    orphans: Mutex<Vec<String>>,
+    /// Wakes the monitor when there are orphans to delete.
+    wake: Arc<Notify>,
 }
 
 impl SharedSession {
@@ -58,16 +82,49 @@ impl SharedSession {
         self.session.lock().clone()
     }
 
-    /// Notes the waiter node of lock member `id`.
+    /// Notes the waiter node of lock member `id`; a member already lost
+    /// gives the node up at once.
     pub(crate) fn set_lock_node(&self, id: u64, node: &str) {
+        let mut lost = false;
         if let Some(m) = self.members.lock().get_mut(&id) {
-            m.lock_node = Some(node.to_owned());
+            if m.trigger.is_fired() {
+                lost = true;
+            } else {
+                m.lock_node = Some(node.to_owned());
+            }
         }
+        if lost {
+            self.give_back(node.to_owned());
+        }
+    }
+
+    /// Hands a lock node over to the monitor, which deletes it as soon as
+    /// the session is connected, until the delete is confirmed. Nothing
+    /// to do once the session ended (its nodes went with it).
+    pub(crate) fn give_back(&self, node: String) {
+        if self.has_ended() {
+            return;
+        }
+        self.orphans.lock().push(node);
+        self.wake.notify_one();
     }
 
     /// Whether the session was closed or lost.
     pub(crate) fn has_ended(&self) -> bool {
         self.ended.load(Ordering::SeqCst)
+    }
+
+    /// Fires every lock member's `lost()` and gives their nodes up (a
+    /// suspension under [`LossPolicy::Connection`]).
+    fn suspend_locks(&self) {
+        let mut given_up = Vec::new();
+        for m in self.members.lock().values_mut().filter(|m| m.is_lock) {
+            m.trigger.fire();
+            given_up.extend(m.lock_node.take());
+        }
+        if !given_up.is_empty() {
+            self.orphans.lock().extend(given_up);
+        }
     }
 
     /// Fires every member and closes the session (the server deletes its
@@ -77,6 +134,7 @@ impl SharedSession {
         for (_, m) in self.members.lock().drain() {
             m.trigger.fire();
         }
+        self.orphans.lock().clear();
         self.session.lock().take();
     }
 }
@@ -115,16 +173,14 @@ impl SessionPool {
             asked: Mutex::new(vec![ttl]),
             members: Mutex::new(HashMap::new()),
             ended: AtomicBool::new(false),
+            orphans: Mutex::new(Vec::new()),
+            wake: Arc::new(Notify::new()),
         });
         let chosen = self
             .join_live(ttl, Some(&fresh), id, &mut member)
             .unwrap_or_else(|| fresh.clone());
         if Arc::ptr_eq(&chosen, &fresh) {
-            monitor(
-                Arc::downgrade(&fresh),
-                &session,
-                client.config().connect_timeout,
-            );
+            monitor(&fresh, &session, client.config(), ttl);
         }
         Ok(chosen)
     }
@@ -193,89 +249,123 @@ impl SessionPool {
     }
 }
 
-/// How long a lease's session may stay disconnected before its leases are
-/// given up: what is left of [`loss_deadline`] of the session timeout
-/// once the client noticed the silence. The client notices a silent
-/// server after its connection timeout: 2/5 of the session timeout, or
-/// the configured connect timeout when that is at most 3/5 of it (as the
-/// ZooKeeper client computes it).
-fn lease_grace(session_timeout: Duration, connect_timeout: Duration) -> Duration {
-    let noticed_after = if connect_timeout.is_zero() || connect_timeout > session_timeout * 3 / 5 {
-        session_timeout * 2 / 5
-    } else {
-        connect_timeout
-    };
-    loss_deadline(session_timeout).saturating_sub(noticed_after)
-}
-
-/// Watches a shared session. Locks are lost as soon as it is
-/// disconnected, as Curator treats SUSPENDED (the server may expire the
-/// session and give the lock to the next waiter before the client could
-/// learn it); their nodes are deleted if the session comes back. Leases
-/// are lost when the disconnect lasts [`lease_grace`], so `lost()` comes
-/// [`loss_deadline`] after the client last heard from the server, before
-/// the server expires the session; or when the session ends. The session
-/// is closed then.
-fn monitor(weak: Weak<SharedSession>, session: &zk::Client, connect_timeout: Duration) {
+/// Watches a shared session (see the module's documentation): on a
+/// suspension, fires the locks under [`LossPolicy::Connection`]; when the
+/// connection stays down for [`silence_grace`] after the client noticed,
+/// or the session ends, fires every member and closes the session; while
+/// connected, deletes the orphans. `ttl` is the session timeout asked for
+/// (the client's connection timeout derives from it).
+fn monitor(shared: &Arc<SharedSession>, session: &zk::Client, config: &ZkConfig, ttl: Duration) {
+    let weak = Arc::downgrade(shared);
+    let wake = shared.wake.clone();
     let mut states = session.state_watcher();
-    let grace = lease_grace(session.session_timeout(), connect_timeout);
-    let mut disconnected = session.state() != zk::SessionState::SyncConnected;
+    let grace = silence_grace(session.session_timeout(), connection_timeout(config, ttl));
+    let policy = config.loss_policy;
+    let limit = config.request_timeout;
+    let mut connected = session.state() == zk::SessionState::SyncConnected;
     tokio::spawn(async move {
-        let mut orphans: Vec<String> = Vec::new();
+        let mut down_since: Option<Instant> = None;
         loop {
-            if disconnected {
-                if let Some(s) = weak.upgrade() {
-                    let members = s.members.lock();
-                    for m in members.values().filter(|m| m.is_lock) {
-                        m.trigger.fire();
-                        orphans.extend(m.lock_node.clone());
+            if !connected {
+                let since = *down_since.get_or_insert_with(Instant::now);
+                if policy == LossPolicy::Connection {
+                    let Some(s) = live(&weak) else { return };
+                    s.suspend_locks();
+                }
+                let news = tokio::time::timeout_at(since + grace, states.changed()).await;
+                let Some(s) = live(&weak) else { return };
+                match news {
+                    Ok(zk::SessionState::SyncConnected) => {
+                        connected = true;
+                        down_since = None;
                     }
-                }
-                let back = matches!(
-                    tokio::time::timeout(grace, states.changed()).await,
-                    Ok(zk::SessionState::SyncConnected)
-                );
-                let Some(s) = weak.upgrade() else { return };
-                if !back {
-                    s.end();
-                    return;
-                }
-                disconnected = false;
-                if let Some(session) = s.session() {
-                    let limit = s.granted_timeout;
-                    for node in orphans.drain(..) {
-                        let _ = with_deadline(limit, "release", session.delete(&node, None)).await;
+                    Ok(st) if !st.is_terminated() => {}
+                    // Expired, closed, or down for so long that the server
+                    // may expire it any moment.
+                    _ => {
+                        s.end();
+                        return;
                     }
                 }
                 continue;
             }
-            let state = states.changed().await;
-            let Some(s) = weak.upgrade() else { return };
-            match state {
-                zk::SessionState::Disconnected => disconnected = true,
-                st if st.is_terminated() => {
-                    s.end();
-                    return;
+            let retry = match live(&weak) {
+                Some(s) => delete_orphans(&s, limit).await,
+                None => return,
+            };
+            tokio::select! {
+                st = states.changed() => {
+                    if st.is_terminated() {
+                        if let Some(s) = live(&weak) {
+                            s.end();
+                        }
+                        return;
+                    }
+                    connected = st == zk::SessionState::SyncConnected;
                 }
-                _ => {}
+                () = wake.notified() => {}
+                () = tokio::time::sleep(ORPHAN_RETRY), if retry => {}
             }
         }
     });
 }
 
+/// The session, unless it is gone or ended.
+fn live(weak: &Weak<SharedSession>) -> Option<Arc<SharedSession>> {
+    weak.upgrade().filter(|s| !s.has_ended())
+}
+
+/// Deletes the session's orphans; those whose delete is not confirmed
+/// stay for another try. Whether any stayed.
+async fn delete_orphans(s: &SharedSession, limit: Duration) -> bool {
+    let orphans = std::mem::take(&mut *s.orphans.lock());
+    if orphans.is_empty() {
+        return false;
+    }
+    let Some(client) = s.session() else {
+        return false;
+    };
+    let mut failed = Vec::new();
+    for node in orphans {
+        match with_deadline(limit, "release", client.delete(&node, None)).await {
+            Ok(Ok(())) => {}
+            // Lost with the reply, or the connection went down: the node
+            // may be there still.
+            Err(_)
+            | Ok(Err(zk::Error::ConnectionLoss | zk::Error::Timeout | zk::Error::Custom(_))) => {
+                failed.push(node)
+            }
+            // Gone already, or refused for good (retrying cannot help).
+            Ok(Err(e)) => {
+                if e != zk::Error::NoNode && e != zk::Error::SessionExpired {
+                    tracing::warn!(node, error = %e, "zookeeper: cannot delete a lock node given up");
+                }
+            }
+        }
+    }
+    let retry = !failed.is_empty();
+    if retry && !s.has_ended() {
+        s.orphans.lock().extend(failed);
+    }
+    retry
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::client::silence_grace;
+    use std::time::Duration;
 
     #[test]
-    fn lease_grace_leaves_the_loss_margin() {
+    fn silence_grace_leaves_the_loss_margin() {
         let s = Duration::from_secs;
         let ms = Duration::from_millis;
-        // Noticed after 2/5 of 2 s; lost 1.5 s after the last contact.
-        assert_eq!(lease_grace(s(2), s(5)), ms(700));
-        // Noticed after the 1 s connect timeout.
-        assert_eq!(lease_grace(s(2), s(1)), ms(500));
-        assert_eq!(lease_grace(s(10), s(5)), ms(4500));
-        assert_eq!(lease_grace(s(1), ms(900)), ms(350));
+        // Noticed within 2/5 of 2 s and a tick; lost 1.5 s after the last
+        // contact.
+        assert_eq!(silence_grace(s(2), s(5)), ms(600));
+        // Noticed within the 1 s connection timeout and a tick.
+        assert_eq!(silence_grace(s(2), s(1)), ms(375));
+        assert_eq!(silence_grace(s(10), s(5)), ms(3875));
+        assert_eq!(silence_grace(s(15), s(5)), ms(8875));
+        assert_eq!(silence_grace(s(1), ms(900)), ms(300));
     }
 }

@@ -16,13 +16,15 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use anykv_core::backend::{event_channel, WatchTarget};
 use anykv_core::{Error, ErrorKind, Result, WatchEvent, WatchOptions, WatchStream};
 use futures::{FutureExt, Stream};
 use tokio::sync::{mpsc, oneshot, watch};
 use zookeeper_client as zk;
 
-use crate::client::{map_err, with_deadline};
+use crate::client::{connection_timeout, map_err, silence_grace, with_deadline};
 use crate::config::BACKEND;
 use crate::layout::Layout;
 use crate::rounds::WatchRounds;
@@ -148,6 +150,82 @@ impl Stream for EndsWithReason {
     }
 }
 
+/// How long the store's session has been out of touch with every server.
+/// A stream cannot tell what changed while it is, so once that lasts
+/// until the session may be expired ([`silence_grace`] after the client
+/// noticed), the streams get a retryable error rather than staying
+/// silent: with a server to move to, the client has moved long before.
+struct Outage {
+    since: Option<Instant>,
+    grace: Duration,
+}
+
+impl Outage {
+    /// The grace of the store's session `session` (its timeout as
+    /// granted, its connection timeout as configured).
+    fn of(state: &StoreState, session: Option<&zk::Client>) -> Outage {
+        let config = state.client.config();
+        let granted = session.map_or(config.session_timeout, |s| s.session_timeout());
+        Outage {
+            since: None,
+            grace: silence_grace(granted, connection_timeout(config, config.session_timeout)),
+        }
+    }
+
+    /// The session is connected.
+    fn over(&mut self) {
+        self.since = None;
+    }
+
+    /// Notes that the session is not connected; whether it has been out
+    /// of touch for longer than the grace.
+    fn too_long(&mut self) -> bool {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        since.elapsed() >= self.grace
+    }
+
+    /// When the grace runs out.
+    fn deadline(&self) -> Instant {
+        self.since.unwrap_or_else(Instant::now) + self.grace
+    }
+
+    /// The error the streams get.
+    fn error(&self) -> Error {
+        let away = self.since.map(|s| s.elapsed()).unwrap_or_default();
+        Error::Unavailable {
+            backend: BACKEND,
+            message: format!(
+                "the store has not reached a ZooKeeper server for {away:?}: the watch cannot \
+                 tell what changed meanwhile; open it again"
+            ),
+            source: None,
+        }
+    }
+}
+
+/// Ends every stream of the shared watch with the outage's error (new
+/// streams that were on their way included) and ends the shared watch; the
+/// next stream starts a new one.
+fn give_up(
+    weak: &Weak<StoreState>,
+    incoming: &mut mpsc::UnboundedReceiver<NewWatch>,
+    rounds: &mut WatchRounds,
+    outage: &Outage,
+) {
+    let Some(state) = weak.upgrade() else { return };
+    tracing::warn!("zookeeper watch: out of touch for too long, ending the streams");
+    let mut feed = state.watch_feed.lock();
+    while let Ok(n) = incoming.try_recv() {
+        rounds.add(n);
+    }
+    *feed = None;
+    drop(feed);
+    let _gate = state.delivery_gate.lock();
+    if !state.is_closed() {
+        rounds.fail_all(|| outage.error());
+    }
+}
+
 /// What the notifications taken so far said about the session.
 #[derive(Default)]
 struct SessionNews {
@@ -246,6 +324,10 @@ async fn watch_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut rounds = WatchRounds::default();
+    let mut outage = match weak.upgrade() {
+        Some(state) => Outage::of(&state, None),
+        None => return,
+    };
     'outer: loop {
         if *shutdown.borrow() {
             return;
@@ -256,10 +338,16 @@ async fn watch_loop(
             Ok(c) => c,
             Err(_) => {
                 drop(state);
+                if outage.too_long() {
+                    return give_up(&weak, &mut incoming, &mut rounds, &outage);
+                }
                 tokio::time::sleep(RETRY_PAUSE).await;
                 continue;
             }
         };
+        let since = outage.since;
+        outage = Outage::of(&state, Some(&session));
+        outage.since = since;
         let mut watcher = match with_deadline(
             state.client.request_timeout(),
             "watch",
@@ -299,10 +387,16 @@ async fn watch_loop(
             }
             _ => {
                 drop(state);
+                if session.state() == zk::SessionState::SyncConnected {
+                    outage.over();
+                } else if outage.too_long() {
+                    return give_up(&weak, &mut incoming, &mut rounds, &outage);
+                }
                 tokio::time::sleep(RETRY_PAUSE).await;
                 continue;
             }
         };
+        outage.over();
         let request_timeout = state.client.request_timeout();
         drop(state);
         let mut resync = rounds.has_running();
@@ -361,6 +455,9 @@ async fn watch_loop(
                         s if s.is_terminated() => continue 'outer,
                         _ => {}
                     }
+                    if outage.too_long() {
+                        return give_up(&weak, &mut incoming, &mut rounds, &outage);
+                    }
                     tokio::select! {
                         ev = watcher.changed() => {
                             if let (zk::EventType::Session, s) = (ev.event_type, ev.session_state) {
@@ -370,9 +467,11 @@ async fn watch_loop(
                             }
                         }
                         _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = tokio::time::sleep_until(outage.deadline()) => {}
                         _ = shutdown.wait_for(|c| *c) => return,
                     }
                 }
+                outage.over();
                 // Register the watch again before the old one goes: the
                 // automatic reset after a reconnect is not always enough
                 // (ZOOKEEPER-4698 and a just-restarted server).

@@ -23,7 +23,9 @@ async fn restart_watch_converges_and_resyncs() {
         server.url(),
         anykv_testserver::unique_name("restart")
     );
-    let url = format!("{base}?request_timeout=1s&session_timeout=20s");
+    // A session timeout well beyond the restart: a watch that is out of
+    // touch until its session could expire ends with an error instead.
+    let url = format!("{base}?request_timeout=1s&session_timeout=60s");
     let store = open(&url).await.unwrap();
     store
         .put("k/a", "1".into(), PutOptions::new())
