@@ -88,6 +88,7 @@
 
 mod client;
 mod config;
+mod errors;
 mod layout;
 mod lease;
 mod lock;
