@@ -1,43 +1,66 @@
-//! The connection to etcd: connecting (with a clear error when the first
-//! contact fails), the deadline and retry rules every request follows,
-//! the mapping of etcd's errors to anykv's, and decoding of replies.
+//! The connection to etcd: connecting (through whichever member answers
+//! first, with a clear error when none does), the deadline, retry and
+//! hedging rules every request follows, and decoding of replies.
 //!
-//! A write that times out is never retried; one that could not be sent
-//! (no connection to that endpoint) is tried again within the request
-//! timeout, as are reads that fail with `Unavailable`.
+//! - A write goes to one member at a time (see [`crate::members`] for
+//!   which). It is sent again, to another member when there is one, only
+//!   if it certainly was not applied: it could not be sent (no
+//!   connection), or the member refused it before acting (no leader).
+//!   Otherwise its outcome is unknown and the error says so: `Timeout`
+//!   when the request timeout ran out, `Unavailable` when the connection
+//!   broke.
+//! - A read is *hedged*: if its member has not answered within
+//!   [`HEDGE_AFTER`], the same read also goes to another member, and the
+//!   first answer wins; a read that fails with `Unavailable` is tried
+//!   again on another member. So a member that froze costs a read about
+//!   [`HEDGE_AFTER`] until the member's probe finds it down, and nothing
+//!   after that.
+//! - Everything ends within the request timeout.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anykv_core::{Error, Result};
-use etcd_client::{Client, ConnectOptions, GetOptions, KvClient, LeaseClient, WatchClient};
+use etcd_client::{Client, ConnectOptions, GetOptions};
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
 
 use crate::config::EtcdConfig;
-use crate::errors::{explain_connect_failure, is_unavailable, map_error, not_sent};
+use crate::errors::{explain_connect_failure, is_unavailable, map_error, not_applied, not_sent};
 use crate::layout::probe_key;
+use crate::members::{Conn, MemberStatus, Members};
 use crate::tls::{install_crypto_provider, tls_options};
 
 /// The backend's name, as in errors.
 pub(crate) const BACKEND: &str = "etcd";
 
-/// The largest gRPC message sent or received (etcd enforces its own).
-const MAX_MESSAGE: usize = usize::MAX >> 1;
+/// How long a read waits for its member before it is also sent to
+/// another one.
+pub const HEDGE_AFTER: Duration = Duration::from_millis(250);
 
-/// The etcd client of one store and its request timeout.
+/// The pause before an attempt that failed is made again.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// The etcd members of one store and its request timeout.
 #[derive(Clone)]
 pub(crate) struct EtcdClient {
-    client: Client,
+    members: Arc<Members>,
     request_timeout: Duration,
 }
 
 impl EtcdClient {
-    /// Connects and checks that etcd answers (and accepts the credentials)
-    /// within the connect timeout.
+    /// Connects to every endpoint at once and returns as soon as one
+    /// member answers (and accepts the credentials), within the connect
+    /// timeout; the others are connected and probed in the background.
     pub async fn connect(config: &EtcdConfig) -> Result<EtcdClient> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
             .with_keep_alive(Duration::from_secs(2), config.request_timeout)
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive_while_idle(true)
+            // A member without a leader refuses requests at once rather
+            // than holding them (and such a refusal is safe to resend).
+            .with_require_leader(true);
         let scheme = if let Some(tls) = &config.tls {
             install_crypto_provider();
             options = options.with_tls(tls_options(tls)?);
@@ -53,50 +76,21 @@ impl EtcdClient {
             .iter()
             .map(|e| format!("{scheme}://{e}"))
             .collect();
-        let connected = with_deadline(config.connect_timeout, "connect", Retry::IfNotSent, || {
-            Client::connect(&urls, Some(options.clone()))
-        })
-        .await;
-        let client = match connected {
-            Ok(client) => EtcdClient {
-                client,
-                request_timeout: config.request_timeout,
-            },
+        let members = Arc::new(Members::new(&urls));
+        let contacts = (0..urls.len())
+            .map(|i| Box::pin(first_contact(&members, i, &options, config.connect_timeout)));
+        // The first member to answer wins; the other attempts stop here
+        // (the probes take over).
+        let first = futures::future::select_ok(contacts).await.map(|(i, _)| i);
+        match first {
+            Ok(i) => members.mark_up(i),
             Err(e) => return Err(explain_connect_failure(config, &urls, e).await),
-        };
-        // A first request proves the server answers over this transport.
-        let probe = with_deadline(config.connect_timeout, "connect", Retry::IfNotSent, || {
-            let mut kv = client.kv();
-            async move {
-                kv.get(probe_key(), Some(GetOptions::new().with_count_only()))
-                    .await
-            }
-        })
-        .await;
-        match probe {
-            Ok(_) => Ok(client),
-            Err(e) => Err(explain_connect_failure(config, &urls, e).await),
         }
-    }
-
-    /// The key-value service, without a message size limit of its own.
-    pub fn kv(&self) -> KvClient {
-        self.client
-            .kv_client()
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE)
-    }
-
-    /// The lease service.
-    pub fn leases(&self) -> LeaseClient {
-        self.client.lease_client()
-    }
-
-    /// The watch service, without a message size limit of its own.
-    pub fn watches(&self) -> WatchClient {
-        self.client
-            .watch_client()
-            .max_decoding_message_size(MAX_MESSAGE)
+        members.start_probes(&options, config.connect_timeout);
+        Ok(EtcdClient {
+            members,
+            request_timeout: config.request_timeout,
+        })
     }
 
     /// The time one request may take.
@@ -104,39 +98,179 @@ impl EtcdClient {
         self.request_timeout
     }
 
+    /// The member a new stream should use; `None` while no member has a
+    /// connection.
+    pub fn stream_conn(&self) -> Option<Conn> {
+        self.members.pick(&[])
+    }
+
+    /// Stops probing the members (the store closed); requests still go
+    /// where the last probes said.
+    pub fn stop_probes(&self) {
+        self.members.stop_probes();
+    }
+
+    /// What is known of each member, in endpoint order.
+    pub fn members(&self) -> Vec<MemberStatus> {
+        self.members.list()
+    }
+
     /// Runs a request that may change something, within the request
-    /// timeout: retried only while it could not be sent.
-    pub async fn send<T, F, Fut>(&self, op: &str, f: F) -> Result<T>
+    /// timeout: sent again only while it certainly was not applied.
+    pub async fn send<T, F, Fut>(&self, op: &str, mut f: F) -> Result<T>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(&Conn) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        with_deadline(self.request_timeout, op, Retry::IfNotSent, f).await
+        let deadline = instant_after(Instant::now(), self.request_timeout);
+        let mut failed = Vec::new();
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let Some(conn) = self.members.pick(&failed) else {
+                if Instant::now() + Duration::from_millis(100) < deadline {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    continue;
+                }
+                return Err(no_connection(op));
+            };
+            match tokio::time::timeout(remaining, f(&conn)).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => {
+                    let unsent = not_sent(&e);
+                    if unsent {
+                        conn.unreachable();
+                    }
+                    let again = unsent || not_applied(&e);
+                    if again && Instant::now() + Duration::from_millis(100) < deadline {
+                        if !failed.contains(&conn.index()) {
+                            failed.push(conn.index());
+                        }
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                        continue;
+                    }
+                    return Err(map_error(e, op));
+                }
+                Err(_) => return Err(timeout_error(op, self.request_timeout)),
+            }
+        }
     }
 
-    /// Runs a read within the request timeout: retried also when the
-    /// server is unavailable.
-    pub async fn read<T, F, Fut>(&self, op: &str, f: F) -> Result<T>
+    /// Runs a read within the request timeout, hedged: also sent to
+    /// another member when its member has not answered within
+    /// [`HEDGE_AFTER`], and tried again elsewhere when it fails with
+    /// `Unavailable`.
+    pub async fn read<T, F, Fut>(&self, op: &str, mut f: F) -> Result<T>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(&Conn) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        with_deadline(self.request_timeout, op, Retry::IfUnavailable, f).await
+        let deadline = instant_after(Instant::now(), self.request_timeout);
+        let mut launch = |conn: Conn, id: usize| {
+            let attempt = f(&conn);
+            async move { (id, conn, attempt.await) }
+        };
+        let mut inflight = FuturesUnordered::new();
+        // The attempts in flight and the members whose attempt failed,
+        // each with the members' health generation when it was sent: a
+        // member is tried again only once the generation moved on (a new
+        // leader, a member back), so an attempt stuck on a member that
+        // waits for a dead leader is sent again once there is a new one.
+        let mut busy: Vec<(usize, usize, u64)> = Vec::new();
+        let mut failed: Vec<(usize, u64)> = Vec::new();
+        // Attempts so far (their ids), and how many may be in flight.
+        let (mut launched, most) = (0, 2 * self.members.len());
+        let mut next_launch = Instant::now();
+        loop {
+            if Instant::now() >= next_launch && busy.len() < most {
+                let generation = self.members.generation();
+                let avoid: Vec<usize> = busy
+                    .iter()
+                    .map(|b| (b.1, b.2))
+                    .chain(failed.iter().copied())
+                    .filter(|(_, g)| *g == generation)
+                    .map(|(i, _)| i)
+                    .collect();
+                let conn = if busy.is_empty() {
+                    self.members.pick(&avoid)
+                } else {
+                    self.members.pick_other(&avoid)
+                };
+                if let Some(conn) = conn {
+                    busy.push((launched, conn.index(), generation));
+                    inflight.push(launch(conn, launched));
+                    launched += 1;
+                } else if busy.is_empty() && Instant::now() + RETRY_PAUSE >= deadline {
+                    return Err(no_connection(op));
+                }
+                let pause = if busy.is_empty() {
+                    RETRY_PAUSE
+                } else {
+                    HEDGE_AFTER
+                };
+                next_launch = Instant::now() + pause;
+            }
+            tokio::select! {
+                Some((id, conn, r)) = inflight.next(), if !inflight.is_empty() => {
+                    busy.retain(|b| b.0 != id);
+                    match r {
+                        Ok(v) => return Ok(v),
+                        Err(e) if not_sent(&e) || is_unavailable(&e) || not_applied(&e) => {
+                            if not_sent(&e) {
+                                conn.unreachable();
+                            }
+                            failed.retain(|f| f.0 != conn.index());
+                            failed.push((conn.index(), self.members.generation()));
+                            let late = Instant::now() + Duration::from_millis(100) >= deadline;
+                            if busy.is_empty() && late {
+                                return Err(map_error(e, op));
+                            }
+                            // Another member may take it now.
+                            next_launch = Instant::now()
+                                + if busy.is_empty() { RETRY_PAUSE } else { Duration::ZERO };
+                        }
+                        Err(e) => return Err(map_error(e, op)),
+                    }
+                }
+                _ = tokio::time::sleep_until(next_launch.into()), if busy.len() < most => {}
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    return Err(timeout_error(op, self.request_timeout));
+                }
+            }
+        }
     }
 }
 
-/// Which failures [`with_deadline`] tries again.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Retry {
-    /// Only a request that never reached a server (safe for writes).
-    IfNotSent,
-    /// Also one that failed with `Unavailable` (reads).
-    IfUnavailable,
+/// Builds member `i`'s client and checks that it answers a first request
+/// (with the credentials); `i` once it did.
+async fn first_contact(
+    members: &Arc<Members>,
+    i: usize,
+    options: &ConnectOptions,
+    timeout: Duration,
+) -> Result<usize> {
+    let url = members.url(i).to_owned();
+    let client = with_deadline(timeout, "connect", || {
+        Client::connect([url.clone()], Some(options.clone()))
+    })
+    .await?;
+    let client = members
+        .set_client(i, client)
+        .ok_or_else(|| no_connection("connect"))?;
+    // A first request proves the server answers over this transport.
+    with_deadline(timeout, "connect", || {
+        let mut kv = client.kv_client();
+        async move {
+            kv.get(probe_key(), Some(GetOptions::new().with_count_only()))
+                .await
+        }
+    })
+    .await?;
+    Ok(i)
 }
 
-/// Runs a request with a deadline, mapping errors and retrying what
-/// `retry` allows while the deadline leaves room.
-async fn with_deadline<T, F, Fut>(timeout: Duration, op: &str, retry: Retry, mut f: F) -> Result<T>
+/// Runs a request with a deadline, mapping errors and trying again while
+/// it could not be sent and the deadline leaves room.
+async fn with_deadline<T, F, Fut>(timeout: Duration, op: &str, mut f: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
@@ -147,21 +281,31 @@ where
         match tokio::time::timeout(remaining, f()).await {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(e)) => {
-                let again = not_sent(&e) || (retry == Retry::IfUnavailable && is_unavailable(&e));
+                let again = not_sent(&e) || not_applied(&e);
                 if again && Instant::now() + Duration::from_millis(100) < deadline {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(RETRY_PAUSE).await;
                     continue;
                 }
                 return Err(map_error(e, op));
             }
-            Err(_) => {
-                return Err(Error::Timeout {
-                    backend: BACKEND,
-                    operation: op.to_owned(),
-                    after: timeout,
-                })
-            }
+            Err(_) => return Err(timeout_error(op, timeout)),
         }
+    }
+}
+
+fn timeout_error(op: &str, after: Duration) -> Error {
+    Error::Timeout {
+        backend: BACKEND,
+        operation: op.to_owned(),
+        after,
+    }
+}
+
+fn no_connection(op: &str) -> Error {
+    Error::Unavailable {
+        backend: BACKEND,
+        message: format!("{op}: no etcd member could be reached"),
+        source: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! etcd's errors as anykv's, and what each says about a request: whether
-//! it reached a server, and a clear error when the first contact fails.
+//! it reached a server, whether it was certainly not applied (so a write
+//! may be sent again), and a clear error when the first contact fails.
 
 use std::time::Duration;
 
@@ -162,5 +163,53 @@ pub(crate) async fn explain_connect_failure(
             }
             (_, e) => e,
         },
+    }
+}
+
+/// Whether the server refused a request before acting on it, so that
+/// sending it again (to any member) cannot apply it twice: the member had
+/// no leader (refused by etcd's leader check, or the proposal dropped by
+/// raft), is not ready, or is too far behind to take requests.
+pub(crate) fn not_applied(e: &etcd_client::Error) -> bool {
+    let etcd_client::Error::GRpcStatus(s) = e else {
+        return false;
+    };
+    let msg = s.message();
+    [
+        "etcdserver: no leader",
+        "raft proposal dropped",
+        "etcdserver: not capable",
+        "etcdserver: too many requests",
+    ]
+    .iter()
+    .any(|m| msg.contains(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: tonic::Code, msg: &str) -> etcd_client::Error {
+        etcd_client::Error::GRpcStatus(tonic::Status::new(code, msg))
+    }
+
+    #[test]
+    fn only_refusals_count_as_not_applied() {
+        let no_leader = status(tonic::Code::Unavailable, "etcdserver: no leader");
+        assert!(not_applied(&no_leader));
+        assert!(is_unavailable(&no_leader));
+        for unknown in [
+            "etcdserver: request timed out",
+            "etcdserver: leader changed",
+            "etcdserver: request timed out, possibly due to previous leader failure",
+        ] {
+            let e = status(tonic::Code::Unavailable, unknown);
+            assert!(!not_applied(&e), "{unknown}");
+            assert!(matches!(map_error(e, "put"), Error::Unavailable { .. }));
+        }
+        assert!(matches!(
+            map_error(status(tonic::Code::DeadlineExceeded, "x"), "put"),
+            Error::Timeout { .. }
+        ));
     }
 }

@@ -92,6 +92,7 @@ mod errors;
 mod layout;
 mod lease;
 mod lock;
+mod members;
 mod state;
 mod store;
 mod tls;
@@ -101,8 +102,10 @@ use std::sync::Arc;
 
 use anykv_core::{Store, Url};
 
+pub use client::HEDGE_AFTER;
 pub use config::{EtcdConfig, TlsConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
 pub use lease::MIN_TTL;
+pub use members::{MemberStatus, PROBE_INTERVAL, PROBE_TIMEOUT};
 pub use store::{compact, EtcdStore, MAX_VALUE_SIZE};
 
 /// Registers `etcd://` and `etcds://` with `anykv_core::registry`.
