@@ -8,7 +8,7 @@
 //!   connection), or the member refused it before acting (no leader).
 //!   Otherwise its outcome is unknown and the error says so: `Timeout`
 //!   when the request timeout ran out, `Unavailable` when the connection
-//!   broke.
+//!   broke or the member was found down first.
 //! - A read is *hedged*: if its member has not answered within
 //!   [`HEDGE_AFTER`], the same read also goes to another member, and the
 //!   first answer wins; a read that fails with `Unavailable` is tried
@@ -29,7 +29,7 @@ use futures::StreamExt;
 use crate::config::EtcdConfig;
 use crate::errors::{explain_connect_failure, is_unavailable, map_error, not_applied, not_sent};
 use crate::layout::probe_key;
-use crate::members::{Conn, MemberStatus, Members};
+use crate::members::{Conn, MemberStatus, Members, PROBE_TIMEOUT};
 use crate::tls::{install_crypto_provider, tls_options};
 
 /// The backend's name, as in errors.
@@ -76,6 +76,9 @@ impl EtcdClient {
             .iter()
             .map(|e| format!("{scheme}://{e}"))
             .collect();
+        if urls.is_empty() {
+            return Err(Error::Config("no etcd endpoint is configured".into()));
+        }
         let members = Arc::new(Members::new(&urls));
         let contacts = (0..urls.len())
             .map(|i| Box::pin(first_contact(&members, i, &options, config.connect_timeout)));
@@ -116,7 +119,9 @@ impl EtcdClient {
     }
 
     /// Runs a request that may change something, within the request
-    /// timeout: sent again only while it certainly was not applied.
+    /// timeout: sent again only while it certainly was not applied. A
+    /// request whose member is found down before it answers fails then
+    /// with `Unavailable`, without waiting out the timeout.
     pub async fn send<T, F, Fut>(&self, op: &str, mut f: F) -> Result<T>
     where
         F: FnMut(&Conn) -> Fut,
@@ -133,7 +138,27 @@ impl EtcdClient {
                 }
                 return Err(no_connection(op));
             };
-            match tokio::time::timeout(remaining, f(&conn)).await {
+            let sent = Instant::now();
+            let attempt = tokio::select! {
+                r = tokio::time::timeout(remaining, f(&conn)) => r,
+                // No need to wait out the timeout for a member that stopped
+                // answering: the outcome is just as unknown now. (Not before
+                // the request itself waited a probe's timeout: a member
+                // found down by a slow probe may well answer a request.)
+                _ = async {
+                    conn.gone_down().await;
+                    tokio::time::sleep_until((sent + PROBE_TIMEOUT).into()).await;
+                } => return Err(Error::Unavailable {
+                    backend: BACKEND,
+                    message: format!(
+                        "{op}: the etcd member {} stopped answering; the request may or may \
+                         not have been applied",
+                        conn.url()
+                    ),
+                    source: None,
+                }),
+            };
+            match attempt {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) => {
                     let unsent = not_sent(&e);

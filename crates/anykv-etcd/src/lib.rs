@@ -64,11 +64,13 @@
 //!   (250 ms): a read not answered by then is also sent to another member,
 //!   and the first answer wins (and it is sent again when the members'
 //!   health changes, e.g. a new leader is known). A *write* sent to it
-//!   cannot be sent again
-//!   (the member may still apply it when it resumes): it fails with
-//!   `Timeout` after the request timeout. A write is sent again, to
-//!   another member, only when it certainly was not applied: it could not
-//!   be sent, or the member refused it for want of a leader.
+//!   cannot be sent again (the member may still apply it when it
+//!   resumes): it fails with `Unavailable` once the member is found down
+//!   and the write waited at least [`PROBE_TIMEOUT`] (or with `Timeout` if
+//!   the request timeout comes first). A write
+//!   is sent again, to another member, only when it certainly was not
+//!   applied: it could not be sent, or the member refused it for want of
+//!   a leader.
 //! - A frozen *follower* costs nothing at all while the leader answers:
 //!   no request goes to it (measured: get p99 the same as with every
 //!   member up). A killed or frozen *leader* costs what the election costs

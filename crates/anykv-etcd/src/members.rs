@@ -468,6 +468,11 @@ impl Conn {
         self.members.unreachable(self.index);
     }
 
+    /// Whether the member was found down since it was chosen.
+    pub fn went_down(&self) -> bool {
+        self.members.health(self.index).downs != self.downs
+    }
+
     /// Whether a stream on this member should move: the member was found
     /// down since it was chosen, or it is down while another is up.
     pub fn has_failed(&self) -> bool {
@@ -477,11 +482,23 @@ impl Conn {
                 && (0..self.members.len()).any(|j| j != self.index && self.members.health(j).up))
     }
 
-    /// Resolves once [`Conn::has_failed`] holds (never with one endpoint).
+    /// Resolves once [`Conn::has_failed`] holds (never with one endpoint):
+    /// for a stream, which then moves.
     pub async fn failed(&self) {
+        self.until(Self::has_failed).await
+    }
+
+    /// Resolves once [`Conn::went_down`] holds (never with one endpoint):
+    /// for a single request, whose member is known to have stopped
+    /// answering since it was sent.
+    pub async fn gone_down(&self) {
+        self.until(Self::went_down).await
+    }
+
+    async fn until(&self, holds: fn(&Self) -> bool) {
         let mut changes = self.members.changes.subscribe();
         loop {
-            if self.has_failed() {
+            if holds(self) {
                 return;
             }
             if changes.changed().await.is_err() {
