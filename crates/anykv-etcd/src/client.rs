@@ -167,7 +167,10 @@ impl EtcdClient {
                     }
                     let again = unsent || not_applied(&e);
                     if again && Instant::now() + Duration::from_millis(100) < deadline {
-                        if !failed.contains(&conn.index()) {
+                        // A member that refused (no leader yet) may take it
+                        // soon; one that could not be reached is passed
+                        // over.
+                        if unsent && !failed.contains(&conn.index()) {
                             failed.push(conn.index());
                         }
                         tokio::time::sleep(RETRY_PAUSE).await;

@@ -50,6 +50,9 @@ const MAX_MESSAGE: usize = usize::MAX >> 1;
 pub(crate) struct Health {
     /// Whether it answered its last probe (with a leader).
     pub up: bool,
+    /// Whether it answered its last probe at all (even without a leader,
+    /// or with a refusal): a member that is alive.
+    pub answering: bool,
     /// How many times it was found down: a stream that chose the member
     /// before the count changed leaves it.
     pub downs: u64,
@@ -209,13 +212,16 @@ impl Members {
                     h.leader_id = leader_id;
                     h.term = term;
                     h.up = leader_id != 0;
+                    h.answering = true;
                 }
                 Probe::Alive => {
                     h.up = true;
+                    h.answering = true;
                     h.leader_id = 0;
                 }
                 Probe::Silent => {
                     h.up = false;
+                    h.answering = false;
                     h.leader_id = 0;
                 }
             }
@@ -241,7 +247,11 @@ impl Members {
     /// up until its probe says otherwise.
     pub fn mark_up(&self, i: usize) {
         if let Some(m) = self.members.get(i) {
-            m.health.lock().up = true;
+            {
+                let mut h = m.health.lock();
+                h.up = true;
+                h.answering = true;
+            }
             self.changes.send_modify(|c| *c = c.wrapping_add(1));
         }
     }
@@ -369,11 +379,21 @@ fn choose(candidates: &[Candidate], turn: usize, or_avoided: bool) -> Option<usi
         return Some(l.index);
     }
     let up: Vec<&Candidate> = free.iter().copied().filter(|c| c.health.up).collect();
-    rotate(up).or_else(|| rotate(free)).or_else(|| {
-        or_avoided
-            .then(|| rotate(candidates.iter().collect()))
-            .flatten()
-    })
+    // None is up: those that answer without a leader (they refuse at once,
+    // and serve again once one is elected) before those that are silent.
+    let answering: Vec<&Candidate> = free
+        .iter()
+        .copied()
+        .filter(|c| c.health.answering)
+        .collect();
+    rotate(up)
+        .or_else(|| rotate(answering))
+        .or_else(|| rotate(free))
+        .or_else(|| {
+            or_avoided
+                .then(|| rotate(candidates.iter().collect()))
+                .flatten()
+        })
 }
 
 /// Probes member `i` until the store's client goes: builds its client if
@@ -518,6 +538,7 @@ mod tests {
             index,
             health: Health {
                 up,
+                answering: up,
                 downs: 0,
                 member_id: index as u64 + 1,
                 leader_id: if leader { index as u64 + 1 } else { 9 },
@@ -552,6 +573,20 @@ mod tests {
         let all = [c(0, false, false, false), c(1, true, false, false)];
         assert_eq!(choose(&all, 0, true), Some(1));
         assert_eq!(choose(&all, 1, true), Some(1));
+    }
+
+    #[test]
+    fn members_that_answer_without_a_leader_before_silent_ones() {
+        let mut answering = c(1, false, false, false);
+        answering.health.answering = true;
+        let all = [
+            c(0, false, true, false),
+            answering,
+            c(2, false, false, false),
+        ];
+        for turn in 0..3 {
+            assert_eq!(choose(&all, turn, true), Some(1));
+        }
     }
 
     #[test]
