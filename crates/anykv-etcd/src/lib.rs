@@ -75,10 +75,11 @@
 //!   no request goes to it (measured: get p99 the same as with every
 //!   member up). A killed or frozen *leader* costs what the election costs
 //!   (measured with etcd's default 1 s election timeout: writes land again
-//!   about 1 s after a kill; after a freeze, the one write in flight to it
-//!   fails with `Timeout` and writes land again after about 2 s): writes
-//!   in flight fail with `Timeout` or `Unavailable`, and no linearizable
-//!   read can be served anywhere until a new leader is elected.
+//!   1 to 2.6 s after a kill, about as long as the election; after a
+//!   freeze, 2 to 3.3 s, as the other members first wait out the election
+//!   timeout): writes in flight fail with `Timeout` or `Unavailable`, and
+//!   no linearizable read can be served anywhere until a new leader is
+//!   elected (reads wait for it, within the request timeout).
 //! - Watches and lease keep-alives each use one stream on one member; when
 //!   it breaks or its member is found down, the stream moves to another
 //!   member: every watch resumes after the last revision it delivered
