@@ -8,7 +8,7 @@
 //!   connection), or the member refused it before acting (no leader).
 //!   Otherwise its outcome is unknown and the error says so: `Timeout`
 //!   when the request timeout ran out, `Unavailable` when the connection
-//!   broke or the member was found down first.
+//!   broke or the member was found down (or naming a new leader) first.
 //! - A read is *hedged*: if its member has not answered within
 //!   [`HEDGE_AFTER`], the same read also goes to another member, and the
 //!   first answer wins; a read that fails with `Unavailable` is tried

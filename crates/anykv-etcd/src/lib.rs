@@ -65,7 +65,8 @@
 //!   and the first answer wins (and it is sent again when the members'
 //!   health changes, e.g. a new leader is known). A *write* sent to it
 //!   cannot be sent again (the member may still apply it when it
-//!   resumes): it fails with `Unavailable` once the member is found down
+//!   resumes): it fails with `Unavailable` once the member is found down,
+//!   or names a new leader (a write it forwarded to the old one is lost),
 //!   and the write waited at least [`PROBE_TIMEOUT`] (or with `Timeout` if
 //!   the request timeout comes first). A write
 //!   is sent again, to another member, only when it certainly was not

@@ -289,11 +289,13 @@ impl Members {
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         let index = choose(&candidates, turn, or_avoided)?;
         let client = self.client(index)?;
+        let h = self.health(index);
         Some(Conn {
             members: self.clone(),
             index,
             client,
-            downs: self.health(index).downs,
+            downs: h.downs,
+            leader_id: h.leader_id,
         })
     }
 
@@ -450,6 +452,8 @@ pub(crate) struct Conn {
     client: Client,
     /// The member's count of downs when it was chosen.
     downs: u64,
+    /// The leader it named then (0: unknown).
+    leader_id: u64,
 }
 
 impl Conn {
@@ -488,9 +492,12 @@ impl Conn {
         self.members.unreachable(self.index);
     }
 
-    /// Whether the member was found down since it was chosen.
+    /// Whether the member was found down since it was chosen, or now names
+    /// another leader (a request it forwarded to the old one is lost).
     pub fn went_down(&self) -> bool {
-        self.members.health(self.index).downs != self.downs
+        let h = self.members.health(self.index);
+        h.downs != self.downs
+            || (self.leader_id != 0 && h.leader_id != 0 && h.leader_id != self.leader_id)
     }
 
     /// Whether a stream on this member should move: the member was found
