@@ -76,8 +76,8 @@
 //!   no request goes to it (measured: get p99 the same as with every
 //!   member up). A killed or frozen *leader* costs what the election costs
 //!   (measured with etcd's default 1 s election timeout: writes land again
-//!   1 to 2.6 s after a kill, about as long as the election; after a
-//!   freeze, 2 to 3.3 s, as the other members first wait out the election
+//!   1 to 2.6 s after a kill, about as long as the election; about 2.3 s
+//!   after a freeze, as the other members first wait out the election
 //!   timeout): writes in flight fail with `Timeout` or `Unavailable`, and
 //!   no linearizable read can be served anywhere until a new leader is
 //!   elected (reads wait for it, within the request timeout).
