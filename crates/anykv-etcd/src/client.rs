@@ -1,42 +1,66 @@
-//! The connection to etcd: connecting (with a clear error when the first
-//! contact fails), the deadline and retry rules every request follows,
-//! the mapping of etcd's errors to anykv's, and decoding of replies.
+//! The connection to etcd: connecting (through whichever member answers
+//! first, with a clear error when none does), the deadline, retry and
+//! hedging rules every request follows, and decoding of replies.
 //!
-//! A write that times out is never retried; one that could not be sent
-//! (no connection to that endpoint) is tried again within the request
-//! timeout, as are reads that fail with `Unavailable`.
+//! - A write goes to one member at a time (see [`crate::members`] for
+//!   which). It is sent again, to another member when there is one, only
+//!   if it certainly was not applied: it could not be sent (no
+//!   connection), or the member refused it before acting (no leader).
+//!   Otherwise its outcome is unknown and the error says so: `Timeout`
+//!   when the request timeout ran out, `Unavailable` when the connection
+//!   broke or the member was found down (or naming a new leader) first.
+//! - A read is *hedged*: if its member has not answered within
+//!   [`HEDGE_AFTER`], the same read also goes to another member, and the
+//!   first answer wins; a read that fails with `Unavailable` is tried
+//!   again on another member. So a member that froze costs a read about
+//!   [`HEDGE_AFTER`] until the member's probe finds it down, and nothing
+//!   after that.
+//! - Everything ends within the request timeout.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anykv_core::{Error, Result};
-use etcd_client::{Client, ConnectOptions, GetOptions, KvClient, LeaseClient, WatchClient};
+use etcd_client::{Client, ConnectOptions, GetOptions};
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
 
 use crate::config::EtcdConfig;
+use crate::errors::{explain_connect_failure, is_unavailable, map_error, not_applied, not_sent};
 use crate::layout::probe_key;
+use crate::members::{Conn, MemberStatus, Members, PROBE_TIMEOUT};
 use crate::tls::{install_crypto_provider, tls_options};
 
 /// The backend's name, as in errors.
 pub(crate) const BACKEND: &str = "etcd";
 
-/// The largest gRPC message sent or received (etcd enforces its own).
-const MAX_MESSAGE: usize = usize::MAX >> 1;
+/// How long a read waits for its member before it is also sent to
+/// another one.
+pub const HEDGE_AFTER: Duration = Duration::from_millis(250);
 
-/// The etcd client of one store and its request timeout.
+/// The pause before an attempt that failed is made again.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// The etcd members of one store and its request timeout.
 #[derive(Clone)]
 pub(crate) struct EtcdClient {
-    client: Client,
+    members: Arc<Members>,
     request_timeout: Duration,
 }
 
 impl EtcdClient {
-    /// Connects and checks that etcd answers (and accepts the credentials)
-    /// within the connect timeout.
+    /// Connects to every endpoint at once and returns as soon as one
+    /// member answers (and accepts the credentials), within the connect
+    /// timeout; the others are connected and probed in the background.
     pub async fn connect(config: &EtcdConfig) -> Result<EtcdClient> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
             .with_keep_alive(Duration::from_secs(2), config.request_timeout)
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive_while_idle(true)
+            // A member without a leader refuses requests at once rather
+            // than holding them (and such a refusal is safe to resend).
+            .with_require_leader(true);
         let scheme = if let Some(tls) = &config.tls {
             install_crypto_provider();
             options = options.with_tls(tls_options(tls)?);
@@ -52,50 +76,24 @@ impl EtcdClient {
             .iter()
             .map(|e| format!("{scheme}://{e}"))
             .collect();
-        let connected = with_deadline(config.connect_timeout, "connect", Retry::IfNotSent, || {
-            Client::connect(&urls, Some(options.clone()))
-        })
-        .await;
-        let client = match connected {
-            Ok(client) => EtcdClient {
-                client,
-                request_timeout: config.request_timeout,
-            },
-            Err(e) => return Err(explain_connect_failure(config, &urls, e).await),
-        };
-        // A first request proves the server answers over this transport.
-        let probe = with_deadline(config.connect_timeout, "connect", Retry::IfNotSent, || {
-            let mut kv = client.kv();
-            async move {
-                kv.get(probe_key(), Some(GetOptions::new().with_count_only()))
-                    .await
-            }
-        })
-        .await;
-        match probe {
-            Ok(_) => Ok(client),
-            Err(e) => Err(explain_connect_failure(config, &urls, e).await),
+        if urls.is_empty() {
+            return Err(Error::Config("no etcd endpoint is configured".into()));
         }
-    }
-
-    /// The key-value service, without a message size limit of its own.
-    pub fn kv(&self) -> KvClient {
-        self.client
-            .kv_client()
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE)
-    }
-
-    /// The lease service.
-    pub fn leases(&self) -> LeaseClient {
-        self.client.lease_client()
-    }
-
-    /// The watch service, without a message size limit of its own.
-    pub fn watches(&self) -> WatchClient {
-        self.client
-            .watch_client()
-            .max_decoding_message_size(MAX_MESSAGE)
+        let members = Arc::new(Members::new(&urls));
+        let contacts = (0..urls.len())
+            .map(|i| Box::pin(first_contact(&members, i, &options, config.connect_timeout)));
+        // The first member to answer wins; the other attempts stop here
+        // (the probes take over).
+        let first = futures::future::select_ok(contacts).await.map(|(i, _)| i);
+        match first {
+            Ok(i) => members.mark_up(i),
+            Err(e) => return Err(explain_connect_failure(config, &urls, e).await),
+        }
+        members.start_probes(&options, config.connect_timeout);
+        Ok(EtcdClient {
+            members,
+            request_timeout: config.request_timeout,
+        })
     }
 
     /// The time one request may take.
@@ -103,39 +101,204 @@ impl EtcdClient {
         self.request_timeout
     }
 
+    /// The member a new stream should use; `None` while no member has a
+    /// connection.
+    pub fn stream_conn(&self) -> Option<Conn> {
+        self.members.pick(&[])
+    }
+
+    /// Stops probing the members (the store closed); requests still go
+    /// where the last probes said.
+    pub fn stop_probes(&self) {
+        self.members.stop_probes();
+    }
+
+    /// What is known of each member, in endpoint order.
+    pub fn members(&self) -> Vec<MemberStatus> {
+        self.members.list()
+    }
+
     /// Runs a request that may change something, within the request
-    /// timeout: retried only while it could not be sent.
-    pub async fn send<T, F, Fut>(&self, op: &str, f: F) -> Result<T>
+    /// timeout: sent again only while it certainly was not applied. A
+    /// request whose member is found down before it answers fails then
+    /// with `Unavailable`, without waiting out the timeout.
+    pub async fn send<T, F, Fut>(&self, op: &str, mut f: F) -> Result<T>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(&Conn) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        with_deadline(self.request_timeout, op, Retry::IfNotSent, f).await
+        let deadline = instant_after(Instant::now(), self.request_timeout);
+        let mut failed = Vec::new();
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let Some(conn) = self.members.pick(&failed) else {
+                if Instant::now() + Duration::from_millis(100) < deadline {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    continue;
+                }
+                return Err(no_connection(op));
+            };
+            let sent = Instant::now();
+            let attempt = tokio::select! {
+                r = tokio::time::timeout(remaining, f(&conn)) => r,
+                // No need to wait out the timeout for a member that stopped
+                // answering: the outcome is just as unknown now. (Not before
+                // the request itself waited a probe's timeout: a member
+                // found down by a slow probe may well answer a request.)
+                _ = async {
+                    conn.gone_down().await;
+                    tokio::time::sleep_until((sent + PROBE_TIMEOUT).into()).await;
+                } => return Err(Error::Unavailable {
+                    backend: BACKEND,
+                    message: format!(
+                        "{op}: the etcd member {} stopped answering; the request may or may \
+                         not have been applied",
+                        conn.url()
+                    ),
+                    source: None,
+                }),
+            };
+            match attempt {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => {
+                    let unsent = not_sent(&e);
+                    if unsent {
+                        conn.unreachable();
+                    }
+                    let again = unsent || not_applied(&e);
+                    if again && Instant::now() + Duration::from_millis(100) < deadline {
+                        // A member that refused (no leader yet) may take it
+                        // soon; one that could not be reached is passed
+                        // over.
+                        if unsent && !failed.contains(&conn.index()) {
+                            failed.push(conn.index());
+                        }
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                        continue;
+                    }
+                    return Err(map_error(e, op));
+                }
+                Err(_) => return Err(timeout_error(op, self.request_timeout)),
+            }
+        }
     }
 
-    /// Runs a read within the request timeout: retried also when the
-    /// server is unavailable.
-    pub async fn read<T, F, Fut>(&self, op: &str, f: F) -> Result<T>
+    /// Runs a read within the request timeout, hedged: also sent to
+    /// another member when its member has not answered within
+    /// [`HEDGE_AFTER`], and tried again elsewhere when it fails with
+    /// `Unavailable`.
+    pub async fn read<T, F, Fut>(&self, op: &str, mut f: F) -> Result<T>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(&Conn) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        with_deadline(self.request_timeout, op, Retry::IfUnavailable, f).await
+        let deadline = instant_after(Instant::now(), self.request_timeout);
+        let mut launch = |conn: Conn, id: usize| {
+            let attempt = f(&conn);
+            async move { (id, conn, attempt.await) }
+        };
+        let mut inflight = FuturesUnordered::new();
+        // The attempts in flight and the members whose attempt failed,
+        // each with the members' health generation when it was sent: a
+        // member is tried again only once the generation moved on (a new
+        // leader, a member back), so an attempt stuck on a member that
+        // waits for a dead leader is sent again once there is a new one.
+        let mut busy: Vec<(usize, usize, u64)> = Vec::new();
+        let mut failed: Vec<(usize, u64)> = Vec::new();
+        // Attempts so far (their ids), and how many may be in flight.
+        let (mut launched, most) = (0, 2 * self.members.len());
+        let mut next_launch = Instant::now();
+        loop {
+            if Instant::now() >= next_launch && busy.len() < most {
+                let generation = self.members.generation();
+                let avoid: Vec<usize> = busy
+                    .iter()
+                    .map(|b| (b.1, b.2))
+                    .chain(failed.iter().copied())
+                    .filter(|(_, g)| *g == generation)
+                    .map(|(i, _)| i)
+                    .collect();
+                let conn = if busy.is_empty() {
+                    self.members.pick(&avoid)
+                } else {
+                    self.members.pick_other(&avoid)
+                };
+                if let Some(conn) = conn {
+                    busy.push((launched, conn.index(), generation));
+                    inflight.push(launch(conn, launched));
+                    launched += 1;
+                } else if busy.is_empty() && Instant::now() + RETRY_PAUSE >= deadline {
+                    return Err(no_connection(op));
+                }
+                let pause = if busy.is_empty() {
+                    RETRY_PAUSE
+                } else {
+                    HEDGE_AFTER
+                };
+                next_launch = Instant::now() + pause;
+            }
+            tokio::select! {
+                Some((id, conn, r)) = inflight.next(), if !inflight.is_empty() => {
+                    busy.retain(|b| b.0 != id);
+                    match r {
+                        Ok(v) => return Ok(v),
+                        Err(e) if not_sent(&e) || is_unavailable(&e) || not_applied(&e) => {
+                            if not_sent(&e) {
+                                conn.unreachable();
+                            }
+                            failed.retain(|f| f.0 != conn.index());
+                            failed.push((conn.index(), self.members.generation()));
+                            let late = Instant::now() + Duration::from_millis(100) >= deadline;
+                            if busy.is_empty() && late {
+                                return Err(map_error(e, op));
+                            }
+                            // Another member may take it now.
+                            next_launch = Instant::now()
+                                + if busy.is_empty() { RETRY_PAUSE } else { Duration::ZERO };
+                        }
+                        Err(e) => return Err(map_error(e, op)),
+                    }
+                }
+                _ = tokio::time::sleep_until(next_launch.into()), if busy.len() < most => {}
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    return Err(timeout_error(op, self.request_timeout));
+                }
+            }
+        }
     }
 }
 
-/// Which failures [`with_deadline`] tries again.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Retry {
-    /// Only a request that never reached a server (safe for writes).
-    IfNotSent,
-    /// Also one that failed with `Unavailable` (reads).
-    IfUnavailable,
+/// Builds member `i`'s client and checks that it answers a first request
+/// (with the credentials); `i` once it did.
+async fn first_contact(
+    members: &Arc<Members>,
+    i: usize,
+    options: &ConnectOptions,
+    timeout: Duration,
+) -> Result<usize> {
+    let url = members.url(i).to_owned();
+    let client = with_deadline(timeout, "connect", || {
+        Client::connect([url.clone()], Some(options.clone()))
+    })
+    .await?;
+    let client = members
+        .set_client(i, client)
+        .ok_or_else(|| no_connection("connect"))?;
+    // A first request proves the server answers over this transport.
+    with_deadline(timeout, "connect", || {
+        let mut kv = client.kv_client();
+        async move {
+            kv.get(probe_key(), Some(GetOptions::new().with_count_only()))
+                .await
+        }
+    })
+    .await?;
+    Ok(i)
 }
 
-/// Runs a request with a deadline, mapping errors and retrying what
-/// `retry` allows while the deadline leaves room.
-async fn with_deadline<T, F, Fut>(timeout: Duration, op: &str, retry: Retry, mut f: F) -> Result<T>
+/// Runs a request with a deadline, mapping errors and trying again while
+/// it could not be sent and the deadline leaves room.
+async fn with_deadline<T, F, Fut>(timeout: Duration, op: &str, mut f: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
@@ -146,173 +309,31 @@ where
         match tokio::time::timeout(remaining, f()).await {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(e)) => {
-                let again = not_sent(&e) || (retry == Retry::IfUnavailable && is_unavailable(&e));
+                let again = not_sent(&e) || not_applied(&e);
                 if again && Instant::now() + Duration::from_millis(100) < deadline {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(RETRY_PAUSE).await;
                     continue;
                 }
                 return Err(map_error(e, op));
             }
-            Err(_) => {
-                return Err(Error::Timeout {
-                    backend: BACKEND,
-                    operation: op.to_owned(),
-                    after: timeout,
-                })
-            }
+            Err(_) => return Err(timeout_error(op, timeout)),
         }
     }
 }
 
-/// Whether a request failed before reaching any server.
-fn not_sent(e: &etcd_client::Error) -> bool {
-    let text = match e {
-        etcd_client::Error::GRpcStatus(s) => format!("{}: {:?}", s.message(), s),
-        etcd_client::Error::TransportError(t) => format!("{t:?}"),
-        _ => return false,
-    };
-    text.contains("tcp connect error") || text.contains("ConnectError")
-}
-
-fn is_unavailable(e: &etcd_client::Error) -> bool {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => s.code() == tonic::Code::Unavailable,
-        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
-        _ => false,
+fn timeout_error(op: &str, after: Duration) -> Error {
+    Error::Timeout {
+        backend: BACKEND,
+        operation: op.to_owned(),
+        after,
     }
 }
 
-/// An error and its sources as one line, each message once.
-fn error_chain_text(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        let m = x.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        src = x.source();
-    }
-    s
-}
-
-/// anykv's error for an etcd error of operation `op`.
-fn map_error(e: etcd_client::Error, op: &str) -> Error {
-    use tonic::Code;
-    match e {
-        etcd_client::Error::GRpcStatus(status) => {
-            let msg = status.message().to_owned();
-            let lower = msg.to_ascii_lowercase();
-            if lower.contains("authentication failed")
-                || lower.contains("invalid auth token")
-                || lower.contains("user name is empty")
-                || status.code() == Code::Unauthenticated
-            {
-                return Error::Unauthenticated {
-                    backend: BACKEND,
-                    message: msg,
-                };
-            }
-            if lower.contains("lease not found") {
-                return Error::LeaseLost {
-                    backend: BACKEND,
-                    lease: 0,
-                };
-            }
-            match status.code() {
-                Code::PermissionDenied => Error::PermissionDenied {
-                    backend: BACKEND,
-                    message: format!("{op}: {msg}"),
-                },
-                Code::DeadlineExceeded => Error::Timeout {
-                    backend: BACKEND,
-                    operation: op.to_owned(),
-                    after: Duration::ZERO,
-                },
-                Code::Unavailable | Code::Cancelled | Code::Unknown | Code::Aborted => {
-                    Error::Unavailable {
-                        backend: BACKEND,
-                        message: format!("{op}: {}", error_chain_text(&status)),
-                        source: None,
-                    }
-                }
-                _ => Error::Backend {
-                    backend: BACKEND,
-                    message: format!("{op}: {msg}"),
-                    source: None,
-                },
-            }
-        }
-        etcd_client::Error::TransportError(t) => Error::Unavailable {
-            backend: BACKEND,
-            message: format!("{op}: {}", error_chain_text(&t)),
-            source: None,
-        },
-        etcd_client::Error::IoError(t) => Error::Unavailable {
-            backend: BACKEND,
-            message: format!("{op}: {t}"),
-            source: None,
-        },
-        other => Error::Backend {
-            backend: BACKEND,
-            message: format!("{op}: {other}"),
-            source: None,
-        },
-    }
-}
-
-/// Turns a failed first contact into a clear error: when the balanced
-/// channel only says "timed out", a direct connection names the cause
-/// (refused, TLS handshake failure, ...).
-async fn explain_connect_failure(config: &EtcdConfig, urls: &[String], e: Error) -> Error {
-    if !matches!(e, Error::Timeout { .. } | Error::Unavailable { .. }) {
-        return e;
-    }
-    let Some(url) = urls.first() else { return e };
-    let endpoint = match tonic::transport::Endpoint::from_shared(url.clone()) {
-        Ok(ep) => ep.connect_timeout(config.connect_timeout),
-        Err(_) => return e,
-    };
-    let endpoint = match &config.tls {
-        Some(tls) => match tls_options(tls).and_then(|o| {
-            endpoint
-                .tls_config(o)
-                .map_err(|x| Error::Config(error_chain_text(&x)))
-        }) {
-            Ok(ep) => ep,
-            Err(x) => return x,
-        },
-        None => endpoint,
-    };
-    match tokio::time::timeout(config.connect_timeout, endpoint.connect()).await {
-        Ok(Err(x)) => Error::Unavailable {
-            backend: BACKEND,
-            message: format!(
-                "cannot reach {}{}: {}",
-                urls.join(","),
-                if config.tls.is_some() {
-                    " over TLS"
-                } else {
-                    ""
-                },
-                error_chain_text(&x)
-            ),
-            source: None,
-        },
-        _ => match (&config.tls, e) {
-            (Some(tls), Error::Unavailable { message, .. }) if tls.cert_file.is_none() => {
-                Error::Unavailable {
-                    backend: BACKEND,
-                    message: format!(
-                        "{message} (the TLS connection was closed by the server: does it \
-                         require a client certificate? set cert_file and key_file)"
-                    ),
-                    source: None,
-                }
-            }
-            (_, e) => e,
-        },
+fn no_connection(op: &str) -> Error {
+    Error::Unavailable {
+        backend: BACKEND,
+        message: format!("{op}: no etcd member could be reached"),
+        source: None,
     }
 }
 

@@ -8,6 +8,9 @@
 //!   that TTL after that send, even while a keep-alive is still in flight.
 //!   So `lost()` fires before the server can expire the lease and let
 //!   another client take its lock.
+//! - The keep-alive stream stays on one member until it breaks or the
+//!   member is found down (see [`crate::members`]); then the next
+//!   keep-alive goes to another member, well within the lease's TTL.
 //! - Revoke (and close, and drop) deletes the lease's keys one by one
 //!   before revoking it, so watchers see one revision per key.
 //! - Each TTL put grants a lease for that key (and a marker key on it, see
@@ -88,8 +91,8 @@ pub(crate) async fn grant(client: &EtcdClient, ttl: Duration) -> Result<GrantedL
     // The lease is valid at least until the grant's send plus its TTL.
     let sent = Instant::now();
     let grant = client
-        .send("grant lease", || {
-            let mut leases = client.leases();
+        .send("grant lease", |c| {
+            let mut leases = c.leases();
             async move { leases.grant(secs, None).await }
         })
         .await?;
@@ -136,51 +139,57 @@ async fn keep_alive(
     let timeout = client.request_timeout();
     let bound = |expiry: Instant| timeout.min(expiry.saturating_duration_since(Instant::now()));
     loop {
-        // Opening the stream sends a keep-alive and reads its reply (whose
-        // TTL is not exposed), so validity is extended only by the
-        // keep-alives sent below.
-        let opened = tokio::select! {
-            r = tokio::time::timeout(bound(expiry.deadline().into_std()), async {
-                client.leases().keep_alive(id).await
-            }) => r,
-            _ = &mut expiry => {
-                trigger.fire();
-                return;
-            }
-        };
-        if let Ok(Ok((mut keeper, mut stream))) = opened {
-            loop {
-                // One request in flight at a time, so the reply read
-                // answers the request sent at `sent`.
-                let sent = Instant::now();
-                let attempt = async {
-                    keeper.keep_alive().await?;
-                    stream.message().await
-                };
-                let r = tokio::select! {
-                    r = tokio::time::timeout(bound(expiry.deadline().into_std()), attempt) => r,
-                    _ = &mut expiry => {
-                        trigger.fire();
-                        return;
-                    }
-                };
-                match r {
-                    Ok(Ok(Some(resp))) => {
-                        if resp.ttl() <= 0 {
+        // The stream stays on one member until it breaks or the member is
+        // found down (then it moves to another).
+        if let Some(conn) = client.stream_conn() {
+            // Opening the stream sends a keep-alive and reads its reply
+            // (whose TTL is not exposed), so validity is extended only by
+            // the keep-alives sent below.
+            let opened = tokio::select! {
+                r = tokio::time::timeout(bound(expiry.deadline().into_std()), async {
+                    conn.leases().keep_alive(id).await
+                }) => r.ok().and_then(|r| r.ok()),
+                _ = conn.failed() => None,
+                _ = &mut expiry => {
+                    trigger.fire();
+                    return;
+                }
+            };
+            if let Some((mut keeper, mut stream)) = opened {
+                loop {
+                    // One request in flight at a time, so the reply read
+                    // answers the request sent at `sent`.
+                    let sent = Instant::now();
+                    let attempt = async {
+                        keeper.keep_alive().await?;
+                        stream.message().await
+                    };
+                    let r = tokio::select! {
+                        r = tokio::time::timeout(bound(expiry.deadline().into_std()), attempt) => r,
+                        _ = conn.failed() => break,
+                        _ = &mut expiry => {
                             trigger.fire();
                             return;
                         }
-                        let granted = Duration::from_secs(revision(resp.ttl()));
-                        let lost_at = instant_after(sent, loss_deadline(granted));
-                        expiry.as_mut().reset(lost_at.into());
+                    };
+                    match r {
+                        Ok(Ok(Some(resp))) => {
+                            if resp.ttl() <= 0 {
+                                trigger.fire();
+                                return;
+                            }
+                            let granted = Duration::from_secs(revision(resp.ttl()));
+                            let lost_at = instant_after(sent, loss_deadline(granted));
+                            expiry.as_mut().reset(lost_at.into());
+                        }
+                        _ => break,
                     }
-                    _ => break,
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(period) => {}
-                    _ = &mut expiry => {
-                        trigger.fire();
-                        return;
+                    tokio::select! {
+                        _ = tokio::time::sleep(period) => {}
+                        _ = &mut expiry => {
+                            trigger.fire();
+                            return;
+                        }
                     }
                 }
             }
@@ -200,8 +209,8 @@ async fn keep_alive(
 pub(crate) async fn revoke(client: &EtcdClient, id: i64, delete_keys: bool) -> Result<()> {
     if delete_keys {
         let ttl = client
-            .send("revoke lease", || {
-                let mut leases = client.leases();
+            .send("revoke lease", |c| {
+                let mut leases = c.leases();
                 async move {
                     leases
                         .time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys()))
@@ -216,16 +225,16 @@ pub(crate) async fn revoke(client: &EtcdClient, id: i64, delete_keys: bool) -> R
                 .when([Compare::lease(k.clone(), CompareOp::Equal, id)])
                 .and_then([TxnOp::delete(k, None)]);
             client
-                .send("revoke lease", || {
-                    let (mut kv, txn) = (client.kv(), txn.clone());
+                .send("revoke lease", |c| {
+                    let (mut kv, txn) = (c.kv(), txn.clone());
                     async move { kv.txn(txn).await }
                 })
                 .await?;
         }
     }
     let revoked = client
-        .send("revoke lease", || {
-            let mut leases = client.leases();
+        .send("revoke lease", |c| {
+            let mut leases = c.leases();
             async move { leases.revoke(id).await }
         })
         .await;
@@ -302,8 +311,8 @@ impl Release for LeaseRelease {
 pub(crate) async fn grant_for_ttl_put(client: &EtcdClient, ttl: Duration) -> Result<(i64, TxnOp)> {
     let secs = lease_seconds(ttl);
     let grant = client
-        .send("put", || {
-            let mut leases = client.leases();
+        .send("put", |c| {
+            let mut leases = c.leases();
             async move { leases.grant(secs, None).await }
         })
         .await?;
@@ -326,8 +335,8 @@ pub(crate) fn retire_ttl_lease(client: &EtcdClient, lease: i64, own: i64) {
     let client = client.clone();
     tokio::spawn(async move {
         let marker = client
-            .send("retire ttl lease", || {
-                let mut kv = client.kv();
+            .read("retire ttl lease", |c| {
+                let mut kv = c.kv();
                 async move {
                     kv.get(ttl_marker(lease), Some(GetOptions::new().with_count_only()))
                         .await
@@ -336,8 +345,8 @@ pub(crate) fn retire_ttl_lease(client: &EtcdClient, lease: i64, own: i64) {
             .await;
         if matches!(marker, Ok(r) if r.count() > 0) {
             let _ = client
-                .send("retire ttl lease", || {
-                    let mut leases = client.leases();
+                .send("retire ttl lease", |c| {
+                    let mut leases = c.leases();
                     async move { leases.revoke(lease).await }
                 })
                 .await;

@@ -52,8 +52,8 @@ pub(crate) async fn acquire(
         ),
     ]);
     let resp = client
-        .send("lock", || {
-            let (mut kv, txn) = (client.kv(), txn.clone());
+        .send("lock", |c| {
+            let (mut kv, txn) = (c.kv(), txn.clone());
             async move { kv.txn(txn).await }
         })
         .await?;
@@ -72,8 +72,8 @@ pub(crate) async fn acquire(
             wait_for_predecessors(state, &dir, my_rev, &lost).await?;
             // Re-check ownership: our key must still exist.
             let me = client
-                .read("lock", || {
-                    let (mut kv, key) = (client.kv(), mine.clone());
+                .read("lock", |c| {
+                    let (mut kv, key) = (c.kv(), mine.clone());
                     async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
                 })
                 .await?;
@@ -132,8 +132,8 @@ async fn wait_for_predecessors(
     let client = &state.client;
     loop {
         let resp = client
-            .read("lock", || {
-                let (mut kv, dir) = (client.kv(), dir.to_owned());
+            .read("lock", |c| {
+                let (mut kv, dir) = (c.kv(), dir.to_owned());
                 async move {
                     kv.get(
                         dir,

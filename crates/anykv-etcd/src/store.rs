@@ -4,8 +4,9 @@
 //! compare-and-swap, create-only, compare-and-delete and TTL puts are
 //! single transactions (etcd applies a transaction at about half the rate
 //! of a plain put) whose failure branch reads the key, so the error
-//! (`KeyExists`, `KeyModified`, `KeyNotFound`) is exact. Writes are never
-//! retried. `delete_tree` deletes key by key so each deleted key gets its
+//! (`KeyExists`, `KeyModified`, `KeyNotFound`) is exact. A write is sent
+//! again only when the server certainly did not apply it (see `client`);
+//! reads are hedged across members. `delete_tree` deletes key by key so each deleted key gets its
 //! own revision.
 
 use std::any::Any;
@@ -33,6 +34,7 @@ use crate::config::EtcdConfig;
 use crate::layout::{KeyNames, Layout, TreeRange};
 use crate::lease::{self, lease_error, retire_ttl_lease, LeaseRelease, MIN_TTL};
 use crate::lock;
+use crate::members::MemberStatus;
 use crate::state::StoreState;
 use crate::watch::Watches;
 
@@ -108,8 +110,8 @@ impl EtcdStore {
         let rev = i64::try_from(revision)
             .map_err(|_| Error::InvalidArgument(format!("revision {revision} is too large")))?;
         self.client()
-            .send("compact", || {
-                let mut kv = self.client().kv();
+            .send("compact", |c| {
+                let mut kv = c.kv();
                 async move {
                     kv.compact(rev, Some(CompactionOptions::new().with_physical()))
                         .await
@@ -117,6 +119,14 @@ impl EtcdStore {
             })
             .await
             .map(|_| ())
+    }
+
+    /// What the store knows of each of its endpoints, in the order of
+    /// [`EtcdConfig::endpoints`]: whether it is connected, up (answering
+    /// its probes, with a leader) and the leader. Requests go to the
+    /// leader while it is up (see the crate documentation).
+    pub fn members(&self) -> Vec<MemberStatus> {
+        self.client().members()
     }
 
     fn client(&self) -> &EtcdClient {
@@ -209,8 +219,8 @@ impl EtcdStore {
         // and expires with the key's TTL.
         let resp = self
             .client()
-            .send("put", || {
-                let (mut kv, txn) = (self.client().kv(), txn.clone());
+            .send("put", |c| {
+                let (mut kv, txn) = (c.kv(), txn.clone());
                 async move { kv.txn(txn).await }
             })
             .await
@@ -245,8 +255,8 @@ impl EtcdStore {
     ) -> Result<u64> {
         let resp = self
             .client()
-            .send("put", || {
-                let mut kv = self.client().kv();
+            .send("put", |c| {
+                let mut kv = c.kv();
                 let (k, v, o) = (full.clone(), value.to_vec(), put_opts.clone());
                 async move { kv.put(k, v, Some(o)).await }
             })
@@ -263,8 +273,8 @@ impl EtcdStore {
     async fn delete_full(&self, op: &str, full: Vec<u8>) -> Result<bool> {
         let resp = self
             .client()
-            .send(op, || {
-                let (mut kv, key) = (self.client().kv(), full.clone());
+            .send(op, |c| {
+                let (mut kv, key) = (c.kv(), full.clone());
                 async move {
                     kv.delete(key, Some(DeleteOptions::new().with_prev_key()))
                         .await
@@ -347,8 +357,8 @@ impl Store for EtcdStore {
         let KeyNames { full, canonical } = self.open_key(key)?;
         let mut resp = self
             .client()
-            .read("get", || {
-                let (mut kv, key) = (self.client().kv(), full.clone());
+            .read("get", |c| {
+                let (mut kv, key) = (c.kv(), full.clone());
                 async move { kv.get(key, None).await }
             })
             .await?;
@@ -373,8 +383,8 @@ impl Store for EtcdStore {
         let names = self.open_key(key)?;
         let resp = self
             .client()
-            .read("exists", || {
-                let (mut kv, key) = (self.client().kv(), names.full.clone());
+            .read("exists", |c| {
+                let (mut kv, key) = (c.kv(), names.full.clone());
                 async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
             })
             .await?;
@@ -385,8 +395,8 @@ impl Store for EtcdStore {
         let TreeRange { start, end, .. } = self.open_tree(prefix)?;
         let mut resp = self
             .client()
-            .read("list", || {
-                let (mut kv, start, end) = (self.client().kv(), start.clone(), end.clone());
+            .read("list", |c| {
+                let (mut kv, start, end) = (c.kv(), start.clone(), end.clone());
                 async move { kv.get(start, Some(GetOptions::new().with_range(end))).await }
             })
             .await?;
@@ -422,8 +432,8 @@ impl Store for EtcdStore {
             }
             let mut resp = self
                 .client()
-                .read("list", || {
-                    let (mut kv, from, get) = (self.client().kv(), from.clone(), get.clone());
+                .read("list", |c| {
+                    let (mut kv, from, get) = (c.kv(), from.clone(), get.clone());
                     async move { kv.get(from, Some(get)).await }
                 })
                 .await?;
@@ -447,8 +457,8 @@ impl Store for EtcdStore {
         let TreeRange { own, start, end } = self.open_tree(prefix)?;
         let resp = self
             .client()
-            .send("delete_tree", || {
-                let (mut kv, start, end) = (self.client().kv(), start.clone(), end.clone());
+            .read("delete_tree", |c| {
+                let (mut kv, start, end) = (c.kv(), start.clone(), end.clone());
                 async move {
                     kv.get(
                         start,
@@ -493,8 +503,8 @@ impl Store for EtcdStore {
             .or_else([TxnOp::get(full.clone(), None)]);
         let resp = self
             .client()
-            .send("atomic_delete", || {
-                let (mut kv, txn) = (self.client().kv(), txn.clone());
+            .send("atomic_delete", |c| {
+                let (mut kv, txn) = (c.kv(), txn.clone());
                 async move { kv.txn(txn).await }
             })
             .await?;
@@ -584,6 +594,7 @@ impl Store for EtcdStore {
                 result = Err(e);
             }
         }
+        self.client().stop_probes();
         result
     }
 }

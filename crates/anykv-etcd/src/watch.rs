@@ -11,7 +11,9 @@
 //!   the last event it delivered) and skips anything older; when the
 //!   stream breaks the store reconnects and recreates every feed from the
 //!   oldest position among its members, so nothing is lost or repeated
-//!   across a server restart. A compacted start yields `Compacted` and
+//!   across a server restart. The stream also moves when its member is
+//!   found down (see [`crate::members`]): revisions are the cluster's, so
+//!   every feed resumes on another member exactly where it stood. A compacted start yields `Compacted` and
 //!   ends the stream. Events that share one revision (a multi-key
 //!   transaction, a lease expiring) are all delivered.
 //! - A watch started with `from_revision` first replays the history up to
@@ -429,17 +431,27 @@ async fn run(client: EtcdClient, mut cmds: mpsc::UnboundedReceiver<MuxCommand>) 
             continue;
         };
         let (first_key, first_opts) = (first.key.clone(), first.options(first_id));
-        let mut wc = client.watches();
+        // The stream stays on one member until it breaks or the member is
+        // found down; every feed then resumes on another member.
+        let Some(conn) = client.stream_conn() else {
+            if wait_or_close(&mut cmds, &mut feeds, backoff).await {
+                return;
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            continue;
+        };
+        let mut wc = conn.watches();
         let connect = tokio::time::timeout(timeout, wc.watch(first_key, Some(first_opts)));
         let stream = tokio::select! {
             r = connect => match r {
                 Ok(Ok(s)) => Some(s),
                 Ok(Err(e)) => {
-                    tracing::debug!("etcd watch stream failed to open: {e}");
+                    tracing::debug!("etcd watch stream failed to open on {}: {e}", conn.url());
                     None
                 }
                 Err(_) => None,
             },
+            _ = conn.failed() => None,
             cmd = cmds.recv() => {
                 if apply_offline(&mut feeds, cmd) {
                     return;
@@ -487,10 +499,14 @@ async fn run(client: EtcdClient, mut cmds: mpsc::UnboundedReceiver<MuxCommand>) 
                     Ok(Some(resp)) => feeds.apply_response(resp),
                     Ok(None) => break,
                     Err(e) => {
-                        tracing::debug!("etcd watch stream broke: {e}");
+                        tracing::debug!("etcd watch stream on {} broke: {e}", conn.url());
                         break;
                     }
                 },
+                _ = conn.failed() => {
+                    tracing::debug!("etcd member {} is down: its watch stream moves", conn.url());
+                    break;
+                }
             };
             if !send_requests(&feeds, &mut sender, requests).await {
                 break;
@@ -578,8 +594,8 @@ impl Watches {
                 // The history up to the current revision is replayed
                 // without counting against the buffer.
                 let resp = client
-                    .read("watch", || {
-                        let (mut kv, key) = (client.kv(), start.clone());
+                    .read("watch", |c| {
+                        let (mut kv, key) = (c.kv(), start.clone());
                         async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
                     })
                     .await?;
@@ -588,8 +604,8 @@ impl Watches {
             None => {
                 let opts = (!end.is_empty()).then(|| GetOptions::new().with_range(end.clone()));
                 let mut resp = client
-                    .read("watch", || {
-                        let (mut kv, key, opts) = (client.kv(), start.clone(), opts.clone());
+                    .read("watch", |c| {
+                        let (mut kv, key, opts) = (c.kv(), start.clone(), opts.clone());
                         async move { kv.get(key, opts).await }
                     })
                     .await?;
