@@ -32,8 +32,7 @@ use crate::layout::probe_key;
 use crate::members::{Conn, MemberStatus, Members, PROBE_TIMEOUT};
 use crate::tls::{install_crypto_provider, tls_options};
 
-/// The backend's name, as in errors.
-pub(crate) const BACKEND: &str = "etcd";
+pub(crate) use crate::config::BACKEND;
 
 /// How long a read waits for its member before it is also sent to
 /// another one.

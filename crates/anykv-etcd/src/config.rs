@@ -9,6 +9,9 @@ use anykv_core::{
     Error, Result, Url,
 };
 
+/// The backend's name, as in errors.
+pub(crate) const BACKEND: &str = "etcd";
+
 /// The default time to establish a connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The default time one request may take.

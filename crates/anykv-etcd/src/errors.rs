@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use anykv_core::Error;
 
-use crate::client::BACKEND;
-use crate::config::EtcdConfig;
+use crate::config::{EtcdConfig, BACKEND};
 use crate::tls::tls_options;
 
 /// Whether a request failed before reaching any server.

@@ -107,7 +107,7 @@ impl EtcdServer {
     /// `/v3/lease/leases`) of a plain (non-TLS) server; the response body,
     /// or an error for a failed connection or a status other than 200.
     pub fn gateway(&self, path: &str, body: &str) -> Result<String, String> {
-        crate::etcd_cluster::http_post(self.client_port, path, body, Duration::from_secs(10))
+        http_post(self.client_port, path, body, Duration::from_secs(10))
     }
 
     /// Grants a lease of `ttl_secs` through the gateway (nothing keeps it
@@ -430,4 +430,43 @@ pub(crate) fn member_command(
         .arg("--logger")
         .arg("zap");
     cmd
+}
+
+/// POSTs JSON to etcd's gRPC gateway at `127.0.0.1:port` and `path`, every
+/// step bounded by `timeout`: the response body, or an error for a failed
+/// connection or a status other than 200.
+pub(crate) fn http_post(
+    port: u16,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.set_write_timeout(Some(timeout));
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("write to {addr}: {e}"))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("read from {addr}: {e}"))?;
+    let status_ok = response.lines().next().is_some_and(|l| l.contains(" 200 "));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    if status_ok {
+        Ok(body)
+    } else {
+        Err(response)
+    }
 }
