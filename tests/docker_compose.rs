@@ -68,15 +68,178 @@ fn output_of(binary: &Path, arg: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The services of the `cluster` profile, by kind.
+const ETCD_MEMBERS: [&str; 3] = ["etcd1", "etcd2", "etcd3"];
+const ZOOKEEPER_SERVERS: [&str; 3] = ["zookeeper1", "zookeeper2", "zookeeper3"];
+const SENTINELS: [&str; 3] = ["sentinel1", "sentinel2", "sentinel3"];
+
 #[test]
-fn names_the_three_services_and_nothing_else() {
+fn names_the_three_services_and_the_cluster_profile() {
     let doc = compose();
     let services = doc["services"]
         .as_hash()
         .expect("docker-compose.yml has a services map");
-    let mut names: Vec<String> = services.keys().map(|k| text(k, "a service name")).collect();
-    names.sort();
-    assert_eq!(names, ["etcd", "redis", "zookeeper"]);
+    let mut plain = Vec::new();
+    let mut cluster = Vec::new();
+    for (k, v) in services {
+        let name = text(k, "a service name");
+        if v["profiles"].is_badvalue() {
+            plain.push(name);
+        } else {
+            assert_eq!(
+                strings(&v["profiles"], "profiles"),
+                ["cluster"],
+                "{name}'s profiles"
+            );
+            assert_eq!(
+                text(&v["network_mode"], "network_mode"),
+                "host",
+                "{name} uses the host network, so Sentinels hand out reachable addresses"
+            );
+            assert!(
+                v["ports"].is_badvalue(),
+                "{name} publishes no ports: it binds loopback on the host network"
+            );
+            let kind = ["etcd", "zookeeper"]
+                .into_iter()
+                .find(|k| name.starts_with(k))
+                .unwrap_or("redis");
+            assert_eq!(
+                text(&v["image"], "image"),
+                text(&doc["services"][kind]["image"], "image"),
+                "{name} runs the image of the plain {kind} service"
+            );
+            cluster.push(name);
+        }
+    }
+    plain.sort();
+    cluster.sort();
+    assert_eq!(plain, ["etcd", "redis", "zookeeper"]);
+    let mut expected: Vec<&str> = ETCD_MEMBERS
+        .iter()
+        .chain(&ZOOKEEPER_SERVERS)
+        .chain(&SENTINELS)
+        .copied()
+        .chain(["redis-primary", "redis-replica"])
+        .collect();
+    expected.sort();
+    assert_eq!(cluster, expected);
+}
+
+/// The value of `--flag=value` in a command.
+fn flag(command: &[String], flag: &str) -> String {
+    let prefix = format!("{flag}=");
+    command
+        .iter()
+        .find_map(|c| c.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("the command lacks {flag}: {command:?}"))
+        .to_owned()
+}
+
+#[test]
+fn the_etcd_cluster_has_three_members_on_loopback() {
+    let mut initial = Vec::new();
+    for (i, name) in ETCD_MEMBERS.iter().enumerate() {
+        let command = strings(&service(name)["command"], "etcd command");
+        let member = format!("e{}", i + 1);
+        assert_eq!(flag(&command, "--name"), member);
+        let client = flag(&command, "--listen-client-urls");
+        assert!(client.starts_with("http://127.0.0.1:"), "{name}: {client}");
+        assert_eq!(flag(&command, "--advertise-client-urls"), client);
+        let peer = flag(&command, "--initial-advertise-peer-urls");
+        assert_eq!(flag(&command, "--listen-peer-urls"), peer);
+        initial.push(format!("{member}={peer}"));
+        assert_eq!(flag(&command, "--initial-cluster-state"), "new");
+        let check = strings(&service(name)["healthcheck"]["test"], "healthcheck");
+        assert!(
+            check.contains(&format!("--endpoints={client}")),
+            "{name}'s health check asks its own endpoint: {check:?}"
+        );
+    }
+    for name in ETCD_MEMBERS {
+        let command = strings(&service(name)["command"], "etcd command");
+        assert_eq!(flag(&command, "--initial-cluster"), initial.join(","));
+    }
+}
+
+#[test]
+fn the_zookeeper_ensemble_has_three_servers_with_the_test_settings() {
+    use anykv_testserver::zookeeper::{CONTAINER_CHECK_FLAG, CONTAINER_RATE_FLAG};
+    let first = service(ZOOKEEPER_SERVERS[0])["environment"].clone();
+    let servers = text(&first["ZOO_SERVERS"], "ZOO_SERVERS");
+    let lines: Vec<&str> = servers.split_whitespace().collect();
+    assert_eq!(lines.len(), 3, "{servers}");
+    for (i, name) in ZOOKEEPER_SERVERS.iter().enumerate() {
+        let env = service(name)["environment"].clone();
+        assert_eq!(text(&env["ZOO_MY_ID"], "ZOO_MY_ID"), (i + 1).to_string());
+        assert_eq!(text(&env["ZOO_SERVERS"], "ZOO_SERVERS"), servers);
+        assert!(
+            lines[i].starts_with(&format!("server.{}=127.0.0.1:", i + 1))
+                && lines[i].contains(";127.0.0.1:"),
+            "server {} takes quorum and clients on loopback: {}",
+            i + 1,
+            lines[i]
+        );
+        let extra = text(&env["ZOO_CFG_EXTRA"], "ZOO_CFG_EXTRA");
+        assert!(
+            extra
+                .split_whitespace()
+                .any(|l| l == "extendedTypesEnabled=true"),
+            "{name}: TTL nodes need extendedTypesEnabled=true"
+        );
+        let flags = text(&env["JVMFLAGS"], "JVMFLAGS");
+        for f in [CONTAINER_CHECK_FLAG, CONTAINER_RATE_FLAG] {
+            assert!(
+                flags.split_whitespace().any(|x| x == f),
+                "{name}: JVMFLAGS must carry {f}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_sentinels_watch_the_primary_and_the_replica_follows_it() {
+    let primary = strings(&service("redis-primary")["command"], "command");
+    let port_of = |command: &[String]| {
+        let at = command
+            .iter()
+            .position(|c| c == "--port")
+            .expect("a --port");
+        command[at + 1].clone()
+    };
+    let primary_port = port_of(&primary);
+    let replica = strings(&service("redis-replica")["command"], "command");
+    let at = replica
+        .iter()
+        .position(|c| c == "--replicaof")
+        .expect("the replica has --replicaof");
+    assert_eq!(
+        replica[at + 1..at + 3],
+        ["127.0.0.1", primary_port.as_str()]
+    );
+    for command in [&primary, &replica] {
+        for (directive, value) in anykv_testserver::redis::SETTINGS {
+            let f = format!("--{directive}");
+            let at = command
+                .iter()
+                .position(|c| *c == f)
+                .unwrap_or_else(|| panic!("redis command lacks {f}: {command:?}"));
+            assert_eq!(command.get(at + 1).map(String::as_str), Some(*value));
+        }
+        let bind = command.iter().position(|c| c == "--bind").expect("--bind");
+        assert_eq!(command[bind + 1], "127.0.0.1");
+    }
+    let monitor = format!("sentinel monitor anykv 127.0.0.1 {primary_port} 2");
+    for name in SENTINELS {
+        let command = strings(&service(name)["command"], "sentinel command");
+        let script = command.last().cloned().unwrap_or_default();
+        assert!(
+            script.contains(&monitor),
+            "{name} monitors master anykv at the primary with quorum 2: {script}"
+        );
+        assert!(script.contains("bind 127.0.0.1"), "{name} binds loopback");
+        assert!(script.contains("--sentinel"), "{name} runs as a Sentinel");
+    }
 }
 
 #[test]
