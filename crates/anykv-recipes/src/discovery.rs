@@ -432,7 +432,7 @@ impl Discovery {
     /// Reports that instance `id` failed: it is left out of
     /// [`Discovery::pick`] for [`DiscoveryOptions::error_exclusion`].
     pub fn note_error(&self, id: &str) {
-        let until = Instant::now() + self.inner.options.error_exclusion;
+        let until = far(Instant::now(), self.inner.options.error_exclusion);
         self.inner.errors.lock().insert(id.to_owned(), until);
         let mut sticky = self.inner.sticky.lock();
         if sticky.as_deref() == Some(id) {
@@ -477,6 +477,13 @@ impl Discovery {
     pub fn cache(&self) -> &Cache {
         &self.cache
     }
+}
+
+/// `at + d`, or about thirty years on where that overflows.
+fn far(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(Duration::from_secs(30 * 365 * 24 * 3600)))
+        .unwrap_or(at)
 }
 
 fn weighted<'a>(pool: &[&'a Instance]) -> &'a Instance {
@@ -554,7 +561,7 @@ fn recompute(inner: &Inner, cache: &Cache, from_file: &mut Option<Instant>) -> O
                 .into_iter()
                 .flatten()
                 .max();
-            let grace_end = recovered.map(|t| t + grace).filter(|end| *end > now);
+            let grace_end = recovered.map(|t| far(t, grace)).filter(|end| *end > now);
             deadline = grace_end;
             fresh.is_empty()
                 && !view.last_nonempty.is_empty()

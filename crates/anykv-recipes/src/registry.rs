@@ -391,6 +391,14 @@ impl Drop for Registration {
     }
 }
 
+/// Now plus `d`, or about thirty years on where that overflows.
+fn far(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(30 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 struct Entry {
     body: Bytes,
     serial: u64,
@@ -430,7 +438,7 @@ impl Actor {
                     Err(e) => {
                         let retry_in = self.options.backoff.delay(attempt);
                         attempt = attempt.saturating_add(1);
-                        retry_at = Some(Instant::now() + retry_in);
+                        retry_at = Some(far(retry_in));
                         tracing::debug!("registry: {e}; retrying in {retry_in:?}");
                         self.set_state(
                             RegistryState::Retrying { attempt, retry_in },
