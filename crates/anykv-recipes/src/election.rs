@@ -237,7 +237,9 @@ impl Election {
         loop {
             match self.try_campaign(name, &dir, &value).await {
                 Ok(Some(leadership)) => return Ok(leadership),
-                Ok(None) => attempt = 0,
+                // The candidacy ended before leading: join again, after a
+                // pause so that a key deleted over and over does not spin.
+                Ok(None) => pause(self.options.backoff.delay(0)).await,
                 Err(e) if is_permanent(&e) => return Err(e),
                 Err(e) => {
                     tracing::debug!("campaign for {dir}: {e}; retrying");
@@ -281,6 +283,10 @@ impl Election {
                 #[cfg(test)]
                 if self.options.flaw == Some(crate::cases::Flaw::ElectionDoesNotWait) {
                     return Ok(Some(true));
+                }
+                #[cfg(test)]
+                if self.options.flaw == Some(crate::cases::Flaw::ElectionHerd) {
+                    return wait_any_change(store.as_ref(), dir).await.map(|()| None);
                 }
                 wait_gone(store.as_ref(), &predecessor.key)
                     .await
@@ -384,6 +390,23 @@ async fn wait_gone(store: &dyn Store, key: &str) -> Result<()> {
             Some(Ok(WatchEvent::Synced { .. })) if !synced && !present => return Ok(()),
             Some(Ok(WatchEvent::Synced { .. })) => synced = true,
             Some(Ok(WatchEvent::Delete { .. })) => return Ok(()),
+            Some(Err(e)) => return Err(e),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// The herd: waits for any change among the candidates (a broken
+/// variant, for the cases' own tests).
+#[cfg(test)]
+async fn wait_any_change(store: &dyn Store, dir: &str) -> Result<()> {
+    let mut watch = store.watch_tree(dir, WatchOptions::new()).await?;
+    let mut synced = false;
+    loop {
+        match watch.next().await {
+            Some(Ok(WatchEvent::Synced { .. })) => synced = true,
+            Some(Ok(_)) if synced => return Ok(()),
+            Some(Ok(_)) => {}
             Some(Err(e)) => return Err(e),
             None => return Ok(()),
         }

@@ -177,6 +177,7 @@ pub(crate) enum Flaw {
     CacheRelistEmitsAll,
     ElectionDoesNotWait,
     ElectionNeverLost,
+    ElectionHerd,
     RegistryNoRepair,
     DiscoveryUnprotected,
 }

@@ -86,3 +86,9 @@ async fn a_discovery_without_protection_fails() {
     .await;
     assert!(m.contains("protected"), "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_election_whose_candidates_all_wake_fails() {
+    let m = fails("election_waits_on_predecessor_only", Flaw::ElectionHerd).await;
+    assert!(m.contains("listed the queue when c2 left"), "{m}");
+}
