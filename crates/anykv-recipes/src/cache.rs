@@ -55,7 +55,7 @@ pub struct CacheOptions {
     /// The watch's buffer ([`WatchOptions::buffer`]).
     pub watch_buffer: usize,
     #[cfg(test)]
-    pub(crate) flaw: Option<crate::cases::Flaw>,
+    pub(crate) flaw: Option<crate::util::Flaw>,
 }
 
 impl Default for CacheOptions {
@@ -122,8 +122,10 @@ pub enum CacheEvent {
         /// What went wrong.
         reason: String,
     },
-    /// The cache is current again: the differences found on the way back
-    /// were emitted before this event.
+    /// The backend answers again and the cache follows it: after a
+    /// re-listing, the differences it found were emitted before this event;
+    /// after a watch resumed from its last revision, the changes it missed
+    /// follow as `Apply` and `Delete` events, in order.
     Resynced {
         /// The store's revision it is current with.
         revision: u64,
@@ -164,7 +166,7 @@ struct Shared {
     state: Mutex<State>,
     changed: watch::Sender<u64>,
     #[cfg(test)]
-    flaw: Option<crate::cases::Flaw>,
+    flaw: Option<crate::util::Flaw>,
 }
 
 impl Shared {
@@ -219,7 +221,7 @@ impl Shared {
             }
             WatchEvent::Delete { key, revision } => {
                 #[cfg(test)]
-                if self.flaw == Some(crate::cases::Flaw::CacheSkipsDeletes) {
+                if self.flaw == Some(crate::util::Flaw::CacheSkipsDeletes) {
                     return;
                 }
                 let held_older = st.entries.get(&key).map(|old| old.revision < revision);
@@ -260,7 +262,7 @@ impl Shared {
             for (key, kv) in &listing {
                 let same = old.get(key).is_some_and(|o| o.revision == kv.revision);
                 #[cfg(test)]
-                let same = same && self.flaw != Some(crate::cases::Flaw::CacheRelistEmitsAll);
+                let same = same && self.flaw != Some(crate::util::Flaw::CacheRelistEmitsAll);
                 if !same {
                     st.emit(CacheEvent::Apply(kv.clone()));
                 }

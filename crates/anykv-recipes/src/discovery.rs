@@ -346,8 +346,11 @@ impl Discovery {
                 }
             }
         }
-        recompute(&inner, &cache, &mut None);
-        let task = tokio::spawn(maintain(inner.clone(), cache.clone(), events));
+        // When the first live listing replaced a view from the cache file:
+        // a recovery, for the protection's grace.
+        let mut from_file = None;
+        recompute(&inner, &cache, &mut from_file);
+        let task = tokio::spawn(maintain(inner.clone(), cache.clone(), events, from_file));
         Ok(Discovery {
             inner,
             cache,
@@ -504,10 +507,12 @@ fn weighted<'a>(pool: &[&'a Instance]) -> &'a Instance {
 
 /// Follows the cache, recomputing the view at every event and when a
 /// protection grace runs out.
-async fn maintain(inner: Arc<Inner>, cache: Cache, mut events: CacheEvents) {
-    // When the first live listing replaced a view from the cache file: a
-    // recovery, for the protection's grace.
-    let mut from_file: Option<Instant> = None;
+async fn maintain(
+    inner: Arc<Inner>,
+    cache: Cache,
+    mut events: CacheEvents,
+    mut from_file: Option<Instant>,
+) {
     loop {
         let deadline = recompute(&inner, &cache, &mut from_file);
         let sleep = async {

@@ -83,7 +83,7 @@ pub struct ElectionOptions {
     /// Delays between attempts while the backend is unreachable.
     pub backoff: Backoff,
     #[cfg(test)]
-    pub(crate) flaw: Option<crate::cases::Flaw>,
+    pub(crate) flaw: Option<crate::util::Flaw>,
 }
 
 impl Default for ElectionOptions {
@@ -281,11 +281,11 @@ impl Election {
                     return Ok(Some(true));
                 };
                 #[cfg(test)]
-                if self.options.flaw == Some(crate::cases::Flaw::ElectionDoesNotWait) {
+                if self.options.flaw == Some(crate::util::Flaw::ElectionDoesNotWait) {
                     return Ok(Some(true));
                 }
                 #[cfg(test)]
-                if self.options.flaw == Some(crate::cases::Flaw::ElectionHerd) {
+                if self.options.flaw == Some(crate::util::Flaw::ElectionHerd) {
                     return wait_any_change(store.as_ref(), dir).await.map(|()| None);
                 }
                 wait_gone(store.as_ref(), &predecessor.key)
@@ -310,7 +310,7 @@ impl Election {
         }
         let (trigger, lost) = lost_signal();
         #[cfg(test)]
-        let trigger = if self.options.flaw == Some(crate::cases::Flaw::ElectionNeverLost) {
+        let trigger = if self.options.flaw == Some(crate::util::Flaw::ElectionNeverLost) {
             let (quiet, _) = lost_signal();
             std::mem::forget(trigger);
             quiet

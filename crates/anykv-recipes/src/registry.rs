@@ -53,7 +53,7 @@ pub struct RegistryOptions {
     /// Options of the caches that watch the registered records.
     pub cache: CacheOptions,
     #[cfg(test)]
-    pub(crate) flaw: Option<crate::cases::Flaw>,
+    pub(crate) flaw: Option<crate::util::Flaw>,
 }
 
 impl Default for RegistryOptions {
@@ -578,7 +578,7 @@ impl Actor {
     /// Marks for writing every record the caches show missing or changed.
     fn check(&mut self, event: CacheEvent) {
         #[cfg(test)]
-        if self.options.flaw == Some(crate::cases::Flaw::RegistryNoRepair) {
+        if self.options.flaw == Some(crate::util::Flaw::RegistryNoRepair) {
             return;
         }
         let keys: Vec<String> = match &event {

@@ -58,6 +58,21 @@ impl Backoff {
     }
 }
 
+/// A deliberately broken variant of a recipe, for proving that the cases
+/// catch it (the crate's own tests only). It lives here, beside what every
+/// recipe imports, so that no recipe imports the cases.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flaw {
+    CacheSkipsDeletes,
+    CacheRelistEmitsAll,
+    ElectionDoesNotWait,
+    ElectionNeverLost,
+    ElectionHerd,
+    RegistryNoRepair,
+    DiscoveryUnprotected,
+}
+
 /// Aborts a background task when the last owner lets go of it.
 #[derive(Debug)]
 pub(crate) struct TaskGuard(pub(crate) JoinHandle<()>);

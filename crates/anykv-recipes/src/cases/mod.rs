@@ -49,6 +49,8 @@ mod tap;
 
 pub use tap::Tap;
 
+#[cfg(test)]
+pub(crate) use crate::util::Flaw;
 use crate::{CacheOptions, DiscoveryOptions, ElectionOptions, RegistryOptions};
 
 /// What a backend gives the cases: clients on fresh roots, and optional
@@ -167,20 +169,6 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 /// How long one case may run.
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// A deliberately broken variant of a recipe, for proving that the cases
-/// catch it (the crate's own tests only).
-#[cfg(test)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Flaw {
-    CacheSkipsDeletes,
-    CacheRelistEmitsAll,
-    ElectionDoesNotWait,
-    ElectionNeverLost,
-    ElectionHerd,
-    RegistryNoRepair,
-    DiscoveryUnprotected,
-}
 
 /// The context of one case: its fresh root, the factory, and the clients
 /// opened (closed when the case ends).
