@@ -513,15 +513,15 @@ async fn follow(store: Arc<dyn Store>, shared: Arc<Shared>, options: CacheOption
         watch_options.from_revision = from;
         let broke = match store.watch_tree(&shared.prefix, watch_options).await {
             Ok(stream) => {
-                run(
-                    &store,
-                    &shared,
-                    &options,
-                    stream,
-                    from.is_none(),
-                    &mut attempt,
-                )
-                .await
+                let listing = from.is_none();
+                let mut recovered = false;
+                let broke = run(&store, &shared, &options, stream, listing, &mut recovered).await;
+                if recovered {
+                    attempt = 0;
+                    // A listing that was installed needs no other.
+                    relist &= !listing;
+                }
+                broke
             }
             Err(e) if is_permanent(&e) => Broke::Stop(e.to_string()),
             Err(e) => Broke::Resume(e.to_string()),
@@ -536,7 +536,9 @@ async fn follow(store: Arc<dyn Store>, shared: Arc<Shared>, options: CacheOption
                 shared.mark_stale(reason);
             }
             Broke::Resume(reason) => {
-                relist = !shared.state.lock().status.ready;
+                // Until a listing is installed, only a listing will do (the
+                // first one, or one asked for after `Compacted`).
+                relist |= !shared.state.lock().status.ready;
                 shared.mark_stale(reason);
             }
         }
@@ -545,14 +547,15 @@ async fn follow(store: Arc<dyn Store>, shared: Arc<Shared>, options: CacheOption
     }
 }
 
-/// Follows one watch stream until it breaks.
+/// Follows one watch stream until it breaks; `recovered` says whether it
+/// got through (a listing installed, or a resumed watch confirmed).
 async fn run(
     store: &Arc<dyn Store>,
     shared: &Shared,
     options: &CacheOptions,
     mut stream: WatchStream,
     listing: bool,
-    attempt: &mut u32,
+    recovered: &mut bool,
 ) -> Broke {
     let mut snapshot: Option<BTreeMap<String, KvPair>> = listing.then(BTreeMap::new);
     if !listing {
@@ -561,7 +564,7 @@ async fn run(
         if let Err(reason) = probe(store, shared, options).await {
             return Broke::Resume(reason);
         }
-        *attempt = 0;
+        *recovered = true;
         shared.mark_fresh();
     }
     let mut probing = false;
@@ -572,7 +575,7 @@ async fn run(
                 Some(Ok(WatchEvent::Synced { revision })) => {
                     if let Some(listing) = snapshot.take() {
                         shared.install(listing, revision);
-                        *attempt = 0;
+                        *recovered = true;
                     } else {
                         shared.apply(WatchEvent::Synced { revision });
                     }
