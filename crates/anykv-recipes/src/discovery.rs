@@ -24,7 +24,8 @@
 //! [`DiscoveryOptions::startup_timeout`] at start-up, the view starts from
 //! that file, and [`DiscoveryStatus::source`] says
 //! [`ViewSource::CacheFile`] until the first live listing. The file is JSON:
-//! `{"service": "web", "saved_at_ms": <unix ms>, "instances": [<record>...]}`.
+//! `{"version": 1, "service": "web", "saved_at_ms": <unix ms>, "instances":
+//! [<record>...]}`, each record as [`Instance`] describes it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -244,10 +245,17 @@ struct Inner {
     turn: AtomicUsize,
     sticky: Mutex<Option<String>>,
     errors: Mutex<HashMap<String, Instant>>,
+    /// Saves of the cache file handed out, and the newest written (saves
+    /// run on blocking threads, which may finish out of order).
+    saves: Arc<(std::sync::atomic::AtomicU64, Mutex<u64>)>,
 }
+
+/// The format of the cache file; readers refuse other versions.
+const CACHE_FILE_VERSION: u32 = 1;
 
 #[derive(Serialize, Deserialize)]
 struct CacheFile {
+    version: u32,
     service: String,
     saved_at_ms: u64,
     instances: Vec<Instance>,
@@ -322,6 +330,7 @@ impl Discovery {
             turn: AtomicUsize::new(0),
             sticky: Mutex::new(None),
             errors: Mutex::new(HashMap::new()),
+            saves: Arc::default(),
         });
         let started = tokio::time::timeout(inner.options.startup_timeout, cache.ready()).await;
         match started {
@@ -592,13 +601,21 @@ fn recompute(inner: &Inner, cache: &Cache, from_file: &mut Option<Instant>) -> O
         view.last_nonempty = all.clone();
         if let Some(path) = inner.options.cache_file.clone() {
             let file = CacheFile {
+                version: CACHE_FILE_VERSION,
                 service: inner.service.clone(),
                 saved_at_ms: SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64),
                 instances: all.clone(),
             };
+            let saves = inner.saves.clone();
+            let number = saves.0.fetch_add(1, Ordering::Relaxed) + 1;
             tokio::task::spawn_blocking(move || {
+                let mut newest = saves.1.lock();
+                if *newest > number {
+                    return;
+                }
+                *newest = number;
                 if let Err(e) = save(&path, &file) {
                     tracing::warn!("discovery: cannot save {}: {e}", path.display());
                 }
@@ -624,6 +641,13 @@ fn load(path: &Path, service: &str) -> Result<Vec<Instance>, String> {
     let body = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let file: CacheFile = serde_json::from_slice(&body)
         .map_err(|e| format!("{} is not a discovery cache file: {e}", path.display()))?;
+    if file.version != CACHE_FILE_VERSION {
+        return Err(format!(
+            "{} is a version {} cache file; this discovery reads version {CACHE_FILE_VERSION}",
+            path.display(),
+            file.version
+        ));
+    }
     if file.service != service {
         return Err(format!(
             "{} holds service {:?}, not {service:?}",

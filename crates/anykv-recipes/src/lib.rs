@@ -111,7 +111,7 @@
 //! |---|---|---|
 //! | election | `{prefix}/{name}/{candidate id}` (prefix `elections`), bound to the candidate's lease | `{"value": "..."}`, with `"token": N` after a proclaim; the candidate with the smallest token (`token`, else the key's revision) leads |
 //! | registry | `{prefix}/{service}/{instance id}` (prefix `services`), bound to the registry's lease | an [`Instance`]: `{"service", "id", "address", "port", "metadata", "weight", "enabled"}` |
-//! | discovery cache file | a file of the application's choosing | `{"service", "saved_at_ms", "instances": [Instance...]}` |
+//! | discovery cache file | a file of the application's choosing | `{"version": 1, "service", "saved_at_ms", "instances": [Instance...]}` |
 //!
 //! Election names, service names and instance ids are single key segments
 //! (no `/`).
