@@ -91,7 +91,7 @@ async fn main() -> ExitCode {
 }
 
 /// `memory://` opens a private store per handle, so the workers would never
-/// see each other's locks: use the demo's named store instead.
+/// see each other's candidacies: use the demo's named store instead.
 fn shared_url(url: &str) -> String {
     match anykv::Url::parse(url) {
         Ok(u) if u.scheme() == "memory" && u.host_str().unwrap_or("").is_empty() => {

@@ -176,6 +176,50 @@ pub async fn election_waits_on_predecessor_only(ctx: &Ctx) -> CaseResult {
     Ok(())
 }
 
+/// A leader cut off longer than its lease's TTL (its server frozen) sees
+/// `lost()` fire before the next candidate can lead: when the next one
+/// wins after the outage, the old leader's `lost()` has fired. (Where the
+/// lease outlives the outage, as in-process ones do, the leader simply
+/// keeps leading and nobody else wins.)
+pub async fn election_lost_before_successor_after_outage(ctx: &Ctx) -> CaseResult {
+    let options = ctx.election_options();
+    let ttl = options.ttl;
+    let a = Election::new(ctx.open().await?, options.clone());
+    let b = Election::new(ctx.open().await?, options);
+    let leader = within("a to lead", a.campaign("outage", "a")).await??;
+    let lost = leader.lost_signal();
+    let mut waiting = tokio::spawn({
+        let (b, lost) = (b.clone(), lost.clone());
+        async move {
+            let won = b.campaign("outage", "b").await;
+            (won, lost.is_lost())
+        }
+    });
+    eventually(WAIT, "b to queue", || {
+        let b = b.clone();
+        async move { (b.candidates("outage").await.ok()?.len() == 2).then_some(()) }
+    })
+    .await?;
+    ctx.factory().pause_server().await?;
+    tokio::time::sleep(ttl + Duration::from_secs(2)).await;
+    ctx.factory().resume_server().await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    if !lost.is_lost() {
+        ensure(!waiting.is_finished(), || "b won while a still led".into())?;
+        waiting.abort();
+        return Ok(());
+    }
+    let joined = tokio::time::timeout(Duration::from_secs(40), &mut waiting)
+        .await
+        .map_err(|_| Failure::Failed("a lost its leadership but b never led".into()))?;
+    let (won, a_lost) = joined.map_err(|e| Failure::Failed(format!("b's campaign: {e}")))?;
+    let won = won?;
+    ensure(a_lost, || "b won while a's lost() had not fired".into())?;
+    ensure(won.token() > leader.token(), || {
+        "b's token is not greater than a's".into()
+    })
+}
+
 /// Skips observed leaders until one satisfies `accept`.
 async fn observe_until(
     observer: &mut (impl Stream<Item = Option<Candidate>> + Unpin),

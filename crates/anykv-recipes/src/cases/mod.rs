@@ -328,6 +328,7 @@ pub fn all_cases() -> Vec<Case> {
         case!(election::election_waits_on_predecessor_only, false),
         case!(election::election_observe_and_proclaim, false),
         case!(election::election_terms_rejoin_after_loss, false),
+        case!(election::election_lost_before_successor_after_outage, true),
         case!(registry::registry_repairs_deleted_records, false),
         case!(registry::registry_instances_leave, false),
         case!(registry::registry_fails_back_after_restart, true),
@@ -402,6 +403,7 @@ macro_rules! recipe_tests {
             election_waits_on_predecessor_only
             election_observe_and_proclaim
             election_terms_rejoin_after_loss
+            election_lost_before_successor_after_outage
             registry_repairs_deleted_records
             registry_instances_leave
             registry_fails_back_after_restart
