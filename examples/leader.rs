@@ -1,5 +1,5 @@
-//! Leadership with a lock and fencing tokens: workers take a lock in turn,
-//! and the resource they write refuses a stale leader.
+//! Leader election with fencing tokens: workers campaign in turn, and the
+//! resource they write refuses a stale leader.
 //!
 //! ```text
 //! cargo run --example leader                             # in-process store
@@ -9,19 +9,22 @@
 //! ```
 //!
 //! Three workers, each with a store handle of its own (as separate
-//! processes would have), take the lock `leader/lock` in turn. The holder
-//! writes the shared report `leader/report` and passes its lock's fencing
-//! token along with the write.
+//! processes would have), campaign in the election `leader/writers` with
+//! `anykv::recipes::Election`. The leader writes the shared report
+//! `leader/report` and passes its leadership's fencing token along with
+//! the write; candidates queue, each waiting on the one before it, and
+//! resigning hands leadership to the next.
 //!
-//! A lock alone cannot stop a holder that *thinks* it still holds the lock:
-//! a process paused longer than its lease (a long GC, a stopped VM) wakes
-//! up and writes, although the lock passed to someone else meanwhile.
+//! Leadership alone cannot stop a leader that *thinks* it still leads: a
+//! process paused longer than its lease (a long GC, a stopped VM) wakes up
+//! and writes, although leadership passed to someone else meanwhile.
 //! Checking `lost()` before writing narrows that window but cannot close
-//! it. Fencing closes it: tokens strictly increase from one holder to the
+//! it. Fencing closes it: tokens strictly increase from one term to the
 //! next, and the resource remembers the highest token it accepted and
 //! refuses any write carrying an older one. The demo plays that pause:
-//! worker-2's session ends while it holds the lock, worker-3 takes over,
-//! and worker-2's late write is refused.
+//! worker-2's session ends while it leads, worker-3 takes over, and
+//! worker-2's late write is refused. (The lines say "the lock": leadership
+//! is a lock that others can observe.)
 //!
 //! The report here is a key of the store itself, written by
 //! compare-and-swap so the token check and the write are one atomic step;
@@ -36,19 +39,22 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anykv::{ErrorKind, LockGuard, LockOptions, PutOptions, Store};
+use anykv::recipes::{Election, ElectionOptions, Leadership};
+use anykv::{ErrorKind, PutOptions, Store};
 use tokio::task::JoinHandle;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The lock the workers take turns on.
-const LOCK: &str = "leader/lock";
+/// Where the election lives: candidates are `leader/writers/{id}`.
+const ELECTIONS: &str = "leader";
+/// The election the workers campaign in.
+const ELECTION: &str = "writers";
 /// The protected resource.
 const REPORT: &str = "leader/report";
-/// The lease behind a lock: if a holder dies, the next worker gets the lock
-/// this long after its last keep-alive (raised to the backend's minimum).
-const LOCK_TTL: Duration = Duration::from_secs(5);
+/// A candidate's lease: if a leader dies, the next worker leads this long
+/// after its last keep-alive (raised to the backend's minimum).
+const LEASE_TTL: Duration = Duration::from_secs(5);
 /// The longest the demo waits for any one step.
 const WAIT: Duration = Duration::from_secs(10);
 /// The demo's URL when none is given: a named in-process store.
@@ -85,7 +91,7 @@ async fn main() -> ExitCode {
 }
 
 /// `memory://` opens a private store per handle, so the workers would never
-/// see each other's locks: use the demo's named store instead.
+/// see each other's candidacies: use the demo's named store instead.
 fn shared_url(url: &str) -> String {
     match anykv::Url::parse(url) {
         Ok(u) if u.scheme() == "memory" && u.host_str().unwrap_or("").is_empty() => {
@@ -176,34 +182,39 @@ impl Report {
 
 // ---------------------------------------------------------------- workers
 
-/// A worker: a name and a store handle of its own, on which it takes the
-/// lock (so its session, and the lease behind its lock, are its own).
+/// A worker: a name and a store handle of its own, on which it campaigns
+/// (so its session, and the lease behind its candidacy, are its own).
 struct Worker {
     name: String,
     store: Arc<dyn Store>,
+    election: Election,
 }
 
 impl Worker {
     async fn open(url: &str, name: &str) -> Result<Worker> {
+        let store = anykv::open(url).await?;
+        let options = ElectionOptions::new()
+            .with_prefix(ELECTIONS)
+            .with_ttl(LEASE_TTL);
         Ok(Worker {
             name: name.to_string(),
-            store: anykv::open(url).await?,
+            election: Election::new(store.clone(), options),
+            store,
         })
     }
 
-    /// Waits for the lock (at most `WAIT`).
-    async fn lead(&self) -> Result<LockGuard> {
-        let ttl = LOCK_TTL.max(self.store.capabilities().min_ttl);
-        let options = LockOptions::new().with_ttl(ttl).with_timeout(WAIT);
-        Ok(self.store.lock(LOCK, options).await?)
+    /// Campaigns until it leads (at most `WAIT`).
+    async fn lead(&self) -> Result<Leadership> {
+        let campaign = self.election.campaign(ELECTION, self.name.clone());
+        Ok(tokio::time::timeout(WAIT, campaign).await??)
     }
 
-    /// Waits for the lock in a task of its own.
-    fn wait_for_lock(self: Arc<Self>) -> JoinHandle<Result<LockGuard>> {
+    /// Campaigns in a task of its own.
+    fn campaign_in_background(self: Arc<Self>) -> JoinHandle<Result<Leadership>> {
         tokio::spawn(async move { self.lead().await })
     }
 
-    /// Writes the report with the token of the lock it holds (or held).
+    /// Writes the report with the token of the term it holds (or held).
     async fn write_report(
         &self,
         report: &Report,
@@ -231,7 +242,7 @@ impl Worker {
 
 // ---------------------------------------------------------------- the demo
 
-/// The demo: workers take the lock in turn; a stale leader is refused.
+/// The demo: workers lead in turn; a stale leader is refused.
 /// `url` opens the workers' handles; `store` holds the report.
 pub async fn demo(url: &str, store: &Arc<dyn Store>, out: &mut impl Write) -> Result<()> {
     store.delete_tree("leader").await?;
@@ -248,33 +259,25 @@ async fn demo_steps(url: &str, store: &Arc<dyn Store>, out: &mut impl Write) -> 
     let w2 = Arc::new(Worker::open(url, "worker-2").await?);
     let w3 = Arc::new(Worker::open(url, "worker-3").await?);
 
-    // worker-1 leads; worker-2 asks for the lock and waits its turn.
+    // worker-1 leads; worker-2 campaigns and waits its turn.
     let g1 = w1.lead().await?;
-    writeln!(
-        out,
-        "worker-1 took the lock with token {}.",
-        g1.fencing_token()
-    )?;
-    w1.write_report(&report, g1.fencing_token(), out).await?;
-    let waiter = w2.clone().wait_for_lock();
+    writeln!(out, "worker-1 took the lock with token {}.", g1.token())?;
+    w1.write_report(&report, g1.token(), out).await?;
+    let waiter = w2.clone().campaign_in_background();
     writeln!(out, "worker-2 is waiting for the lock.")?;
-    g1.release().await?;
+    g1.resign().await?;
     writeln!(out, "worker-1 released the lock.")?;
     let g2 = tokio::time::timeout(WAIT, waiter).await???;
-    writeln!(
-        out,
-        "worker-2 took the lock with token {}.",
-        g2.fencing_token()
-    )?;
-    w2.write_report(&report, g2.fencing_token(), out).await?;
+    writeln!(out, "worker-2 took the lock with token {}.", g2.token())?;
+    w2.write_report(&report, g2.token(), out).await?;
 
-    // worker-3 asks for the lock while worker-2 holds it.
-    let waiter = w3.clone().wait_for_lock();
+    // worker-3 campaigns while worker-2 leads.
+    let waiter = w3.clone().campaign_in_background();
     writeln!(out, "worker-3 is waiting for the lock.")?;
 
     // worker-2 stalls, and its session ends meanwhile: here we close its
-    // handle, which is what a pause longer than the lock's lease comes to.
-    let stale_token = g2.fencing_token();
+    // handle, which is what a pause longer than its lease comes to.
+    let stale_token = g2.token();
     let lost = g2.lost();
     w2.store.close().await?;
     tokio::time::timeout(WAIT, lost).await?;
@@ -283,21 +286,17 @@ async fn demo_steps(url: &str, store: &Arc<dyn Store>, out: &mut impl Write) -> 
         "worker-2 stalled and its session ended: its lock is lost, though worker-2 has not noticed."
     )?;
     let g3 = tokio::time::timeout(WAIT, waiter).await???;
-    writeln!(
-        out,
-        "worker-3 took the lock with token {}.",
-        g3.fencing_token()
-    )?;
-    if g3.fencing_token() <= stale_token {
-        return Err("the new holder's token is not greater than the old one's".into());
+    writeln!(out, "worker-3 took the lock with token {}.", g3.token())?;
+    if g3.token() <= stale_token {
+        return Err("the new leader's token is not greater than the old one's".into());
     }
-    w3.write_report(&report, g3.fencing_token(), out).await?;
+    w3.write_report(&report, g3.token(), out).await?;
 
     // worker-2 wakes up and finishes the write it started as leader.
     w2.write_report(&report, stale_token, out).await?;
     drop(g2);
 
-    g3.release().await?;
+    g3.resign().await?;
     writeln!(out, "worker-3 released the lock.")?;
     if let Some((token, text)) = report.read().await? {
         writeln!(out, "The report says {text:?} (token {token}).")?;

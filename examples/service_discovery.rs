@@ -1,5 +1,5 @@
-//! Service discovery: providers register themselves under a lease, consumers
-//! list them and follow every change with a tree watch.
+//! Service discovery: providers register themselves with the registry
+//! recipe, consumers follow them with the discovery recipe.
 //!
 //! ```text
 //! cargo run --example service_discovery                  # in-process store
@@ -9,11 +9,12 @@
 //! ```
 //!
 //! The demo plays every part in one process: three providers of the
-//! service `web`, each with a store handle of its own (as separate
-//! processes would have), and one consumer. The consumer lists the
-//! instances, then sees one join, one crash and two shut down cleanly.
-//! Every key it writes is under `services/web/`, which it empties first and
-//! last. The default URL is the named in-process store
+//! service `web`, each with a store handle and an
+//! `anykv::recipes::Registry` of its own (as separate processes would
+//! have), and one consumer, an `anykv::recipes::Discovery`. The consumer
+//! lists the instances, then sees one join, one crash and two shut down
+//! cleanly. Every key it writes is under `services/web/`, which it empties
+//! first and last. The default URL is the named in-process store
 //! `memory://discovery/demo`, which every handle of the process shares; a
 //! plain `memory://` would give each handle a private store, so the demo
 //! uses the named one instead.
@@ -33,16 +34,12 @@
 //! revokes its lease, so the consumer sees it leave when the lease expires,
 //! within the lease's 5 s TTL. The consumer stamps each line with the
 //! seconds since it started, so the wait shows. A provider started without
-//! a terminal (`provider web-3 8083 < /dev/null &`) runs until killed.
+//! a terminal (`provider web-3 8083 < /dev/null &`) runs until killed. Stop
+//! the server for a while: providers report that they register again, and
+//! the consumer that its view is stale, keeping the last instances it saw.
 //!
-//! A record is a few `key=value` lines under `services/{service}/{name}`:
-//!
-//! ```text
-//! addr=127.0.0.1
-//! port=8081
-//! version=1.4.2
-//! zone=a
-//! ```
+//! A record is the registry's JSON under `services/{service}/{id}` (see
+//! `anykv::recipes::Instance`); the demo prints it as `key=value` pairs.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -51,15 +48,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anykv::{PutOptions, Store, WatchEvent, WatchOptions, WatchStream};
-use futures::StreamExt;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use anykv::recipes::{
+    Discovery, DiscoveryOptions, Instance, Registration, Registry, RegistryOptions, RegistryState,
+};
+use anykv::Store;
+use futures::{Stream, StreamExt};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Where every service's instances live: `services/{service}/{name}`.
+/// Where every service's instances live: `services/{service}/{id}`.
 const SERVICES: &str = "services";
 /// A provider's lease: if it dies without deregistering, it vanishes this
 /// long after its last keep-alive (raised to the backend's minimum TTL).
@@ -124,7 +122,7 @@ async fn main() -> ExitCode {
     let result = match mode {
         Mode::Demo => demo(&url, &store, &mut out).await,
         Mode::Provider(name, port) => provider_until_enter(store.clone(), name, port).await,
-        Mode::Consumer => consumer_forever(store.as_ref(), &mut out).await,
+        Mode::Consumer => consumer_forever(store.clone(), &mut out).await,
     };
     let _ = store.close().await;
     match result {
@@ -159,79 +157,36 @@ fn shared_url(url: &str) -> String {
     }
 }
 
-/// One instance of a service, as providers register it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Instance {
-    service: String,
-    name: String,
-    addr: String,
-    port: u16,
-    /// Anything else consumers may use to choose: version, zone, weight.
-    meta: BTreeMap<String, String>,
+/// An instance of `web` as the demo's providers register it.
+fn web(name: &str, port: u16, meta: &[(&str, &str)]) -> Instance {
+    meta.iter().fold(
+        Instance::new("web", name, "127.0.0.1", port),
+        |instance, (k, v)| instance.with_metadata(*k, *v),
+    )
 }
 
-impl Instance {
-    fn new(service: &str, name: &str, addr: &str, port: u16, meta: &[(&str, &str)]) -> Self {
-        Instance {
-            service: service.into(),
-            name: name.into(),
-            addr: addr.into(),
-            port,
-            meta: meta
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        }
+/// The record as `key=value` pairs: `addr=… port=… version=… zone=…`.
+fn describe(instance: &Instance) -> String {
+    let mut text = format!("addr={} port={}", instance.address, instance.port);
+    for (k, v) in &instance.metadata {
+        text.push_str(&format!(" {k}={v}"));
     }
-
-    fn key(&self) -> String {
-        format!("{SERVICES}/{}/{}", self.service, self.name)
-    }
-
-    /// The record: `addr=…`, `port=…`, then the metadata, one per line.
-    fn encode(&self) -> String {
-        let mut text = format!("addr={}\nport={}\n", self.addr, self.port);
-        for (k, v) in &self.meta {
-            text.push_str(&format!("{k}={v}\n"));
-        }
-        text
-    }
-
-    /// Reads a record back; a malformed one is an error, never a panic.
-    fn decode(key: &str, value: &[u8]) -> Result<Instance, String> {
-        let (service, name) = key
-            .strip_prefix(SERVICES)
-            .and_then(|rest| rest.strip_prefix('/'))
-            .and_then(|rest| rest.split_once('/'))
-            .ok_or_else(|| format!("{key} is not services/SERVICE/NAME"))?;
-        let text = std::str::from_utf8(value).map_err(|_| "the record is not UTF-8")?;
-        let mut fields = BTreeMap::new();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let (k, v) = line
-                .split_once('=')
-                .ok_or_else(|| format!("{line:?} is not key=value"))?;
-            fields.insert(k.trim().to_string(), v.trim().to_string());
-        }
-        let addr = fields.remove("addr").ok_or("the record has no addr")?;
-        let port = fields
-            .remove("port")
-            .ok_or("the record has no port")?
-            .parse()
-            .map_err(|_| "the port is not a number from 0 to 65535")?;
-        Ok(Instance {
-            service: service.into(),
-            name: name.into(),
-            addr,
-            port,
-            meta: fields,
-        })
-    }
+    text
 }
 
-impl fmt::Display for Instance {
+/// How the consumer shows an instance: `web-1 at 127.0.0.1:8081 (version
+/// 1.4.2, zone a)`.
+struct Shown<'a>(&'a Instance);
+
+impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} at {}:{}", self.name, self.addr, self.port)?;
-        let meta: Vec<String> = self.meta.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        write!(f, "{} at {}", self.0.id, self.0.endpoint())?;
+        let meta: Vec<String> = self
+            .0
+            .metadata
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         if !meta.is_empty() {
             write!(f, " ({})", meta.join(", "))?;
         }
@@ -239,136 +194,90 @@ impl fmt::Display for Instance {
     }
 }
 
+fn registry_options() -> RegistryOptions {
+    RegistryOptions::new()
+        .with_prefix(SERVICES)
+        .with_ttl(LEASE_TTL)
+}
+
 // ---------------------------------------------------------------- provider
 
-/// Registers `instance` under a lease and keeps it registered until `stop`
-/// fires (or its sender is dropped), then deregisters it. The lease's
-/// keep-alive runs in the background for as long as the `Lease` handle
-/// lives; if the lease is lost anyway (a partition longer than its TTL),
-/// the provider registers again. Each registration is reported on
-/// `registered`.
-async fn provide(
-    store: Arc<dyn Store>,
-    instance: Instance,
-    registered: mpsc::UnboundedSender<()>,
-    mut stop: oneshot::Receiver<()>,
-) -> Result<()> {
-    loop {
-        let lease = store
-            .grant_lease(LEASE_TTL.max(store.capabilities().min_ttl))
-            .await?;
-        store
-            .put(
-                &instance.key(),
-                instance.encode().into(),
-                PutOptions::new().with_lease(lease.id()),
-            )
-            .await?;
-        let _ = registered.send(());
-        tokio::select! {
-            _ = lease.lost() => continue,
-            _ = &mut stop => {
-                // Revoking the lease deletes the record: consumers see the
-                // instance leave at once instead of after the TTL.
-                lease.revoke().await?;
-                return Ok(());
-            }
-        }
-    }
+/// A provider: a registry of its own, on a store handle of its own, with
+/// one instance registered.
+struct Provider {
+    registry: Registry,
+    registration: Registration,
 }
 
-/// A provider running as a task of its own, on a store handle of its own.
-struct RunningProvider {
-    instance: Instance,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<()>>,
-}
-
-impl RunningProvider {
-    /// Starts a provider and waits until its record is written.
-    async fn start(url: &str, instance: Instance) -> Result<RunningProvider> {
-        let store = anykv::open(url).await?;
-        let (registered_tx, mut registered) = mpsc::unbounded_channel();
-        let (stop, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(provide(store, instance.clone(), registered_tx, stop_rx));
-        match tokio::time::timeout(WAIT, registered.recv()).await {
-            Ok(Some(())) => Ok(RunningProvider {
-                instance,
-                stop,
-                task,
-            }),
-            // The task ended without registering: report why.
-            Ok(None) => Err(task
-                .await?
-                .err()
-                .unwrap_or_else(|| "the provider ended".into())),
-            Err(_) => {
-                task.abort();
-                Err(format!("{} did not register within {WAIT:?}", instance.name).into())
-            }
-        }
+impl Provider {
+    /// Registers `instance` and waits until its record is written.
+    async fn start(url: &str, instance: Instance) -> Result<Provider> {
+        let registry = Registry::new(anykv::open(url).await?, registry_options())?;
+        let registration = tokio::time::timeout(WAIT, registry.register(instance)).await??;
+        Ok(Provider {
+            registry,
+            registration,
+        })
     }
 
-    /// A clean shutdown: the provider revokes its lease.
+    /// A clean shutdown: the registry revokes its lease.
     async fn shut_down(self) -> Result<()> {
-        let _ = self.stop.send(());
-        self.task.await?
+        self.registry.close().await?;
+        Ok(())
     }
 
-    /// A crash, as near as one process gets to one: the task is aborted
-    /// mid-flight, and dropping its `Lease` and its store handle gives the
-    /// lease back the way a process exit closes its connections. (A
-    /// `kill -9`'d process has no say at all: its lease expires after
-    /// the TTL; see the multi-terminal mode.)
-    async fn crash(self) {
-        self.task.abort();
-        let _ = self.task.await;
+    /// A crash, as near as one process gets to one: the registry and its
+    /// store handle are dropped, which gives the lease back the way a
+    /// process exit closes its connections. (A `kill -9`'d process has no
+    /// say at all: its lease expires after the TTL; see the multi-terminal
+    /// mode.)
+    fn crash(self) {
+        drop(self);
     }
 }
 
 /// The `provider NAME PORT` command: registers `web/NAME` and keeps it until
-/// Enter is pressed.
+/// Enter is pressed, reporting what the registry does meanwhile.
 async fn provider_until_enter(store: Arc<dyn Store>, name: String, port: u16) -> Result<()> {
-    let instance = Instance::new(
-        "web",
-        &name,
-        "127.0.0.1",
-        port,
-        &[("pid", &std::process::id().to_string())],
+    let pid = std::process::id().to_string();
+    let instance = web(&name, port, &[("pid", &pid)]);
+    let registry = Registry::new(store, registry_options())?;
+    let registration = registry.register(instance).await?;
+    println!(
+        "Registered {} under a {}-second lease. Press Enter to deregister, or kill this process \
+         and watch the consumer drop it when the lease expires.",
+        registration.key(),
+        LEASE_TTL.as_secs()
     );
-    let (registered_tx, mut registered) = mpsc::unbounded_channel();
-    let (stop, stop_rx) = oneshot::channel();
-    let mut task = tokio::spawn(provide(store, instance.clone(), registered_tx, stop_rx));
     let mut enter = tokio::task::spawn_blocking(|| std::io::stdin().read_line(&mut String::new()));
     let mut stdin_open = true;
-    let mut first = true;
+    let mut statuses = Box::pin(registry.statuses());
+    let mut generation = 1;
     loop {
         tokio::select! {
-            Some(()) = registered.recv() => {
-                if first {
-                    println!(
-                        "Registered {} under a {}-second lease. Press Enter to deregister, \
-                         or kill this process and watch the consumer drop it when the lease expires.",
-                        instance.key(),
-                        LEASE_TTL.as_secs()
-                    );
-                    first = false;
-                } else {
-                    println!("The lease was lost; registered {} again.", instance.key());
+            Some(status) = statuses.next() => match status.state {
+                RegistryState::Registered if status.generation > generation => {
+                    generation = status.generation;
+                    println!("The lease was lost; registered {} again.", registration.key());
                 }
-            }
+                RegistryState::Retrying { retry_in, .. } => println!(
+                    "Cannot reach the store ({}); trying again in {retry_in:?}.",
+                    status.last_error.unwrap_or_default()
+                ),
+                _ => {}
+            },
             // Without a terminal (stdin at its end) it runs until killed.
             read = &mut enter, if stdin_open => {
                 if matches!(read, Ok(Ok(0))) {
                     stdin_open = false;
                     continue;
                 }
-                let _ = stop.send(());
-                task.await??;
-                println!("Deregistered {}.", instance.key());
+                let key = registration.key().to_string();
+                registration.deregister().await?;
+                registry.close().await?;
+                println!("Deregistered {key}.");
                 return Ok(());
             }
-            result = &mut task => return result?,
         }
     }
 }
@@ -381,100 +290,71 @@ enum Change {
     Joined(Instance),
     Updated(Instance),
     Left(String),
-    /// A record that does not parse: skipped, never fatal.
-    Ignored {
-        key: String,
-        reason: String,
-    },
 }
 
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Change::Joined(i) => write!(f, "{i} joined"),
-            Change::Updated(i) => write!(f, "{i} was updated"),
+            Change::Joined(i) => write!(f, "{} joined", Shown(i)),
+            Change::Updated(i) => write!(f, "{} was updated", Shown(i)),
             Change::Left(name) => write!(f, "{name} left"),
-            Change::Ignored { key, reason } => write!(f, "ignored {key}: {reason}"),
         }
     }
 }
 
-/// A consumer of one service: its current instances, kept up to date.
+/// A consumer of one service: a discovery, and the instances it last
+/// reported, to tell what changed.
 struct Consumer {
-    prefix: String,
-    watch: WatchStream,
-    instances: BTreeMap<String, Instance>,
+    discovery: Discovery,
+    views: std::pin::Pin<Box<dyn Stream<Item = Vec<Instance>> + Send>>,
+    known: BTreeMap<String, Instance>,
+    pending: Vec<Change>,
 }
 
 impl Consumer {
-    /// Lists the service's instances and follows it. The watch starts with
-    /// the current state, one `Put` per instance, and `Synced` says that
-    /// list is complete; every change after it follows in order, so nothing
-    /// falls between the list and the watch.
-    async fn start(store: &dyn Store, service: &str) -> Result<(Consumer, Vec<Change>)> {
-        let prefix = format!("{SERVICES}/{service}");
-        let watch = store.watch_tree(&prefix, WatchOptions::new()).await?;
-        let mut consumer = Consumer {
-            prefix,
-            watch,
-            instances: BTreeMap::new(),
-        };
-        let mut skipped = Vec::new();
-        loop {
-            match next_event(&mut consumer.watch).await? {
-                WatchEvent::Synced { .. } => return Ok((consumer, skipped)),
-                event => {
-                    if let Some(change @ Change::Ignored { .. }) = consumer.apply(event) {
-                        skipped.push(change);
-                    }
-                }
-            }
-        }
+    /// Follows `service`: the discovery lists its instances, then keeps
+    /// them current with a watch (see `anykv::recipes::Cache`).
+    async fn start(store: Arc<dyn Store>, service: &str) -> Result<Consumer> {
+        let options = DiscoveryOptions::new().with_prefix(SERVICES);
+        let discovery = Discovery::open(store, service, options).await?;
+        let mut views = Box::pin(discovery.changes());
+        let first = views.next().await.unwrap_or_default();
+        Ok(Consumer {
+            discovery,
+            views,
+            known: first.into_iter().map(|i| (i.id.clone(), i)).collect(),
+            pending: Vec::new(),
+        })
     }
 
     /// Waits for the next change of the service's instances.
     async fn next_change(&mut self) -> Result<Change> {
         loop {
-            let event = next_event(&mut self.watch).await?;
-            if let Some(change) = self.apply(event) {
-                return Ok(change);
+            if !self.pending.is_empty() {
+                return Ok(self.pending.remove(0));
             }
-        }
-    }
-
-    fn apply(&mut self, event: WatchEvent) -> Option<Change> {
-        match event {
-            WatchEvent::Put(kv) => match Instance::decode(&kv.key, &kv.value) {
-                Ok(instance) => {
-                    let name = instance.name.clone();
-                    match self.instances.insert(name, instance.clone()) {
-                        None => Some(Change::Joined(instance)),
-                        Some(old) if old != instance => Some(Change::Updated(instance)),
-                        Some(_) => None,
+            let view = self.views.next().await.ok_or("the discovery stopped")?;
+            let view: BTreeMap<String, Instance> =
+                view.into_iter().map(|i| (i.id.clone(), i)).collect();
+            for (id, instance) in &view {
+                match self.known.get(id) {
+                    None => self.pending.push(Change::Joined(instance.clone())),
+                    Some(old) if old != instance => {
+                        self.pending.push(Change::Updated(instance.clone()))
                     }
+                    Some(_) => {}
                 }
-                Err(reason) => {
-                    // A bad record replaces whatever was there: forget it.
-                    self.instances.retain(|_, i| i.key() != kv.key);
-                    Some(Change::Ignored {
-                        key: kv.key,
-                        reason,
-                    })
-                }
-            },
-            WatchEvent::Delete { key, .. } => {
-                let name = key.strip_prefix(&self.prefix)?.strip_prefix('/')?;
-                self.instances
-                    .remove(name)
-                    .map(|_| Change::Left(name.to_string()))
             }
-            WatchEvent::Synced { .. } => None,
+            for id in self.known.keys().filter(|id| !view.contains_key(*id)) {
+                self.pending.push(Change::Left(id.clone()));
+            }
+            self.known = view;
         }
     }
 
     /// "3 instances: web-1, web-2, web-3"
     fn summary(&self) -> String {
-        let names: Vec<&str> = self.instances.keys().map(String::as_str).collect();
+        let names: Vec<&str> = self.known.keys().map(String::as_str).collect();
         match names.len() {
             0 => "no instances".to_string(),
             1 => format!("1 instance: {}", names[0]),
@@ -486,38 +366,32 @@ impl Consumer {
 /// The `consumer` command: prints the instances of `web`, then every change
 /// as it comes, each line stamped with the seconds since the start, until
 /// the process is stopped.
-async fn consumer_forever(store: &dyn Store, out: &mut impl Write) -> Result<()> {
+async fn consumer_forever(store: Arc<dyn Store>, out: &mut impl Write) -> Result<()> {
     let started = Instant::now();
     let stamp = || format!("[{:7.1}s]", started.elapsed().as_secs_f64());
+    let mut consumer = Consumer::start(store, "web").await?;
+    writeln!(out, "{} Consumer: listed {}.", stamp(), consumer.summary())?;
+    for instance in consumer.known.values() {
+        writeln!(out, "  {}", Shown(instance))?;
+    }
+    let mut status = consumer.discovery.status();
     loop {
-        let (mut consumer, skipped) = Consumer::start(store, "web").await?;
-        for change in skipped {
-            writeln!(out, "{} Consumer: {change}.", stamp())?;
-        }
-        writeln!(out, "{} Consumer: listed {}.", stamp(), consumer.summary())?;
-        for instance in consumer.instances.values() {
-            writeln!(out, "  {instance}")?;
-        }
-        loop {
-            match consumer.watch.next().await {
-                Some(Ok(event)) => {
-                    if let Some(change) = consumer.apply(event) {
-                        let summary = consumer.summary();
-                        writeln!(out, "{} Consumer: {change}; {summary}.", stamp())?;
-                    }
-                }
-                // A watch can end (a slow consumer, a lost connection):
-                // start again, which lists the instances afresh.
-                Some(Err(e)) => {
-                    writeln!(
-                        out,
-                        "{} Consumer: the watch failed ({e}); starting again.",
-                        stamp()
-                    )?;
-                    break;
-                }
-                None => return Ok(()),
-            }
+        let change = consumer.next_change().await?;
+        writeln!(
+            out,
+            "{} Consumer: {change}; {}.",
+            stamp(),
+            consumer.summary()
+        )?;
+        let now = consumer.discovery.status();
+        if (now.stale, now.protected) != (status.stale, status.protected) {
+            let what = match (now.stale, now.protected) {
+                (_, true) => "the store shows no instance; keeping the last ones seen",
+                (true, false) => "the store cannot be reached; the view may be out of date",
+                (false, false) => "the store is reachable again",
+            };
+            writeln!(out, "{} Consumer: {what}.", stamp())?;
+            status = now;
         }
     }
 }
@@ -529,79 +403,69 @@ async fn consumer_forever(store: &dyn Store, out: &mut impl Write) -> Result<()>
 pub async fn demo(url: &str, store: &Arc<dyn Store>, out: &mut impl Write) -> Result<()> {
     let tree = format!("{SERVICES}/web");
     store.delete_tree(&tree).await?;
-    let result = demo_steps(url, store.as_ref(), out).await;
+    let result = demo_steps(url, store, out).await;
     store.delete_tree(&tree).await?;
     result
 }
 
-async fn demo_steps(url: &str, store: &dyn Store, out: &mut impl Write) -> Result<()> {
-    let web = |name, port, version, zone| {
-        Instance::new(
-            "web",
-            name,
-            "127.0.0.1",
-            port,
-            &[("version", version), ("zone", zone)],
-        )
-    };
+async fn demo_steps(url: &str, store: &Arc<dyn Store>, out: &mut impl Write) -> Result<()> {
     let mut providers = BTreeMap::new();
     for instance in [
-        web("web-1", 8081, "1.4.2", "a"),
-        web("web-2", 8082, "1.4.2", "b"),
+        web("web-1", 8081, &[("version", "1.4.2"), ("zone", "a")]),
+        web("web-2", 8082, &[("version", "1.4.2"), ("zone", "b")]),
     ] {
-        let provider = RunningProvider::start(url, instance).await?;
-        registered(out, &provider.instance)?;
-        providers.insert(provider.instance.name.clone(), provider);
+        let provider = Provider::start(url, instance).await?;
+        registered(out, provider.registration.instance())?;
+        providers.insert(provider.registration.instance().id.clone(), provider);
     }
 
-    let (mut consumer, _) = Consumer::start(store, "web").await?;
+    let mut consumer = Consumer::start(store.clone(), "web").await?;
     writeln!(out, "Consumer: listed {}.", consumer.summary())?;
-    for instance in consumer.instances.values() {
-        writeln!(out, "  {instance}")?;
+    for instance in consumer.known.values() {
+        writeln!(out, "  {}", Shown(instance))?;
     }
 
-    let web3 = RunningProvider::start(url, web("web-3", 8083, "1.5.0", "a")).await?;
-    registered(out, &web3.instance)?;
+    let web3 = web("web-3", 8083, &[("version", "1.5.0"), ("zone", "a")]);
+    let web3 = Provider::start(url, web3).await?;
+    registered(out, web3.registration.instance())?;
     providers.insert("web-3".to_string(), web3);
-    let change = consumer.next_change().await?;
+    let change = next_change(&mut consumer).await?;
     writeln!(out, "Consumer: {change}; {}.", consumer.summary())?;
 
     if let Some(web2) = providers.remove("web-2") {
-        web2.crash().await;
+        web2.crash();
         writeln!(
             out,
             "Provider web-2: killed; dropping its lease handle gives the lease back."
         )?;
-        let change = consumer.next_change().await?;
+        let change = next_change(&mut consumer).await?;
         writeln!(out, "Consumer: {change}; {}.", consumer.summary())?;
     }
 
     for (name, provider) in providers {
         provider.shut_down().await?;
         writeln!(out, "Provider {name}: shut down and revoked its lease.")?;
-        let change = consumer.next_change().await?;
+        let change = next_change(&mut consumer).await?;
         writeln!(out, "Consumer: {change}; {}.", consumer.summary())?;
     }
     Ok(())
 }
 
-fn registered(out: &mut impl Write, instance: &Instance) -> std::io::Result<()> {
-    let record = instance.encode();
-    let record: Vec<&str> = record.lines().collect();
+fn registered(out: &mut impl Write, instance: &Instance) -> Result<()> {
     writeln!(
         out,
         "Provider {}: registered {} = \"{}\" under a {}-second lease.",
-        instance.name,
-        instance.key(),
-        record.join(" "),
+        instance.id,
+        instance.key(SERVICES)?,
+        describe(instance),
         LEASE_TTL.as_secs()
-    )
+    )?;
+    Ok(())
 }
 
-async fn next_event(watch: &mut WatchStream) -> Result<WatchEvent> {
-    match tokio::time::timeout(WAIT, watch.next()).await {
-        Ok(Some(event)) => Ok(event?),
-        Ok(None) => Err("the watch ended".into()),
-        Err(_) => Err(format!("no watch event within {WAIT:?}").into()),
+async fn next_change(consumer: &mut Consumer) -> Result<Change> {
+    match tokio::time::timeout(WAIT, consumer.next_change()).await {
+        Ok(change) => change,
+        Err(_) => Err(format!("no change within {WAIT:?}").into()),
     }
 }

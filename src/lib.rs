@@ -47,6 +47,8 @@
 //! - `etcd`: etcd v3, `etcd://host:port[,host:port...]/root`.
 //! - `redis`: Redis, `redis://host:port/db?prefix=root`, `rediss://` for TLS.
 //! - `zookeeper`: ZooKeeper 3.6+, `zk://host:port[,host:port...]/chroot`.
+//! - `recipes` (default): [`recipes`], a list-then-watch cache, leader
+//!   election, a service registry and discovery, on every backend.
 
 #![deny(rustdoc::broken_intra_doc_links)]
 
@@ -74,6 +76,11 @@ pub use anykv_redis as redis;
 /// The ZooKeeper backend.
 #[cfg(feature = "zookeeper")]
 pub use anykv_zookeeper as zookeeper;
+
+/// Recipes over any [`Store`]: a list-then-watch cache, leader election,
+/// a service registry and discovery.
+#[cfg(feature = "recipes")]
+pub use anykv_recipes as recipes;
 
 /// Registers the backends this build of anykv was compiled with (see the
 /// crate's features). [`open`] calls it; call it yourself only before using
