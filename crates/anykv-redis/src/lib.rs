@@ -107,15 +107,19 @@
 
 mod client;
 mod config;
+mod connection;
 mod expiry;
 mod feed;
 mod keepalive;
 mod layout;
 mod lease;
 mod lock;
+mod recovery;
+mod reply;
 mod scripts;
 mod state;
 mod store;
+mod urls;
 mod watch;
 
 use std::sync::Arc;
@@ -123,16 +127,29 @@ use std::sync::Arc;
 use anykv_core::{Store, Url};
 
 pub use config::{
-    RedisConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HISTORY, DEFAULT_MAX_VALUE_SIZE,
-    DEFAULT_NAMESPACE, DEFAULT_REQUEST_TIMEOUT, MAX_TTL, MIN_TTL,
+    RedisConfig, Topology, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HISTORY, DEFAULT_MAX_VALUE_SIZE,
+    DEFAULT_NAMESPACE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SENTINEL_PORT, DEFAULT_WAIT_TIMEOUT,
+    MAX_TTL, MIN_TTL,
 };
 pub use expiry::SWEEP_INTERVAL;
+pub use scripts::FAILOVER_GAP;
 pub use store::{compact, RedisStore};
 
-/// Registers the `redis` and `rediss` schemes with
+/// The URL schemes [`register`] adds.
+pub const SCHEMES: [&str; 6] = [
+    "redis",
+    "rediss",
+    "redis+sentinel",
+    "rediss+sentinel",
+    "redis+cluster",
+    "rediss+cluster",
+];
+
+/// Registers the [`SCHEMES`] (`redis`, `rediss`, `redis+sentinel`,
+/// `rediss+sentinel`, `redis+cluster`, `rediss+cluster`) with
 /// [`anykv_core::registry`].
 pub fn register() {
-    for scheme in ["redis", "rediss"] {
+    for scheme in SCHEMES {
         anykv_core::register(scheme, |url: Url| async move {
             let store: Arc<dyn Store> =
                 Arc::new(RedisStore::open(RedisConfig::from_url(&url)?).await?);

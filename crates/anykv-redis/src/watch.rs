@@ -16,8 +16,12 @@
 //! from the last data entry (`{revision}-0`) seen, so an unlock record
 //! cannot hide one.
 //!
-//! On every (re)connect the reader checks the namespace's epoch and
-//! revision. A server that lost writes (restarted without persistence,
+//! A fence record (see `feed.rs`) ends the watches that saw revisions a
+//! failover lost; a resuming watch whose start lies in such lost history
+//! ends with `Compacted` as soon as its catch-up meets the fence record.
+//!
+//! On every (re)connect the reader finds the primary anew (Sentinel), runs
+//! the failover check and checks the namespace's epoch and revision. A server that lost writes (restarted without persistence,
 //! flushed, or evicting keys) has a new epoch or a revision below the
 //! reader's position: it would hand out revisions again, so every watch
 //! gets `Compacted` and ends, and the reader starts over at the server's
@@ -42,12 +46,12 @@ use std::time::{Duration, Instant};
 
 use anykv_core::backend::{event_channel, WatchTarget};
 use anykv_core::{Error, ErrorKind, KvPair, Result, WatchEvent, WatchOptions, WatchStream};
-use redis::aio::MultiplexedConnection;
 use redis::Value;
 
-use crate::client::{as_array, as_u64, parse_records, parse_state, parse_xread, unexpected_reply};
 use crate::config::BACKEND;
+use crate::connection::Conn;
 use crate::feed::{watch_event, Watcher};
+use crate::reply::{as_array, as_u64, parse_records, parse_state, parse_xread, unexpected_reply};
 use crate::scripts;
 use crate::state::StoreState;
 
@@ -92,7 +96,7 @@ fn reader_failure(e: &Error) -> impl Fn() -> Error {
 /// without persistence, a flush, eviction): revisions may be handed out
 /// again and the reader's position means nothing, so every watch ends with
 /// `Compacted` and the reader starts over at the server's revision.
-async fn verify_namespace(state: &StoreState, c: &mut MultiplexedConnection) -> Result<()> {
+async fn verify_namespace(state: &StoreState, c: &mut Conn) -> Result<()> {
     let candidate = format!("{}-{}", state.instance_id, state.next_id());
     let v = state
         .client
@@ -129,7 +133,7 @@ pub(crate) async fn run_reader(state: Arc<StoreState>) {
         .request_timeout()
         .saturating_mul(3)
         .max(MIN_OUTAGE);
-    let mut conn: Option<MultiplexedConnection> = None;
+    let mut conn: Option<Conn> = None;
     // Since when the reader has not been reading (None: it is).
     let mut down_since: Option<Instant> = None;
     loop {
@@ -352,6 +356,20 @@ where
         let mut compacted = None;
         for e in records {
             if e.seq != 0 {
+                continue;
+            }
+            if e.kind == b'f' {
+                // A fence record: revisions after `from` up to here were
+                // lost (or never existed). Past it only if this watch's
+                // history ends exactly at `from`.
+                let from = std::str::from_utf8(&e.value)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok());
+                if from != Some(last) {
+                    compacted = Some(e.rev);
+                    break;
+                }
+                last = e.rev;
                 continue;
             }
             if e.rev != last.saturating_add(1) {
