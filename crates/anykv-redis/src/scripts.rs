@@ -81,9 +81,8 @@ end
 local function expired(e) return e and tonumber(e) <= now() end
 "#;
 
-/// `top` (the stream's highest revision) and `bump` (a new revision with
-/// its change record).
-const REVISIONS: &str = r#"
+/// `top` (the stream's highest revision) and `record` (a change record).
+const TOP: &str = r#"
 -- The highest revision the change stream holds (0 if empty).
 local function top()
   local last = redis.call('XREVRANGE', LOG, '+', '-', 'COUNT', 1)
@@ -99,7 +98,13 @@ local function record(call, rev, full, kind, value)
   end
   return call('XADD', LOG, 'MAXLEN', '~', MAXLEN, fmt(rev) .. '-0', 'k', full, 't', kind)
 end
+"#;
+
+/// `bump`: a new revision with its change record, after the failover
+/// check (`fence`).
+const BUMP: &str = r#"
 local function bump(full, kind, value)
+  fence()
   local rev = redis.call('INCR', REV)
   local r = record(redis.pcall, rev, full, kind, value)
   if type(r) == 'table' and r.err then
@@ -117,7 +122,8 @@ local function bump(full, kind, value)
 end
 "#;
 
-/// `fence`: the failover check, the first thing every writing script does.
+/// `fence`: the failover check, run once per script before it hands out a
+/// revision (`bump` calls it), a fencing token or a lease id.
 ///
 /// A server whose replication id (`master_replid` of `INFO replication`)
 /// is not the one the namespace's counters were last checked under
@@ -131,19 +137,22 @@ end
 /// `from` was lost. `{ns}:fenced` keeps `from:to` of the last jump. A
 /// namespace with no id stored yet just stores it.
 const FENCE: &str = r#"
+local FENCED = false
 local function fence()
-  if not KEYS[2] then return end
+  if FENCED or not KEYS[2] then return end
+  FENCED = true
   local info = redis.call('INFO', 'replication')
+  local stored = redis.call('GET', KEYS[2])
+  -- The common case, with a plain search: the same id.
+  if stored and string.find(info, 'master_replid:' .. stored .. '\r', 1, true) then return end
   local id = string.match(info, 'master_replid:(%x+)')
   if not id then return end
-  local stored = redis.call('GET', KEYS[2])
-  if stored == id then return end
   if stored then
     local from = tonumber(redis.call('GET', REV) or '0')
     local t = top()
     if t > from then from = t end
     local to = from + GAP
-    redis.call('XADD', LOG, 'MAXLEN', '~', MAXLEN, fmt(to) .. '-0', 'k', '', 't', 'f', 'v', fmt(from))
+    record(redis.call, to, '', 'f', fmt(from))
     redis.call('SET', REV, fmt(to))
     redis.call('SET', P .. 'fence', fmt(tonumber(redis.call('GET', P .. 'fence') or '0') + GAP))
     redis.call('SET', P .. 'lid', fmt(tonumber(redis.call('GET', P .. 'lid') or '0') + GAP))
@@ -207,7 +216,7 @@ fn script(pieces: &[&str], body: &str) -> Lua {
 }
 
 /// Every piece, for the scripts that are not on the hot path.
-const ALL: &[&str] = &[NAMES, CLOCK, REVISIONS, FENCE, DELETES, REVOKES];
+const ALL: &[&str] = &[NAMES, CLOCK, TOP, FENCE, BUMP, DELETES, REVOKES];
 
 /// `put`/`atomic_put`: ARGV[3] key, [4] value, [5] mode (`put`, `create`,
 /// `cas`), [6] expected revision, [7] TTL in ms (`0`: none), [8] lease id
@@ -219,9 +228,8 @@ const ALL: &[&str] = &[NAMES, CLOCK, REVISIONS, FENCE, DELETES, REVOKES];
 /// only written for a new key.
 pub(crate) static PUT: LazyLock<Lua> = LazyLock::new(|| {
     script(
-        &[NAMES, CLOCK, REVISIONS, FENCE, DELETES],
+        &[NAMES, CLOCK, TOP, FENCE, BUMP, DELETES],
         r#"
-fence()
 local full, value, mode, expected = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local ttl = tonumber(ARGV[7])
 local lease = ARGV[8]
@@ -273,9 +281,8 @@ return {0, rev}
 /// 2 modified (n = actual), 3 not found.
 pub(crate) static DELETE: LazyLock<Lua> = LazyLock::new(|| {
     script(
-        &[NAMES, CLOCK, REVISIONS, FENCE, DELETES],
+        &[NAMES, CLOCK, TOP, FENCE, BUMP, DELETES],
         r#"
-fence()
 local full = ARGV[3]
 local cur = redis.call('HMGET', kk(full), 'r', 'e')
 local live = cur[1] and not expired(cur[2])
@@ -298,9 +305,8 @@ return {0, 0}
 /// lexicographic range of the index. Returns how many live keys it deleted.
 pub(crate) static DELETE_TREE: LazyLock<Lua> = LazyLock::new(|| {
     script(
-        &[NAMES, CLOCK, REVISIONS, FENCE, DELETES],
+        &[NAMES, CLOCK, TOP, FENCE, BUMP, DELETES],
         r#"
-fence()
 local keys = {}
 if ARGV[3] ~= '' and redis.call('EXISTS', kk(ARGV[3])) == 1 then
   table.insert(keys, ARGV[3])
@@ -389,7 +395,6 @@ pub(crate) static SWEEP: LazyLock<Lua> = LazyLock::new(|| {
     script(
         ALL,
         r#"
-fence()
 local limit = tonumber(ARGV[3])
 local n = 0
 local due = redis.call('ZRANGEBYSCORE', TTL, '-inf', now(), 'LIMIT', 0, limit)
@@ -414,7 +419,7 @@ return n
 /// Grants a lease: ARGV[3] its TTL in ms. Returns its id.
 pub(crate) static GRANT: LazyLock<Lua> = LazyLock::new(|| {
     script(
-        &[NAMES, CLOCK, REVISIONS, FENCE],
+        &[NAMES, CLOCK, TOP, FENCE],
         r#"
 fence()
 local id = redis.call('INCR', P .. 'lid')
@@ -439,15 +444,14 @@ return 1
 });
 
 /// Revokes a lease: ARGV[3] id. Returns how many keys it deleted.
-pub(crate) static REVOKE: LazyLock<Lua> =
-    LazyLock::new(|| script(ALL, "fence()\nreturn revoke(ARGV[3])"));
+pub(crate) static REVOKE: LazyLock<Lua> = LazyLock::new(|| script(ALL, "return revoke(ARGV[3])"));
 
 /// Takes a lock: ARGV[3] lock key, [4] token, [5] TTL in ms. Returns
 /// `{1, fencing token}` or `{0, remaining ms of the holder, revision}`:
 /// a release after this attempt has an unlock record after `{revision}-0`.
 pub(crate) static LOCK: LazyLock<Lua> = LazyLock::new(|| {
     script(
-        &[NAMES, REVISIONS, FENCE],
+        &[NAMES, TOP, FENCE],
         r#"
 fence()
 local key = P .. 'lock:' .. ARGV[3]
@@ -480,9 +484,8 @@ return 0
 /// Returns 1 if released, 0 if the token did not hold it.
 pub(crate) static UNLOCK: LazyLock<Lua> = LazyLock::new(|| {
     script(
-        &[NAMES, REVISIONS, FENCE],
+        &[NAMES, TOP],
         r#"
-fence()
 local key = P .. 'lock:' .. ARGV[3]
 if redis.call('GET', key) == ARGV[4] then
   redis.call('DEL', key)
@@ -505,7 +508,7 @@ return 0
 /// on before it reads or waits for anything.
 pub(crate) static STATE: LazyLock<Lua> = LazyLock::new(|| {
     script(
-        &[NAMES, REVISIONS, FENCE],
+        &[NAMES, TOP, FENCE],
         r#"
 fence()
 redis.call('SET', P .. 'epoch', ARGV[3], 'NX')

@@ -167,13 +167,14 @@ async fn failover_with_wait_loses_no_acknowledged_write() {
 /// another shard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespace_lives_in_one_slot() {
-    let c = shared().lock().unwrap_or_else(|p| p.into_inner());
+    let base = {
+        let c = shared().lock().unwrap_or_else(|p| p.into_inner());
+        base_url(&c)
+    };
     let url = format!(
-        "{}/slots?namespace={}",
-        base_url(&c),
+        "{base}/slots?namespace={}",
         anykv_testserver::unique_name("slot")
     );
-    drop(c);
     let store = open(&url).await.unwrap();
     for k in ["a", "b/c", "zzz/y/x", "{other}"] {
         let r = store.put(k, "v".into(), PutOptions::new()).await.unwrap();
