@@ -27,7 +27,7 @@ use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr
 use redis::{RedisError, Value};
 
 use crate::config::{RedisConfig, BACKEND};
-use crate::connection::{Conn, Handle, Link};
+use crate::connection::{Conn, Handle, Lane, Link};
 use crate::layout::Layout;
 use crate::reply::as_i64;
 use crate::scripts::Lua;
@@ -200,6 +200,12 @@ impl RedisClient {
         self.request_timeout
     }
 
+    /// How many connections the store holds open for calls (the watch
+    /// reader's not counted).
+    pub(crate) fn connections(&self) -> usize {
+        self.link.connections()
+    }
+
     /// Whether the store talks to a Redis Cluster.
     pub(crate) fn is_cluster(&self) -> bool {
         self.link.is_cluster()
@@ -223,7 +229,7 @@ impl RedisClient {
     fn failed(&self, handle: Option<&Handle>, e: Option<&RedisError>) {
         if e.is_none_or(gives_up_connection) {
             if let Some(h) = handle {
-                self.link.invalidate(h.generation);
+                self.link.invalidate(h);
             }
         }
         if e.is_none_or(|e| gives_up_connection(e) || unexecuted(e) || map_error_kind_retryable(e))
@@ -331,12 +337,18 @@ impl RedisClient {
             Durability::Replicated => self.wait,
             Durability::Primary => None,
         };
+        // `WAIT` holds up its connection: writes that wait use the lanes.
+        let lane = if wait.is_some() {
+            Lane::Waiting
+        } else {
+            Lane::Main
+        };
         let deadline = Instant::now()
             .checked_add(self.request_timeout)
             .unwrap_or_else(Instant::now);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let handle = match tokio::time::timeout(left, self.link.get()).await {
+            let handle = match tokio::time::timeout(left, self.link.get(lane)).await {
                 Ok(Ok(h)) => h,
                 Ok(Err(e)) => {
                     self.failed(None, None);
@@ -418,10 +430,11 @@ impl RedisClient {
     /// Sends a command once, within the timeout.
     pub(crate) async fn command_once(&self, cmd: &redis::Cmd, what: &str) -> Result<Value> {
         let started = Instant::now();
-        let handle = match tokio::time::timeout(self.request_timeout, self.link.get()).await {
-            Ok(h) => h?,
-            Err(_) => return Err(self.timed_out(what)),
-        };
+        let handle =
+            match tokio::time::timeout(self.request_timeout, self.link.get(Lane::Main)).await {
+                Ok(h) => h?,
+                Err(_) => return Err(self.timed_out(what)),
+            };
         let mut conn = handle.conn.clone();
         let left = self.request_timeout.saturating_sub(started.elapsed());
         match tokio::time::timeout(left, cmd.query_async::<Value>(&mut conn)).await {
@@ -452,7 +465,7 @@ impl RedisClient {
             .unwrap_or_else(Instant::now);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let err = match tokio::time::timeout(left, self.link.get()).await {
+            let err = match tokio::time::timeout(left, self.link.get(Lane::Main)).await {
                 Err(_) => {
                     self.failed(None, None);
                     return Err(self.timed_out(what));

@@ -14,8 +14,14 @@
 //!
 //! The watch reader gets a connection of its own ([`Link::reader`]) the
 //! same way, found anew on every reconnect.
+//!
+//! A store that waits for replicas (`wait_replicas`) also keeps
+//! [`WAIT_LANES`] connections for those writes: `WAIT` holds up every
+//! later command of the connection it is sent on until the replicas
+//! answer, so on the calls' connection it would hold up reads and every
+//! other write behind each write's replication.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anykv_core::{Error, Result};
@@ -77,12 +83,27 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// A call's connection and the generation of the link it came from (see
-/// [`Link::invalidate`]).
+/// How many connections a store keeps for writes that wait for replicas.
+pub(crate) const WAIT_LANES: usize = 8;
+
+/// Which of a link's connections a call uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// The calls' connection.
+    Main,
+    /// One of the connections for writes that wait for replicas (the
+    /// calls' connection if the store has none).
+    Waiting,
+}
+
+/// A call's connection, which of the link's connections it is, and its
+/// generation (see [`Link::invalidate`]).
 pub(crate) struct Handle {
     /// The connection.
     pub(crate) conn: Conn,
-    /// Which connection of a Sentinel link this is (0 otherwise).
+    /// Its place among the link's connections.
+    pub(crate) slot: usize,
+    /// Which connection of a Sentinel link's slot this is (0 otherwise).
     pub(crate) generation: u64,
 }
 
@@ -91,6 +112,10 @@ pub(crate) struct Link {
     kind: Kind,
     connect_timeout: Duration,
     request_timeout: Duration,
+    /// How many connections for writes that wait (0 or [`WAIT_LANES`]),
+    /// after the calls' connection in each deployment's list.
+    lanes: usize,
+    next_lane: AtomicUsize,
 }
 
 /// The deployment's own part of a [`Link`].
@@ -98,18 +123,18 @@ enum Kind {
     /// One server.
     Single {
         /// For the watch reader's connections.
-        client: Client,
-        /// The calls' connection.
-        manager: ConnectionManager,
+        client: Box<Client>,
+        /// The calls' connection, then the lanes.
+        managers: Vec<ConnectionManager>,
     },
     /// The primary the Sentinels name.
-    Sentinel(SentinelLink),
+    Sentinel(Box<SentinelLink>),
     /// A Redis Cluster.
     Cluster {
         /// For the watch reader's connections.
-        client: ClusterClient,
-        /// The calls' connection.
-        conn: ClusterConnection,
+        client: Box<ClusterClient>,
+        /// The calls' connection, then the lanes.
+        conns: Vec<ClusterConnection>,
     },
 }
 
@@ -209,6 +234,11 @@ impl Link {
         let connecting = config
             .connect_timeout
             .saturating_add(config.request_timeout);
+        let lanes = if config.wait_replicas > 0 {
+            WAIT_LANES
+        } else {
+            0
+        };
         let kind = match &config.topology {
             Topology::Single => {
                 let client = settings.client(&config.host, config.port, &settings.redis)?;
@@ -217,25 +247,32 @@ impl Link {
                     .set_response_timeout(Some(config.request_timeout))
                     .set_number_of_retries(2)
                     .set_max_delay(Duration::from_millis(500));
-                let manager = match tokio::time::timeout(
-                    connecting,
-                    ConnectionManager::new_with_config(client.clone(), mgr_config),
-                )
-                .await
-                {
-                    Ok(Ok(c)) => c,
-                    Ok(Err(e)) => return Err(map_error(e, "connect")),
-                    Err(_) => return Err(timed_out("connect", connecting)),
-                };
-                Kind::Single { client, manager }
+                let mut managers = Vec::with_capacity(1 + lanes);
+                for _ in 0..=lanes {
+                    let manager = match tokio::time::timeout(
+                        connecting,
+                        ConnectionManager::new_with_config(client.clone(), mgr_config.clone()),
+                    )
+                    .await
+                    {
+                        Ok(Ok(c)) => c,
+                        Ok(Err(e)) => return Err(map_error(e, "connect")),
+                        Err(_) => return Err(timed_out("connect", connecting)),
+                    };
+                    managers.push(manager);
+                }
+                Kind::Single {
+                    client: Box::new(client),
+                    managers,
+                }
             }
             Topology::Sentinel {
                 sentinels,
                 master_name,
             } => {
-                let link = SentinelLink::new(config, settings, sentinels, master_name)?;
-                match tokio::time::timeout(connecting, link.current()).await {
-                    Ok(Ok(_)) => Kind::Sentinel(link),
+                let link = SentinelLink::new(config, settings, sentinels, master_name, 1 + lanes)?;
+                match tokio::time::timeout(connecting, link.current(0)).await {
+                    Ok(Ok(_)) => Kind::Sentinel(Box::new(link)),
                     Ok(Err(e)) => return Err(e),
                     Err(_) => return Err(timed_out("connect (through the Sentinels)", connecting)),
                 }
@@ -265,20 +302,31 @@ impl Link {
                 let client = builder.build().map_err(|e| {
                     Error::Config(format!("invalid Redis Cluster configuration: {e}"))
                 })?;
-                let conn = match tokio::time::timeout(connecting, client.get_async_connection())
-                    .await
-                {
-                    Ok(Ok(c)) => c,
-                    Ok(Err(e)) => return Err(map_error(e, "connect to the Redis Cluster")),
-                    Err(_) => return Err(timed_out("connect to the Redis Cluster", connecting)),
-                };
-                Kind::Cluster { client, conn }
+                let mut conns = Vec::with_capacity(1 + lanes);
+                for _ in 0..=lanes {
+                    let conn = match tokio::time::timeout(connecting, client.get_async_connection())
+                        .await
+                    {
+                        Ok(Ok(c)) => c,
+                        Ok(Err(e)) => return Err(map_error(e, "connect to the Redis Cluster")),
+                        Err(_) => {
+                            return Err(timed_out("connect to the Redis Cluster", connecting))
+                        }
+                    };
+                    conns.push(conn);
+                }
+                Kind::Cluster {
+                    client: Box::new(client),
+                    conns,
+                }
             }
         };
         Ok(Link {
             kind,
             connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
+            lanes,
+            next_lane: AtomicUsize::new(0),
         })
     }
 
@@ -287,29 +335,47 @@ impl Link {
         matches!(self.kind, Kind::Cluster { .. })
     }
 
-    /// The connection for a call (for Sentinel: the current one, or one to
-    /// the primary the Sentinels name now).
-    pub(crate) async fn get(&self) -> Result<Handle> {
+    /// How many connections the link holds open for calls (the watch
+    /// reader's not counted).
+    pub(crate) fn connections(&self) -> usize {
         match &self.kind {
-            Kind::Single { manager, .. } => Ok(Handle {
-                conn: Conn::Managed(manager.clone()),
+            Kind::Single { managers, .. } => managers.len(),
+            Kind::Sentinel(s) => s.open_slots(),
+            Kind::Cluster { conns, .. } => conns.len(),
+        }
+    }
+
+    /// The connection for a call on `lane` (for Sentinel: the current one,
+    /// or one to the primary the Sentinels name now).
+    pub(crate) async fn get(&self, lane: Lane) -> Result<Handle> {
+        let slot = match lane {
+            Lane::Waiting if self.lanes > 0 => {
+                1 + self.next_lane.fetch_add(1, Ordering::Relaxed) % self.lanes
+            }
+            _ => 0,
+        };
+        match &self.kind {
+            Kind::Single { managers, .. } => Ok(Handle {
+                conn: Conn::Managed(managers[slot.min(managers.len() - 1)].clone()),
+                slot,
                 generation: 0,
             }),
-            Kind::Sentinel(s) => s.current().await,
-            Kind::Cluster { conn, .. } => Ok(Handle {
-                conn: Conn::Cluster(conn.clone()),
+            Kind::Sentinel(s) => s.current(slot).await,
+            Kind::Cluster { conns, .. } => Ok(Handle {
+                conn: Conn::Cluster(conns[slot.min(conns.len() - 1)].clone()),
+                slot,
                 generation: 0,
             }),
         }
     }
 
-    /// Drops the Sentinel link's connection of `generation`, if it is
-    /// still the current one, so that the next call asks the Sentinels
-    /// again. Does nothing for the other deployments, which reconnect by
-    /// themselves.
-    pub(crate) fn invalidate(&self, generation: u64) {
+    /// Drops the Sentinel link's connection `handle` came from, if it is
+    /// still the current one of its slot, so that the next call there asks
+    /// the Sentinels again. Does nothing for the other deployments, which
+    /// reconnect by themselves.
+    pub(crate) fn invalidate(&self, handle: &Handle) {
         if let Kind::Sentinel(s) = &self.kind {
-            s.invalidate(generation);
+            s.invalidate(handle.slot, handle.generation);
         }
     }
 
@@ -349,8 +415,9 @@ pub(crate) struct SentinelLink {
     /// A client per Sentinel, in the configured order.
     sentinels: Vec<Client>,
     master_name: String,
-    /// The current connection and its generation.
-    current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    /// Per slot (the calls' connection, then the lanes): the current
+    /// connection and its generation.
+    current: Vec<Mutex<Option<(u64, MultiplexedConnection)>>>,
     /// One search for the primary at a time.
     searching: tokio::sync::Mutex<()>,
     next_generation: AtomicU64,
@@ -365,6 +432,7 @@ impl SentinelLink {
         settings: NodeSettings,
         sentinels: &[(String, u16)],
         master_name: &str,
+        slots: usize,
     ) -> Result<Self> {
         let mut auth = RedisConnectionInfo::default();
         if let Some(u) = &config.sentinel_username {
@@ -381,39 +449,53 @@ impl SentinelLink {
             settings,
             sentinels,
             master_name: master_name.to_owned(),
-            current: Mutex::new(None),
+            current: (0..slots).map(|_| Mutex::new(None)).collect(),
             searching: tokio::sync::Mutex::new(()),
             next_generation: AtomicU64::new(1),
         })
     }
 
-    /// The current connection, or a new one to the primary the Sentinels
-    /// name now.
-    async fn current(&self) -> Result<Handle> {
-        if let Some((generation, c)) = self.current.lock().clone() {
-            return Ok(Handle {
-                conn: Conn::Direct(c),
-                generation,
-            });
+    /// How many slots have a connection.
+    fn open_slots(&self) -> usize {
+        self.current.iter().filter(|c| c.lock().is_some()).count()
+    }
+
+    /// Slot `slot`'s current connection, or a new one to the primary the
+    /// Sentinels name now.
+    async fn current(&self, slot: usize) -> Result<Handle> {
+        let slot = slot.min(self.current.len().saturating_sub(1));
+        let cached = || {
+            self.current[slot]
+                .lock()
+                .clone()
+                .map(|(generation, c)| Handle {
+                    conn: Conn::Direct(c),
+                    slot,
+                    generation,
+                })
+        };
+        if let Some(h) = cached() {
+            return Ok(h);
         }
         let _one = self.searching.lock().await;
-        if let Some((generation, c)) = self.current.lock().clone() {
-            return Ok(Handle {
-                conn: Conn::Direct(c),
-                generation,
-            });
+        if let Some(h) = cached() {
+            return Ok(h);
         }
         let c = self.connect_primary(self.settings.request_timeout).await?;
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        *self.current.lock() = Some((generation, c.clone()));
+        *self.current[slot].lock() = Some((generation, c.clone()));
         Ok(Handle {
             conn: Conn::Direct(c),
+            slot,
             generation,
         })
     }
 
-    fn invalidate(&self, generation: u64) {
-        let mut current = self.current.lock();
+    fn invalidate(&self, slot: usize, generation: u64) {
+        let Some(current) = self.current.get(slot) else {
+            return;
+        };
+        let mut current = current.lock();
         if current.as_ref().is_some_and(|(g, _)| *g == generation) {
             *current = None;
         }

@@ -480,7 +480,7 @@ impl Store for RedisStore {
         let connections = if s.is_closed() {
             0
         } else {
-            1 + usize::from(s.reader_connected.load(Ordering::SeqCst))
+            s.client.connections() + usize::from(s.reader_connected.load(Ordering::SeqCst))
         };
         StoreStats::new(watches, leases, locks, connections)
     }
