@@ -304,8 +304,13 @@ impl RedisClient {
                     let replies: Vec<Value> = pipe.query_async(conn).await?;
                     let mut it = replies.into_iter();
                     let value = it.next().unwrap_or(Value::Nil).extract_error();
-                    let got = it.next().as_ref().and_then(as_i64).unwrap_or(0);
-                    value.map(|v| (v, Some((n, got, t))))
+                    // A refused WAIT (an ACL without it) says so, rather
+                    // than "no replica acknowledged".
+                    let waited = it.next().unwrap_or(Value::Nil).extract_error();
+                    value.and_then(|v| {
+                        let got = as_i64(&waited?).unwrap_or(0);
+                        Ok((v, Some((n, got, t))))
+                    })
                 }
             };
             match outcome {

@@ -80,10 +80,10 @@
 //! | after a failover | — (the store reconnects to the same address) | the store finds the new primary by itself: `READONLY` or a dropped connection is a retryable `Unavailable`, writes the server refused unexecuted are sent again within the timeout | the same | the cluster client follows the slot map (`MOVED` is retried the same way) |
 //! | an acknowledged write survives the primary's loss | only with `appendfsync always`; with `everysec` the last second can be lost in a crash | **no**: what the replica had not received is lost | **yes**, when the promoted replica is one that acknowledged it (with one replica, always); a write whose `WAIT` fell short fails with `Unavailable` ("applied on the primary, may be lost") | as Sentinel without / with `wait_replicas` |
 //! | a revision, fencing token or lease id is never handed out twice | yes, also after a restart that lost writes (while the user may run `INFO`; see below) | yes (the failover check) | yes | yes |
-//! | a compare-and-swap with a revision from before the loss | fails (`KeyModified`/`KeyNotFound`) | fails | fails | fails |
+//! | a compare-and-swap expecting a revision that the lost writes had handed out | fails (`KeyModified`/`KeyNotFound`) | fails | fails | fails |
 //! | watches | deliver every change, or end with an error: `Compacted` when they saw revisions that were lost | the same | the same | the same |
 //! | two holders of a lock never both believe they hold it | yes while the lock's key lives; a lock taken or extended in the second before a crash may be lost with it | **no** for a lock taken or extended just before the loss: another client can take it on the new primary before the holder's store reaches it (which then checks every lock at once, and `lost()` fires) | **yes**: a lock, and each extension, counts only once a replica has it; after a failover the key is still there, so nobody else gets it before its holder lost it | as Sentinel without / with `wait_replicas` |
-//! | unavailable during a failover | until the server is back | until the Sentinels promote the replica (down-after plus the election) and the store asks them again | also while no replica acknowledges: with one replica, writes, locks and leases fail until the old primary is back as a replica | until the cluster promotes the replica (`cluster-node-timeout` plus the election) |
+//! | unavailable during a failover | until the server is back | until the Sentinels promote the replica (`down-after-milliseconds` plus the election) and the store asks them again: 2.3 s in the tests (1 s down-after) | also while no replica acknowledges: with one replica, writes, locks and leases fail until the old primary is back as a replica (12.4 s in the tests, most of it the Sentinels' 10 s `INFO` period before they reconfigure it) | until the cluster promotes the replica (`cluster-node-timeout` plus the election): 2.5 s in the tests (1 s node timeout); with `wait_replicas=1`, also until the old primary is back as a replica (2.6-3.0 s) |
 //! | capacity | one server | one primary | one primary | **one shard per namespace**: every key of a namespace carries its `{ns}` hash tag, so it lives in one hash slot and its scripts run atomically on one node; spread load over shards with several namespaces |
 //!
 //! Not promised anywhere: a split brain. An old primary that still takes
@@ -137,7 +137,10 @@
 //! Each store keeps one connection for calls and, while it has a watch or
 //! a waiting `lock()`, one for the change-stream reader that serves all of
 //! its watches (for a Cluster: a cluster connection each, which holds one
-//! per node). A server that lost all its writes (restarted without
+//! per node). With `wait_replicas` it keeps eight more for the writes that
+//! wait, taken in turn: `WAIT` holds up every later command of its
+//! connection until the replicas answer, so reads and other writes do not
+//! queue behind it. A server that lost all its writes (restarted without
 //! persistence, flushed) starts the namespace over: every watch then ends
 //! with `Compacted`. A reader that cannot read for the larger of three
 //! `request_timeout`s and 15 s ends every watch with `Unavailable`.

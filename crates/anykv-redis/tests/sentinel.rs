@@ -339,3 +339,86 @@ async fn first_sentinel_dead_at_open() {
     assert_eq!(store.get("k").await.unwrap().unwrap().revision, r);
     store.close().await.unwrap();
 }
+
+/// Without waiting for replicas, a lock taken while the replica lags is
+/// lost with the primary. Its holder learns it as soon as its store's
+/// calls reach the new primary (every lock is checked at once then), long
+/// before the lock's TTL; another client may take it on the new primary
+/// before that (this deployment's documented limit), and the test prints
+/// by how much. Tokens still increase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lock_lost_in_failover_is_reported_at_once() {
+    let s = Arc::new(Mutex::new(start().await));
+    let url = format!(
+        "{}/0/{}?request_timeout=2s",
+        base_url(&s.lock().unwrap()),
+        anykv_testserver::unique_name("lostlock")
+    );
+    let a = open(&url).await.unwrap();
+    let b = open(&url).await.unwrap();
+    let ttl = Duration::from_secs(20);
+    let (old, replica) = {
+        let s = s.clone();
+        tokio::task::spawn_blocking(move || {
+            let d = s.lock().unwrap();
+            let old = d.primary().expect("a primary");
+            d.lag_replica(1 - old).expect("lag the replica");
+            (old, 1 - old)
+        })
+        .await
+        .unwrap()
+    };
+    let held = a.lock("l", LockOptions::new().with_ttl(ttl)).await.unwrap();
+    let first = held.fencing_token();
+    let killed = {
+        let s = s.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut d = s.lock().unwrap();
+            let killed = Instant::now();
+            d.kill(old);
+            d.resume(replica).expect("resume the replica");
+            d.wait_for_failover(old, Duration::from_secs(30))
+                .expect("failover");
+            killed
+        })
+        .await
+        .unwrap()
+    };
+    let taker = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                match b.try_lock("l", LockOptions::new().with_ttl(ttl)).await {
+                    Ok(Some(g)) => return (g, Instant::now()),
+                    Ok(None) => {}
+                    Err(e) if e.is_retryable() && Instant::now() < deadline => {}
+                    Err(e) => panic!("try_lock: {e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    tokio::time::timeout(ttl / 2, held.lost())
+        .await
+        .expect("the holder was not told within half the TTL");
+    let lost_at = Instant::now();
+    let (guard, got_at) = tokio::time::timeout(Duration::from_secs(30), taker)
+        .await
+        .expect("the other client never got the lock")
+        .expect("taker");
+    let overlap = lost_at.saturating_duration_since(got_at);
+    println!(
+        "lock lost in a sentinel failover without wait: the holder was told {:?} after the \
+         kill (TTL {ttl:?}); the other client got it {:?} after the kill; both believed they \
+         held it for {overlap:?}; tokens {first} then {}",
+        lost_at - killed,
+        got_at - killed,
+        guard.fencing_token()
+    );
+    assert!(guard.fencing_token() > first);
+    guard.release().await.ok();
+    drop(held);
+    a.close().await.ok();
+    b.close().await.ok();
+}
