@@ -1,7 +1,8 @@
 //! The store's calls to the server: running scripts and commands within
-//! the request timeout, waiting for replicas when configured, and mapping
-//! Redis errors to anykv's. How the server is reached (one server,
-//! Sentinel, Cluster) is `connection.rs`; decoding replies is `reply.rs`.
+//! the request timeout, retrying what may be retried, and waiting for
+//! replicas when configured. How the server is reached (one server,
+//! Sentinel, Cluster) is `connection.rs`; mapping Redis errors to anykv's
+//! is `errors.rs`; decoding replies is `reply.rs`.
 //!
 //! A call that cannot complete within `request_timeout` fails with
 //! `Timeout`, a lost connection with `Unavailable`; a write that fails so
@@ -28,6 +29,7 @@ use redis::{RedisError, Value};
 
 use crate::config::{RedisConfig, BACKEND};
 use crate::connection::{Conn, Handle, Lane, Link};
+use crate::errors::{map_error, map_error_kind_retryable};
 use crate::layout::Layout;
 use crate::reply::as_i64;
 use crate::scripts::Lua;
@@ -524,87 +526,5 @@ impl RedisClient {
             Ok(Err(e)) => Err(map_error(e, what)),
             Err(_) => Err(self.timed_out(what)),
         }
-    }
-}
-
-/// Whether [`map_error`] would call `e` retryable.
-fn map_error_kind_retryable(e: &RedisError) -> bool {
-    e.is_timeout() || e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()
-}
-
-/// An anykv error for a Redis error of the call `what`: `Unauthenticated`,
-/// `PermissionDenied`, `Unavailable` (retryable) or `Backend`.
-pub(crate) fn map_error(e: RedisError, what: &str) -> Error {
-    let code = e.code().unwrap_or("");
-    let text = e.to_string();
-    let what = if what.is_empty() {
-        String::new()
-    } else {
-        format!("{what}: ")
-    };
-    if e.kind() == redis::ErrorKind::AuthenticationFailed
-        || code == "WRONGPASS"
-        || code == "NOAUTH"
-        || text.contains("WRONGPASS")
-        || text.contains("NOAUTH")
-    {
-        return Error::Unauthenticated {
-            backend: BACKEND,
-            message: format!("{what}{text}"),
-        };
-    }
-    if code == "NOPERM"
-        || text.contains("NOPERM")
-        || text.contains("can't access at least one of the keys")
-        || text.contains("has no permissions")
-        || text.contains("can't run this command")
-    {
-        return Error::PermissionDenied {
-            backend: BACKEND,
-            message: format!("{what}{text}"),
-        };
-    }
-    if e.is_timeout() {
-        return Error::Unavailable {
-            backend: BACKEND,
-            message: format!("{what}the server did not answer in time (may have been applied)"),
-            source: Some(Box::new(e)),
-        };
-    }
-    if code == "READONLY" {
-        return Error::Unavailable {
-            backend: BACKEND,
-            message: format!(
-                "{what}the server is a replica now (a failover demoted it); not applied: {text}"
-            ),
-            source: Some(Box::new(e)),
-        };
-    }
-    if e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || e.kind() == redis::ErrorKind::ClusterConnectionNotFound
-        || matches!(
-            code,
-            "LOADING"
-                | "TRYAGAIN"
-                | "MASTERDOWN"
-                | "BUSY"
-                | "CLUSTERDOWN"
-                | "MOVED"
-                | "ASK"
-                | "NOREPLICAS"
-        )
-    {
-        return Error::Unavailable {
-            backend: BACKEND,
-            message: format!("{what}{text}"),
-            source: Some(Box::new(e)),
-        };
-    }
-    Error::Backend {
-        backend: BACKEND,
-        message: format!("{what}{text}"),
-        source: Some(Box::new(e)),
     }
 }

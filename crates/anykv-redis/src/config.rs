@@ -2,13 +2,13 @@
 //! backend applies; [`Topology`]: which deployment (one server, Sentinel,
 //! Cluster) the store talks to. Its fields are public, each documented;
 //! `#[non_exhaustive]` keeps the builder the way to make one. The URL forms
-//! are read in `urls.rs`.
+//! are read in `urls.rs` ([`RedisConfig::from_url`]).
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anykv_core::{key, Error, Result, Url};
+use anykv_core::{key, Error, Result};
 
 /// The namespace used when none is given.
 pub const DEFAULT_NAMESPACE: &str = "anykv";
@@ -398,24 +398,5 @@ impl RedisConfig {
             )));
         }
         key::normalize_root(&self.root)
-    }
-
-    /// Reads a `redis://`, `rediss://`, `redis+sentinel://`,
-    /// `rediss+sentinel://`, `redis+cluster://` or `rediss+cluster://` URL
-    /// (see the crate documentation for each form and its parameters).
-    ///
-    /// For `redis[s]://`: the first path segment is the database number
-    /// (default 0); the rest of the path is the root. Parameters: `prefix`
-    /// (a root that the path's root goes under), `namespace` (default
-    /// `anykv`), `request_timeout` and `connect_timeout` (durations:
-    /// `250ms`, `5s`, `2m`), `history`, `max_value_size`, `ca_file` (a PEM
-    /// file of CAs to trust, TLS only), `wait_replicas` and `wait_timeout`.
-    /// A user without a password is an error; a password without a user
-    /// authenticates the default user (`requirepass`). A `redis://` URL
-    /// talks to one server: one that names several (`a:6379,b:6379`, which
-    /// [`anykv_core::parse_url`] turns into an `endpoints` parameter) is a
-    /// `Config` error.
-    pub fn from_url(url: &Url) -> Result<Self> {
-        crate::urls::from_url(url)
     }
 }

@@ -37,8 +37,8 @@ use redis::{
     RedisConnectionInfo, RedisError, RedisFuture, TlsCertificates, Value,
 };
 
-use crate::client::map_error;
 use crate::config::{RedisConfig, Topology, BACKEND};
+use crate::errors::map_error;
 
 /// One call's connection, of whichever deployment.
 #[derive(Clone)]

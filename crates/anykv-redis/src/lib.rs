@@ -190,6 +190,7 @@
 mod client;
 mod config;
 mod connection;
+mod errors;
 mod expiry;
 mod feed;
 mod keepalive;

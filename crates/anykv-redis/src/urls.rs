@@ -103,7 +103,7 @@ fn database(segment: &str, shown: &str) -> Result<i64> {
 }
 
 /// See [`RedisConfig::from_url`].
-pub(crate) fn from_url(url: &Url) -> Result<RedisConfig> {
+fn from_url(url: &Url) -> Result<RedisConfig> {
     let (tls, form) = match url.scheme() {
         "redis" => (false, Form::Single),
         "rediss" => (true, Form::Single),
@@ -238,6 +238,27 @@ pub(crate) fn from_url(url: &Url) -> Result<RedisConfig> {
     config.root = key::join(&prefix, &path_root);
     config.validate()?;
     Ok(config)
+}
+
+impl RedisConfig {
+    /// Reads a `redis://`, `rediss://`, `redis+sentinel://`,
+    /// `rediss+sentinel://`, `redis+cluster://` or `rediss+cluster://` URL
+    /// (see the crate documentation for each form and its parameters).
+    ///
+    /// For `redis[s]://`: the first path segment is the database number
+    /// (default 0); the rest of the path is the root. Parameters: `prefix`
+    /// (a root that the path's root goes under), `namespace` (default
+    /// `anykv`), `request_timeout` and `connect_timeout` (durations:
+    /// `250ms`, `5s`, `2m`), `history`, `max_value_size`, `ca_file` (a PEM
+    /// file of CAs to trust, TLS only), `wait_replicas` and `wait_timeout`.
+    /// A user without a password is an error; a password without a user
+    /// authenticates the default user (`requirepass`). A `redis://` URL
+    /// talks to one server: one that names several (`a:6379,b:6379`, which
+    /// [`anykv_core::parse_url`] turns into an `endpoints` parameter) is a
+    /// `Config` error.
+    pub fn from_url(url: &Url) -> Result<Self> {
+        from_url(url)
+    }
 }
 
 #[cfg(test)]

@@ -228,7 +228,7 @@ pub(crate) async fn run_reader(state: Arc<StoreState>) {
                 }
                 None => unexpected_reply("XREAD"),
             },
-            Err(e) => crate::client::map_error(e, "XREAD"),
+            Err(e) => crate::errors::map_error(e, "XREAD"),
         };
         // Transient errors: reconnect and go on from the same position.
         // Others (an ACL without XREAD, a key of the wrong type, a reply
