@@ -4,7 +4,7 @@
 //! `KEYS[1]` is `{ns}:rev`: every key a script touches carries the `{ns}`
 //! hash tag, so they all live in that key's slot, and a Cluster routes the
 //! script there. `KEYS[2]`, when given, is `{ns}:replid` and turns the
-//! failover check on (see [`FENCE`]).
+//! failover check on (see `fence`).
 //! Each script is built from only the pieces of the prelude it uses
 //! (names, the clock, revisions, deletes, revokes): a script pays on every
 //! run for each piece it includes, so the hot ones (`PUT`, `READ`) carry
@@ -14,7 +14,9 @@
 //! Scripts never raise an error after their first write: every condition
 //! is checked before anything is written, and every revision the counter
 //! hands out gets its change record in the same script, so the stream's
-//! `{revision}-0` entries are contiguous (a gap means trimmed history).
+//! `{revision}-0` entries are contiguous (a gap means trimmed history),
+//! except across a fence record, which the failover check writes where
+//! the counter jumped (see `fence`).
 //! A counter at or below the stream's top (evicted, or reset by hand) is
 //! moved past it by `bump`, before its change record is written: the
 //! stream refuses the record's ID, and `bump` then continues after the

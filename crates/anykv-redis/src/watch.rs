@@ -69,6 +69,10 @@ const CATCH_UP_PAGE: usize = 256;
 /// Entries one `XREAD` returns at most.
 const READ_COUNT: usize = 128;
 
+/// How long a new watch waits before catching up again when the last
+/// catch-up found nothing new although the reader is ahead of it.
+const NO_PROGRESS_PAUSE: Duration = Duration::from_millis(20);
+
 /// A copy of a reader error, for every watch it ends.
 fn reader_failure(e: &Error) -> impl Fn() -> Error {
     let kind = e.kind();
@@ -353,6 +357,7 @@ where
             .ok_or_else(|| unexpected_reply("watch"))?;
         let full_page = records.len() >= CATCH_UP_PAGE;
         fresh = !full_page;
+        let progress_from = last;
         let mut compacted = None;
         for e in records {
             if e.seq != 0 {
@@ -393,6 +398,13 @@ where
             }));
             drop(tx);
             return Ok(stream(false, initial));
+        }
+        if last == progress_from {
+            // The reader is past everything the server has: it read from a
+            // server that has since lost writes, and has not yet found the
+            // one now serving (whose failover check will write a fence
+            // record past it). Do not spin meanwhile.
+            tokio::time::sleep(NO_PROGRESS_PAUSE).await;
         }
     }
 }
