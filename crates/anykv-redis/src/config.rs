@@ -25,8 +25,8 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting may take, by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How long a write waits for its replicas (`WAIT`) when
-/// [`RedisConfig::wait_for_replicas`] is on and no time-out is given.
+/// How long a write waits for its replicas (`WAIT`) when a URL sets
+/// `wait_replicas` without `wait_timeout`.
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The port of a Sentinel when a `redis+sentinel://` URL names none.

@@ -423,6 +423,10 @@ pub(crate) struct SentinelLink {
     next_generation: AtomicU64,
 }
 
+/// How much longer the other Sentinels are waited for once one has named
+/// a primary.
+const OTHER_SENTINELS: Duration = Duration::from_millis(200);
+
 /// What one Sentinel said.
 type Answer = std::result::Result<Option<(String, u16)>, RedisError>;
 
@@ -526,9 +530,12 @@ impl SentinelLink {
         }
     }
 
-    /// Asks every Sentinel at once, within the connect timeout; the
-    /// addresses they name, most named first (the earlier Sentinel's on a
-    /// tie), and what went wrong with the others.
+    /// Asks every Sentinel at once, each within the connect and request
+    /// timeouts, and the others for at most [`OTHER_SENTINELS`] once one
+    /// has answered (at once when a majority agrees); the addresses they
+    /// name, most named first (the earlier Sentinel's on a tie), what went
+    /// wrong with the others, and whether every one refused the
+    /// credentials.
     async fn candidates(&self) -> (Vec<(String, u16)>, Vec<String>, bool) {
         let n = self.sentinels.len();
         let mut asks: FuturesUnordered<_> = (0..n)
@@ -544,11 +551,25 @@ impl SentinelLink {
         let mut named: Vec<(usize, (String, u16))> = Vec::new();
         let mut problems = Vec::new();
         let mut all_auth = true;
-        while let Some((i, r)) = asks.next().await {
+        // Once one Sentinel has named a primary, the others get a short
+        // while more: a frozen one must not hold up the search.
+        let mut until: Option<tokio::time::Instant> = None;
+        loop {
+            let next = match until {
+                Some(deadline) => match tokio::time::timeout_at(deadline, asks.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+                None => asks.next().await,
+            };
+            let Some((i, r)) = next else {
+                break;
+            };
             match r {
                 Ok(Ok(Some(addr))) => {
                     named.push((i, addr));
                     all_auth = false;
+                    until.get_or_insert_with(|| tokio::time::Instant::now() + OTHER_SENTINELS);
                     // A majority agrees: no need to wait for the others.
                     let votes = named.iter().filter(|(_, a)| *a == named[named.len() - 1].1);
                     if votes.count() > n / 2 {
