@@ -1,40 +1,65 @@
-//! The store's connection to the server: connecting, running scripts and
-//! commands within the request timeout (reads retried, writes never),
-//! mapping Redis errors to anykv's, and decoding replies.
+//! The store's calls to the server: running scripts and commands within
+//! the request timeout, retrying what may be retried, and waiting for
+//! replicas when configured. How the server is reached (one server,
+//! Sentinel, Cluster) is `connection.rs`; mapping Redis errors to anykv's
+//! is `errors.rs`; decoding replies is `reply.rs`.
 //!
-//! Calls go through a `ConnectionManager` that reconnects by itself. A call
-//! that cannot complete within `request_timeout` fails with `Timeout`, a
-//! lost connection with `Unavailable`; a write that fails so may have been
-//! applied and is never retried. Wrong credentials give `Unauthenticated`,
-//! ACL refusals `PermissionDenied`.
+//! A call that cannot complete within `request_timeout` fails with
+//! `Timeout`, a lost connection with `Unavailable`; a write that fails so
+//! may have been applied and is never retried. A write the server refused
+//! before running it (`READONLY` from a demoted primary, `MOVED`, `ASK`,
+//! `TRYAGAIN`, `CLUSTERDOWN`, `LOADING`, `MASTERDOWN`, `BUSY`,
+//! `NOREPLICAS`, or a connection that could not be made) is tried again
+//! within the timeout, on the primary found anew. Reads are retried within
+//! the timeout. Wrong credentials give `Unauthenticated`, ACL refusals
+//! `PermissionDenied`.
+//!
+//! Every script gets the namespace's revision counter as `KEYS[1]`, so
+//! that a Cluster routes it to the namespace's slot, and, while the
+//! failover check is on, `{ns}:replid` as `KEYS[2]` (see `scripts.rs`).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anykv_core::backend::ClosedFlag;
-use anykv_core::{Bytes, Error, Result};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, RedisError, Script, ScriptInvocation, Value};
+use anykv_core::{Error, Result};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{RedisError, Value};
 
 use crate::config::{RedisConfig, BACKEND};
+use crate::connection::{Conn, Handle, Lane, Link};
+use crate::errors::{map_error, map_error_kind_retryable};
 use crate::layout::Layout;
+use crate::reply::as_i64;
+use crate::scripts::Lua;
 
-/// How long a read waits before it tries again after a transient failure.
+/// How long a call waits before it tries again after a transient failure.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
-/// A store's connection: the shared `ConnectionManager` for calls, the
-/// client for the watch reader's own connection, and the store's closed
-/// flag, which stops retries once the store is closed.
+/// A store's connection to its server(s), and the store's closed flag,
+/// which stops retries once the store is closed.
 pub(crate) struct RedisClient {
-    client: Client,
-    conn: ConnectionManager,
+    link: Link,
     /// `{ns}:`, every script's first argument.
     prefix: String,
     /// The change stream's length bound, every script's second argument.
     history: String,
+    /// `{ns}:rev` and `{ns}:replid`: the scripts' keys.
+    keys: [String; 2],
+    /// Whether scripts check the server's replication id (`KEYS[2]`).
+    check: AtomicBool,
+    /// `WAIT` after writes: how many replicas, for how long.
+    wait: Option<(usize, Duration)>,
     request_timeout: Duration,
-    connect_timeout: Duration,
     closed: ClosedFlag,
+    /// Set when a call fails for a reason that may mean a new connection
+    /// or a new primary; the next call that succeeds clears it and counts
+    /// one more in `recovered`.
+    suspect: AtomicBool,
+    /// How many times calls succeeded again after failing: the store
+    /// checks its locks and leases at once on every change.
+    recovered: tokio::sync::watch::Sender<u64>,
 }
 
 /// What a call is, for its error messages: a fixed text, or a closure that
@@ -56,77 +81,114 @@ impl<F: Fn() -> String> CallName for F {
     }
 }
 
+/// Whether a write waits for replicas (when the store is configured to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// `WAIT` after it, if `wait_replicas` is set.
+    Replicated,
+    /// Never waits (background work, releases).
+    Primary,
+}
+
+/// A write script's reply, and how many replicas acknowledged it.
+#[derive(Debug)]
+pub(crate) struct Written {
+    /// The script's reply.
+    pub(crate) value: Value,
+    /// What `WAIT` said.
+    pub(crate) replicas: Replicas,
+}
+
+/// `(wanted, got, waited)` when a write waited for replicas.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Replicas(Option<(usize, i64, Duration)>);
+
+impl Replicas {
+    /// `Ok` unless the write waited for replicas and fewer acknowledged
+    /// it than wanted: then `Unavailable`, the write applied on the
+    /// primary but maybe lost in a failover. Call it only for a reply that
+    /// says the script wrote something.
+    pub(crate) fn check(&self, what: impl CallName) -> Result<()> {
+        match self.0 {
+            Some((want, got, waited)) if got < want as i64 => Err(Error::Unavailable {
+                backend: BACKEND,
+                message: format!(
+                    "{}: applied on the primary, but only {} of {want} replicas acknowledged \
+                     it within {waited:?}; it may be lost in a failover",
+                    what.describe(),
+                    got.max(0)
+                ),
+                source: None,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Written {
+    /// See [`Replicas::check`].
+    pub(crate) fn replicated(&self, what: impl CallName) -> Result<()> {
+        self.replicas.check(what)
+    }
+
+    /// The reply, once [`Written::replicated`] holds.
+    pub(crate) fn durable(self, what: impl CallName) -> Result<Value> {
+        self.replicated(what)?;
+        Ok(self.value)
+    }
+}
+
+/// Whether the server refused the command before running it, so that
+/// sending it again cannot apply it twice.
+fn unexecuted(e: &RedisError) -> bool {
+    e.is_connection_refusal()
+        || e.kind() == redis::ErrorKind::ClusterConnectionNotFound
+        || matches!(
+            e.code(),
+            Some(
+                "READONLY"
+                    | "MOVED"
+                    | "ASK"
+                    | "TRYAGAIN"
+                    | "CLUSTERDOWN"
+                    | "LOADING"
+                    | "MASTERDOWN"
+                    | "BUSY"
+                    | "NOREPLICAS"
+                    | "NOSCRIPT"
+            )
+        )
+}
+
+/// Whether a failed call means the connection (or the server behind it)
+/// should be given up: a Sentinel link then asks the Sentinels again.
+fn gives_up_connection(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || matches!(
+            e.code(),
+            Some("READONLY" | "LOADING" | "MASTERDOWN" | "NOREPLICAS")
+        )
+}
+
 impl RedisClient {
     /// Connects as `config` says, within its connect and request timeouts.
     pub(crate) async fn connect(config: &RedisConfig, layout: &Layout) -> Result<Self> {
-        let scheme = if config.tls { "rediss" } else { "redis" };
-        let host = if config.host.contains(':') && !config.host.starts_with('[') {
-            format!("[{}]", config.host)
-        } else {
-            config.host.clone()
-        };
-        let addr = format!("{scheme}://{host}:{}/{}", config.port, config.db);
-        let mut info = redis::IntoConnectionInfo::into_connection_info(addr.as_str())
-            .map_err(|e| Error::Config(format!("invalid Redis address: {e}")))?;
-        let mut settings = info.redis_settings().clone();
-        if let Some(u) = &config.username {
-            settings = settings.set_username(u);
-        }
-        if let Some(p) = &config.password {
-            settings = settings.set_password(p);
-        }
-        info = info.set_redis_settings(settings);
-        let client = if config.tls {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let root_cert = match &config.ca_file {
-                Some(path) => Some(std::fs::read(path).map_err(|e| {
-                    Error::Config(format!("cannot read ca_file {}: {e}", path.display()))
-                })?),
-                None => None,
-            };
-            Client::build_with_tls(
-                info,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert,
-                },
-            )
-        } else {
-            Client::open(info)
-        }
-        .map_err(|e| Error::Config(format!("invalid Redis configuration: {e}")))?;
-        let mgr_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.request_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let connecting = config
-            .connect_timeout
-            .saturating_add(config.request_timeout);
-        let conn = match tokio::time::timeout(
-            connecting,
-            ConnectionManager::new_with_config(client.clone(), mgr_config),
-        )
-        .await
-        {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(map_error(e, "connect")),
-            Err(_) => {
-                return Err(Error::Timeout {
-                    backend: BACKEND,
-                    operation: "connect".into(),
-                    after: connecting,
-                })
-            }
-        };
+        let link = Link::open(config).await?;
+        let prefix = layout.prefix().to_owned();
         Ok(RedisClient {
-            client,
-            conn,
-            prefix: layout.prefix().to_owned(),
+            link,
+            keys: [format!("{prefix}rev"), format!("{prefix}replid")],
+            prefix,
             history: config.history.to_string(),
+            check: AtomicBool::new(true),
+            wait: (config.wait_replicas > 0).then_some((config.wait_replicas, config.wait_timeout)),
             request_timeout: config.request_timeout,
-            connect_timeout: config.connect_timeout,
             closed: ClosedFlag::new(BACKEND),
+            suspect: AtomicBool::new(false),
+            recovered: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -140,51 +202,225 @@ impl RedisClient {
         self.request_timeout
     }
 
-    /// A script call with the namespace's prefix and history bound first,
-    /// then `args`.
-    fn invocation<'a>(&self, script: &'a Script, args: &[&[u8]]) -> ScriptInvocation<'a> {
-        let mut inv = script.prepare_invoke();
-        inv.arg(self.prefix.as_bytes()).arg(self.history.as_bytes());
-        for a in args {
-            inv.arg(*a);
-        }
-        inv
+    /// How many connections the store holds open for calls (the watch
+    /// reader's not counted).
+    pub(crate) fn connections(&self) -> usize {
+        self.link.connections()
     }
 
-    /// Runs a script once, within the timeout. For writes: a timeout
-    /// says the write may have been applied. `what` is only built when
-    /// there is an error to report.
+    /// Whether the store talks to a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.link.is_cluster()
+    }
+
+    /// Whether scripts check the server's replication id.
+    pub(crate) fn checks_failovers(&self) -> bool {
+        self.check.load(Ordering::Relaxed)
+    }
+
+    /// Turns the replication id check off (a server that forbids `INFO`).
+    pub(crate) fn stop_checking_failovers(&self) {
+        self.check.store(false, Ordering::Relaxed);
+    }
+
+    /// Changes each time calls succeed again after failing.
+    pub(crate) fn recoveries(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.recovered.subscribe()
+    }
+
+    fn failed(&self, handle: Option<&Handle>, e: Option<&RedisError>) {
+        if e.is_none_or(gives_up_connection) {
+            if let Some(h) = handle {
+                self.link.invalidate(h);
+            }
+        }
+        if e.is_none_or(|e| gives_up_connection(e) || unexecuted(e) || map_error_kind_retryable(e))
+        {
+            self.suspect.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn succeeded(&self) {
+        if self.suspect.swap(false, Ordering::SeqCst) {
+            self.recovered.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// `EVALSHA` of `script` with the keys, the namespace's prefix and
+    /// history bound, then `args`.
+    fn evalsha(&self, script: &Lua, args: &[&[u8]]) -> redis::Cmd {
+        let keys = if self.checks_failovers() { 2 } else { 1 };
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.hash()).arg(keys);
+        for k in &self.keys[..keys] {
+            cmd.arg(k.as_bytes());
+        }
+        cmd.arg(self.prefix.as_bytes()).arg(self.history.as_bytes());
+        for a in args {
+            cmd.arg(*a);
+        }
+        cmd
+    }
+
+    /// Loads `script` on the server that serves the namespace (which a
+    /// failover may have just promoted, without the script cache).
+    async fn load(&self, conn: &mut Conn, script: &Lua) -> redis::RedisResult<()> {
+        let mut load = redis::cmd("SCRIPT");
+        load.arg("LOAD").arg(script.code());
+        match conn {
+            Conn::Cluster(c) => {
+                let route = Route::with_key(self.keys[0].as_bytes(), SlotAddr::Master);
+                c.route_command(
+                    load,
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                )
+                .await?;
+            }
+            other => {
+                load.query_async::<Value>(other).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a script once (loading it first if the server lacks it), then
+    /// `WAIT`s for replicas if `wait` is set, in one round trip.
+    async fn run(
+        &self,
+        conn: &mut Conn,
+        script: &Lua,
+        args: &[&[u8]],
+        wait: Option<(usize, Duration)>,
+    ) -> redis::RedisResult<(Value, Option<(usize, i64, Duration)>)> {
+        let eval = self.evalsha(script, args);
+        for attempt in 0..2 {
+            let outcome = match wait {
+                None => eval.query_async::<Value>(conn).await.map(|v| (v, None)),
+                Some((n, t)) => {
+                    let mut pipe = redis::pipe();
+                    pipe.add_command(eval.clone())
+                        .cmd("WAIT")
+                        .arg(n)
+                        .arg(t.as_millis().max(1) as u64)
+                        .ignore_errors();
+                    let replies: Vec<Value> = pipe.query_async(conn).await?;
+                    let mut it = replies.into_iter();
+                    let value = it.next().unwrap_or(Value::Nil).extract_error();
+                    // A refused WAIT (an ACL without it) says so, rather
+                    // than "no replica acknowledged".
+                    let waited = it.next().unwrap_or(Value::Nil).extract_error();
+                    value.and_then(|v| {
+                        let got = as_i64(&waited?).unwrap_or(0);
+                        Ok((v, Some((n, got, t))))
+                    })
+                }
+            };
+            match outcome {
+                Err(e) if attempt == 0 && e.code() == Some("NOSCRIPT") => {
+                    self.load(conn, script).await?
+                }
+                other => return other,
+            }
+        }
+        Err(RedisError::from((
+            redis::ErrorKind::Client,
+            "the script was not loaded",
+        )))
+    }
+
+    /// Runs a write script. It is sent again only when the server refused
+    /// it unexecuted (see the module documentation); otherwise a failure
+    /// says the write may have been applied. `durability` says whether it
+    /// waits for replicas (when configured); the caller checks them with
+    /// [`Written::replicated`] once it knows the script wrote.
     pub(crate) async fn write_script(
         &self,
-        script: &Script,
+        script: &Lua,
         args: &[&[u8]],
         what: impl CallName,
-    ) -> Result<Value> {
-        let inv = self.invocation(script, args);
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.request_timeout, inv.invoke_async::<Value>(&mut conn)).await
-        {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(map_error(e, &what.describe())),
-            Err(_) => Err(Error::Timeout {
-                backend: BACKEND,
-                operation: format!("{} (may have been applied)", what.describe()),
-                after: self.request_timeout,
-            }),
+        durability: Durability,
+    ) -> Result<Written> {
+        let wait = match durability {
+            Durability::Replicated => self.wait,
+            Durability::Primary => None,
+        };
+        // `WAIT` holds up its connection: writes that wait use the lanes.
+        let lane = if wait.is_some() {
+            Lane::Waiting
+        } else {
+            Lane::Main
+        };
+        let deadline = Instant::now()
+            .checked_add(self.request_timeout)
+            .unwrap_or_else(Instant::now);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let handle = match tokio::time::timeout(left, self.link.get(lane)).await {
+                Ok(Ok(h)) => h,
+                Ok(Err(e)) => {
+                    self.failed(None, None);
+                    if e.is_retryable() && Instant::now() + RETRY_PAUSE < deadline {
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                        self.closed.ensure_open()?;
+                        continue;
+                    }
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.failed(None, None);
+                    return Err(self.timed_out(&what.describe()));
+                }
+            };
+            let mut conn = handle.conn.clone();
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.run(&mut conn, script, args, wait)).await {
+                Ok(Ok((value, acked))) => {
+                    self.succeeded();
+                    return Ok(Written {
+                        value,
+                        replicas: Replicas(acked),
+                    });
+                }
+                Ok(Err(e)) => {
+                    self.failed(Some(&handle), Some(&e));
+                    if unexecuted(&e) && Instant::now() + RETRY_PAUSE < deadline {
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                        self.closed.ensure_open()?;
+                        continue;
+                    }
+                    return Err(map_error(e, &what.describe()));
+                }
+                Err(_) => {
+                    self.failed(Some(&handle), None);
+                    return Err(
+                        self.timed_out(&format!("{} (may have been applied)", what.describe()))
+                    );
+                }
+            }
         }
     }
 
-    /// Runs a read-only script, retrying transient failures within the
+    fn timed_out(&self, operation: &str) -> Error {
+        Error::Timeout {
+            backend: BACKEND,
+            operation: operation.to_owned(),
+            after: self.request_timeout,
+        }
+    }
+
+    /// Runs a read-only script (or one whose writes may be repeated, such
+    /// as the state script), retrying transient failures within the
     /// timeout.
     pub(crate) async fn read_script(
         &self,
-        script: &Script,
+        script: &Lua,
         args: &[&[u8]],
         what: &str,
     ) -> Result<Value> {
-        let inv = &self.invocation(script, args);
         self.retrying(what, move |mut conn| async move {
-            inv.invoke_async::<Value>(&mut conn).await
+            self.run(&mut conn, script, args, None)
+                .await
+                .map(|(v, _)| v)
         })
         .await
     }
@@ -200,24 +436,35 @@ impl RedisClient {
 
     /// Sends a command once, within the timeout.
     pub(crate) async fn command_once(&self, cmd: &redis::Cmd, what: &str) -> Result<Value> {
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.request_timeout, cmd.query_async::<Value>(&mut conn)).await
-        {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(map_error(e, what)),
-            Err(_) => Err(Error::Timeout {
-                backend: BACKEND,
-                operation: what.to_owned(),
-                after: self.request_timeout,
-            }),
+        let started = Instant::now();
+        let handle =
+            match tokio::time::timeout(self.request_timeout, self.link.get(Lane::Main)).await {
+                Ok(h) => h?,
+                Err(_) => return Err(self.timed_out(what)),
+            };
+        let mut conn = handle.conn.clone();
+        let left = self.request_timeout.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, cmd.query_async::<Value>(&mut conn)).await {
+            Ok(Ok(v)) => {
+                self.succeeded();
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                self.failed(Some(&handle), Some(&e));
+                Err(map_error(e, what))
+            }
+            Err(_) => {
+                self.failed(Some(&handle), None);
+                Err(self.timed_out(what))
+            }
         }
     }
 
-    /// Calls `call` on the store's connection until it succeeds, fails
-    /// for good, or the timeout runs out. For reads only.
+    /// Calls `call` on a connection until it succeeds, fails for good, or
+    /// the timeout runs out. For reads only.
     async fn retrying<F, Fut>(&self, what: &str, mut call: F) -> Result<Value>
     where
-        F: FnMut(ConnectionManager) -> Fut,
+        F: FnMut(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<Value>>,
     {
         let deadline = Instant::now()
@@ -225,15 +472,31 @@ impl RedisClient {
             .unwrap_or_else(Instant::now);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let err = match tokio::time::timeout(left, call(self.conn.clone())).await {
-                Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) => map_error(e, what),
+            let err = match tokio::time::timeout(left, self.link.get(Lane::Main)).await {
                 Err(_) => {
-                    return Err(Error::Timeout {
-                        backend: BACKEND,
-                        operation: what.to_owned(),
-                        after: self.request_timeout,
-                    })
+                    self.failed(None, None);
+                    return Err(self.timed_out(what));
+                }
+                Ok(Err(e)) => {
+                    self.failed(None, None);
+                    e
+                }
+                Ok(Ok(handle)) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match tokio::time::timeout(left, call(handle.conn.clone())).await {
+                        Ok(Ok(v)) => {
+                            self.succeeded();
+                            return Ok(v);
+                        }
+                        Ok(Err(e)) => {
+                            self.failed(Some(&handle), Some(&e));
+                            map_error(e, what)
+                        }
+                        Err(_) => {
+                            self.failed(Some(&handle), None);
+                            return Err(self.timed_out(what));
+                        }
+                    }
                 }
             };
             if !err.is_retryable() || Instant::now() + RETRY_PAUSE >= deadline {
@@ -246,254 +509,22 @@ impl RedisClient {
 
     /// A new connection of its own for the watch reader, whose blocking
     /// `XREAD`s (of up to `block`) must not hold up other calls.
-    pub(crate) async fn reader_connection(&self, block: Duration) -> Result<MultiplexedConnection> {
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(block.saturating_add(self.request_timeout)));
-        self.client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await
-            .map_err(|e| map_error(e, "watch reader connect"))
+    pub(crate) async fn reader_connection(&self, block: Duration) -> Result<Conn> {
+        self.link.reader(block).await
     }
 
     /// Runs a script once on the reader's connection, within the timeout.
     pub(crate) async fn script_on(
         &self,
-        conn: &mut MultiplexedConnection,
-        script: &Script,
+        conn: &mut Conn,
+        script: &Lua,
         args: &[&[u8]],
         what: &str,
     ) -> Result<Value> {
-        let inv = self.invocation(script, args);
-        match tokio::time::timeout(self.request_timeout, inv.invoke_async::<Value>(conn)).await {
-            Ok(Ok(v)) => Ok(v),
+        match tokio::time::timeout(self.request_timeout, self.run(conn, script, args, None)).await {
+            Ok(Ok((v, _))) => Ok(v),
             Ok(Err(e)) => Err(map_error(e, what)),
-            Err(_) => Err(Error::Timeout {
-                backend: BACKEND,
-                operation: what.to_owned(),
-                after: self.request_timeout,
-            }),
-        }
-    }
-}
-
-/// An anykv error for a Redis error of the call `what`: `Unauthenticated`,
-/// `PermissionDenied`, `Unavailable` (retryable) or `Backend`.
-pub(crate) fn map_error(e: RedisError, what: &str) -> Error {
-    let code = e.code().unwrap_or("");
-    let text = e.to_string();
-    if e.kind() == redis::ErrorKind::AuthenticationFailed
-        || code == "WRONGPASS"
-        || code == "NOAUTH"
-        || text.contains("WRONGPASS")
-        || text.contains("NOAUTH")
-    {
-        return Error::Unauthenticated {
-            backend: BACKEND,
-            message: format!("{what}: {text}"),
-        };
-    }
-    if code == "NOPERM"
-        || text.contains("NOPERM")
-        || text.contains("can't access at least one of the keys")
-        || text.contains("has no permissions")
-    {
-        return Error::PermissionDenied {
-            backend: BACKEND,
-            message: format!("{what}: {text}"),
-        };
-    }
-    if e.is_timeout() {
-        return Error::Unavailable {
-            backend: BACKEND,
-            message: format!("{what}: the server did not answer in time (may have been applied)"),
-            source: Some(Box::new(e)),
-        };
-    }
-    if e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || matches!(
-            code,
-            "LOADING" | "TRYAGAIN" | "MASTERDOWN" | "BUSY" | "CLUSTERDOWN"
-        )
-    {
-        return Error::Unavailable {
-            backend: BACKEND,
-            message: format!("{what}: {text}"),
-            source: Some(Box::new(e)),
-        };
-    }
-    Error::Backend {
-        backend: BACKEND,
-        message: format!("{what}: {text}"),
-        source: Some(Box::new(e)),
-    }
-}
-
-/// `Backend`: the server's reply to `what` is not what the backend sent
-/// for.
-pub(crate) fn unexpected_reply(what: &str) -> Error {
-    Error::Backend {
-        backend: BACKEND,
-        message: format!("{what}: unexpected reply from the server"),
-        source: None,
-    }
-}
-
-/// A reply's bytes (strings, numbers, `OK`), copied.
-pub(crate) fn as_bytes(v: &Value) -> Option<Vec<u8>> {
-    match v {
-        Value::BulkString(b) => Some(b.clone()),
-        Value::SimpleString(s) => Some(s.as_bytes().to_vec()),
-        Value::Int(i) => Some(i.to_string().into_bytes()),
-        Value::Okay => Some(b"OK".to_vec()),
-        _ => None,
-    }
-}
-
-/// Like [`as_bytes`], taking the bytes out of the reply without a copy.
-pub(crate) fn into_bytes(v: Value) -> Option<Vec<u8>> {
-    match v {
-        Value::BulkString(b) => Some(b),
-        other => as_bytes(&other),
-    }
-}
-
-/// A reply as an unsigned number (an integer, or a string of one).
-pub(crate) fn as_u64(v: &Value) -> Option<u64> {
-    match v {
-        Value::Int(i) => u64::try_from(*i).ok(),
-        other => std::str::from_utf8(&as_bytes(other)?).ok()?.parse().ok(),
-    }
-}
-
-/// A reply as a signed number (an integer, or a string of one).
-pub(crate) fn as_i64(v: &Value) -> Option<i64> {
-    match v {
-        Value::Int(i) => Some(*i),
-        other => std::str::from_utf8(&as_bytes(other)?).ok()?.parse().ok(),
-    }
-}
-
-/// A reply's elements (an array or a set; nil is empty).
-pub(crate) fn as_array(v: Value) -> Option<Vec<Value>> {
-    match v {
-        Value::Array(a) | Value::Set(a) => Some(a),
-        Value::Nil => Some(Vec::new()),
-        _ => None,
-    }
-}
-
-/// A script's `{code, n}` reply.
-pub(crate) fn code_pair(v: Value, what: &str) -> Result<(i64, i64)> {
-    let a = as_array(v).ok_or_else(|| unexpected_reply(what))?;
-    match (a.first().and_then(as_i64), a.get(1).and_then(as_i64)) {
-        (Some(c), Some(n)) => Ok((c, n)),
-        _ => Err(unexpected_reply(what)),
-    }
-}
-
-/// The `STATE` script's `{epoch, revision}`.
-pub(crate) fn parse_state(v: Value, what: &str) -> Result<(String, u64)> {
-    let a = as_array(v).ok_or_else(|| unexpected_reply(what))?;
-    let epoch = a
-        .first()
-        .and_then(as_bytes)
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| unexpected_reply(what))?;
-    let rev = a
-        .get(1)
-        .and_then(as_u64)
-        .ok_or_else(|| unexpected_reply(what))?;
-    Ok((epoch, rev))
-}
-
-/// One change record of the stream, `{rev}-{seq}`.
-#[derive(Debug)]
-pub(crate) struct ChangeRecord {
-    /// The revision (the entry ID's first part).
-    pub(crate) rev: u64,
-    /// 0 for the revision's data record; 1 and up for unlock records.
-    pub(crate) seq: u64,
-    /// The full key (or lock name).
-    pub(crate) key: String,
-    /// `p`ut, `d`elete, `u`nlock; 0 for an entry that is not ours.
-    pub(crate) kind: u8,
-    /// The value of a put.
-    pub(crate) value: Bytes,
-}
-
-fn parse_id(id: &[u8]) -> Option<(u64, u64)> {
-    let s = std::str::from_utf8(id).ok()?;
-    let (a, b) = s.split_once('-')?;
-    Some((a.parse().ok()?, b.parse().ok()?))
-}
-
-/// Parses `[id, [field, value, ...]]` entries. An entry whose fields are
-/// not ours (kind 0) is kept, so the reader moves past it.
-pub(crate) fn parse_records(v: Value) -> Option<Vec<ChangeRecord>> {
-    let mut out = Vec::new();
-    for item in as_array(v)? {
-        let mut parts = as_array(item)?.into_iter();
-        let Some((rev, seq)) = parts
-            .next()
-            .as_ref()
-            .and_then(as_bytes)
-            .and_then(|id| parse_id(&id))
-        else {
-            continue;
-        };
-        let mut e = ChangeRecord {
-            rev,
-            seq,
-            key: String::new(),
-            kind: 0,
-            value: Bytes::new(),
-        };
-        let fields = parts.next().and_then(as_array).unwrap_or_default();
-        let mut it = fields.into_iter();
-        let mut key = None;
-        let mut kind = 0;
-        while let (Some(f), Some(val)) = (it.next(), it.next()) {
-            let (Some(f), Some(val)) = (as_bytes(&f), into_bytes(val)) else {
-                continue;
-            };
-            match f.as_slice() {
-                b"k" => key = String::from_utf8(val).ok(),
-                b"t" => kind = val.first().copied().unwrap_or(0),
-                b"v" => e.value = Bytes::from(val),
-                _ => {}
-            }
-        }
-        if let Some(k) = key {
-            e.key = k;
-            e.kind = kind;
-        }
-        out.push(e);
-    }
-    Some(out)
-}
-
-/// Parses an `XREAD` reply: `[[stream, entries]]` (RESP2) or a map (RESP3).
-pub(crate) fn parse_xread(v: Value) -> Option<Vec<ChangeRecord>> {
-    match v {
-        Value::Nil => Some(Vec::new()),
-        Value::Map(m) => {
-            let mut out = Vec::new();
-            for (_, entries) in m {
-                out.extend(parse_records(entries)?);
-            }
-            Some(out)
-        }
-        other => {
-            let mut out = Vec::new();
-            for stream in as_array(other)? {
-                let mut parts = as_array(stream)?.into_iter();
-                let _name = parts.next()?;
-                out.extend(parse_records(parts.next()?)?);
-            }
-            Some(out)
+            Err(_) => Err(self.timed_out(what)),
         }
     }
 }

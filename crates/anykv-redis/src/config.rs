@@ -1,15 +1,14 @@
-//! [`RedisConfig`]: the URL and the typed builder, the defaults, and the
-//! limits the backend applies. Its fields are public, each documented;
-//! `#[non_exhaustive]` keeps the builder the way to make one.
+//! [`RedisConfig`]: the typed builder, the defaults, and the limits the
+//! backend applies; [`Topology`]: which deployment (one server, Sentinel,
+//! Cluster) the store talks to. Its fields are public, each documented;
+//! `#[non_exhaustive]` keeps the builder the way to make one. The URL forms
+//! are read in `urls.rs` ([`RedisConfig::from_url`]).
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anykv_core::{
-    key, parse_duration_param, parse_param, redact_url, url_credentials, url_params, url_root,
-    Error, Result, Url,
-};
+use anykv_core::{key, Error, Result};
 
 /// The namespace used when none is given.
 pub const DEFAULT_NAMESPACE: &str = "anykv";
@@ -26,6 +25,13 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting may take, by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a write waits for its replicas (`WAIT`) when a URL sets
+/// `wait_replicas` without `wait_timeout`.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The port of a Sentinel when a `redis+sentinel://` URL names none.
+pub const DEFAULT_SENTINEL_PORT: u16 = 26379;
+
 /// The smallest TTL (of keys, leases and locks); smaller ones are raised.
 pub const MIN_TTL: Duration = Duration::from_secs(1);
 
@@ -36,9 +42,35 @@ pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// The backend's name in errors and capabilities.
 pub(crate) const BACKEND: &str = "redis";
 
+/// Which Redis deployment a store talks to. See the crate documentation's
+/// table for what each one promises.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Topology {
+    /// One server (a standalone server or a fixed primary) at the
+    /// configuration's `host` and `port`.
+    Single,
+    /// The primary that these Sentinels (`(host, port)`, asked in this
+    /// order) name `master_name`; the store finds it again after every
+    /// failover.
+    Sentinel {
+        /// The Sentinels' addresses.
+        sentinels: Vec<(String, u16)>,
+        /// The name the Sentinels know the primary by.
+        master_name: String,
+    },
+    /// A Redis Cluster, found through these seed nodes (`(host, port)`).
+    /// A namespace lives in one hash slot, so on one shard.
+    Cluster {
+        /// The seed nodes' addresses.
+        nodes: Vec<(String, u16)>,
+    },
+}
+
 /// How to reach a Redis server and where the store lives on it. Build one
-/// with [`RedisConfig::new`] and the builder methods, or from a URL with
-/// [`RedisConfig::from_url`]. Its `Debug` never shows the password.
+/// with [`RedisConfig::new`], [`RedisConfig::sentinel`] or
+/// [`RedisConfig::cluster`] and the builder methods, or from a URL with
+/// [`RedisConfig::from_url`]. Its `Debug` never shows a password.
 ///
 /// ```
 /// use std::time::Duration;
@@ -56,9 +88,12 @@ pub(crate) const BACKEND: &str = "redis";
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RedisConfig {
-    /// The server's host name or address.
+    /// The deployment: one server, Sentinel or Cluster.
+    pub topology: Topology,
+    /// The server's host name or address (for Sentinel and Cluster: the
+    /// first Sentinel's or seed node's, for messages only).
     pub host: String,
-    /// The server's port.
+    /// The server's port (see `host`).
     pub port: u16,
     /// TLS (`rediss://`).
     pub tls: bool,
@@ -77,6 +112,16 @@ pub struct RedisConfig {
     pub username: Option<String>,
     /// The password (ACL or `requirepass`).
     pub password: Option<String>,
+    /// The ACL user name for the Sentinels (`None`: the default user).
+    pub sentinel_username: Option<String>,
+    /// The Sentinels' password (`None`: they need none).
+    pub sentinel_password: Option<String>,
+    /// How many replicas must acknowledge each write, lock and lease
+    /// operation (`WAIT`) before it succeeds; 0 (the default) waits for
+    /// none.
+    pub wait_replicas: usize,
+    /// How long a write waits for those replicas.
+    pub wait_timeout: Duration,
     /// How long one call may take before it fails with `Timeout`.
     pub request_timeout: Duration,
     /// How long connecting may take.
@@ -90,6 +135,7 @@ pub struct RedisConfig {
 impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
+            .field("topology", &self.topology)
             .field("host", &self.host)
             .field("port", &self.port)
             .field("tls", &self.tls)
@@ -99,6 +145,13 @@ impl fmt::Debug for RedisConfig {
             .field("root", &self.root)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("sentinel_username", &self.sentinel_username)
+            .field(
+                "sentinel_password",
+                &self.sentinel_password.as_ref().map(|_| "***"),
+            )
+            .field("wait_replicas", &self.wait_replicas)
+            .field("wait_timeout", &self.wait_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("history", &self.history)
@@ -112,6 +165,7 @@ impl RedisConfig {
     /// namespace, the empty root.
     pub fn new(host: impl Into<String>, port: u16) -> Self {
         RedisConfig {
+            topology: Topology::Single,
             host: host.into(),
             port,
             tls: false,
@@ -121,11 +175,88 @@ impl RedisConfig {
             root: String::new(),
             username: None,
             password: None,
+            sentinel_username: None,
+            sentinel_password: None,
+            wait_replicas: 0,
+            wait_timeout: DEFAULT_WAIT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             history: DEFAULT_HISTORY,
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
         }
+    }
+
+    /// The primary the `sentinels` (`(host, port)`, asked in this order)
+    /// name `master_name`, database 0, the default namespace, the empty
+    /// root.
+    ///
+    /// ```
+    /// use anykv_redis::{RedisConfig, Topology};
+    ///
+    /// let config = RedisConfig::sentinel([("s1", 26379), ("s2", 26379)], "main")
+    ///     .with_db(1)
+    ///     .with_root("app");
+    /// let url = anykv_core::parse_url("redis+sentinel://s1,s2:26379/main/1/app").unwrap();
+    /// assert_eq!(RedisConfig::from_url(&url).unwrap(), config);
+    /// assert!(matches!(config.topology, Topology::Sentinel { .. }));
+    /// ```
+    pub fn sentinel<H: Into<String>>(
+        sentinels: impl IntoIterator<Item = (H, u16)>,
+        master_name: impl Into<String>,
+    ) -> Self {
+        let sentinels: Vec<(String, u16)> =
+            sentinels.into_iter().map(|(h, p)| (h.into(), p)).collect();
+        let (host, port) = sentinels
+            .first()
+            .cloned()
+            .unwrap_or((String::new(), DEFAULT_SENTINEL_PORT));
+        let mut config = RedisConfig::new(host, port);
+        config.topology = Topology::Sentinel {
+            sentinels,
+            master_name: master_name.into(),
+        };
+        config
+    }
+
+    /// A Redis Cluster found through the seed `nodes` (`(host, port)`), the
+    /// default namespace, the empty root.
+    ///
+    /// ```
+    /// use anykv_redis::RedisConfig;
+    ///
+    /// let config = RedisConfig::cluster([("a", 7000), ("b", 7001)]).with_root("app");
+    /// let url = anykv_core::parse_url("redis+cluster://a:7000,b:7001/app").unwrap();
+    /// assert_eq!(RedisConfig::from_url(&url).unwrap(), config);
+    /// ```
+    pub fn cluster<H: Into<String>>(nodes: impl IntoIterator<Item = (H, u16)>) -> Self {
+        let nodes: Vec<(String, u16)> = nodes.into_iter().map(|(h, p)| (h.into(), p)).collect();
+        let (host, port) = nodes.first().cloned().unwrap_or((String::new(), 6379));
+        let mut config = RedisConfig::new(host, port);
+        config.topology = Topology::Cluster { nodes };
+        config
+    }
+
+    /// Authenticates to the Sentinels as an ACL user (an empty `username`:
+    /// the default user with this password).
+    pub fn with_sentinel_auth(
+        mut self,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        let username = username.into();
+        self.sentinel_username = (!username.is_empty()).then_some(username);
+        self.sentinel_password = Some(password.into());
+        self
+    }
+
+    /// Makes every write, lock and lease operation wait (`WAIT`) until
+    /// `replicas` replicas have it, for at most `timeout`; one that gets
+    /// fewer fails with `Unavailable` saying it was applied on the primary
+    /// but may be lost in a failover. 0 turns it off.
+    pub fn wait_for_replicas(mut self, replicas: usize, timeout: Duration) -> Self {
+        self.wait_replicas = replicas;
+        self.wait_timeout = timeout;
+        self
     }
 
     /// Uses TLS.
@@ -205,8 +336,41 @@ impl RedisConfig {
                 self.namespace
             )));
         }
-        if self.host.is_empty() {
-            return Err(Error::Config("the Redis URL names no host".into()));
+        match &self.topology {
+            Topology::Single if self.host.is_empty() => {
+                return Err(Error::Config("the Redis URL names no host".into()));
+            }
+            Topology::Single => {}
+            Topology::Sentinel {
+                sentinels,
+                master_name,
+            } => {
+                if sentinels.is_empty() || sentinels.iter().any(|(h, _)| h.is_empty()) {
+                    return Err(Error::Config(
+                        "a Sentinel configuration needs at least one Sentinel, each with a host"
+                            .into(),
+                    ));
+                }
+                if master_name.is_empty() || master_name.chars().any(char::is_control) {
+                    return Err(Error::Config(format!(
+                        "invalid Sentinel master name {master_name:?}"
+                    )));
+                }
+            }
+            Topology::Cluster { nodes } => {
+                if nodes.is_empty() || nodes.iter().any(|(h, _)| h.is_empty()) {
+                    return Err(Error::Config(
+                        "a Cluster configuration needs at least one seed node, each with a host"
+                            .into(),
+                    ));
+                }
+                if self.db != 0 {
+                    return Err(Error::Config(format!(
+                        "a Redis Cluster has only database 0, not {}",
+                        self.db
+                    )));
+                }
+            }
         }
         let day = Duration::from_secs(24 * 3600);
         if self.request_timeout.is_zero()
@@ -218,6 +382,15 @@ impl RedisConfig {
                 "timeouts must be greater than zero and at most a day".into(),
             ));
         }
+        if self.wait_replicas > 0
+            && (self.wait_timeout.is_zero() || self.wait_timeout >= self.request_timeout)
+        {
+            return Err(Error::Config(format!(
+                "wait_timeout ({:?}) must be greater than zero and less than request_timeout \
+                 ({:?})",
+                self.wait_timeout, self.request_timeout
+            )));
+        }
         if self.history < 100 {
             return Err(Error::Config(format!(
                 "history must be at least 100 changes, not {}",
@@ -225,156 +398,5 @@ impl RedisConfig {
             )));
         }
         key::normalize_root(&self.root)
-    }
-
-    /// Reads
-    /// `redis[s]://[user[:password]@]host[:port][/db[/root...]][?params]`.
-    ///
-    /// The first path segment is the database number (default 0); the rest
-    /// of the path is the root. Parameters: `prefix` (a root that the
-    /// path's root goes under), `namespace` (default `anykv`),
-    /// `request_timeout` and `connect_timeout` (durations: `250ms`, `5s`,
-    /// `2m`), `history`, `max_value_size`, `ca_file` (a PEM
-    /// file of CAs to trust, `rediss://` only). A user without a password
-    /// is an error; a password without a user authenticates the default
-    /// user (`requirepass`). The backend talks to one server: a URL that
-    /// names several (`a:6379,b:6379`, which [`anykv_core::parse_url`]
-    /// turns into an `endpoints` parameter) is a `Config` error.
-    pub fn from_url(url: &Url) -> Result<Self> {
-        let tls = match url.scheme() {
-            "redis" => false,
-            "rediss" => true,
-            other => {
-                return Err(Error::Config(format!(
-                    "the redis backend takes redis:// or rediss:// URLs, not {other}://"
-                )))
-            }
-        };
-        let shown = redact_url(url.as_str());
-        let host = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| Error::Config(format!("{shown:?} names no host")))?;
-        let mut config = RedisConfig::new(host, url.port().unwrap_or(6379)).with_tls(tls);
-        let (user, password) = match url_credentials(url)? {
-            Some((user, password)) => (user, url.password().map(|_| password)),
-            None => (String::new(), None),
-        };
-        match (user.is_empty(), password) {
-            (true, None) => {}
-            (true, Some(p)) => config.password = Some(p),
-            (false, Some(p)) => {
-                config.username = Some(user);
-                config.password = Some(p);
-            }
-            (false, None) => {
-                return Err(Error::Config(format!(
-                    "{shown:?} names a user without a password"
-                )))
-            }
-        }
-        let path = url_root(url)?;
-        let (db, path_root) = match path.split_once('/') {
-            Some((db, rest)) => (db.to_owned(), rest.to_owned()),
-            None => (path.clone(), String::new()),
-        };
-        if !db.is_empty() {
-            config.db = db.parse().map_err(|_| {
-                Error::Config(format!(
-                    "the first path segment of {shown:?} must be the database number, not {db:?}"
-                ))
-            })?;
-            if config.db < 0 {
-                return Err(Error::Config(format!(
-                    "negative database number in {shown:?}"
-                )));
-            }
-        }
-        let mut prefix = String::new();
-        for (name, value) in url_params(
-            url,
-            &[
-                "prefix",
-                "namespace",
-                "request_timeout",
-                "connect_timeout",
-                "history",
-                "max_value_size",
-                "ca_file",
-                "endpoints",
-            ],
-        )? {
-            match name.as_str() {
-                "prefix" => prefix = key::normalize_root(&value)?,
-                "namespace" => config.namespace = value,
-                "request_timeout" => config.request_timeout = parse_duration_param(&name, &value)?,
-                "connect_timeout" => config.connect_timeout = parse_duration_param(&name, &value)?,
-                "history" => config = config.with_history(parse_param(&name, &value)?),
-                "max_value_size" => config.max_value_size = parse_param(&name, &value)?,
-                "endpoints" => {
-                    return Err(Error::Config(format!(
-                        "{shown:?} names several servers; the redis backend talks to one \
-                         (a standalone server or a primary)"
-                    )))
-                }
-                _ => {
-                    if !tls {
-                        return Err(Error::Config(
-                            "ca_file is a TLS parameter; use rediss://".into(),
-                        ));
-                    }
-                    config.ca_file = Some(PathBuf::from(value));
-                }
-            }
-        }
-        config.root = key::join(&prefix, &path_root);
-        config.validate()?;
-        Ok(config)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(s: &str) -> Result<RedisConfig> {
-        RedisConfig::from_url(&anykv_core::parse_url(s)?)
-    }
-
-    #[test]
-    fn urls() {
-        let c = parse("redis://u:p%40ss@h:7000/3/app/x?prefix=top&request_timeout=250ms").unwrap();
-        assert_eq!(c.host, "h");
-        assert_eq!(c.port, 7000);
-        assert_eq!(c.db, 3);
-        assert_eq!(c.root, "top/app/x");
-        assert_eq!(c.username.as_deref(), Some("u"));
-        assert_eq!(c.password.as_deref(), Some("p@ss"));
-        assert_eq!(c.request_timeout, Duration::from_millis(250));
-        assert!(!format!("{c:?}").contains("p@ss"));
-        let c = parse("rediss://:secret@h").unwrap();
-        assert!(c.tls);
-        assert_eq!((c.port, c.db, c.root.as_str()), (6379, 0, ""));
-        assert_eq!(c.password.as_deref(), Some("secret"));
-        assert_eq!(
-            c,
-            RedisConfig::new("h", 6379)
-                .with_tls(true)
-                .with_user("", "secret")
-        );
-        for bad in [
-            "redis://h/x",
-            "redis://h/0/a//b",
-            "redis://h/0?what=1",
-            "redis://u@h/0",
-            "redis://h/0?ca_file=/x",
-            "redis://h/0?namespace=a%7Bb",
-            "redis://h:1,b:2/0",
-            "http://h/0",
-        ] {
-            let e = parse(bad).unwrap_err();
-            assert_eq!(e.kind(), anykv_core::ErrorKind::Config, "{bad}");
-            assert!(!e.to_string().contains("secret"));
-        }
     }
 }

@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::client::Durability;
 use crate::scripts;
 use crate::state::StoreState;
 
@@ -37,7 +38,12 @@ pub(crate) async fn run_sweep(state: Arc<StoreState>) {
         }
         if let Err(e) = state
             .client
-            .write_script(&scripts::SWEEP, &[batch.as_bytes()], "expiry sweep")
+            .write_script(
+                &scripts::SWEEP,
+                &[batch.as_bytes()],
+                "expiry sweep",
+                Durability::Primary,
+            )
             .await
         {
             tracing::debug!("anykv-redis expiry sweep failed: {e}");

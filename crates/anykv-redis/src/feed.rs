@@ -2,6 +2,12 @@
 //! stream, the store's watches grouped by what they watch, and the lock
 //! waiters that an unlock record wakes. The reader (`watch.rs`) fills it;
 //! watches and lock waiters register in it.
+//!
+//! A fence record (`t` `f`, written by the failover check when a server
+//! lacks history that other servers acknowledged) says the revisions after
+//! `from` up to its own were lost or never existed: every watch that has
+//! seen a revision after `from` ends with `Compacted` (what it saw was
+//! rolled back), the others go on.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,9 +16,9 @@ use anykv_core::backend::{EventSender, WatchTarget};
 use anykv_core::{Error, KvPair, WatchEvent};
 use tokio::sync::Notify;
 
-use crate::client::ChangeRecord;
 use crate::config::BACKEND;
 use crate::layout::Layout;
+use crate::reply::ChangeRecord;
 
 /// The reader's state and everyone it delivers to. Held under the store's
 /// mutex.
@@ -87,10 +93,42 @@ impl ChangeFeed {
         }
     }
 
+    /// Ends, with `Compacted`, every watch that has seen a revision after
+    /// `from`: a failover lost those revisions, and the history goes on
+    /// at `to`. Wakes every lock waiter (its unlock record may be lost).
+    pub(crate) fn end_lost(&mut self, from: u64, to: u64) {
+        self.watches.end_after(from, to);
+        self.wake_lock_waiters();
+    }
+
     /// Delivers stream records the reader read, in order.
     pub(crate) fn deliver(&mut self, records: Vec<ChangeRecord>, layout: &Layout) {
         for e in records {
             if (e.rev, e.seq) <= self.position {
+                continue;
+            }
+            if e.seq == 0 && e.kind == b'f' {
+                // A fence record: nothing exists between `from` and here.
+                let from = std::str::from_utf8(&e.value)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+                if self.last_data_revision < from {
+                    let requested = self.last_data_revision;
+                    self.end_all(|| Error::Compacted {
+                        backend: BACKEND,
+                        requested,
+                        oldest: e.rev,
+                    });
+                }
+                tracing::warn!(
+                    "anykv-redis: the server's history continues at revision {} after a \
+                     failover or a restart that may have lost revisions after {from}",
+                    e.rev
+                );
+                self.end_lost(from, e.rev);
+                self.last_data_revision = e.rev;
+                self.position = (e.rev, 0);
                 continue;
             }
             // A data entry must follow the last one seen; an unlock record
@@ -193,19 +231,7 @@ impl Watches {
 
     /// Removes watch `id`, if it is there.
     pub(crate) fn remove(&mut self, id: u64) {
-        let Some(target) = self.targets.remove(&id) else {
-            return;
-        };
-        let (groups, name) = match &target {
-            WatchTarget::Key(k) => (&mut self.keys, k),
-            WatchTarget::Tree(p) => (&mut self.trees, p),
-        };
-        if let Some(group) = groups.get_mut(name) {
-            group.remove(&id);
-            if group.is_empty() {
-                groups.remove(name);
-            }
-        }
+        let _ = self.take(id);
     }
 
     /// Removes every watch.
@@ -215,6 +241,44 @@ impl Watches {
             .drain()
             .chain(self.trees.drain())
             .flat_map(|(_, group)| group.into_values())
+    }
+
+    /// Ends every watch whose last revision is after `from` with
+    /// `Compacted` (oldest: `to`).
+    fn end_after(&mut self, from: u64, to: u64) {
+        let ids: Vec<u64> = self
+            .keys
+            .values()
+            .chain(self.trees.values())
+            .flat_map(|group| group.iter())
+            .filter(|(_, w)| w.last > from)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let watcher = self.take(id);
+            if let Some(w) = watcher {
+                let _ = w.events.send(Err(Error::Compacted {
+                    backend: BACKEND,
+                    requested: w.last,
+                    oldest: to,
+                }));
+            }
+        }
+    }
+
+    /// Removes watch `id` and returns it.
+    fn take(&mut self, id: u64) -> Option<Watcher> {
+        let target = self.targets.remove(&id)?;
+        let (groups, name) = match &target {
+            WatchTarget::Key(k) => (&mut self.keys, k),
+            WatchTarget::Tree(p) => (&mut self.trees, p),
+        };
+        let group = groups.get_mut(name)?;
+        let watcher = group.remove(&id);
+        if group.is_empty() {
+            groups.remove(name);
+        }
+        watcher
     }
 
     /// Drops every watch.

@@ -4,7 +4,10 @@
 //! set it was sent (the server set it later); `lost()` fires at
 //! [`loss_deadline`] after that if no refresh has succeeded by then,
 //! whatever refresh is still in flight, and each refresh is bounded by the
-//! time left. Refreshes go every [`keepalive_interval`].
+//! time left. Refreshes go every [`keepalive_interval`], and at once when
+//! the store's calls succeed again after failing (a new connection, maybe
+//! to a new primary that lacks the lease or the lock): the holder then
+//! learns of a loss as soon as its store reaches the new primary.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -12,9 +15,10 @@ use std::time::{Duration, Instant};
 use anykv_core::backend::{keepalive_interval, loss_deadline, LostTrigger};
 use anykv_core::Result;
 use redis::Value;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::client::as_i64;
+use crate::reply::as_i64;
 
 /// How soon a refresh whose outcome is unknown is tried again.
 const RETRY_REFRESH: Duration = Duration::from_millis(200);
@@ -43,10 +47,12 @@ impl KeepAliveTask {
 /// does not delay the verdict, which falls at `sent +`
 /// [`loss_deadline`]`(ttl)` whatever is in flight. `refresh` answers `1`
 /// while the lease or lock is still held; anything else means it is gone.
+/// `recheck` wakes it to refresh at once.
 pub(crate) async fn keep_alive<F, Fut>(
     request_timeout: Duration,
     ttl: Duration,
     sent: Instant,
+    recheck: &Notify,
     mut refresh: F,
 ) where
     F: FnMut() -> Fut,
@@ -60,7 +66,10 @@ pub(crate) async fn keep_alive<F, Fut>(
             tokio::time::sleep_until(valid_until).await;
             return;
         }
-        tokio::time::sleep_until(next).await;
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = recheck.notified() => {}
+        }
         let sent = tokio::time::Instant::now();
         let bound = request_timeout.min(valid_until.saturating_duration_since(sent));
         match tokio::time::timeout(bound, refresh()).await {

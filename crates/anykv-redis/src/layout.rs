@@ -1,7 +1,8 @@
 //! How keys, roots and the backend's bookkeeping map to Redis key names.
 //!
 //! With namespace `ns`, every key begins with `{ns}:` (a hash tag, so all of
-//! a namespace's keys live in one slot). User keys are stored as their full
+//! a namespace's keys live in one slot: a Redis Cluster runs each script on
+//! the one node that serves it). User keys are stored as their full
 //! canonical key (`root/key`), and user keys contain no control characters,
 //! so the internal names below never collide with them:
 //!
@@ -10,12 +11,14 @@
 //! | `{ns}:k:<root/key>` | hash | `v` value, `r` revision, `e` expiry deadline (ms, server clock), `l` lease id |
 //! | `{ns}:idx` | sorted set, score 0 | every key; `list` and `delete_tree` read it with `ZRANGEBYLEX [root/prefix/ (root/prefix0` |
 //! | `{ns}:rev` | string | the revision counter: one per namespace, shared by all roots, so roots nest |
-//! | `{ns}:log` | stream | one entry `{revision}-0` per revision: `k` key, `t` `p`ut or `d`elete, `v` value; lock releases add `{revision}-n` entries with `t` `u` that use no revision |
+//! | `{ns}:log` | stream | one entry `{revision}-0` per revision: `k` key, `t` `p`ut or `d`elete, `v` value; lock releases add `{revision}-n` entries with `t` `u` that use no revision; the failover check adds a fence record `{to}-0` with `t` `f` and `v` the revision the counter jumped from |
 //! | `{ns}:ttl` | sorted set | TTL keys scored by deadline |
 //! | `{ns}:leases` | sorted set | live leases scored by deadline |
 //! | `{ns}:lease:<id>` | set | the keys bound to a lease |
 //! | `{ns}:lid`, `{ns}:fence` | strings | lease ids and lock fencing tokens |
 //! | `{ns}:epoch` | string | a random id set (`NX`) by the first store that opens the namespace; a new one means the server lost the namespace |
+//! | `{ns}:replid` | string | the server replication id (`master_replid`) the counters were last checked under |
+//! | `{ns}:fenced` | string | `from:to` of the counters' last jump |
 //! | `{ns}:lock:<root/name>` | string with `PX` | a lock's holder token |
 //!
 //! The scripts (`scripts.rs`) build the same names from the prefix they

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use anykv_core::backend::{check_lease_ttl, lost_signal, Release};
 use anykv_core::{async_trait, Error, Lease, LeaseId, Result};
 
-use crate::client::{as_u64, unexpected_reply};
+use crate::client::Durability;
 use crate::config::{BACKEND, MAX_TTL, MIN_TTL};
 use crate::keepalive::{keep_alive, KeepAliveTask};
+use crate::reply::{as_i64, as_u64, unexpected_reply};
 use crate::scripts;
 use crate::state::StoreState;
 
@@ -27,8 +28,14 @@ pub(crate) async fn grant(state: &Arc<StoreState>, ttl: Duration) -> Result<Leas
     let sent = Instant::now();
     let v = s
         .client
-        .write_script(&scripts::GRANT, &[ttl_ms.as_bytes()], "grant lease")
-        .await?;
+        .write_script(
+            &scripts::GRANT,
+            &[ttl_ms.as_bytes()],
+            "grant lease",
+            Durability::Replicated,
+        )
+        .await?
+        .durable("grant lease")?;
     let id = as_u64(&v).ok_or_else(|| unexpected_reply("grant lease"))?;
     let (trigger, signal) = lost_signal();
     let task = {
@@ -41,15 +48,21 @@ pub(crate) async fn grant(state: &Arc<StoreState>, ttl: Duration) -> Result<Leas
                 state.client.request_timeout(),
                 ttl,
                 sent,
+                &state.recheck,
                 move || async move {
-                    state
+                    let w = state
                         .client
                         .write_script(
                             &scripts::KEEPALIVE,
                             &[id_arg.as_bytes(), ttl_ms.as_bytes()],
                             "keep lease",
+                            Durability::Replicated,
                         )
-                        .await
+                        .await?;
+                    if as_i64(&w.value) == Some(1) {
+                        w.replicated("keep lease")?;
+                    }
+                    Ok(w.value)
                 },
             )
             .await;
@@ -89,8 +102,10 @@ pub(crate) async fn revoke(state: &StoreState, id: u64) -> Result<()> {
             &scripts::REVOKE,
             &[id.to_string().as_bytes()],
             "revoke lease",
+            Durability::Replicated,
         )
-        .await?;
+        .await?
+        .durable("revoke lease")?;
     Ok(())
 }
 

@@ -7,7 +7,14 @@
 //! lock, or until the holder's remaining `PTTL` runs out, then try again;
 //! every waiter of the store wakes on a release and they race for it (no
 //! fairness). While the reader is disconnected, waiters retry at least
-//! every second. A `lock()` cancelled while its attempt is in flight gives
+//! every second.
+//!
+//! With `wait_replicas`, taking and extending a lock wait for replicas
+//! (`WAIT`): a lock the replicas did not acknowledge is given back and the
+//! call fails with `Unavailable`, and an extension they did not acknowledge
+//! does not count, so the holder's `lost()` never fires later than the
+//! deadline a promoted replica knows. After a failover the fencing token
+//! counter has jumped (see `scripts.rs`), so tokens keep increasing. A `lock()` cancelled while its attempt is in flight gives
 //! back whatever that attempt took (a token-checked release in the
 //! background).
 
@@ -19,10 +26,11 @@ use anykv_core::backend::{check_lock_options, lost_signal, Release};
 use anykv_core::{async_trait, Error, LockGuard, LockOptions, Result};
 use tokio::sync::Notify;
 
-use crate::client::{as_array, as_i64, as_u64, unexpected_reply};
+use crate::client::Durability;
 use crate::config::{BACKEND, MAX_TTL, MIN_TTL};
 use crate::keepalive::{keep_alive, KeepAliveTask};
 use crate::layout::KeyName;
+use crate::reply::{as_array, as_i64, as_u64, unexpected_reply};
 use crate::scripts;
 use crate::state::{HeldLock, StoreState};
 
@@ -83,15 +91,17 @@ pub(crate) async fn acquire(
         };
         let sent = Instant::now();
         let canonical = &name.canonical;
-        let attempt = s
+        let written = s
             .client
             .write_script(
                 &scripts::LOCK,
                 &[name.full.as_bytes(), token.as_bytes(), ttl_ms.as_bytes()],
                 || format!("lock {canonical:?}"),
+                Durability::Replicated,
             )
-            .await;
-        let reply = attempt.and_then(|v| as_array(v).ok_or_else(|| unexpected_reply("lock")))?;
+            .await?;
+        let durable = written.replicated(|| format!("lock {canonical:?}"));
+        let reply = as_array(written.value).ok_or_else(|| unexpected_reply("lock"))?;
         let (Some(got), Some(n)) = (
             reply.first().and_then(as_i64),
             reply.get(1).and_then(as_i64),
@@ -99,6 +109,8 @@ pub(crate) async fn acquire(
             return Err(unexpected_reply("lock"));
         };
         if got == 1 {
+            // Not acknowledged by the replicas: the rollback gives it back.
+            durable?;
             let fence = u64::try_from(n).map_err(|_| unexpected_reply("lock"))?;
             rollback.state = None;
             return Ok(Some(hold(&s, name, token, ttl, fence, id, sent)));
@@ -173,15 +185,21 @@ fn hold(
                 state.client.request_timeout(),
                 ttl,
                 sent,
+                &state.recheck,
                 move || async move {
-                    state
+                    let w = state
                         .client
                         .write_script(
                             &scripts::LOCK_REFRESH,
                             &[full.as_bytes(), token.as_bytes(), ttl_ms.as_bytes()],
                             "keep lock",
+                            Durability::Replicated,
                         )
-                        .await
+                        .await?;
+                    if as_i64(&w.value) == Some(1) {
+                        w.replicated("keep lock")?;
+                    }
+                    Ok(w.value)
                 },
             )
             .await;
@@ -218,6 +236,7 @@ pub(crate) async fn release(state: &StoreState, id: u64) -> Result<()> {
                 &scripts::UNLOCK,
                 &[lock.full.as_bytes(), lock.token.as_bytes()],
                 "release lock",
+                Durability::Primary,
             )
             .await?;
     }
@@ -251,6 +270,7 @@ impl Drop for AttemptRollback {
                     &scripts::UNLOCK,
                     &[full.as_bytes(), token.as_bytes()],
                     "unlock",
+                    Durability::Primary,
                 )
                 .await;
         });

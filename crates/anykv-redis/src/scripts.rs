@@ -1,6 +1,10 @@
 //! The Lua scripts that keep revisions, the key index, TTL deadlines,
 //! leases and the change stream consistent. `ARGV[1]` is the namespace's
 //! key prefix (`{ns}:`) and `ARGV[2]` the change stream's length bound.
+//! `KEYS[1]` is `{ns}:rev`: every key a script touches carries the `{ns}`
+//! hash tag, so they all live in that key's slot, and a Cluster routes the
+//! script there. `KEYS[2]`, when given, is `{ns}:replid` and turns the
+//! failover check on (see `fence`).
 //! Each script is built from only the pieces of the prelude it uses
 //! (names, the clock, revisions, deletes, revokes): a script pays on every
 //! run for each piece it includes, so the hot ones (`PUT`, `READ`) carry
@@ -10,7 +14,9 @@
 //! Scripts never raise an error after their first write: every condition
 //! is checked before anything is written, and every revision the counter
 //! hands out gets its change record in the same script, so the stream's
-//! `{revision}-0` entries are contiguous (a gap means trimmed history).
+//! `{revision}-0` entries are contiguous (a gap means trimmed history),
+//! except across a fence record, which the failover check writes where
+//! the counter jumped (see `fence`).
 //! A counter at or below the stream's top (evicted, or reset by hand) is
 //! moved past it by `bump`, before its change record is written: the
 //! stream refuses the record's ID, and `bump` then continues after the
@@ -18,7 +24,36 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
+/// A script: its code (to load it on a server that lacks it, such as a
+/// replica a failover just promoted) and its SHA-1 (to run it).
+pub(crate) struct Lua {
+    code: String,
+    hash: String,
+}
+
+impl Lua {
+    fn new(code: String) -> Self {
+        let hash = redis::Script::new(&code).get_hash().to_owned();
+        Lua { code, hash }
+    }
+
+    /// The script's SHA-1, for `EVALSHA`.
+    pub(crate) fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The script's code, for `SCRIPT LOAD`.
+    pub(crate) fn code(&self) -> &str {
+        &self.code
+    }
+}
+
+/// How far the failover check moves the revision counter, the fencing
+/// token counter and the lease id counter: 2^32. Revisions stay exact
+/// while below 2^53 (Lua's numbers are doubles), so a namespace can go
+/// through about two million failovers (fewer by its writes) before that
+/// bound; a lost history longer than 2^32 revisions would not be passed.
+pub const FAILOVER_GAP: u64 = 1 << 32;
 
 /// The namespace's key names and the helpers that need no server call.
 const NAMES: &str = r#"
@@ -29,6 +64,7 @@ local IDX = P .. 'idx'
 local LOG = P .. 'log'
 local TTL = P .. 'ttl'
 local LEASES = P .. 'leases'
+local GAP = 4294967296
 local function fmt(n) return string.format('%d', n) end
 local function kk(full) return P .. 'k:' .. full end
 local function lk(id) return P .. 'lease:' .. id end
@@ -47,9 +83,8 @@ end
 local function expired(e) return e and tonumber(e) <= now() end
 "#;
 
-/// `top` (the stream's highest revision) and `bump` (a new revision with
-/// its change record).
-const REVISIONS: &str = r#"
+/// `top` (the stream's highest revision) and `record` (a change record).
+const TOP: &str = r#"
 -- The highest revision the change stream holds (0 if empty).
 local function top()
   local last = redis.call('XREVRANGE', LOG, '+', '-', 'COUNT', 1)
@@ -65,7 +100,13 @@ local function record(call, rev, full, kind, value)
   end
   return call('XADD', LOG, 'MAXLEN', '~', MAXLEN, fmt(rev) .. '-0', 'k', full, 't', kind)
 end
+"#;
+
+/// `bump`: a new revision with its change record, after the failover
+/// check (`fence`).
+const BUMP: &str = r#"
 local function bump(full, kind, value)
+  fence()
   local rev = redis.call('INCR', REV)
   local r = record(redis.pcall, rev, full, kind, value)
   if type(r) == 'table' and r.err then
@@ -80,6 +121,46 @@ local function bump(full, kind, value)
     record(redis.call, rev, full, kind, value)
   end
   return rev
+end
+"#;
+
+/// `fence`: the failover check, run once per script before it hands out a
+/// revision (`bump` calls it), a fencing token or a lease id.
+///
+/// A server whose replication id (`master_replid` of `INFO replication`)
+/// is not the one the namespace's counters were last checked under
+/// (`{ns}:replid`, `KEYS[2]`) may lack writes that were acknowledged: a
+/// replica promoted while it lagged, a server restarted without the last
+/// second of its append-only file. Its counters are then moved past
+/// anything that lost history can have handed out: the revision counter,
+/// `{ns}:fence` and `{ns}:lid` jump by [`FAILOVER_GAP`], and a fence record
+/// `{to}-0` (`t` `f`, `v` the revision it jumped from) tells watches that
+/// the revisions in between do not exist and that anything they saw after
+/// `from` was lost. `{ns}:fenced` keeps `from:to` of the last jump. A
+/// namespace with no id stored yet just stores it.
+const FENCE: &str = r#"
+local FENCED = false
+local function fence()
+  if FENCED or not KEYS[2] then return end
+  FENCED = true
+  local info = redis.call('INFO', 'replication')
+  local stored = redis.call('GET', KEYS[2])
+  -- The common case, with a plain search: the same id.
+  if stored and string.find(info, 'master_replid:' .. stored .. '\r', 1, true) then return end
+  local id = string.match(info, 'master_replid:(%x+)')
+  if not id then return end
+  if stored then
+    local from = tonumber(redis.call('GET', REV) or '0')
+    local t = top()
+    if t > from then from = t end
+    local to = from + GAP
+    record(redis.call, to, '', 'f', fmt(from))
+    redis.call('SET', REV, fmt(to))
+    redis.call('SET', P .. 'fence', fmt(tonumber(redis.call('GET', P .. 'fence') or '0') + GAP))
+    redis.call('SET', P .. 'lid', fmt(tonumber(redis.call('GET', P .. 'lid') or '0') + GAP))
+    redis.call('SET', P .. 'fenced', fmt(from) .. ':' .. fmt(to))
+  end
+  redis.call('SET', KEYS[2], id)
 end
 "#;
 
@@ -129,15 +210,15 @@ end
 "#;
 
 /// A script of the given prelude pieces (in order) and a body.
-fn script(pieces: &[&str], body: &str) -> Script {
+fn script(pieces: &[&str], body: &str) -> Lua {
     let mut code = pieces.concat();
     code.push('\n');
     code.push_str(body);
-    Script::new(&code)
+    Lua::new(code)
 }
 
 /// Every piece, for the scripts that are not on the hot path.
-const ALL: &[&str] = &[NAMES, CLOCK, REVISIONS, DELETES, REVOKES];
+const ALL: &[&str] = &[NAMES, CLOCK, TOP, FENCE, BUMP, DELETES, REVOKES];
 
 /// `put`/`atomic_put`: ARGV[3] key, [4] value, [5] mode (`put`, `create`,
 /// `cas`), [6] expected revision, [7] TTL in ms (`0`: none), [8] lease id
@@ -147,9 +228,9 @@ const ALL: &[&str] = &[NAMES, CLOCK, REVISIONS, DELETES, REVOKES];
 /// Overwriting a key without a TTL or a lease is `HMGET`, `INCR`, `XADD`,
 /// `HSET`: the clock is read only for a deadline or a lease, and the index
 /// only written for a new key.
-pub(crate) static PUT: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static PUT: LazyLock<Lua> = LazyLock::new(|| {
     script(
-        &[NAMES, CLOCK, REVISIONS, DELETES],
+        &[NAMES, CLOCK, TOP, FENCE, BUMP, DELETES],
         r#"
 local full, value, mode, expected = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local ttl = tonumber(ARGV[7])
@@ -200,9 +281,9 @@ return {0, rev}
 /// `delete`/`atomic_delete`: ARGV[3] key, [4] mode (`plain`, `cas`), [5]
 /// expected revision. Returns `{code, n}`: 0 ok (n = 1 if the key existed),
 /// 2 modified (n = actual), 3 not found.
-pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static DELETE: LazyLock<Lua> = LazyLock::new(|| {
     script(
-        &[NAMES, CLOCK, REVISIONS, DELETES],
+        &[NAMES, CLOCK, TOP, FENCE, BUMP, DELETES],
         r#"
 local full = ARGV[3]
 local cur = redis.call('HMGET', kk(full), 'r', 'e')
@@ -224,9 +305,9 @@ return {0, 0}
 
 /// `delete_tree`: ARGV[3] the prefix key (`''`: none), [4] and [5] the
 /// lexicographic range of the index. Returns how many live keys it deleted.
-pub(crate) static DELETE_TREE: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static DELETE_TREE: LazyLock<Lua> = LazyLock::new(|| {
     script(
-        &[NAMES, CLOCK, REVISIONS, DELETES],
+        &[NAMES, CLOCK, TOP, FENCE, BUMP, DELETES],
         r#"
 local keys = {}
 if ARGV[3] ~= '' and redis.call('EXISTS', kk(ARGV[3])) == 1 then
@@ -249,7 +330,7 @@ return n
 /// Returns `{revision, key, value, rev, key, value, rev, ...}` as of one
 /// instant, expired keys left out. Needs none of the prelude: it reads the
 /// clock only when a key has a deadline.
-pub(crate) static READ: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static READ: LazyLock<Lua> = LazyLock::new(|| {
     script(
         &[],
         r#"
@@ -312,7 +393,7 @@ return out
 /// The expiry sweep: ARGV[3] the batch size. Deletes due TTL keys (each
 /// with its own revision, in key order) and the keys of lapsed leases.
 /// Returns how many keys it deleted.
-pub(crate) static SWEEP: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static SWEEP: LazyLock<Lua> = LazyLock::new(|| {
     script(
         ALL,
         r#"
@@ -338,10 +419,11 @@ return n
 });
 
 /// Grants a lease: ARGV[3] its TTL in ms. Returns its id.
-pub(crate) static GRANT: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static GRANT: LazyLock<Lua> = LazyLock::new(|| {
     script(
-        &[NAMES, CLOCK],
+        &[NAMES, CLOCK, TOP, FENCE],
         r#"
+fence()
 local id = redis.call('INCR', P .. 'lid')
 redis.call('ZADD', LEASES, now() + tonumber(ARGV[3]), fmt(id))
 return id
@@ -351,7 +433,7 @@ return id
 
 /// Keeps a lease alive: ARGV[3] id, [4] TTL in ms. Returns 1, or 0 if the
 /// lease is gone or lapsed.
-pub(crate) static KEEPALIVE: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static KEEPALIVE: LazyLock<Lua> = LazyLock::new(|| {
     script(
         &[NAMES, CLOCK],
         r#"
@@ -364,16 +446,16 @@ return 1
 });
 
 /// Revokes a lease: ARGV[3] id. Returns how many keys it deleted.
-pub(crate) static REVOKE: LazyLock<Script> =
-    LazyLock::new(|| script(ALL, "return revoke(ARGV[3])"));
+pub(crate) static REVOKE: LazyLock<Lua> = LazyLock::new(|| script(ALL, "return revoke(ARGV[3])"));
 
 /// Takes a lock: ARGV[3] lock key, [4] token, [5] TTL in ms. Returns
 /// `{1, fencing token}` or `{0, remaining ms of the holder, revision}`:
 /// a release after this attempt has an unlock record after `{revision}-0`.
-pub(crate) static LOCK: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static LOCK: LazyLock<Lua> = LazyLock::new(|| {
     script(
-        &[NAMES],
+        &[NAMES, TOP, FENCE],
         r#"
+fence()
 local key = P .. 'lock:' .. ARGV[3]
 if redis.call('SET', key, ARGV[4], 'NX', 'PX', ARGV[5]) then
   return {1, redis.call('INCR', P .. 'fence')}
@@ -385,7 +467,7 @@ return {0, redis.call('PTTL', key), redis.call('GET', REV) or '0'}
 
 /// Extends a lock this token holds: ARGV[3] lock key, [4] token, [5] TTL.
 /// Returns 1, or 0 if the token no longer holds it.
-pub(crate) static LOCK_REFRESH: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static LOCK_REFRESH: LazyLock<Lua> = LazyLock::new(|| {
     script(
         &[NAMES],
         r#"
@@ -402,9 +484,9 @@ return 0
 /// Releases a lock this token holds (compare-and-delete) and appends an
 /// unlock record `{revision}-{n}` (no new revision) that wakes waiters.
 /// Returns 1 if released, 0 if the token did not hold it.
-pub(crate) static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static UNLOCK: LazyLock<Lua> = LazyLock::new(|| {
     script(
-        &[NAMES, REVISIONS],
+        &[NAMES, TOP],
         r#"
 local key = P .. 'lock:' .. ARGV[3]
 if redis.call('GET', key) == ARGV[4] then
@@ -423,11 +505,14 @@ return 0
 /// The namespace's state, for `open` and every reconnect of the watch
 /// reader: ARGV[3] a candidate epoch, stored if the namespace has none.
 /// Returns `{epoch, revision}`, the revision being the larger of the
-/// counter and the stream's top.
-pub(crate) static STATE: LazyLock<Script> = LazyLock::new(|| {
+/// counter and the stream's top. It runs the failover check first, so a
+/// store or reader that has just found a new primary moves the counters
+/// on before it reads or waits for anything.
+pub(crate) static STATE: LazyLock<Lua> = LazyLock::new(|| {
     script(
-        &[NAMES, REVISIONS],
+        &[NAMES, TOP, FENCE],
         r#"
+fence()
 redis.call('SET', P .. 'epoch', ARGV[3], 'NX')
 local rev = tonumber(redis.call('GET', REV) or '0')
 local t = top()
@@ -439,7 +524,7 @@ return {redis.call('GET', P .. 'epoch'), fmt(rev)}
 
 /// Catching a watch up: ARGV[3] the first stream ID wanted, [4] a count.
 /// Returns `{revision, entries}` as of one instant.
-pub(crate) static CATCH_UP: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static CATCH_UP: LazyLock<Lua> = LazyLock::new(|| {
     script(
         &[NAMES],
         r#"

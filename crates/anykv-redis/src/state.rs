@@ -41,6 +41,10 @@ pub(crate) struct StoreState {
     pub(crate) wake_reader: Notify,
     /// The namespace's epoch (`{ns}:epoch`) as this store knows it.
     pub(crate) epoch: Mutex<String>,
+    /// Wakes every lease's and lock's keep-alive to refresh at once: the
+    /// store's calls succeed again after failing, perhaps on a new
+    /// primary that lacks the lease or the lock.
+    pub(crate) recheck: Notify,
 }
 
 /// A lock this store holds.
@@ -78,6 +82,7 @@ impl StoreState {
             reader_connected: AtomicBool::new(false),
             wake_reader: Notify::new(),
             epoch: Mutex::new(epoch),
+            recheck: Notify::new(),
         }
     }
 

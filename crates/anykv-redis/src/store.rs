@@ -23,14 +23,15 @@ use anykv_core::{
 };
 use redis::Value;
 
-use crate::client::{
-    as_array, as_bytes, as_u64, code_pair, into_bytes, parse_state, unexpected_reply, RedisClient,
-};
-use crate::config::{RedisConfig, BACKEND, MAX_TTL, MIN_TTL};
+use crate::client::{Durability, RedisClient, Written};
+use crate::config::{RedisConfig, Topology, BACKEND, MAX_TTL, MIN_TTL};
 use crate::layout::{KeyName, Layout};
 use crate::lock::Wait;
+use crate::reply::{
+    as_array, as_bytes, as_u64, code_pair, into_bytes, parse_state, unexpected_reply,
+};
 use crate::state::StoreState;
-use crate::{expiry, lease, lock, scripts, watch};
+use crate::{expiry, lease, lock, recovery, scripts, watch};
 
 /// A handle on a Redis-backed store. Cheap to clone; clones are the same
 /// client. See the [crate documentation](crate).
@@ -93,6 +94,11 @@ async fn close(state: &StoreState) {
 /// Warns when the server may evict the namespace's keys. `CONFIG` is
 /// optional: a user without it gets a debug message only.
 async fn warn_if_evicting(client: &RedisClient) {
+    if client.is_cluster() {
+        // CONFIG goes to every node of a Cluster; not worth it for a
+        // warning.
+        return;
+    }
     let mut cmd = redis::cmd("CONFIG");
     cmd.arg("GET").arg("maxmemory-policy");
     match client
@@ -171,10 +177,40 @@ impl RedisStore {
         // The reader starts at the current revision of the namespace's
         // epoch (stored now if the namespace has none); this also proves
         // the credentials and the ACL allow our keys, and the XREAD that
-        // the reader may read the change stream.
-        let v = client
+        // the reader may read the change stream. It runs the failover
+        // check, which needs `INFO`: one server whose ACL forbids it runs
+        // without the check; Sentinel and Cluster deployments need it.
+        let v = match client
             .read_script(&scripts::STATE, &[instance_id.as_bytes()], "open")
-            .await?;
+            .await
+        {
+            Err(e) if e.kind() == anykv_core::ErrorKind::PermissionDenied => {
+                // Is it INFO? Then the same call without the check works.
+                client.stop_checking_failovers();
+                let Ok(v) = client
+                    .read_script(&scripts::STATE, &[instance_id.as_bytes()], "open")
+                    .await
+                else {
+                    return Err(e);
+                };
+                if config.topology != Topology::Single {
+                    return Err(Error::PermissionDenied {
+                        backend: BACKEND,
+                        message: format!(
+                            "open: the failover check needs the INFO command, which this \
+                             user may not run ({e})"
+                        ),
+                    });
+                }
+                tracing::warn!(
+                    "anykv-redis: this user may not run INFO, so writes do not check for a \
+                     server that lost history (restarted without its last writes); \
+                     revisions may be handed out again after such a restart"
+                );
+                v
+            }
+            other => other?,
+        };
         let (epoch, revision) = parse_state(v, "open")?;
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT")
@@ -199,6 +235,7 @@ impl RedisStore {
         ));
         tokio::spawn(watch::run_reader(state.clone()));
         tokio::spawn(expiry::run_sweep(state.clone()));
+        tokio::spawn(recovery::run_recheck(state.clone()));
         Ok(RedisStore {
             handle: Arc::new(StoreHandle {
                 state,
@@ -207,9 +244,10 @@ impl RedisStore {
         })
     }
 
-    /// Opens a `redis://` or `rediss://` URL (see the crate documentation):
-    /// everything `anykv::open` accepts for these schemes, parsed by
-    /// [`anykv_core::parse_url`].
+    /// Opens a `redis://`, `rediss://`, `redis+sentinel://`,
+    /// `rediss+sentinel://`, `redis+cluster://` or `rediss+cluster://` URL
+    /// (see the crate documentation): everything `anykv::open` accepts for
+    /// these schemes, parsed by [`anykv_core::parse_url`].
     pub async fn open_url(url: &str) -> Result<Self> {
         let parsed = anykv_core::parse_url(url)?;
         Self::open(RedisConfig::from_url(&parsed)?).await
@@ -268,7 +306,7 @@ impl RedisStore {
             .unwrap_or_else(|| "0".into());
         let lease = options.lease.map(|l| l.0).unwrap_or(0).to_string();
         let canonical = &name.canonical;
-        let v = s
+        let Written { value, replicas } = s
             .client
             .write_script(
                 &scripts::PUT,
@@ -281,10 +319,14 @@ impl RedisStore {
                     lease.as_bytes(),
                 ],
                 || format!("put {canonical:?}"),
+                Durability::Replicated,
             )
             .await?;
-        match code_pair(v, "put")? {
-            (0, n) => u64::try_from(n).map_err(|_| unexpected_reply("put")),
+        match code_pair(value, "put")? {
+            (0, n) => {
+                replicas.check(|| format!("put {canonical:?}"))?;
+                u64::try_from(n).map_err(|_| unexpected_reply("put"))
+            }
             (4, _) => Err(Error::LeaseLost {
                 backend: BACKEND,
                 lease: options.lease.map(|l| l.0).unwrap_or(0),
@@ -438,7 +480,7 @@ impl Store for RedisStore {
         let connections = if s.is_closed() {
             0
         } else {
-            1 + usize::from(s.reader_connected.load(Ordering::SeqCst))
+            s.client.connections() + usize::from(s.reader_connected.load(Ordering::SeqCst))
         };
         StoreStats::new(watches, leases, locks, connections)
     }
@@ -469,8 +511,10 @@ impl Store for RedisStore {
                 &scripts::DELETE,
                 &[name.full.as_bytes(), b"plain", b"0"],
                 || format!("delete {canonical:?}"),
+                Durability::Replicated,
             )
-            .await?;
+            .await?
+            .durable(|| format!("delete {canonical:?}"))?;
         let (_, n) = code_pair(v, "delete")?;
         Ok(n == 1)
     }
@@ -529,8 +573,10 @@ impl Store for RedisStore {
                 &scripts::DELETE_TREE,
                 &[key.as_bytes(), tree.min.as_bytes(), tree.max.as_bytes()],
                 "delete_tree",
+                Durability::Replicated,
             )
-            .await?;
+            .await?
+            .durable("delete_tree")?;
         as_u64(&v).ok_or_else(|| unexpected_reply("delete_tree"))
     }
 
@@ -553,7 +599,7 @@ impl Store for RedisStore {
         s.ensure_open()?;
         let name = s.layout.key(key)?;
         let canonical = &name.canonical;
-        let v = s
+        let Written { value, replicas } = s
             .client
             .write_script(
                 &scripts::DELETE,
@@ -563,10 +609,11 @@ impl Store for RedisStore {
                     expected.to_string().as_bytes(),
                 ],
                 || format!("atomic_delete {canonical:?}"),
+                Durability::Replicated,
             )
             .await?;
-        match code_pair(v, "atomic_delete")? {
-            (0, _) => Ok(()),
+        match code_pair(value, "atomic_delete")? {
+            (0, _) => replicas.check(|| format!("atomic_delete {canonical:?}")),
             (code @ (2 | 3), n) => {
                 Err(refusal(canonical, Some(expected), code, n, "atomic_delete"))
             }

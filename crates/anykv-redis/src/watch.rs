@@ -16,8 +16,12 @@
 //! from the last data entry (`{revision}-0`) seen, so an unlock record
 //! cannot hide one.
 //!
-//! On every (re)connect the reader checks the namespace's epoch and
-//! revision. A server that lost writes (restarted without persistence,
+//! A fence record (see `feed.rs`) ends the watches that saw revisions a
+//! failover lost; a resuming watch whose start lies in such lost history
+//! ends with `Compacted` as soon as its catch-up meets the fence record.
+//!
+//! On every (re)connect the reader finds the primary anew (Sentinel), runs
+//! the failover check and checks the namespace's epoch and revision. A server that lost writes (restarted without persistence,
 //! flushed, or evicting keys) has a new epoch or a revision below the
 //! reader's position: it would hand out revisions again, so every watch
 //! gets `Compacted` and ends, and the reader starts over at the server's
@@ -42,12 +46,12 @@ use std::time::{Duration, Instant};
 
 use anykv_core::backend::{event_channel, WatchTarget};
 use anykv_core::{Error, ErrorKind, KvPair, Result, WatchEvent, WatchOptions, WatchStream};
-use redis::aio::MultiplexedConnection;
 use redis::Value;
 
-use crate::client::{as_array, as_u64, parse_records, parse_state, parse_xread, unexpected_reply};
 use crate::config::BACKEND;
+use crate::connection::Conn;
 use crate::feed::{watch_event, Watcher};
+use crate::reply::{as_array, as_u64, parse_records, parse_state, parse_xread, unexpected_reply};
 use crate::scripts;
 use crate::state::StoreState;
 
@@ -64,6 +68,10 @@ const CATCH_UP_PAGE: usize = 256;
 
 /// Entries one `XREAD` returns at most.
 const READ_COUNT: usize = 128;
+
+/// How long a new watch waits before catching up again when the last
+/// catch-up found nothing new although the reader is ahead of it.
+const NO_PROGRESS_PAUSE: Duration = Duration::from_millis(20);
 
 /// A copy of a reader error, for every watch it ends.
 fn reader_failure(e: &Error) -> impl Fn() -> Error {
@@ -92,7 +100,7 @@ fn reader_failure(e: &Error) -> impl Fn() -> Error {
 /// without persistence, a flush, eviction): revisions may be handed out
 /// again and the reader's position means nothing, so every watch ends with
 /// `Compacted` and the reader starts over at the server's revision.
-async fn verify_namespace(state: &StoreState, c: &mut MultiplexedConnection) -> Result<()> {
+async fn verify_namespace(state: &StoreState, c: &mut Conn) -> Result<()> {
     let candidate = format!("{}-{}", state.instance_id, state.next_id());
     let v = state
         .client
@@ -129,7 +137,7 @@ pub(crate) async fn run_reader(state: Arc<StoreState>) {
         .request_timeout()
         .saturating_mul(3)
         .max(MIN_OUTAGE);
-    let mut conn: Option<MultiplexedConnection> = None;
+    let mut conn: Option<Conn> = None;
     // Since when the reader has not been reading (None: it is).
     let mut down_since: Option<Instant> = None;
     loop {
@@ -224,7 +232,7 @@ pub(crate) async fn run_reader(state: Arc<StoreState>) {
                 }
                 None => unexpected_reply("XREAD"),
             },
-            Err(e) => crate::client::map_error(e, "XREAD"),
+            Err(e) => crate::errors::map_error(e, "XREAD"),
         };
         // Transient errors: reconnect and go on from the same position.
         // Others (an ACL without XREAD, a key of the wrong type, a reply
@@ -349,9 +357,24 @@ where
             .ok_or_else(|| unexpected_reply("watch"))?;
         let full_page = records.len() >= CATCH_UP_PAGE;
         fresh = !full_page;
+        let progress_from = last;
         let mut compacted = None;
         for e in records {
             if e.seq != 0 {
+                continue;
+            }
+            if e.kind == b'f' {
+                // A fence record: revisions after `from` up to here were
+                // lost (or never existed). Past it only if this watch's
+                // history ends exactly at `from`.
+                let from = std::str::from_utf8(&e.value)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok());
+                if from != Some(last) {
+                    compacted = Some(e.rev);
+                    break;
+                }
+                last = e.rev;
                 continue;
             }
             if e.rev != last.saturating_add(1) {
@@ -375,6 +398,13 @@ where
             }));
             drop(tx);
             return Ok(stream(false, initial));
+        }
+        if last == progress_from {
+            // The reader is past everything the server has: it read from a
+            // server that has since lost writes, and has not yet found the
+            // one now serving (whose failover check will write a fence
+            // record past it). Do not spin meanwhile.
+            tokio::time::sleep(NO_PROGRESS_PAUSE).await;
         }
     }
 }
