@@ -45,7 +45,9 @@
 //!
 //! - `memory` (default): the in-process backend, `memory://name/root`.
 //! - `etcd`: etcd v3, `etcd://host:port[,host:port...]/root`.
-//! - `redis`: Redis, `redis://host:port/db?prefix=root`, `rediss://` for TLS.
+//! - `redis`: Redis, `redis://host:port/db/root`; with Sentinels
+//!   `redis+sentinel://s1:26379,s2:26379/master/db/root`; a Cluster
+//!   `redis+cluster://h1:7000,h2:7001/root`; `rediss…` for TLS.
 //! - `zookeeper`: ZooKeeper 3.6+, `zk://host:port[,host:port...]/chroot`.
 //! - `recipes` (default): [`recipes`], a list-then-watch cache, leader
 //!   election, a service registry and discovery, on every backend.
