@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anykv_core::{async_trait, Error, Result, Store};
+use anykv_core::{Result, Store};
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
@@ -53,84 +53,12 @@ pub use tap::Tap;
 pub(crate) use crate::util::Flaw;
 use crate::{CacheOptions, DiscoveryOptions, ElectionOptions, RegistryOptions};
 
-/// What a backend gives the cases: clients on fresh roots, and optional
-/// hooks that act on its server.
-#[async_trait]
-pub trait RecipeFactory: Send + Sync + 'static {
-    /// Opens a new, independent client (as another process would) on
-    /// `root`. Clients on one root see each other's writes.
-    async fn open(&self, root: &str) -> Result<Arc<dyn Store>>;
-
-    /// Discards the history up to `revision`, so that a watch resuming
-    /// from an older revision gets `Compacted`. Optional.
-    async fn compact(&self, store: &Arc<dyn Store>, revision: u64) -> Result<()> {
-        let _ = (store, revision);
-        Err(Error::unsupported(
-            "recipes",
-            "compact",
-            "the factory offers no compact hook",
-        ))
-    }
-
-    /// Stops and starts the server, keeping its data. Optional.
-    async fn restart_server(&self) -> Result<()> {
-        Err(Error::unsupported(
-            "recipes",
-            "restart_server",
-            "the factory offers no restart_server hook",
-        ))
-    }
-
-    /// Freezes the server (as `SIGSTOP` does) until
-    /// [`RecipeFactory::resume_server`]. Optional.
-    async fn pause_server(&self) -> Result<()> {
-        Err(Error::unsupported(
-            "recipes",
-            "pause_server",
-            "the factory offers no pause_server hook",
-        ))
-    }
-
-    /// Lets a paused server run again.
-    async fn resume_server(&self) -> Result<()> {
-        Err(Error::unsupported(
-            "recipes",
-            "resume_server",
-            "the factory offers no resume_server hook",
-        ))
-    }
-}
-
-/// Why a case did not pass.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// A recipe broke its promise; the message says which and where.
-    Failed(String),
-    /// The factory lacks a hook the case needs; the message names it.
-    Unsupported(String),
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::Failed(m) => write!(f, "failed: {m}"),
-            Failure::Unsupported(m) => write!(f, "unsupported: {m}"),
-        }
-    }
-}
-
-impl From<Error> for Failure {
-    fn from(e: Error) -> Self {
-        if e.kind() == anykv_core::ErrorKind::Unsupported {
-            Failure::Unsupported(e.to_string())
-        } else {
-            Failure::Failed(format!("unexpected error ({}): {e}", e.kind()))
-        }
-    }
-}
-
-/// What a case returns.
-pub type CaseResult = std::result::Result<(), Failure>;
+/// What a backend gives the cases: the conformance suite's factory
+/// (clients on fresh roots, and the optional compact, restart and pause
+/// hooks), so one factory serves both suites.
+pub use anykv_conformance::StoreFactory as RecipeFactory;
+/// Why a case did not pass (the conformance suite's type).
+pub use anykv_conformance::{CaseResult, Failure};
 
 /// Fails the case with a message unless `condition` holds.
 pub fn ensure(condition: bool, message: impl FnOnce() -> String) -> CaseResult {
