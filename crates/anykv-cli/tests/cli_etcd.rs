@@ -568,3 +568,36 @@ fn services_registered_in_one_process_are_listed_in_another() {
     assert_eq!(code, Some(143));
     assert_eq!(ok(&at(&url, &["services", "list", "web"])), "");
 }
+
+/// A leader whose key vanishes has lost: its command gets SIGTERM, then
+/// SIGKILL after --grace when it ignores SIGTERM, and anykv exits with 1.
+#[test]
+fn elect_stops_its_command_when_leadership_is_lost() {
+    let url = url();
+    let leader = Running::start(&[
+        "--url",
+        &url,
+        "elect",
+        "jobs",
+        "--grace",
+        "1s",
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; echo ready; exec sleep 30",
+    ]);
+    assert_eq!(leader.stdout_line(SHORT), "ready");
+    assert_eq!(ok(&at(&url, &["rm", "--tree", "elections/jobs"])), "1\n");
+    let (code, _, err) = leader.finish(SHORT);
+    assert_eq!(
+        (code, err),
+        (
+            Some(1),
+            vec![
+                "anykv: leadership of \"jobs\" was lost: stopping the command".to_string(),
+                "anykv: the command outlived its grace of 1s: killing it".to_string(),
+                "anykv: leadership of \"jobs\" was lost before the end".to_string(),
+            ]
+        )
+    );
+}
