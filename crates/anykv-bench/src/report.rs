@@ -248,8 +248,8 @@ impl Report {
         if let Some(f) = &self.failover {
             out.push_str(&format!(
                 "election failover ({} rounds, TTL {:.1} s; the leader's store closed and its \
-                 leadership dropped without resigning): next leader after p50 {:.1} ms, max \
-                 {:.1} ms\n",
+                 leadership dropped without resigning): next leader after p50 {:.3} ms, max \
+                 {:.3} ms\n",
                 f.rounds, f.ttl_secs, f.p50_ms, f.max_ms,
             ));
         }
