@@ -36,11 +36,19 @@ pub enum Workload {
     /// per second against writes per second, and `Synced` latency of
     /// watches opened during the writes (anykv only).
     WatchUnderLoad,
+    /// Time from a leader's death (its store closed, its leadership
+    /// dropped without resigning) to the next candidate leading, over
+    /// [`BenchConfig::failover_rounds`] rounds (anykv only).
+    ElectionFailover,
+    /// A cached `Discovery::pick` and `Discovery::instances` against a
+    /// plain `list` of the service's prefix, at each concurrency (anykv
+    /// only).
+    Discovery,
 }
 
 impl Workload {
     /// Every workload, in the order they run.
-    pub const ALL: [Workload; 9] = [
+    pub const ALL: [Workload; 11] = [
         Workload::Get,
         Workload::Put,
         Workload::Cas,
@@ -48,6 +56,8 @@ impl Workload {
         Workload::WatchLatency,
         Workload::Lock,
         Workload::Mixed,
+        Workload::ElectionFailover,
+        Workload::Discovery,
         Workload::WatchUnderLoad,
         Workload::WatchResources,
     ];
@@ -64,6 +74,8 @@ impl Workload {
             Workload::Mixed => "mixed",
             Workload::WatchResources => "watch-resources",
             Workload::WatchUnderLoad => "watch-under-load",
+            Workload::ElectionFailover => "election-failover",
+            Workload::Discovery => "discovery",
         }
     }
 }
@@ -142,6 +154,10 @@ pub struct BenchConfig {
     pub contenders: usize,
     /// Watches opened by `watch-resources`.
     pub watches: usize,
+    /// Rounds of `election-failover`.
+    pub failover_rounds: usize,
+    /// The candidates' lease TTL in `election-failover`.
+    pub election_ttl: Duration,
     /// On etcd and Redis, also run OpenDAL's service as a second
     /// reference on the workloads it has (get, put, and list on etcd).
     pub opendal: bool,
@@ -166,6 +182,8 @@ impl BenchConfig {
             watchers: vec![1, 1000],
             contenders: 8,
             watches: 10_000,
+            failover_rounds: 10,
+            election_ttl: Duration::from_secs(10),
             opendal: true,
             progress: false,
         }
@@ -181,9 +199,9 @@ impl BenchConfig {
         if self.watchers.is_empty() || self.watchers.contains(&0) {
             return Err(BenchError::config("--watchers takes numbers of at least 1"));
         }
-        if self.rounds == 0 || self.keys == 0 || self.contenders == 0 {
+        if self.rounds == 0 || self.keys == 0 || self.contenders == 0 || self.failover_rounds == 0 {
             return Err(BenchError::config(
-                "--rounds, --keys and --contenders must be at least 1",
+                "--rounds, --keys, --contenders and --failover-rounds must be at least 1",
             ));
         }
         if self.duration.is_zero() {

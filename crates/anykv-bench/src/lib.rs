@@ -33,7 +33,9 @@
 //! watch delivers per second while 8 clients write under it, and the
 //! `Synced` latency of watches opened meanwhile; anykv only), and
 //! `watch-resources` (client memory and connections of many watches on one
-//! store).
+//! store), `election-failover` (from a leader's death to the next leader)
+//! and `discovery` (cached `Discovery::pick`/`instances` against a plain
+//! `list`; both anykv only, see [`recipes`]).
 
 #![deny(rustdoc::broken_intra_doc_links)]
 
@@ -41,6 +43,7 @@ mod config;
 mod error;
 pub mod kv;
 pub mod load;
+pub mod recipes;
 mod report;
 mod runner;
 pub mod sys;

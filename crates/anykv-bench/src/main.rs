@@ -28,7 +28,8 @@ struct Args {
     url: String,
 
     /// Workloads (repeat or comma-separate): get, put, cas, list,
-    /// watch-latency, lock, mixed, watch-under-load, watch-resources. Default: all.
+    /// watch-latency, lock, mixed, election-failover, discovery, watch-under-load,
+    /// watch-resources. Default: all.
     #[arg(long = "workload", value_delimiter = ',')]
     workloads: Vec<String>,
 
@@ -67,6 +68,14 @@ struct Args {
     /// Watches opened by watch-resources.
     #[arg(long, default_value_t = 10_000)]
     watches: usize,
+
+    /// Rounds of election-failover.
+    #[arg(long, default_value_t = 10)]
+    failover_rounds: usize,
+
+    /// The candidates' lease TTL in election-failover, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    election_ttl: f64,
 
     /// No OpenDAL side on etcd and Redis (by default OpenDAL's service is
     /// a second reference on get, put and, on etcd, list).
@@ -107,6 +116,8 @@ fn config(args: &Args) -> Result<BenchConfig, BenchError> {
     c.watchers = args.watchers.clone();
     c.contenders = args.contenders;
     c.watches = args.watches;
+    c.failover_rounds = args.failover_rounds;
+    c.election_ttl = seconds("election-ttl", args.election_ttl)?;
     c.opendal = !args.no_opendal;
     c.progress = !args.quiet;
     c.validate()?;

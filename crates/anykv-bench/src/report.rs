@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::config::{Backend, Workload};
-use crate::load;
+use crate::{load, recipes};
 use crate::{BenchError, Result};
 
 /// Latency figures of one side of a row, in microseconds.
@@ -115,6 +115,12 @@ pub struct Report {
     pub resources: Option<Resources>,
     /// The `watch-under-load` figures.
     pub watch_load: Option<load::WatchLoad>,
+    /// The `election-failover` figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover: Option<recipes::Failover>,
+    /// The `discovery` figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<recipes::DiscoveryFigures>,
 }
 
 fn target_for(backend: Backend, workload: Workload, concurrency: usize) -> Option<(String, f64)> {
@@ -238,6 +244,30 @@ impl Report {
                 l.synced_p50_ms,
                 l.synced_max_ms,
             ));
+        }
+        if let Some(f) = &self.failover {
+            out.push_str(&format!(
+                "election failover ({} rounds, TTL {:.1} s; the leader's store closed and its \
+                 leadership dropped without resigning): next leader after p50 {:.3} ms, max \
+                 {:.3} ms\n",
+                f.rounds, f.ttl_secs, f.p50_ms, f.max_ms,
+            ));
+        }
+        if let Some(d) = &self.discovery {
+            out.push_str(&format!(
+                "discovery of {} instances, ops/s ({:.1} s per cell):",
+                d.instances, d.seconds
+            ));
+            for r in &d.rows {
+                out.push_str(&format!(
+                    " {} tasks: pick {}, instances {}, list {};",
+                    r.concurrency,
+                    thousands(r.pick_ops_per_sec),
+                    thousands(r.instances_ops_per_sec),
+                    thousands(r.list_ops_per_sec),
+                ));
+            }
+            out.push('\n');
         }
         if let Some(res) = &self.resources {
             let opt = |x: Option<usize>| x.map(|v| v.to_string()).unwrap_or_else(|| "n/a".into());
@@ -363,6 +393,8 @@ mod tests {
             rows,
             resources: None,
             watch_load: None,
+            failover: None,
+            discovery: None,
         }
     }
 

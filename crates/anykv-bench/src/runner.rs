@@ -10,6 +10,7 @@ use futures::stream::{self, StreamExt};
 use hdrhistogram::Histogram;
 
 use crate::kv::{AnykvKv, EtcdRaw, Kv, MemoryBaseline, OpenDal, RedisRaw, ZkRaw};
+use crate::recipes;
 use crate::report::check_row;
 use crate::workloads::{cleanup, ops_for, setup, watch_op, Ops};
 use crate::{kv, load, sys};
@@ -307,6 +308,8 @@ pub async fn run(config: &BenchConfig) -> Result<Report> {
         rows: Vec::new(),
         resources: None,
         watch_load: None,
+        failover: None,
+        discovery: None,
     };
     let sides = Sides {
         anykv: anykv_side,
@@ -366,6 +369,24 @@ async fn measure(
             Workload::WatchResources => {
                 say(config, format!("{workload}: {} watches", config.watches));
                 report.resources = Some(watch_resources(config, backend, url, prefix).await?);
+                continue;
+            }
+            Workload::ElectionFailover => {
+                say(
+                    config,
+                    format!("{workload}: {} rounds", config.failover_rounds),
+                );
+                let f = recipes::election_failover(config).await?;
+                say(
+                    config,
+                    format!("{workload}: p50 {:.1} ms, max {:.1} ms", f.p50_ms, f.max_ms),
+                );
+                report.failover = Some(f);
+                continue;
+            }
+            Workload::Discovery => {
+                say(config, format!("{workload}"));
+                report.discovery = Some(recipes::discovery(config).await?);
                 continue;
             }
             Workload::WatchUnderLoad => {

@@ -298,9 +298,11 @@ pub(crate) async fn ops_for(
                 keys: config.keys,
                 value: value(),
             }),
-            Workload::WatchLatency | Workload::WatchResources | Workload::WatchUnderLoad => {
-                return Err(BenchError::new("not a task workload"))
-            }
+            Workload::WatchLatency
+            | Workload::WatchResources
+            | Workload::WatchUnderLoad
+            | Workload::ElectionFailover
+            | Workload::Discovery => return Err(BenchError::new("not a task workload")),
         };
         ops.push(op);
     }

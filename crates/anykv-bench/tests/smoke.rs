@@ -25,6 +25,8 @@ async fn every_workload_runs_against_memory() {
     config.list_keys = 1000;
     config.watchers = vec![1, 20];
     config.watches = 500;
+    config.failover_rounds = 2;
+    config.election_ttl = Duration::from_secs(2);
     let report = run(&config).await.expect("the benchmark runs");
 
     let mut expected: Vec<(Workload, &str, usize)> = Vec::new();
@@ -61,6 +63,21 @@ async fn every_workload_runs_against_memory() {
     assert!(load.writes_per_sec > 0.0, "{load:?}");
     assert!(load.events_per_sec > 0.0, "{load:?}");
     assert!(load.synced_max_ms >= load.synced_p50_ms, "{load:?}");
+    let failover = report.failover.as_ref().expect("election-failover ran");
+    assert_eq!(failover.rounds, 2);
+    assert_eq!(failover.samples_ms.len(), 2);
+    assert!(failover.p50_ms <= failover.max_ms, "{failover:?}");
+    let found = report.discovery.as_ref().expect("discovery ran");
+    assert_eq!(
+        found.rows.iter().map(|r| r.concurrency).collect::<Vec<_>>(),
+        vec![1, 64]
+    );
+    for r in &found.rows {
+        assert!(
+            r.pick_ops_per_sec > 0.0 && r.instances_ops_per_sec > 0.0 && r.list_ops_per_sec > 0.0,
+            "{r:?}"
+        );
+    }
     let res = report.resources.as_ref().expect("watch-resources ran");
     assert_eq!(res.watches, 500);
     assert_eq!(res.stats_watches, 500);
@@ -68,6 +85,8 @@ async fn every_workload_runs_against_memory() {
     let md = report.to_markdown();
     assert!(md.contains("| get | 1 tasks |"), "{md}");
     assert!(md.contains("500 watches on one store"), "{md}");
+    assert!(md.contains("election failover (2 rounds"), "{md}");
+    assert!(md.contains("discovery of 10 instances"), "{md}");
     assert!(md.contains("watch under write load (8 writers"), "{md}");
     let json: serde_json::Value =
         serde_json::from_str(&report.to_json().expect("json")).expect("valid json");

@@ -176,6 +176,51 @@ pub enum Command {
     )]
     Lease(LeaseArgs),
 
+    /// Campaign for leadership; run a command while leading, or lead until Ctrl-C
+    #[command(
+        long_about = "Campaign in the election NAME (anykv::recipes::Election, under \
+            `elections/NAME`) and wait until this candidate leads.\n\n\
+            Without a command: print the fencing token (one line; --json prints \
+            {\"election\", \"fencing_token\", \"value\"}), lead until Ctrl-C or SIGTERM, \
+            resign and exit with 130 (143 for SIGTERM). With a command after `--`: run it \
+            while leading, with ANYKV_ELECTION_NAME and ANYKV_ELECTION_TOKEN (the fencing \
+            token) in its environment, resign when it ends and exit with its status; a \
+            SIGINT or SIGTERM sent to anykv is passed on to it. If leadership is lost (the \
+            candidate's lease expired or its key vanished), anykv says so, sends SIGTERM to \
+            the command, SIGKILL if it still runs after --grace, and exits with 1; without a \
+            command it exits with 1 at once.\n\n\
+            --value is what observers of the election see as the leader's value (an \
+            address, say). --ttl is the lifetime of the candidate's lease, kept alive while \
+            anykv runs: if anykv dies, the next candidate leads within about that long \
+            (raised to the backend's minimum TTL: 2 s on etcd).",
+        after_help = EXIT_CODES_HELP
+    )]
+    Elect(ElectArgs),
+
+    /// Register service instances, list them, or watch them change
+    #[command(
+        long_about = "Service registry and discovery (anykv::recipes::Registry and \
+            Discovery): instances live under `services/SERVICE/ID` as JSON \
+            {\"service\", \"id\", \"address\", \"port\", \"metadata\", \"weight\", \
+            \"enabled\"}, bound to the registering process's lease.\n\n\
+            `services register SERVICE ID ADDR PORT` registers an instance and holds it \
+            until Ctrl-C or SIGTERM (then deregisters and exits with 130 or 143), printing \
+            each status change: `connecting`, `registered<TAB>lease N`, `retrying (...)`; \
+            with --json one {\"state\", \"lease\", \"instances\", \"generation\", \
+            \"repairs\", \"last_error\"} object per line. If anykv dies, the instance \
+            vanishes within --ttl.\n\n\
+            `services list SERVICE` prints one line per instance: \
+            `ID<TAB>ADDRESS:PORT<TAB>weight=N<TAB>enabled|disabled`, then `<TAB>k=v` per \
+            metadata entry; --json prints an array of instance objects.\n\n\
+            `services watch SERVICE` prints the current instances as ADD lines, then \
+            every change as `ADD<TAB>...`, `UPDATE<TAB>...` (same fields as list) or \
+            `REMOVE<TAB>ID`, until Ctrl-C (130). With --json: {\"event\": \"add\"|\"update\"|\
+            \"remove\", \"instance\"} per line and {\"event\": \"synced\"} after the current \
+            instances.",
+        after_help = EXIT_CODES_HELP
+    )]
+    Services(ServicesArgs),
+
     /// Run the conformance suite against a live server
     #[command(
         long_about = "Run the anykv conformance suite against the store a URL names, and print \
@@ -321,6 +366,84 @@ pub struct LeaseArgs {
     /// The command to run while the lease lives, after `--`
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
+}
+
+/// `anykv elect`.
+#[derive(Debug, Args)]
+pub struct ElectArgs {
+    /// The election's name (one key segment)
+    pub name: String,
+
+    /// The value observers see for this candidate while it leads (an address, say)
+    #[arg(long, value_name = "VALUE")]
+    pub value: Option<String>,
+
+    /// The lifetime of the candidate's lease, kept alive while anykv runs
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    pub ttl: Duration,
+
+    /// After leadership is lost, how long the command has between SIGTERM and SIGKILL
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    pub grace: Duration,
+
+    /// The command to run while leading, after `--`
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+/// `anykv services`.
+#[derive(Debug, Args)]
+pub struct ServicesArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: ServicesAction,
+}
+
+/// `anykv services` actions.
+#[derive(Debug, Subcommand)]
+pub enum ServicesAction {
+    /// Register an instance and hold it until Ctrl-C, printing status changes
+    Register(RegisterArgs),
+    /// Print a service's instances, one per line
+    List(ServiceArgs),
+    /// Print a service's instances, then every change, until Ctrl-C
+    Watch(ServiceArgs),
+}
+
+/// `anykv services register`.
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// The service's name (one key segment)
+    pub service: String,
+    /// The instance's id, unique within the service (one key segment)
+    pub id: String,
+    /// Host name or IP address
+    pub address: String,
+    /// Port
+    pub port: u16,
+
+    /// Metadata, repeatable: --meta zone=a --meta version=2
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_pair)]
+    pub meta: Vec<(String, String)>,
+
+    /// Relative share of traffic for weighted selection
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub weight: u32,
+
+    /// Register the instance as disabled (draining or in maintenance)
+    #[arg(long)]
+    pub disabled: bool,
+
+    /// The lifetime of the registry's lease, kept alive while anykv runs
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    pub ttl: Duration,
+}
+
+/// `anykv services list` and `watch`.
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    /// The service's name
+    pub service: String,
 }
 
 /// `anykv conformance`.

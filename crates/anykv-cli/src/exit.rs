@@ -7,7 +7,7 @@ use anykv::{Error, ErrorKind};
 /// The command did what it was asked.
 pub const OK: u8 = 0;
 /// Something failed that no other code covers: a conformance case failed, a
-/// watch ended with an error, a lock or lease was lost, the server refused
+/// watch ended with an error, a lock, lease or leadership was lost, the server refused
 /// the credentials or the operation, the backend does not support it.
 pub const FAILURE: u8 = 1;
 /// The command line is wrong: an unknown option, a bad URL, an invalid key
@@ -24,9 +24,11 @@ pub const NOT_FOUND: u8 = 4;
 /// `--create-only` found the key present, `lock --timeout` expired while
 /// another client held the lock.
 pub const CONDITION_FAILED: u8 = 5;
-/// The command given after `--` to `lock` or `lease` could not be executed.
+/// The command given after `--` to `lock`, `lease` or `elect` could not be
+/// executed.
 pub const COMMAND_NOT_EXECUTABLE: u8 = 126;
-/// The command given after `--` to `lock` or `lease` was not found.
+/// The command given after `--` to `lock`, `lease` or `elect` was not
+/// found.
 pub const COMMAND_NOT_FOUND: u8 = 127;
 /// Stopped by Ctrl-C (SIGINT), after cleaning up. SIGTERM stops the same
 /// way with 143.
@@ -37,8 +39,8 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    success
   1    failure: a conformance case failed, a watch ended with an error, a
-       lock or lease was lost, the server refused the credentials, the
-       backend does not support the operation
+       lock, lease or leadership (elect) was lost, the server refused the
+       credentials, the backend does not support the operation
   2    usage error: bad arguments, a bad URL, an invalid key or duration, a
        value too large for the backend, an unreadable file (nothing was sent)
   3    the server is unreachable or did not answer in time (a write that
@@ -46,11 +48,11 @@ Exit codes:
   4    the key was not found
   5    a condition failed: --if-revision found another revision,
        --create-only found the key, lock --timeout expired
-  126  the command after -- could not be executed (lock, lease)
-  127  the command after -- was not found (lock, lease)
+  126  the command after -- could not be executed (lock, lease, elect)
+  127  the command after -- was not found (lock, lease, elect)
   130  interrupted by Ctrl-C (SIGINT) after cleaning up; 143 for SIGTERM
 
-With a command after --, lock and lease exit with the command's status
+With a command after --, lock, lease and elect exit with the command's status
 (128 + N when it was killed by signal N).";
 
 /// What a command reports when it does not succeed: an exit code, a kind

@@ -15,10 +15,10 @@ use crate::exit::{
     CliError, COMMAND_NOT_EXECUTABLE, COMMAND_NOT_FOUND, CONDITION_FAILED, FAILURE, OK,
 };
 use crate::output::{self, Out};
-use crate::signals::{Interrupts, SIGTERM};
+use crate::signals::{Interrupts, SIGKILL, SIGTERM};
 
 /// How a hold ended.
-enum Ended {
+pub(crate) enum Ended {
     /// The command exited with this status (or the hold was otherwise
     /// done).
     Status(u8),
@@ -87,7 +87,7 @@ async fn lock_on(
             ("ANYKV_LOCK_NAME".to_string(), args.name.clone()),
             ("ANYKV_LOCK_TOKEN".to_string(), token.to_string()),
         ];
-        run_command(&args.command, env, guard.lost(), &what, interrupts).await
+        run_command(&args.command, env, guard.lost(), &what, interrupts, None).await
     };
     if let Err(e) = guard.release().await {
         if !matches!(ended, Ended::Lost) {
@@ -161,7 +161,7 @@ async fn lease_on(
         hold_until_signal(lease.lost(), interrupts).await
     } else {
         let env = vec![("ANYKV_LEASE_ID".to_string(), id.clone())];
-        run_command(&args.command, env, lease.lost(), &what, interrupts).await
+        run_command(&args.command, env, lease.lost(), &what, interrupts, None).await
     };
     if let Err(e) = lease.revoke().await {
         if !matches!(ended, Ended::Lost) {
@@ -171,7 +171,7 @@ async fn lease_on(
     finish(ended, &what)
 }
 
-fn finish(ended: Ended, what: &str) -> Result<(), CliError> {
+pub(crate) fn finish(ended: Ended, what: &str) -> Result<(), CliError> {
     match ended {
         Ended::Status(OK) => Ok(()),
         Ended::Status(code) => Err(CliError::quiet(code)),
@@ -184,7 +184,10 @@ fn finish(ended: Ended, what: &str) -> Result<(), CliError> {
     }
 }
 
-async fn hold_until_signal(lost: impl Future<Output = ()>, interrupts: &Interrupts) -> Ended {
+pub(crate) async fn hold_until_signal(
+    lost: impl Future<Output = ()>,
+    interrupts: &Interrupts,
+) -> Ended {
     tokio::select! {
         () = lost => Ended::Lost,
         signal = interrupts.first() => Ended::Signal(signal),
@@ -192,13 +195,15 @@ async fn hold_until_signal(lost: impl Future<Output = ()>, interrupts: &Interrup
 }
 
 /// Runs `command` with `env` added to its environment until it exits,
-/// passing on signals and stopping it with SIGTERM if `lost` completes.
-async fn run_command(
+/// passing on signals and stopping it with SIGTERM if `lost` completes
+/// (then SIGKILL after `kill_after`, when given).
+pub(crate) async fn run_command(
     command: &[OsString],
     env: Vec<(String, String)>,
     lost: impl Future<Output = ()>,
     what: &str,
     interrupts: &Interrupts,
+    kill_after: Option<std::time::Duration>,
 ) -> Ended {
     let Some((program, rest)) = command.split_first() else {
         return Ended::Status(OK);
@@ -219,6 +224,9 @@ async fn run_command(
     };
     let mut lost = pin!(lost);
     let mut was_lost = false;
+    let kill = tokio::time::sleep(std::time::Duration::MAX / 4);
+    let mut kill = pin!(kill);
+    let mut kill_armed = false;
     let mut signals_seen = interrupts.count();
     let status = loop {
         tokio::select! {
@@ -231,6 +239,18 @@ async fn run_command(
                 was_lost = true;
                 output::progress(&format!("{what} was lost: stopping the command"));
                 send_signal(child.id(), SIGTERM);
+                if let Some(grace) = kill_after {
+                    kill.as_mut().reset(tokio::time::Instant::now() + grace);
+                    kill_armed = true;
+                }
+            }
+            () = &mut kill, if kill_armed => {
+                kill_armed = false;
+                output::progress(&format!(
+                    "the command outlived its grace of {}: killing it",
+                    show_duration(kill_after.unwrap_or_default())
+                ));
+                send_signal(child.id(), SIGKILL);
             }
         }
     };
@@ -277,7 +297,7 @@ fn send_signal(pid: Option<u32>, signal: i32) {
 #[cfg(not(unix))]
 fn send_signal(_pid: Option<u32>, _signal: i32) {}
 
-fn plural(n: usize, word: &str) -> String {
+pub(crate) fn plural(n: usize, word: &str) -> String {
     if n == 1 {
         format!("1 {word}")
     } else {

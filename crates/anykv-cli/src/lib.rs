@@ -10,6 +10,9 @@
 //! anykv watch --tree config                                      # every change as it happens
 //! anykv lock jobs/nightly -- ./nightly.sh                        # run while holding the lock
 //! anykv lease --ttl 10s services/web/1=10.0.0.1:80 -- ./server   # register while it runs
+//! anykv elect scheduler --ttl 5s -- ./scheduler                 # run only while leading
+//! anykv services register web w1 10.0.0.1 8080 --meta zone=a    # hold a service instance
+//! anykv services list web                                        # w1<TAB>10.0.0.1:8080<TAB>...
 //! anykv conformance zk://127.0.0.1:2181/test                     # the conformance suite
 //! ```
 //!
@@ -52,6 +55,22 @@
 //!   and exit with 1. Without a command they print the token or lease id and
 //!   hold until Ctrl-C (130). `lock --timeout` expiring while another client
 //!   holds the lock exits with 5.
+//! - **elect** campaigns with [`anykv::recipes::Election`] and, once
+//!   leading, prints the fencing token (or `{"election", "fencing_token",
+//!   "value"}` with `--json`). With a command after `--` it runs it while
+//!   leading (`ANYKV_ELECTION_NAME`, `ANYKV_ELECTION_TOKEN` in its
+//!   environment), passes on SIGINT and SIGTERM, resigns when it ends and
+//!   exits with its status; if leadership is lost it sends SIGTERM, then
+//!   SIGKILL after `--grace` (10 s), and exits with 1. Without a command it
+//!   leads until Ctrl-C or SIGTERM, resigns and exits with 130 or 143. A
+//!   killed `anykv elect` does not resign: the next candidate leads once its
+//!   lease (`--ttl`, 10 s) expires.
+//! - **services** uses [`anykv::recipes::Registry`] and
+//!   [`anykv::recipes::Discovery`]: `register SERVICE ID ADDR PORT` holds an
+//!   instance until a signal, printing each registry status change;
+//!   `list SERVICE` prints one `ID<TAB>ADDR:PORT<TAB>weight=N<TAB>enabled`
+//!   line per instance (an array with `--json`); `watch SERVICE` prints
+//!   `ADD`, `UPDATE` and `REMOVE` lines until Ctrl-C.
 //! - **conformance** prints one line per case as it finishes and a total,
 //!   exits with 1 if any case failed, and runs under
 //!   `anykv-conformance-<unique>` below the URL's root, deleted afterwards.
@@ -91,6 +110,7 @@ pub mod conformance;
 pub mod exit;
 pub mod hold;
 pub mod output;
+pub mod recipes;
 pub mod signals;
 #[cfg(feature = "test-backends")]
 pub mod test_backends;
@@ -149,6 +169,10 @@ pub async fn execute(cli: Cli) -> Result<(), CliError> {
         Command::Watch(args) => commands::watch(&require_url(url)?, args, out, &interrupts).await,
         Command::Lock(args) => hold::lock(&require_url(url)?, args, out, &interrupts).await,
         Command::Lease(args) => hold::lease(&require_url(url)?, args, out, &interrupts).await,
+        Command::Elect(args) => recipes::elect(&require_url(url)?, args, out, &interrupts).await,
+        Command::Services(args) => {
+            recipes::services(&require_url(url)?, args, out, &interrupts).await
+        }
         short => {
             let url = require_url(url)?;
             let work = async {

@@ -7,6 +7,8 @@ use tokio::sync::watch;
 pub const SIGINT: i32 = 2;
 /// SIGTERM's number.
 pub const SIGTERM: i32 = 15;
+/// SIGKILL's number (sent, never received).
+pub const SIGKILL: i32 = 9;
 
 /// The interruptions received so far. Cheap to clone; every clone sees
 /// every signal.

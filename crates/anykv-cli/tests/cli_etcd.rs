@@ -517,3 +517,87 @@ fn a_lost_lease_or_lock_stops_the_command() {
         )
     );
 }
+
+/// A leader killed with SIGKILL never resigns: the second candidate leads
+/// once the first one's lease (--ttl 2s) expires, with a larger token.
+#[test]
+fn elect_a_second_candidate_leads_after_the_first_is_killed() {
+    let url = url();
+    let first = Running::start(&["--url", &url, "elect", "jobs", "--ttl", "2s"]);
+    let token: u64 = first.stdout_line(SHORT).parse().expect("a token");
+    let second = Running::start(&["--url", &url, "--json", "elect", "jobs", "--ttl", "2s"]);
+    std::thread::sleep(Duration::from_millis(500));
+    first.signal("KILL");
+    let started = std::time::Instant::now();
+    let line: serde_json::Value = serde_json::from_str(&second.stdout_line(SHORT)).expect("JSON");
+    assert_eq!(line["election"], json!("jobs"));
+    assert!(line["fencing_token"].as_u64().expect("a token") > token);
+    assert!(started.elapsed() < Duration::from_secs(15));
+    second.signal("TERM");
+    let (code, _, _) = second.finish(SHORT);
+    assert_eq!(code, Some(143));
+}
+
+/// What `services register` holds in one process, `services list` sees in
+/// another; after the holder stops, the instance is gone.
+#[test]
+fn services_registered_in_one_process_are_listed_in_another() {
+    let url = url();
+    let holder = Running::start(&[
+        "--url", &url, "services", "register", "web", "w1", "10.0.0.1", "8080", "--meta", "zone=a",
+        "--weight", "3",
+    ]);
+    // `connecting` may come first, or be overtaken by `registered`.
+    let mut line = holder.stdout_line(SHORT);
+    if line == "connecting" {
+        line = holder.stdout_line(SHORT);
+    }
+    assert!(line.starts_with("registered\tlease "), "{line}");
+    assert_eq!(
+        ok(&at(&url, &["services", "list", "web"])),
+        "w1\t10.0.0.1:8080\tweight=3\tenabled\tzone=a\n"
+    );
+    let listed = at(&url, &["--json", "services", "list", "web"]).json();
+    assert_eq!(
+        listed,
+        json!([{"service": "web", "id": "w1", "address": "10.0.0.1", "port": 8080,
+                "metadata": {"zone": "a"}, "weight": 3, "enabled": true}])
+    );
+    holder.signal("TERM");
+    let (code, _, _) = holder.finish(SHORT);
+    assert_eq!(code, Some(143));
+    assert_eq!(ok(&at(&url, &["services", "list", "web"])), "");
+}
+
+/// A leader whose key vanishes has lost: its command gets SIGTERM, then
+/// SIGKILL after --grace when it ignores SIGTERM, and anykv exits with 1.
+#[test]
+fn elect_stops_its_command_when_leadership_is_lost() {
+    let url = url();
+    let leader = Running::start(&[
+        "--url",
+        &url,
+        "elect",
+        "jobs",
+        "--grace",
+        "1s",
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; echo ready; exec sleep 30",
+    ]);
+    assert_eq!(leader.stdout_line(SHORT), "ready");
+    assert_eq!(ok(&at(&url, &["rm", "--tree", "elections/jobs"])), "1\n");
+    let (code, _, err) = leader.finish(SHORT);
+    assert_eq!(
+        (code, err),
+        (
+            Some(1),
+            vec![
+                "anykv: leadership of \"jobs\" was lost: stopping the command".to_string(),
+                "anykv: the command outlived its grace of 1s: killing it".to_string(),
+                "anykv: leadership of \"jobs\" was lost before the end".to_string(),
+            ]
+        )
+    );
+}

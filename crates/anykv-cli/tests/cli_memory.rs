@@ -28,6 +28,8 @@ fn help_documents_every_command_and_the_exit_codes() {
         "watch",
         "lock",
         "lease",
+        "elect",
+        "services",
         "conformance",
     ] {
         let h = anykv(&[cmd, "--help"]);
@@ -392,4 +394,92 @@ fn conformance_json_and_filter() {
         no_url.stderr,
         "anykv: no URL to test: give it as `anykv conformance URL`, with --url, or in ANYKV_URL\n"
     );
+}
+
+#[test]
+fn elect_runs_a_command_while_leading() {
+    let r = anykv(&[
+        "--url",
+        "memory://",
+        "elect",
+        "jobs",
+        "--",
+        "sh",
+        "-c",
+        "echo \"$ANYKV_ELECTION_NAME $ANYKV_ELECTION_TOKEN\"; exit 3",
+    ]);
+    assert_eq!(
+        (r.code, r.out(), r.stderr),
+        (Some(3), "jobs 1\n".into(), String::new())
+    );
+}
+
+#[test]
+fn elect_without_a_command_leads_until_sigterm() {
+    let leader = Running::start(&[
+        "--url",
+        "memory://",
+        "--json",
+        "elect",
+        "jobs",
+        "--value",
+        "10.0.0.1:80",
+    ]);
+    assert_eq!(
+        leader.stdout_line(SHORT),
+        json!({"election": "jobs", "fencing_token": 1, "value": "10.0.0.1:80"}).to_string()
+    );
+    leader.signal("TERM");
+    let (code, _, err) = leader.finish(SHORT);
+    assert_eq!(
+        (code, err),
+        (Some(143), vec!["anykv: interrupted".to_string()])
+    );
+}
+
+#[test]
+fn services_register_prints_its_status_until_ctrl_c() {
+    let holder = Running::start(&[
+        "--url",
+        "memory://",
+        "services",
+        "register",
+        "web",
+        "w1",
+        "10.0.0.1",
+        "80",
+        "--meta",
+        "zone=a",
+    ]);
+    // `connecting` may come first, or be overtaken by `registered`.
+    let mut line = holder.stdout_line(SHORT);
+    if line == "connecting" {
+        line = holder.stdout_line(SHORT);
+    }
+    assert!(line.starts_with("registered\tlease "), "{line}");
+    holder.signal("INT");
+    let (code, _, err) = holder.finish(SHORT);
+    assert_eq!(
+        (code, err),
+        (Some(130), vec!["anykv: interrupted".to_string()])
+    );
+}
+
+#[test]
+fn services_list_and_watch_on_an_empty_store() {
+    let r = anykv(&["--url", "memory://", "services", "list", "web"]);
+    assert_eq!(
+        (r.code, r.out(), r.stderr),
+        (Some(0), String::new(), String::new())
+    );
+    let r = anykv(&["--url", "memory://", "--json", "services", "list", "web"]);
+    assert_eq!((r.code, r.out()), (Some(0), "[]\n".to_string()));
+    let watch = Running::start(&["--url", "memory://", "--json", "services", "watch", "web"]);
+    assert_eq!(
+        watch.stdout_line(SHORT),
+        json!({"event": "synced"}).to_string()
+    );
+    watch.signal("INT");
+    let (code, _, _) = watch.finish(SHORT);
+    assert_eq!(code, Some(130));
 }
