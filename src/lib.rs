@@ -47,6 +47,8 @@
 //! - `etcd`: etcd v3, `etcd://host:port[,host:port...]/root`.
 //! - `redis`: Redis, `redis://host:port/db?prefix=root`, `rediss://` for TLS.
 //! - `zookeeper`: ZooKeeper 3.6+, `zk://host:port[,host:port...]/chroot`.
+//! - `redb`: a redb file, no server, `redb:///abs/dir/file.redb/root` or
+//!   `redb://./rel/dir/file.redb/root` (needs Rust 1.90).
 
 #![deny(rustdoc::broken_intra_doc_links)]
 
@@ -75,6 +77,10 @@ pub use anykv_redis as redis;
 #[cfg(feature = "zookeeper")]
 pub use anykv_zookeeper as zookeeper;
 
+/// The redb (file) backend.
+#[cfg(feature = "redb")]
+pub use anykv_redb as redb;
+
 /// Registers the backends this build of anykv was compiled with (see the
 /// crate's features). [`open`] calls it; call it yourself only before using
 /// [`anykv_core::registry`] directly.
@@ -89,6 +95,8 @@ pub fn register_builtin_backends() {
         anykv_redis::register();
         #[cfg(feature = "zookeeper")]
         anykv_zookeeper::register();
+        #[cfg(feature = "redb")]
+        anykv_redb::register();
     });
 }
 
