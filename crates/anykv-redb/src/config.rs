@@ -299,3 +299,87 @@ fn percent_decode(s: &str) -> Option<String> {
         .ok()
         .map(|s| s.into_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anykv_core::ErrorKind;
+
+    fn parse(url: &str) -> Result<RedbConfig> {
+        RedbConfig::from_url(&anykv_core::parse_url(url)?)
+    }
+
+    fn refused(url: &str, says: &str) {
+        let e = parse(url).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config, "{url}: {e}");
+        assert!(e.to_string().contains(says), "{url}: {e}");
+    }
+
+    #[test]
+    fn file_then_root() {
+        let c = parse("redb:///var/lib/x/state.redb/app/x").unwrap();
+        assert_eq!(
+            c,
+            RedbConfig::new("/var/lib/x/state.redb").with_root("app/x")
+        );
+        let c = parse("redb://./data/state.redb").unwrap();
+        assert_eq!(c, RedbConfig::new("./data/state.redb"));
+        let c = parse("redb:///s.redb?root=/app/x/").unwrap();
+        assert_eq!(c, RedbConfig::new("/s.redb").with_root("app/x"));
+        let c = parse("redb:///my%20dir/s%C3%A9.redb/a%20b").unwrap();
+        assert_eq!(c, RedbConfig::new("/my dir/sé.redb").with_root("a b"));
+        // A URL factory appends the root to the path: the file still ends
+        // at its .redb segment.
+        let c = parse("redb:///s.redb/base/case-1?history=5").unwrap();
+        assert_eq!((c.root.as_str(), c.history), ("base/case-1", 5));
+    }
+
+    #[test]
+    fn parameters() {
+        let c = parse(
+            "redb:///s.redb?durability=eventual&flush_interval=20ms&history=0&history_bytes=9\
+             &max_value_size=100&request_timeout=1s&connect_timeout=2s",
+        )
+        .unwrap();
+        let want = RedbConfig::new("/s.redb")
+            .with_durability(Durability::Eventual)
+            .with_flush_interval(Duration::from_millis(20))
+            .with_history(1)
+            .with_history_bytes(9)
+            .with_max_value_size(100)
+            .with_request_timeout(Duration::from_secs(1));
+        assert_eq!(c, want);
+        assert_eq!(
+            parse("redb:///s.redb?durability=immediate")
+                .unwrap()
+                .durability,
+            Durability::Immediate
+        );
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("Eventual") && shown.contains("/s.redb"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn ambiguous_and_bad_forms_are_refused() {
+        refused("redb://data/s.redb", "\"data\" would be read as a host");
+        refused("redb:///data/state", "has none");
+        refused("redb:///a.redb/b.redb/root", "ambiguous");
+        refused("redb:///s.redb/app?root=other", "not both");
+        refused("redb://u:p@./s.redb", "no user, password or port");
+        refused("redb://.:1/s.redb", "no user, password or port");
+        refused("redb:///s.redb?nope=1", "unknown parameter");
+        refused("redb:///s.redb?history=1&history=2", "given twice");
+        refused("redb:///s.redb?durability=sometimes", "durability");
+        refused("redb:///s.redb?flush_interval=0", "flush_interval");
+        refused("redb:///s.redb?root=a/../b", "..");
+        refused("redb:///s.redb/a%2F%2Fb", "");
+        refused("redb:///dir/../s.redb", "..");
+        refused("redb:///s.redb/%2e%2e", "..");
+        refused("redb:///%FF.redb", "not UTF-8");
+        refused("redb:///.redb", "has none");
+        refused("memory:///s.redb", "redb:// URLs");
+    }
+}
