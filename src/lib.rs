@@ -51,6 +51,8 @@
 //! - `zookeeper`: ZooKeeper 3.6+, `zk://host:port[,host:port...]/chroot`.
 //! - `recipes` (default): [`recipes`], a list-then-watch cache, leader
 //!   election, a service registry and discovery, on every backend.
+//! - `redb`: a redb file, no server, `redb:///abs/dir/file.redb/root` or
+//!   `redb://./rel/dir/file.redb/root` (needs Rust 1.90).
 
 #![deny(rustdoc::broken_intra_doc_links)]
 
@@ -83,6 +85,9 @@ pub use anykv_zookeeper as zookeeper;
 /// a service registry and discovery.
 #[cfg(feature = "recipes")]
 pub use anykv_recipes as recipes;
+/// The redb (file) backend.
+#[cfg(feature = "redb")]
+pub use anykv_redb as redb;
 
 /// Registers the backends this build of anykv was compiled with (see the
 /// crate's features). [`open`] calls it; call it yourself only before using
@@ -98,6 +103,8 @@ pub fn register_builtin_backends() {
         anykv_redis::register();
         #[cfg(feature = "zookeeper")]
         anykv_zookeeper::register();
+        #[cfg(feature = "redb")]
+        anykv_redb::register();
     });
 }
 
