@@ -97,19 +97,18 @@ mod read;
 mod recover;
 mod store;
 mod tables;
+mod workers;
 
 use std::sync::Arc;
 
 use anykv_core::{Store, Url};
 
 pub use config::{
-    Durability, RedbConfig, DEFAULT_FLUSH_INTERVAL, DEFAULT_HISTORY, DEFAULT_HISTORY_BYTES,
-    DEFAULT_MAX_VALUE_SIZE, DEFAULT_REQUEST_TIMEOUT, FILE_EXTENSION, MIN_TTL,
+    Durability, RedbConfig, BACKEND, DEFAULT_FLUSH_INTERVAL, DEFAULT_HISTORY,
+    DEFAULT_HISTORY_BYTES, DEFAULT_MAX_VALUE_SIZE, DEFAULT_REQUEST_TIMEOUT, FILE_EXTENSION,
+    MIN_TTL,
 };
 pub use store::{compact, RedbStore};
-
-/// The backend's name, as its errors and capabilities give it.
-pub const BACKEND: &str = "redb";
 
 /// Registers the `redb` scheme with [`anykv_core::registry`], so
 /// `anykv_core::open("redb:///path/file.redb/root")` opens a
