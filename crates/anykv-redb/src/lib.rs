@@ -81,11 +81,15 @@
 //!   returns. Locks are held by stores of one process (only one process
 //!   has the file) and are released on close, drop and exit.
 //!
-//! File work runs on Tokio's blocking threads, never on the async
-//! runtime's own; a lease revoked by a drop deletes its keys on the
-//! dropping thread, after telling a multi-thread runtime to move its other
-//! tasks away. A malformed record in the file is a `Backend` error naming
-//! it, never a panic.
+//! File work runs on threads of the open file's own — one writer, which
+//! keeps writes in the order they were asked, and two readers — never on
+//! an async runtime's threads; calls wait for them without blocking. A
+//! lease revoked by a drop deletes its keys on the dropping thread, after
+//! telling a multi-thread Tokio runtime to move its other tasks away.
+//! What this costs beside raw redb is measured in `PERF.md`: a synced
+//! write costs what the disk's sync does plus some 70 µs; a read
+//! about 5 µs, mostly the handoff to a reader thread. A malformed record
+//! in the file is a `Backend` error naming it, never a panic.
 
 #![deny(rustdoc::broken_intra_doc_links)]
 
