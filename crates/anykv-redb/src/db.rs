@@ -304,7 +304,8 @@ impl Db {
     fn revoke(&self, lease: LeaseId, keys: &[String]) {
         let deleted = self.write(|b| {
             for k in keys {
-                if b.header(k)?.is_some_and(|h| h.lease == Some(lease)) {
+                let header = b.header(k).ok().flatten();
+                if header.is_some_and(|h| h.lease == Some(lease)) {
                     b.delete(k)?;
                 }
             }
@@ -501,6 +502,9 @@ fn unreachable_none() -> ! {
     unreachable!("block_in_place returned without running the work")
 }
 
+/// As far ahead as an `Instant` goes, for a deadline beyond it.
 fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
+    let now = Instant::now();
+    now.checked_add(Duration::from_secs(u64::from(u32::MAX)))
+        .unwrap_or(now)
 }
