@@ -25,6 +25,11 @@ const REDB_MAX_VALUE: usize = (3 << 30) - 64;
 
 /// A handle on a redb file under a root. Cheap to clone; clones are the
 /// same client. See the [crate documentation](crate).
+///
+/// The file closes with the last store of the process opened on it: after
+/// [`Store::close`], on the file's writer thread; when the last handle is
+/// simply dropped, on the dropping thread (a sync of the file; on a
+/// multi-thread Tokio runtime, inside `block_in_place`).
 #[derive(Clone)]
 pub struct RedbStore {
     inner: Arc<Inner>,
