@@ -479,3 +479,33 @@ async fn the_registered_scheme_opens_files_by_url() {
         "{shown}"
     );
 }
+
+#[tokio::test]
+async fn eventual_durability_closed_cleanly_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(&dir);
+    let config = RedbConfig::new(&path).with_durability(anykv_redb::Durability::Eventual);
+    let s = RedbStore::open(config.clone()).await.unwrap();
+    let mut last = 0;
+    for i in 0..50u64 {
+        last = s
+            .put(
+                &format!("k{i}"),
+                Bytes::from(i.to_string()),
+                PutOptions::new(),
+            )
+            .await
+            .unwrap();
+    }
+    s.close().await.unwrap();
+    drop(s);
+    let s = RedbStore::open(config).await.unwrap();
+    assert_eq!(s.list("").await.unwrap().len(), 50);
+    // No revisions skipped after a clean close, and the history resumes.
+    assert_eq!(s.revision().unwrap(), last);
+    let mut w = s
+        .watch_tree("", WatchOptions::from_revision(last - 1))
+        .await
+        .unwrap();
+    assert_eq!(event(&mut w).await, put_event("k49", "49", last));
+}
