@@ -71,7 +71,8 @@
 //! - revisions go on across restarts: never reused, no ABA;
 //! - TTL deadlines are wall-clock times kept with each key: a key due
 //!   while no process had the file open goes at the next open, with its
-//!   own revision, `Delete` event and history entry;
+//!   own revision, `Delete` event and history entry (a system clock set
+//!   back or forward moves those deadlines with it);
 //! - watches resume from the history in the file, across restarts too;
 //!   older starts yield `Compacted` from the stream;
 //! - leases live in the process that granted them: closing or dropping
