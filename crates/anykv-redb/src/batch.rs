@@ -195,7 +195,10 @@ impl Batch {
         };
         let mut expired = 0;
         for (deadline, full) in due {
-            if self.header(&full)?.and_then(|h| h.deadline) == Some(deadline) {
+            // A malformed pair is not judged: its deadline record goes, the
+            // pair stays for a put or delete to replace.
+            let header = self.header(&full).ok().flatten();
+            if header.and_then(|h| h.deadline) == Some(deadline) {
                 self.delete(&full)?;
                 expired += 1;
             } else {
@@ -222,7 +225,8 @@ impl Batch {
         };
         let mut dropped = 0;
         for full in keys {
-            if self.header(&full)?.is_some_and(|h| h.lease.is_some()) {
+            let header = self.header(&full).ok().flatten();
+            if header.is_some_and(|h| h.lease.is_some()) {
                 self.delete(&full)?;
                 dropped += 1;
             } else {

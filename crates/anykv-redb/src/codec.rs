@@ -4,7 +4,7 @@
 
 use anykv_core::{Bytes, Error, LeaseId, Result};
 
-use crate::BACKEND;
+use crate::config::BACKEND;
 
 /// The layout version of a pair, its first byte.
 const ENTRY_VERSION: u8 = 1;

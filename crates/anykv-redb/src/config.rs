@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use anykv_core::{key, parse_duration_param, parse_param, url_params, Error, Result, Url};
 
+/// The backend's name, as its errors and capabilities give it.
+pub const BACKEND: &str = "redb";
+
 /// How many changes a file keeps for resuming watches, by default.
 pub const DEFAULT_HISTORY: usize = 10_000;
 

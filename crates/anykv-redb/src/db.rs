@@ -14,10 +14,10 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use redb::{Database, ReadTransaction, ReadableDatabase};
 
 use crate::batch::{wall_now, Batch, Effects};
-use crate::config::{Durability, RedbConfig, MIN_TTL};
+use crate::config::{Durability, RedbConfig, BACKEND, MIN_TTL};
 use crate::recover::{load, open_database, recover, Loaded};
 use crate::tables::{db_err, Counters};
-use crate::BACKEND;
+use crate::workers::{blocking, Workers};
 
 /// With [`Durability::Eventual`], how many revisions one durable commit
 /// reserves: a crash never makes the store hand out a revision again.
@@ -27,6 +27,9 @@ const RESERVE: u64 = 10_000;
 /// is gone is a file still closing: an open of it waits for [`CLOSED`].
 static OPEN: LazyLock<Mutex<HashMap<PathBuf, Weak<Db>>>> = LazyLock::new(Mutex::default);
 static CLOSED: Condvar = Condvar::new();
+
+/// The threads reading a file.
+const READERS: usize = 2;
 
 /// How long an open waits for the same file to finish closing.
 const CLOSE_WAIT: Duration = Duration::from_secs(30);
@@ -52,6 +55,10 @@ pub(crate) struct Db {
     pub(crate) gate: PauseGate,
     flusher: Mutex<Option<Arc<StopSignal>>>,
     registered: AtomicBool,
+    /// The thread writes run on, in the order they were asked.
+    writer: Option<Workers>,
+    /// The threads reads run on.
+    readers: Option<Workers>,
 }
 
 pub(crate) struct WriteState {
@@ -124,6 +131,8 @@ impl Db {
                 }),
                 flusher: Mutex::new(None),
                 registered: AtomicBool::new(false),
+                writer: Workers::start("anykv-redb-write", 1),
+                readers: Workers::start("anykv-redb-read", READERS),
             }
         })
     }
@@ -167,6 +176,30 @@ impl Db {
             if let Err(e) = spawned {
                 tracing::error!("anykv-redb: could not start the flush thread: {e}");
             }
+        }
+    }
+
+    /// Runs `f` on the writer thread (Tokio's blocking pool if it could
+    /// not be started), and waits for it without blocking the caller.
+    /// The handle moves to that thread, so the file may close there.
+    pub(crate) async fn on_writer<T: Send + 'static>(
+        self: Arc<Self>,
+        f: impl FnOnce(&Db) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        match self.writer.as_ref().map(Workers::queue) {
+            Some(q) => q.run(move || f(&self)).await,
+            None => blocking(move || f(&self)).await,
+        }
+    }
+
+    /// Runs `f` on a reader thread, as [`Db::on_writer`] does.
+    pub(crate) async fn on_reader<T: Send + 'static>(
+        self: Arc<Self>,
+        f: impl FnOnce(&Db) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        match self.readers.as_ref().map(Workers::queue) {
+            Some(q) => q.run(move || f(&self)).await,
+            None => blocking(move || f(&self)).await,
         }
     }
 
@@ -271,7 +304,8 @@ impl Db {
     fn revoke(&self, lease: LeaseId, keys: &[String]) {
         let deleted = self.write(|b| {
             for k in keys {
-                if b.header(k)?.is_some_and(|h| h.lease == Some(lease)) {
+                let header = b.header(k).ok().flatten();
+                if header.is_some_and(|h| h.lease == Some(lease)) {
                     b.delete(k)?;
                 }
             }
@@ -468,6 +502,9 @@ fn unreachable_none() -> ! {
     unreachable!("block_in_place returned without running the work")
 }
 
+/// As far ahead as an `Instant` goes, for a deadline beyond it.
 fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
+    let now = Instant::now();
+    now.checked_add(Duration::from_secs(u64::from(u32::MAX)))
+        .unwrap_or(now)
 }

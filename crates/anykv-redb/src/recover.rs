@@ -55,7 +55,7 @@ pub(crate) fn recover(
             Some(v) if v == FORMAT_VERSION.to_le_bytes() => {}
             Some(v) => {
                 return Err(Error::Backend {
-                    backend: crate::BACKEND,
+                    backend: crate::config::BACKEND,
                     message: format!(
                         "the file has anykv layout {v:?}; this version reads layout \
                          {FORMAT_VERSION}"

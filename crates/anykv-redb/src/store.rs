@@ -15,15 +15,21 @@ use anykv_core::{
 use parking_lot::RwLock;
 
 use crate::batch::deadline_after;
-use crate::config::{RedbConfig, MIN_TTL};
+use crate::config::{RedbConfig, BACKEND, MIN_TTL};
 use crate::db::{blocking_here, Db};
-use crate::{read, BACKEND};
+use crate::read;
+use crate::workers::blocking;
 
 /// redb takes values of up to 3 GiB; the pair's header comes on top.
 const REDB_MAX_VALUE: usize = (3 << 30) - 64;
 
 /// A handle on a redb file under a root. Cheap to clone; clones are the
 /// same client. See the [crate documentation](crate).
+///
+/// The file closes with the last store of the process opened on it: after
+/// [`Store::close`], on the file's writer thread; when the last handle is
+/// simply dropped, on the dropping thread (a sync of the file; on a
+/// multi-thread Tokio runtime, inside `block_in_place`).
 #[derive(Clone)]
 pub struct RedbStore {
     inner: Arc<Inner>,
@@ -117,7 +123,7 @@ impl RedbStore {
     /// too: watches can no longer resume from before it.
     pub async fn compact(&self, revision: u64) -> Result<()> {
         let db = self.ready().await?;
-        blocking(move || db.compact(revision)).await
+        db.on_writer(move |db| db.compact(revision)).await
     }
 
     /// Freezes the file for every store of this process, as a paused
@@ -142,10 +148,7 @@ impl RedbStore {
     pub async fn restart(&self, outage: Duration) -> Result<()> {
         let db = self.db()?;
         db.gate.pause();
-        let reopened = {
-            let db = db.clone();
-            blocking(move || db.restart(outage)).await
-        };
+        let reopened = db.clone().on_writer(move |db| db.restart(outage)).await;
         db.gate.resume();
         reopened
     }
@@ -202,7 +205,7 @@ impl RedbStore {
         let db = self.ready().await?;
         let (full, ttl) = self.checked(key, &value, &options)?;
         let shown = self.inner.root.relative(&full).to_owned();
-        blocking(move || {
+        db.on_writer(move |db| {
             let leases = db.leases.clone();
             db.write(|b| {
                 if let Some(expected) = expected {
@@ -226,7 +229,7 @@ impl RedbStore {
     ) -> Result<WatchStream> {
         let db = self.ready().await?;
         let inner = self.inner.clone();
-        blocking(move || {
+        db.on_writer(move |db| {
             db.quiet(|revision| {
                 let pairs = match options.from_revision {
                     None => db.read(|t| read::snapshot(t, &target))?,
@@ -263,7 +266,9 @@ impl Store for RedbStore {
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
         let db = self.ready().await?;
         let full = self.inner.root.key(key)?.into_owned();
-        let got = blocking(move || db.read(|t| read::get(t, &full))).await?;
+        let got = db
+            .on_reader(move |db| db.read(|t| read::get(t, &full)))
+            .await?;
         Ok(self.pairs(got.into_iter().collect()).pop())
     }
 
@@ -274,7 +279,9 @@ impl Store for RedbStore {
     async fn delete(&self, key: &str) -> Result<bool> {
         let db = self.ready().await?;
         let full = self.inner.root.key(key)?.into_owned();
-        let deleted = blocking(move || db.write(|b| b.delete(&full))).await?;
+        let deleted = db
+            .on_writer(move |db| db.write(|b| b.delete(&full)))
+            .await?;
         Ok(deleted.is_some())
     }
 
@@ -294,9 +301,11 @@ impl Store for RedbStore {
         let after = after.map(|a| root.under(&a).into_owned());
         let limit = options.limit.unwrap_or(usize::MAX);
         let keys_only = options.keys_only;
-        let pairs =
-            blocking(move || db.read(|t| read::tree(t, &full, after.as_deref(), limit, keys_only)))
-                .await?;
+        let pairs = db
+            .on_reader(move |db| {
+                db.read(|t| read::tree(t, &full, after.as_deref(), limit, keys_only))
+            })
+            .await?;
         Ok(self.pairs(pairs))
     }
 
@@ -305,7 +314,7 @@ impl Store for RedbStore {
         let full = self.inner.root.prefix(prefix)?.into_owned();
         // The prefix key itself goes too, unless it is the root.
         let with_key = !key::canonical_prefix(prefix)?.is_empty();
-        blocking(move || {
+        db.on_writer(move |db| {
             db.write(|b| {
                 let mut doomed = read::tree_keys(b.txn(), &full)?;
                 if with_key {
@@ -335,7 +344,7 @@ impl Store for RedbStore {
         let db = self.ready().await?;
         let full = self.inner.root.key(key)?.into_owned();
         let shown = self.inner.root.relative(&full).to_owned();
-        blocking(move || {
+        db.on_writer(move |db| {
             db.write(|b| {
                 let current = b.header(&full)?.map(|h| h.revision);
                 compare_outcome(BACKEND, &shown, Some(expected), current)?;
@@ -377,37 +386,19 @@ impl Store for RedbStore {
 
     async fn close(&self) -> Result<()> {
         let inner = self.inner.clone();
-        // Revoking the leases deletes their keys: writes.
-        blocking(move || {
+        let close = move |_: &Db| {
+            // Revoking the leases deletes their keys: writes.
             inner.owner.close();
             Ok(())
-        })
-        .await?;
+        };
+        // The handle goes to the writer thread, where the file closes with
+        // its last handle (its last write is a sync).
         let db = self.inner.db.write().take();
-        if let Some(db) = db {
-            // The file may close with this handle: its last write is a sync.
-            blocking(move || {
-                drop(db);
-                Ok(())
-            })
-            .await?;
+        match db {
+            Some(db) => db.on_writer(close).await,
+            // Closed already, or closing in another call.
+            None => Ok(()),
         }
-        Ok(())
-    }
-}
-
-/// Runs blocking file work off the async runtime (on Tokio's blocking
-/// threads), or right here outside a Tokio runtime.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => handle.spawn_blocking(f).await.map_err(|e| Error::Backend {
-            backend: BACKEND,
-            message: format!("a call on the file did not finish: {e}"),
-            source: Some(Box::new(e)),
-        })?,
-        Err(_) => f(),
     }
 }
 

@@ -7,7 +7,7 @@ use anykv_core::{Error, Result};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::codec::corrupt;
-use crate::BACKEND;
+use crate::config::BACKEND;
 
 /// The pairs, by full key name.
 pub(crate) const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("anykv_kv");

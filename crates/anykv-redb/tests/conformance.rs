@@ -2,14 +2,15 @@
 //! own, with every hook — compact, pause and resume, and a restart that
 //! closes the file and opens it again.
 //!
-//! `cargo test -p anykv-redb --test conformance`
+//! `cargo test -p anykv-redb --test conformance`; with
+//! `ANYKV_REDB_DURABILITY=eventual` the files use `Durability::Eventual`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anykv_conformance::{conformance_tests, StoreFactory};
 use anykv_core::{async_trait, Error, Result, Store};
-use anykv_redb::{RedbConfig, RedbStore};
+use anykv_redb::{Durability, RedbConfig, RedbStore};
 use parking_lot::Mutex;
 
 /// How long a call waits out a paused file before `Timeout`.
@@ -33,7 +34,15 @@ impl RedbFactory {
     }
 
     fn config(&self) -> RedbConfig {
-        RedbConfig::new(self.dir.path().join("suite.redb")).with_request_timeout(REQUEST_TIMEOUT)
+        let eventual = std::env::var("ANYKV_REDB_DURABILITY").is_ok_and(|d| d == "eventual");
+        let durability = if eventual {
+            Durability::Eventual
+        } else {
+            Durability::Immediate
+        };
+        RedbConfig::new(self.dir.path().join("suite.redb"))
+            .with_request_timeout(REQUEST_TIMEOUT)
+            .with_durability(durability)
     }
 }
 

@@ -403,3 +403,109 @@ async fn a_restart_keeps_leases_locks_and_watches() {
     lease.revoke().await.unwrap();
     assert_eq!(event(&mut w).await, delete_event("bound", next_rev + 1));
 }
+
+/// Writes `raw` under `key` in the table `table` of the file, as another
+/// program scribbling on it would.
+fn scribble<K: redb::Key + 'static>(path: &Path, table: &str, key: K::SelfType<'_>, raw: &[u8]) {
+    let db = redb::Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let def: redb::TableDefinition<K, &[u8]> = redb::TableDefinition::new(table);
+        let mut t = txn.open_table(def).unwrap();
+        t.insert(key, raw).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+#[tokio::test]
+async fn a_malformed_pair_due_while_closed_does_not_keep_the_file_shut() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(&dir);
+    let s = open(&path, "").await;
+    let ttl = PutOptions::new().with_ttl(Duration::from_millis(100));
+    s.put("due", "d".into(), ttl).await.unwrap();
+    s.put("fine", "f".into(), PutOptions::new()).await.unwrap();
+    drop(s);
+    scribble::<&str>(&path, "anykv_kv", "due", &[1, 0]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let s = open(&path, "").await;
+    assert_eq!(s.get("due").await.unwrap_err().kind(), ErrorKind::Backend);
+    assert_eq!(s.get("fine").await.unwrap().map(|p| p.revision), Some(2));
+    assert!(s.delete("due").await.unwrap());
+}
+
+#[tokio::test]
+async fn a_malformed_change_in_the_history_is_a_backend_error_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(&dir);
+    let s = open(&path, "").await;
+    s.put("k", "v".into(), PutOptions::new()).await.unwrap();
+    drop(s);
+    scribble::<u64>(&path, "anykv_history", 1, &[9, 9]);
+    let e = RedbStore::open(RedbConfig::new(&path)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Backend);
+    assert!(e.to_string().contains("revision 1"), "{e}");
+    // The data is as it was, and the file is closed again.
+    let db = redb::Database::create(&path).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let def: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("anykv_kv");
+    let t = txn.open_table(def).unwrap();
+    let raw = redb::ReadableTable::get(&t, "k")
+        .unwrap()
+        .unwrap()
+        .value()
+        .to_vec();
+    assert_eq!(&raw[25..], b"v");
+}
+
+#[tokio::test]
+async fn the_registered_scheme_opens_files_by_url() {
+    anykv_redb::register();
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!("redb://{}/by-url.redb", dir.path().display());
+    let a = anykv_core::open(&format!("{base}/app")).await.unwrap();
+    let b = anykv_core::open(&format!("{base}?root=app&durability=eventual"))
+        .await
+        .unwrap();
+    assert_eq!(a.capabilities().backend, "redb");
+    let rev = a.put("k", "v".into(), PutOptions::new()).await.unwrap();
+    assert_eq!(b.get("k").await.unwrap(), Some(KvPair::new("k", "v", rev)));
+    let e = anykv_core::open("redb://host/x.redb").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config);
+    let shown = format!("{:?}", a.as_any().downcast_ref::<RedbStore>().unwrap());
+    assert!(
+        shown.contains("by-url.redb") && shown.contains("app"),
+        "{shown}"
+    );
+}
+
+#[tokio::test]
+async fn eventual_durability_closed_cleanly_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file(&dir);
+    let config = RedbConfig::new(&path).with_durability(anykv_redb::Durability::Eventual);
+    let s = RedbStore::open(config.clone()).await.unwrap();
+    let mut last = 0;
+    for i in 0..50u64 {
+        last = s
+            .put(
+                &format!("k{i}"),
+                Bytes::from(i.to_string()),
+                PutOptions::new(),
+            )
+            .await
+            .unwrap();
+    }
+    s.close().await.unwrap();
+    drop(s);
+    let s = RedbStore::open(config).await.unwrap();
+    assert_eq!(s.list("").await.unwrap().len(), 50);
+    // No revisions skipped after a clean close, and the history resumes.
+    assert_eq!(s.revision().unwrap(), last);
+    let mut w = s
+        .watch_tree("", WatchOptions::from_revision(last - 1))
+        .await
+        .unwrap();
+    assert_eq!(event(&mut w).await, put_event("k49", "49", last));
+}
