@@ -1,7 +1,7 @@
 //! Every example run on the in-process store with its output checked line
-//! by line: `cargo test --test examples`. With the `etcd`, `redis` and
-//! `zookeeper` features the same examples run on real servers and must
-//! print the same lines (fencing tokens aside, which are the backend's
+//! by line: `cargo test --test examples`. With the `etcd`, `redis`,
+//! `zookeeper` and `redb` features the same examples run on real servers
+//! (and a redb file) and must print the same lines (fencing tokens aside, which are the backend's
 //! own numbers).
 //!
 //! The examples are compiled into this test as modules, so each test calls
@@ -299,6 +299,45 @@ mod zookeeper {
 
     #[tokio::test]
     async fn swap_in_tests_on_zookeeper() {
+        assert_eq!(run_swap_in_tests(&url()).await, SWAP_IN_TESTS);
+    }
+}
+
+/// The same examples, the same lines, on a redb file (one per test binary,
+/// each example on a root of its own).
+#[cfg(feature = "redb")]
+mod redb {
+    use super::*;
+    use std::sync::LazyLock;
+
+    static DIR: LazyLock<anykv_testserver::TempDir> =
+        LazyLock::new(|| anykv_testserver::temp_dir("anykv-examples-redb-"));
+
+    fn url() -> String {
+        format!(
+            "redb://{}/examples.redb/{}",
+            DIR.path().display(),
+            unique_name("examples")
+        )
+    }
+
+    #[tokio::test]
+    async fn service_discovery_on_redb() {
+        assert_eq!(run_service_discovery(&url()).await, SERVICE_DISCOVERY);
+    }
+
+    #[tokio::test]
+    async fn config_watch_on_redb() {
+        assert_eq!(run_config_watch(&url()).await, CONFIG_WATCH);
+    }
+
+    #[tokio::test]
+    async fn leader_on_redb() {
+        check_leader(&run_leader(&url()).await);
+    }
+
+    #[tokio::test]
+    async fn swap_in_tests_on_redb() {
         assert_eq!(run_swap_in_tests(&url()).await, SWAP_IN_TESTS);
     }
 }

@@ -483,3 +483,22 @@ fn services_list_and_watch_on_an_empty_store() {
     let (code, _, _) = watch.finish(SHORT);
     assert_eq!(code, Some(130));
 }
+
+/// A `redb://` file keeps what one `anykv` process wrote for the next:
+/// revisions go on across processes, and `ls` sees every key.
+#[test]
+fn a_redb_file_keeps_keys_and_revisions_across_processes() {
+    let dir = anykv_testserver::temp_dir("anykv-cli-redb-");
+    let url = format!("redb://{}/cli.redb/app", dir.path().display());
+    let first = anykv(&["--url", &url, "put", "a", "1"]);
+    assert_eq!((first.code, first.out()), (Some(0), "1\n".to_string()));
+    let second = anykv(&["--url", &url, "put", "b", "2"]);
+    assert_eq!((second.code, second.out()), (Some(0), "2\n".to_string()));
+    let got = anykv(&["--url", &url, "get", "a"]);
+    assert_eq!((got.code, got.out()), (Some(0), "1\n".to_string()));
+    let listed = anykv(&["--url", &url, "ls"]);
+    assert_eq!(
+        (listed.code, listed.out()),
+        (Some(0), "a\t1\nb\t2\n".to_string())
+    );
+}
