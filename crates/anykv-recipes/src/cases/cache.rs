@@ -198,7 +198,7 @@ async fn interrupted(ctx: &Ctx, compact: bool) -> CaseResult {
         .put("data/e", "e-v1".into(), PutOptions::new())
         .await?;
     if compact {
-        ctx.factory().compact(&real, last).await?;
+        super::hook(ctx.factory().compact(&real, last).await)?;
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
     ensure_eq(cache.list(), before, "what a stale cache serves")?;
@@ -251,7 +251,7 @@ pub async fn cache_stale_while_server_paused(ctx: &Ctx) -> CaseResult {
     let mut replay = Replay::default();
     converge(&cache, &store, "data", &mut replay, &mut events).await?;
     let before = cache.list();
-    ctx.factory().pause_server().await?;
+    super::hook(ctx.factory().pause_server().await)?;
     let during = async {
         eventually(WAIT, "the cache to say it is stale", || {
             let stale = cache.is_stale();

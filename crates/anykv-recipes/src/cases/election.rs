@@ -200,7 +200,7 @@ pub async fn election_lost_before_successor_after_outage(ctx: &Ctx) -> CaseResul
         async move { (b.candidates("outage").await.ok()?.len() == 2).then_some(()) }
     })
     .await?;
-    ctx.factory().pause_server().await?;
+    super::hook(ctx.factory().pause_server().await)?;
     tokio::time::sleep(ttl + Duration::from_secs(2)).await;
     ctx.factory().resume_server().await?;
     tokio::time::sleep(Duration::from_secs(1)).await;

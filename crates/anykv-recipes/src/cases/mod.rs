@@ -60,6 +60,19 @@ pub use anykv_conformance::StoreFactory as RecipeFactory;
 /// Why a case did not pass (the conformance suite's type).
 pub use anykv_conformance::{CaseResult, Failure};
 
+/// A factory hook's result for a case: a hook the factory does not offer
+/// (`Unsupported`) makes the case unsupported, naming the hook; any other
+/// error fails it.
+pub(crate) fn hook<T>(result: Result<T>) -> std::result::Result<T, Failure> {
+    result.map_err(|e| {
+        if e.kind() == anykv_core::ErrorKind::Unsupported {
+            Failure::Unsupported(e.to_string())
+        } else {
+            Failure::Failed(format!("a factory hook failed ({}): {e}", e.kind()))
+        }
+    })
+}
+
 /// Fails the case with a message unless `condition` holds.
 pub fn ensure(condition: bool, message: impl FnOnce() -> String) -> CaseResult {
     if condition {

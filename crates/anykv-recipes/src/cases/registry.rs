@@ -128,7 +128,7 @@ pub async fn registry_fails_back_after_restart(ctx: &Ctx) -> CaseResult {
     let a = web("a");
     let _ra = registry.register(a.clone()).await?;
     present(&other, &a, WAIT).await?;
-    ctx.factory().restart_server().await?;
+    super::hook(ctx.factory().restart_server().await)?;
     recovered(&registry, &other, &a).await
 }
 
@@ -143,7 +143,7 @@ pub async fn registry_fails_back_after_outage(ctx: &Ctx) -> CaseResult {
     let a = web("a");
     let _ra = registry.register(a.clone()).await?;
     present(&other, &a, WAIT).await?;
-    ctx.factory().pause_server().await?;
+    super::hook(ctx.factory().pause_server().await)?;
     tokio::time::sleep(ttl + Duration::from_secs(2)).await;
     ctx.factory().resume_server().await?;
     recovered(&registry, &other, &a).await
