@@ -174,7 +174,8 @@ async fn password_never_shown() {
 
 /// The backend talks to one server, so `open_url` with several hosts (a
 /// dead one first and the live server second, or the other way round) is
-/// refused as a `Config` error saying so, before anything connects, and
+/// refused as a `Config` error saying so and naming the Sentinel and
+/// Cluster forms, before anything connects, and
 /// without the password; the live server alone opens and round-trips.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_url_with_several_hosts_is_refused() {
@@ -188,7 +189,8 @@ async fn open_url_with_several_hosts_is_refused() {
         assert_eq!(e.kind(), ErrorKind::Config, "{url}: {e}");
         let msg = e.to_string();
         assert!(
-            msg.contains("names several servers; the redis backend talks to one"),
+            msg.contains("names several servers; a redis:// URL talks to one")
+                && msg.contains("use redis+sentinel:// or redis+cluster:// for several"),
             "{msg}"
         );
         assert!(!msg.contains("multi-secret"), "{msg}");
