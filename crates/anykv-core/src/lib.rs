@@ -87,6 +87,13 @@
 //!   [`Error::WatchLagged`] and the stream ends;
 //! - dropping the stream frees what it held; [`Store::close`] ends it.
 //!
+//! ## Transactions
+//!
+//! [`Store::txn`] runs a [`Txn`]: compares on any keys of the root, then
+//! one of two lists of puts, deletes and gets, atomically, every write at
+//! one revision, seen by watchers together. See [`txn`] for the rules and
+//! [`optimistic`] for read-modify-write on top.
+//!
 //! ## TTL, leases and locks
 //!
 //! A TTL key vanishes after its TTL unless written again, and watchers see
@@ -108,8 +115,10 @@ mod error;
 pub mod fanout;
 mod handles;
 pub mod key;
+pub mod optimistic;
 pub mod registry;
 mod store;
+pub mod txn;
 mod types;
 
 pub use error::{BoxError, Error, ErrorKind, Result};
@@ -119,6 +128,7 @@ pub use registry::{
     url_params, url_root,
 };
 pub use store::Store;
+pub use txn::{Compare, Txn, TxnOp, TxnOpResult, TxnResponse, DEFAULT_MAX_TXN_OPS};
 pub use types::{
     check_ttl, Capabilities, KvPair, LeaseId, ListOptions, LockOptions, PutOptions, StoreStats,
     WatchEvent, WatchOptions, WatchStream, DEFAULT_LOCK_TTL, DEFAULT_WATCH_BUFFER, MAX_TTL,

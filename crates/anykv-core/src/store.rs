@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use crate::error::Result;
 use crate::handles::{Lease, LockGuard};
+use crate::txn::{Txn, TxnResponse};
 use crate::types::{
     Capabilities, KvPair, ListOptions, LockOptions, PutOptions, StoreStats, WatchOptions,
     WatchStream,
@@ -110,6 +111,22 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// `expected`, failing with [`crate::Error::KeyModified`] or
     /// [`crate::Error::KeyNotFound`].
     async fn atomic_delete(&self, key: &str, expected: u64) -> Result<()>;
+
+    /// Runs a multi-key transaction atomically: the compares, then one of
+    /// its two branches, all or nothing, every write at one revision. See
+    /// [the transaction rules](crate::txn).
+    ///
+    /// The default refuses it with [`crate::Error::Unsupported`] (and
+    /// [`Capabilities::transactions`] is off); every anykv backend runs it
+    /// natively.
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        txn.validate(self.capabilities())?;
+        Err(crate::Error::Unsupported {
+            operation: "txn",
+            backend: self.capabilities().backend,
+            reason: "this backend has no multi-key transactions".into(),
+        })
+    }
 
     /// Watches one key. See [the watch rules](crate#watch).
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream>;

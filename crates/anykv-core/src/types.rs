@@ -284,10 +284,18 @@ pub struct Capabilities {
     pub locks: bool,
     /// The largest value, in bytes.
     pub max_value_size: usize,
+    /// [`crate::Store::txn`] works.
+    pub transactions: bool,
+    /// The most operations in one branch of a transaction, and the most
+    /// compares; a larger transaction is refused before anything is sent.
+    pub max_txn_ops: usize,
 }
 
 impl Capabilities {
-    /// Every capability on, `min_ttl` of 1 ms, values up to 16 MiB.
+    /// Every capability on but [`Capabilities::transactions`] (a backend
+    /// turns it on when it implements [`crate::Store::txn`]), `min_ttl` of
+    /// 1 ms, values up to 16 MiB, transactions of up to
+    /// [`crate::DEFAULT_MAX_TXN_OPS`] operations.
     pub fn new(backend: &'static str) -> Self {
         Capabilities {
             backend,
@@ -299,6 +307,8 @@ impl Capabilities {
             leases: true,
             locks: true,
             max_value_size: 16 * 1024 * 1024,
+            transactions: false,
+            max_txn_ops: crate::txn::DEFAULT_MAX_TXN_OPS,
         }
     }
 }

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use anykv_core::backend::{
     ChangeLog, ExpiryTimer, LeaseTable, LockTable, PauseGate, Root, WatchTarget,
 };
-use anykv_core::{Bytes, KvPair, LeaseId, Result};
+use anykv_core::txn::first_failed_compare;
+use anykv_core::{
+    Bytes, KvPair, LeaseId, PutOptions, Result, Txn, TxnOp, TxnOpResult, TxnResponse,
+};
 use parking_lot::RwLock;
 
 use crate::config::MIN_TTL;
@@ -173,11 +176,24 @@ impl State {
         if let Some(l) = lease {
             self.leases.bind(l, &full)?;
         }
+        self.revision += 1;
+        let revision = self.revision;
+        self.put_at(full, value, lease, ttl, revision);
+        Ok(revision)
+    }
+
+    /// Writes `full` at `revision`; the caller has bound it to `lease`.
+    fn put_at(
+        &mut self,
+        full: String,
+        value: Bytes,
+        lease: Option<LeaseId>,
+        ttl: Option<Duration>,
+        revision: u64,
+    ) {
         // Deadlines past what an Instant can hold are "never" in practice
         // (the TTL is at most ten years, checked by the caller).
         let expires = ttl.and_then(|t| Instant::now().checked_add(t));
-        self.revision += 1;
-        let revision = self.revision;
         self.log.record_put(&full, &value, revision);
         let entry = Entry {
             value,
@@ -206,7 +222,90 @@ impl State {
         if let Some(at) = expires {
             self.expiry.schedule(at, full);
         }
-        Ok(revision)
+    }
+
+    /// Runs a checked transaction (keys canonical, relative to `root`;
+    /// TTLs already raised to the minimum) in one critical section: every
+    /// write at one new revision, recorded together.
+    pub(crate) fn txn(&mut self, txn: Txn, root: &Root) -> Result<TxnResponse> {
+        let failed = first_failed_compare(&txn.compares, |k| {
+            self.data
+                .get(root.under(k).as_ref())
+                .map(|e| (e.value.as_ref(), e.revision))
+        });
+        let branch = if failed.is_none() {
+            txn.success
+        } else {
+            txn.failure
+        };
+        // Bind every leased put first: a lease that is gone fails the
+        // whole transaction before anything is written.
+        let mut bound: Vec<(LeaseId, String)> = Vec::new();
+        for op in &branch {
+            if let TxnOp::Put {
+                key,
+                options: PutOptions { lease: Some(l), .. },
+                ..
+            } = op
+            {
+                let full = root.under(key).into_owned();
+                let already = self.data.get(&full).is_some_and(|e| e.lease == Some(*l));
+                if let Err(e) = self.leases.bind(*l, &full) {
+                    for (l, k) in bound {
+                        self.leases.unbind(l, &k);
+                    }
+                    return Err(e);
+                }
+                if !already {
+                    bound.push((*l, full));
+                }
+            }
+        }
+        let writes = branch.iter().any(|op| match op {
+            TxnOp::Put { .. } => true,
+            TxnOp::Delete { key } => self.data.contains_key(root.under(key).as_ref()),
+            TxnOp::Get { .. } => false,
+        });
+        let revision = if writes {
+            self.revision += 1;
+            Some(self.revision)
+        } else {
+            None
+        };
+        let mut results = Vec::with_capacity(branch.len());
+        for op in branch {
+            results.push(match op {
+                TxnOp::Get { key } => TxnOpResult::Get(self.get(&root.under(&key), root)),
+                TxnOp::Put {
+                    key,
+                    value,
+                    options,
+                } => {
+                    let revision = revision.unwrap_or(self.revision);
+                    let full = root.under(&key).into_owned();
+                    self.put_at(full, value, options.lease, options.ttl, revision);
+                    TxnOpResult::Put { revision }
+                }
+                TxnOp::Delete { key } => {
+                    let full = root.under(&key);
+                    let existed = match (self.data.remove(full.as_ref()), revision) {
+                        (Some(old), Some(revision)) => {
+                            self.unbind(&full, &old);
+                            self.log.record_delete(&full, revision);
+                            true
+                        }
+                        _ => false,
+                    };
+                    TxnOpResult::Delete { existed }
+                }
+            });
+        }
+        Ok(TxnResponse::new(
+            failed.is_none(),
+            failed,
+            results,
+            revision,
+        ))
     }
 
     /// Deletes `full` if present, returning the delete's revision.

@@ -10,7 +10,8 @@ use std::time::Duration;
 use anykv_core::backend::{Owner, Root, WatchTarget};
 use anykv_core::{
     async_trait, key, Bytes, Capabilities, Error, KvPair, Lease, ListOptions, LockGuard,
-    LockOptions, PutOptions, Result, Store, StoreStats, WatchOptions, WatchStream,
+    LockOptions, PutOptions, Result, Store, StoreStats, Txn, TxnOp, TxnResponse, WatchOptions,
+    WatchStream,
 };
 use parking_lot::Mutex;
 
@@ -122,6 +123,7 @@ impl MemoryStore {
         let mut caps = Capabilities::new(BACKEND);
         caps.min_ttl = MIN_TTL;
         caps.max_value_size = shared.max_value_size;
+        caps.transactions = true;
         MemoryStore {
             inner: Arc::new(Inner {
                 shared,
@@ -292,6 +294,17 @@ impl Store for MemoryStore {
         self.compare(&full, Some(expected), current)?;
         state.delete(&full);
         Ok(())
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        self.ready().await?;
+        let mut txn = txn.validate(&self.inner.caps)?;
+        for op in txn.success.iter_mut().chain(txn.failure.iter_mut()) {
+            if let TxnOp::Put { options, .. } = op {
+                options.ttl = options.ttl.map(|t| t.max(MIN_TTL));
+            }
+        }
+        self.inner.shared.state.write().txn(txn, &self.inner.root)
     }
 
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
