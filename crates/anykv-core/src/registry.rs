@@ -61,11 +61,14 @@ pub fn schemes() -> Vec<String> {
 ///
 /// A URL that does not parse, or names no registered scheme, fails with
 /// [`Error::Config`]; the message never contains the URL's password.
+///
+/// The store comes wrapped by [`crate::observe::observe`]: a `tracing`
+/// span and metrics on every call.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     let parsed = parse_url(url)?;
     let factory = REGISTRY.read().get(parsed.scheme()).cloned();
     match factory {
-        Some(factory) => factory(parsed).await,
+        Some(factory) => factory(parsed).await.map(crate::observe::observe),
         None => {
             let known = schemes();
             Err(Error::Config(format!(
