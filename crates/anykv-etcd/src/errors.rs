@@ -59,6 +59,13 @@ pub(crate) fn map_error(e: etcd_client::Error, op: &str) -> Error {
                     message: msg,
                 };
             }
+            // Refusals of a request as a whole, before anything was
+            // applied: a transaction over the server's limits.
+            if lower.contains("request is too large")
+                || lower.contains("too many operations in txn request")
+            {
+                return Error::InvalidArgument(format!("{op}: {msg}"));
+            }
             if lower.contains("lease not found") {
                 return Error::LeaseLost {
                     backend: BACKEND,

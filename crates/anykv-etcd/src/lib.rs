@@ -101,18 +101,47 @@
 //!
 //! # Capabilities
 //!
-//! Every capability is on. `min_ttl` is [`MIN_TTL`] (2 s), etcd's smallest
+//! Every capability is on, transactions included (`max_txn_ops` is
+//! [`MAX_TXN_OPS`], see above). `min_ttl` is [`MIN_TTL`] (2 s), etcd's smallest
 //! lease (TTLs are rounded up to whole seconds). `max_value_size` is
 //! [`MAX_VALUE_SIZE`], below etcd's default request limit of 1.5 MiB with
 //! room for the key. Revisions are etcd's mod revisions, so
 //! `watch_every_revision` and `watch_resume` hold.
+//!
+//! # Transactions
+//!
+//! `Store::txn` is native: one etcd `Txn`, so
+//! every write of a transaction has the one etcd revision and a watcher
+//! receives its events together, in one watch response. Compares map to
+//! etcd compares (`Revision` on the mod revision, `Absent`/`Present` on the
+//! create revision, `Value` on the value). etcd does not say which compare
+//! failed, so the failure branch also reads each compared key, atomically
+//! with its own operations; the first compare that does not hold on those
+//! reads is `failed_compare` (the reads are not among the results). A TTL
+//! put gets its own lease, granted before the transaction for both
+//! branches; the leases of the branch that did not run are revoked. A put
+//! on a lease that is gone makes etcd refuse the whole transaction:
+//! `LeaseLost`, nothing written. A transaction with no put or delete is
+//! sent as a read (hedged, retried).
+//!
+//! Limits: [`MAX_TXN_OPS`] (64) compares and operations per branch, half
+//! of etcd's default `--max-txn-ops` of 128, which etcd counts per branch
+//! and which the failure branch's reads of the compared keys share (a
+//! server run with a lower `--max-txn-ops` refuses large transactions with
+//! `InvalidArgument`); and one request of at most etcd's default
+//! `--max-request-bytes` (1.5 MiB) for all keys and values together, so
+//! two values near [`MAX_VALUE_SIZE`] do not fit one transaction
+//! (`InvalidArgument`, before anything is sent). The cost is a lease grant
+//! per TTL put before the transaction, and with many compares and many TTL
+//! puts in the failure branch, one more request to write their markers.
 //!
 //! # Design
 //!
 //! Each module's documentation says how its part works: `members` (a
 //! connection and a health probe per endpoint, and the choice of member),
 //! `client` (deadlines, retries and hedged reads), `store` (writes
-//! as single puts or transactions, `delete_tree` key by key), `watch` (one
+//! as single puts or transactions, `delete_tree` key by key), `txn`
+//! (multi-key transactions as one etcd `Txn`), `watch` (one
 //! multiplexed etcd watch stream per store, shared feeds, resuming after a
 //! reconnect), `lease` (keep-alives, `lost()` before the server can expire
 //! a lease, TTL keys) and `lock` (etcd's mutex recipe, fencing tokens).
@@ -151,6 +180,7 @@ mod members;
 mod state;
 mod store;
 mod tls;
+mod txn;
 mod watch;
 
 use std::sync::Arc;
@@ -162,6 +192,7 @@ pub use config::{EtcdConfig, TlsConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST
 pub use lease::MIN_TTL;
 pub use members::{MemberStatus, PROBE_INTERVAL, PROBE_TIMEOUT};
 pub use store::{compact, EtcdStore, MAX_VALUE_SIZE};
+pub use txn::MAX_TXN_OPS;
 
 /// Registers `etcd://` and `etcds://` with `anykv_core::registry`.
 pub fn register() {
