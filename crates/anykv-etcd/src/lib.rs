@@ -16,6 +16,7 @@
 //! | `ca_file=/path/ca.pem` | the CA that signs the server's certificate |
 //! | `cert_file=…&key_file=…` | a client certificate and its key, for mutual TLS |
 //! | `domain=name` | the name the server's certificate is checked against |
+//! | `max_txn_ops=64` | the most compares, and operations per branch, of one transaction: at most half the server's `--max-txn-ops` (see [Transactions](#transactions)) |
 //!
 //! [`EtcdStore::open_url`] and `anykv::open` (both through
 //! `anykv_core::parse_url`) turn the servers after the first into the
@@ -102,7 +103,7 @@
 //! # Capabilities
 //!
 //! Every capability is on, transactions included (`max_txn_ops` is
-//! [`MAX_TXN_OPS`], see above). `min_ttl` is [`MIN_TTL`] (2 s), etcd's smallest
+//! [`EtcdConfig::max_txn_ops`], see below). `min_ttl` is [`MIN_TTL`] (2 s), etcd's smallest
 //! lease (TTLs are rounded up to whole seconds). `max_value_size` is
 //! [`MAX_VALUE_SIZE`], below etcd's default request limit of 1.5 MiB with
 //! room for the key. Revisions are etcd's mod revisions, so
@@ -124,16 +125,22 @@
 //! `LeaseLost`, nothing written. A transaction with no put or delete is
 //! sent as a read (hedged, retried).
 //!
-//! Limits: [`MAX_TXN_OPS`] (64) compares and operations per branch, half
-//! of etcd's default `--max-txn-ops` of 128, which etcd counts per branch
-//! and which the failure branch's reads of the compared keys share (a
-//! server run with a lower `--max-txn-ops` refuses large transactions with
-//! `InvalidArgument`); and one request of at most etcd's default
-//! `--max-request-bytes` (1.5 MiB) for all keys and values together, so
-//! two values near [`MAX_VALUE_SIZE`] do not fit one transaction
-//! (`InvalidArgument`, before anything is sent). The cost is a lease grant
-//! per TTL put before the transaction, and with many compares and many TTL
-//! puts in the failure branch, one more request to write their markers.
+//! Limits and costs:
+//!
+//! - At most [`DEFAULT_MAX_TXN_OPS`] (64) compares, and as many operations
+//!   per branch: half of etcd's default `--max-txn-ops` of 128, which etcd
+//!   counts per branch and which the failure branch's reads of the
+//!   compared keys share. For a server run with another `--max-txn-ops`,
+//!   set the `max_txn_ops` URL parameter ([`EtcdConfig::max_txn_ops`]) to
+//!   half of it; a server whose limit is below twice that refuses large
+//!   transactions with `InvalidArgument`.
+//! - All keys and values of one transaction travel in one request of at
+//!   most etcd's default `--max-request-bytes` (1.5 MiB): two values near
+//!   [`MAX_VALUE_SIZE`] do not fit one transaction (`InvalidArgument`,
+//!   before anything is sent).
+//! - Each TTL put costs a lease grant before the transaction; with many
+//!   compares and many TTL puts in the failure branch, their TTL markers
+//!   are written in one more request just before it.
 //!
 //! # Design
 //!
@@ -188,11 +195,12 @@ use std::sync::Arc;
 use anykv_core::{Store, Url};
 
 pub use client::HEDGE_AFTER;
-pub use config::{EtcdConfig, TlsConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
+pub use config::{
+    EtcdConfig, TlsConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_TXN_OPS, DEFAULT_REQUEST_TIMEOUT,
+};
 pub use lease::MIN_TTL;
 pub use members::{MemberStatus, PROBE_INTERVAL, PROBE_TIMEOUT};
 pub use store::{compact, EtcdStore, MAX_VALUE_SIZE};
-pub use txn::MAX_TXN_OPS;
 
 /// Registers `etcd://` and `etcds://` with `anykv_core::registry`.
 pub fn register() {

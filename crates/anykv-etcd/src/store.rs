@@ -72,7 +72,7 @@ impl EtcdStore {
         capabilities.min_ttl = MIN_TTL;
         capabilities.max_value_size = MAX_VALUE_SIZE;
         capabilities.transactions = true;
-        capabilities.max_txn_ops = crate::txn::MAX_TXN_OPS;
+        capabilities.max_txn_ops = config.max_txn_ops;
         Ok(EtcdStore {
             state: Arc::new(StoreState {
                 client,

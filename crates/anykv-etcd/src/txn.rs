@@ -22,8 +22,10 @@
 //!   transaction (`requested lease not found`), which is `LeaseLost` for
 //!   the lease of the branch that is gone.
 //! - etcd counts `--max-txn-ops` (128 by default) per branch, so
-//!   [`MAX_TXN_OPS`] is half that: a failure branch's own operations plus
-//!   its reads of the compared keys stay within the server's limit.
+//!   `Capabilities::max_txn_ops` is half of it
+//!   ([`crate::EtcdConfig::max_txn_ops`], 64 by default): a failure
+//!   branch's own operations plus its reads of the compared keys stay
+//!   within the server's limit.
 //! - A transaction without puts or deletes is a read: hedged and retried
 //!   like `get`. Any other is sent once unless it certainly was not
 //!   applied (see [`crate::client`]).
@@ -40,14 +42,6 @@ use crate::client::{header_revision, revision, BACKEND};
 use crate::lease::{self, grant_for_ttl_put, retire_ttl_lease};
 use crate::state::StoreState;
 use crate::store::compare_at_revision;
-
-/// The most compares, and operations per branch, of one transaction
-/// (`Capabilities::max_txn_ops`): half of etcd's default `--max-txn-ops`.
-pub const MAX_TXN_OPS: usize = 64;
-
-/// etcd's default `--max-txn-ops`: the most operations of one branch of
-/// the etcd transaction sent, and the most compares.
-const SERVER_MAX_TXN_OPS: usize = 128;
 
 /// The largest etcd transaction sent, by an estimate of its encoded size:
 /// etcd's default `--max-request-bytes` (1.5 MiB) less a margin for the
@@ -228,7 +222,9 @@ pub(crate) async fn run(state: &StoreState, txn: Txn) -> Result<TxnResponse> {
         .map(|k| EtcdTxnOp::get(k.clone(), None))
         .collect();
     failure_ops.extend(failure.etcd_ops());
-    if failure_ops.len() + failure.markers.len() <= SERVER_MAX_TXN_OPS {
+    // The server's limit per branch, as the configuration assumes it.
+    let server_max_ops = state.config.max_txn_ops.saturating_mul(2);
+    if failure_ops.len() + failure.markers.len() <= server_max_ops {
         failure_ops.extend(failure.markers.iter().cloned());
     } else if let Err(e) = write_markers(state, failure.markers.clone()).await {
         revoke_all(state, &granted, &e);

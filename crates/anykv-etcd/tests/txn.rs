@@ -12,7 +12,7 @@ use anykv_core::{
     Compare, Error, KvPair, LeaseId, PutOptions, Store, Txn, TxnOp, TxnOpResult, WatchEvent,
     WatchOptions,
 };
-use anykv_etcd::{EtcdConfig, EtcdStore, MAX_TXN_OPS, MAX_VALUE_SIZE};
+use anykv_etcd::{EtcdConfig, EtcdStore, DEFAULT_MAX_TXN_OPS, MAX_VALUE_SIZE};
 use anykv_testserver::etcd::{shared_url, EtcdServer};
 
 async fn store(root: &str) -> Arc<dyn Store> {
@@ -39,7 +39,7 @@ async fn capabilities_say_transactions() {
     let s = store("caps").await;
     assert!(s.capabilities().transactions);
     assert_eq!(s.capabilities().max_txn_ops, 64);
-    assert_eq!(MAX_TXN_OPS, 64);
+    assert_eq!(DEFAULT_MAX_TXN_OPS, 64);
 }
 
 #[tokio::test]
@@ -522,6 +522,50 @@ async fn the_largest_transaction_fits_the_server() {
         .collect();
     assert_eq!(values, vec![(anykv_core::Bytes::from("z"), rev2); max]);
     s.delete_tree("").await.expect("clean");
+}
+
+#[tokio::test]
+async fn max_txn_ops_is_configurable() {
+    let s = common::open(&format!(
+        "{}/txn-tests/configured?max_txn_ops=10",
+        shared_url()
+    ))
+    .await;
+    s.delete_tree("").await.expect("clean");
+    assert_eq!(s.capabilities().max_txn_ops, 10);
+    let over = (0..11).fold(Txn::new(), |t, i| t.then(TxnOp::put(format!("k{i}"), "x")));
+    let e = s.txn(over).await.expect_err("over the configured limit");
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+    // Ten compared keys, ten TTL puts and their markers in the failure
+    // branch: over the 20 operations assumed of the server, so the
+    // markers go ahead of it.
+    let mut t = Txn::new();
+    for i in 0..10 {
+        t = t
+            .when(Compare::present(format!("c{i}")))
+            .or_else(TxnOp::put_with(
+                format!("f{i}"),
+                "y",
+                PutOptions::new().with_ttl(Duration::from_secs(30)),
+            ));
+    }
+    let r = s.txn(t).await.expect("txn");
+    assert_eq!(r.failed_compare, Some(0));
+    assert_eq!(s.list("").await.expect("list").len(), 10);
+    s.delete_tree("").await.expect("clean");
+
+    // A limit above half the server's: the server refuses what does not
+    // fit, as a whole.
+    let s = common::open(&format!(
+        "{}/txn-tests/too-high?max_txn_ops=200",
+        shared_url()
+    ))
+    .await;
+    s.delete_tree("").await.expect("clean");
+    let big = (0..150).fold(Txn::new(), |t, i| t.then(TxnOp::put(format!("k{i}"), "x")));
+    let e = s.txn(big).await.expect_err("over the server's limit");
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+    assert!(s.list("").await.expect("list").is_empty());
 }
 
 #[tokio::test]
