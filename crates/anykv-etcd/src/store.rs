@@ -169,10 +169,14 @@ impl EtcdStore {
     /// The lease of a write and the bookkeeping ops that go with it.
     async fn write_lease(&self, options: &PutOptions) -> Result<(i64, Vec<TxnOp>)> {
         if let Some(lease) = options.lease {
-            let id = i64::try_from(lease.0).map_err(|_| Error::LeaseLost {
-                backend: BACKEND,
-                lease: lease.0,
-            })?;
+            // An id etcd cannot have granted (0 would mean no lease at all).
+            let id = crate::txn::etcd_lease(lease.0);
+            if id < 0 {
+                return Err(Error::LeaseLost {
+                    backend: BACKEND,
+                    lease: lease.0,
+                });
+            }
             return Ok((id, Vec::new()));
         }
         if let Some(ttl) = options.ttl {

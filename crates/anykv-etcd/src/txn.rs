@@ -32,10 +32,10 @@
 
 use std::panic::AssertUnwindSafe;
 
-use anykv_core::{Compare, Error, KvPair, Result, Txn, TxnOp, TxnOpResult, TxnResponse};
+use anykv_core::{Bytes, Compare, Error, KvPair, Result, Txn, TxnOp, TxnOpResult, TxnResponse};
 use etcd_client::{
-    Compare as EtcdCompare, CompareOp, DeleteOptions, PutOptions as EtcdPutOptions, Txn as EtcdTxn,
-    TxnOp as EtcdTxnOp, TxnOpResponse, TxnResponse as EtcdTxnResponse,
+    Compare as EtcdCompare, CompareOp, DeleteOptions, GetOptions, PutOptions as EtcdPutOptions,
+    Txn as EtcdTxn, TxnOp as EtcdTxnOp, TxnOpResponse, TxnResponse as EtcdTxnResponse,
 };
 
 use crate::client::{header_revision, revision, BACKEND};
@@ -62,9 +62,10 @@ struct Planned {
 
 enum Kind {
     Put {
-        value: Vec<u8>,
+        value: Bytes,
         /// The etcd lease (0: none); a user's lease id that etcd cannot
-        /// hold is sent as -1, which etcd has no lease for.
+        /// hold (0, or above `i64::MAX`) is sent as -1, which etcd has no
+        /// lease for.
         lease: i64,
         /// The user's lease id, for `LeaseLost`.
         user_lease: Option<u64>,
@@ -109,7 +110,7 @@ fn etcd_op(p: &Planned) -> EtcdTxnOp {
         Kind::Put { value, lease, .. } => {
             let o = EtcdPutOptions::new().with_prev_key();
             let o = if *lease != 0 { o.with_lease(*lease) } else { o };
-            EtcdTxnOp::put(p.full.clone(), value.clone(), Some(o))
+            EtcdTxnOp::put(p.full.clone(), value.to_vec(), Some(o))
         }
         Kind::Delete => {
             EtcdTxnOp::delete(p.full.clone(), Some(DeleteOptions::new().with_prev_key()))
@@ -128,7 +129,9 @@ pub(crate) async fn run(state: &StoreState, txn: Txn) -> Result<TxnResponse> {
     // The compares, and the distinct compared keys the failure branch
     // reads (in order of first appearance).
     let mut compares = Vec::with_capacity(txn.compares.len());
-    let mut read_keys: Vec<String> = Vec::new();
+    // Each read key, and whether a compare needs its value (else only
+    // its revision is read).
+    let mut read_keys: Vec<(String, bool)> = Vec::new();
     let mut key_index: Vec<usize> = Vec::with_capacity(txn.compares.len());
     let mut size = 0;
     for c in &txn.compares {
@@ -161,14 +164,18 @@ pub(crate) async fn run(state: &StoreState, txn: Txn) -> Result<TxnResponse> {
                 ));
             }
         }
-        let i = match read_keys.iter().position(|k| *k == full) {
+        let needs_value = matches!(c, Compare::Value { .. });
+        let i = match read_keys.iter().position(|(k, _)| *k == full) {
             Some(i) => i,
             None => {
                 size += full.len() + OP_OVERHEAD;
-                read_keys.push(full);
+                read_keys.push((full, false));
                 read_keys.len() - 1
             }
         };
+        if let Some(k) = read_keys.get_mut(i) {
+            k.1 |= needs_value;
+        }
         key_index.push(i);
     }
 
@@ -183,8 +190,8 @@ pub(crate) async fn run(state: &StoreState, txn: Txn) -> Result<TxnResponse> {
                     size += value.len() + OP_OVERHEAD;
                     let user_lease = options.lease.map(|l| l.0);
                     Kind::Put {
-                        value: value.to_vec(),
-                        lease: user_lease.map_or(0, |l| i64::try_from(l).unwrap_or(-1)),
+                        value: value.clone(),
+                        lease: user_lease.map_or(0, etcd_lease),
                         user_lease,
                         ttl: options.lease.is_none() && options.ttl.is_some(),
                     }
@@ -219,7 +226,10 @@ pub(crate) async fn run(state: &StoreState, txn: Txn) -> Result<TxnResponse> {
     success_ops.extend(success.markers.iter().cloned());
     let mut failure_ops: Vec<EtcdTxnOp> = read_keys
         .iter()
-        .map(|k| EtcdTxnOp::get(k.clone(), None))
+        .map(|(k, needs_value)| {
+            let o = (!needs_value).then(|| GetOptions::new().with_keys_only());
+            EtcdTxnOp::get(k.clone(), o)
+        })
         .collect();
     failure_ops.extend(failure.etcd_ops());
     // The server's limit per branch, as the configuration assumes it.
@@ -477,6 +487,15 @@ async fn lost_lease(state: &StoreState, branches: [&Branch; 2]) -> u64 {
 fn op_responses(resp: &EtcdTxnResponse) -> Result<Vec<TxnOpResponse>> {
     std::panic::catch_unwind(AssertUnwindSafe(|| resp.op_responses()))
         .map_err(|_| unexpected_reply())
+}
+
+/// The etcd lease id of a user's lease: -1 (which etcd never has) for an
+/// id etcd cannot have granted.
+pub(crate) fn etcd_lease(id: u64) -> i64 {
+    match i64::try_from(id) {
+        Ok(l) if l > 0 => l,
+        _ => -1,
+    }
 }
 
 fn unexpected_reply() -> Error {

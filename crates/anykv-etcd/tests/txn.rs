@@ -403,6 +403,22 @@ async fn a_lease_that_is_gone_fails_the_whole_txn() {
         matches!(e, Error::LeaseLost { lease, .. } if lease == u64::MAX),
         "{e:?}"
     );
+    // Nor lease 0 (to etcd, "no lease"): in a txn as in a put.
+    let e = s
+        .txn(Txn::new().then(TxnOp::put_with(
+            "x",
+            "x",
+            PutOptions::new().with_lease(LeaseId(0)),
+        )))
+        .await
+        .expect_err("lease 0");
+    assert!(matches!(e, Error::LeaseLost { lease: 0, .. }), "{e:?}");
+    let e = s
+        .put("x", "x".into(), PutOptions::new().with_lease(LeaseId(0)))
+        .await
+        .expect_err("lease 0");
+    assert!(matches!(e, Error::LeaseLost { lease: 0, .. }), "{e:?}");
+    assert_eq!(value(&*s, "x").await, None);
 
     // A gone lease in the branch that does not run is no error.
     let r = s
@@ -469,6 +485,44 @@ async fn limits_are_refused_before_sending() {
         Some(MAX_VALUE_SIZE)
     );
     assert!(r.revision.is_some());
+}
+
+#[tokio::test]
+async fn replies_larger_than_grpc_default_limit() {
+    let s = store("big-replies").await;
+    s.delete_tree("").await.expect("clean");
+    let big = vec![b'v'; MAX_VALUE_SIZE - 1000];
+    for i in 0..8 {
+        s.put(&format!("b{i}"), big.clone().into(), PutOptions::new())
+            .await
+            .expect("put");
+    }
+    // Four replaced values and four read ones: some 12 MB of reply.
+    let mut t = Txn::new();
+    for i in 0..4 {
+        t = t
+            .when(Compare::present(format!("b{}", i + 4)))
+            .then(TxnOp::put(format!("b{i}"), "small"))
+            .then(TxnOp::get(format!("b{}", i + 4)));
+    }
+    let r = s.txn(t).await.expect("a txn with a large reply");
+    assert!(r.succeeded);
+    for i in 0..4 {
+        assert_eq!(r.get(2 * i + 1).map(|p| p.value.len()), Some(big.len()));
+        assert_eq!(
+            value(&*s, &format!("b{i}")).await.map(|v| v.0),
+            Some("small".into())
+        );
+    }
+    // The failure branch reads the compared values, too.
+    let mut t = Txn::new();
+    for i in 4..8 {
+        t = t.when(Compare::value(format!("b{i}"), "not it"));
+    }
+    let r = s.txn(t.or_else(TxnOp::delete("b5"))).await.expect("txn");
+    assert_eq!(r.failed_compare, Some(0));
+    assert_eq!(r.results, vec![TxnOpResult::Delete { existed: true }]);
+    s.delete_tree("").await.expect("clean");
 }
 
 #[tokio::test]
