@@ -292,12 +292,12 @@ pub(crate) async fn run(state: &StoreState, txn: Txn) -> Result<TxnResponse> {
         let mut current: Vec<Option<(Vec<u8>, u64)>> = Vec::with_capacity(read_keys.len());
         for _ in &read_keys {
             match replies.next() {
-                Some(TxnOpResponse::Get(mut g)) => current.push(
-                    g.take_kvs()
-                        .into_iter()
-                        .next()
-                        .map(|kv| (kv.value().to_vec(), revision(kv.mod_revision()))),
-                ),
+                Some(TxnOpResponse::Get(mut g)) => {
+                    current.push(g.take_kvs().into_iter().next().map(|kv| {
+                        let r = revision(kv.mod_revision());
+                        (kv.into_key_value().1, r)
+                    }))
+                }
                 _ => return Err(unexpected_reply()),
             }
         }
