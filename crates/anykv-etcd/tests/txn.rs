@@ -795,3 +795,50 @@ async fn events_through(w: &mut anykv_core::WatchStream, last: u64) -> Vec<Watch
         }
     }
 }
+
+#[tokio::test]
+async fn a_lost_reply_is_timeout_or_unavailable() {
+    let server = EtcdServer::start_new();
+    let s = EtcdStore::open(
+        EtcdConfig::new([server.endpoint()])
+            .with_root("paused")
+            .request_timeout(Duration::from_secs(1)),
+    )
+    .await
+    .expect("open");
+    put(&s, "a", "1").await;
+    server.pause();
+    let started = Instant::now();
+    let write = s
+        .txn(
+            Txn::new()
+                .when(Compare::present("a"))
+                .then(TxnOp::put("b", "2"))
+                .then(TxnOp::delete("a")),
+        )
+        .await;
+    let read = s.txn(Txn::new().then(TxnOp::get("a"))).await;
+    server.resume();
+    for r in [write, read] {
+        match r {
+            Err(Error::Timeout { .. } | Error::Unavailable { .. }) => {}
+            other => panic!("expected Timeout or Unavailable, got {other:?}"),
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Once the server answers again, the store works.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match s.txn(Txn::new().then(TxnOp::put("c", "3"))).await {
+            Ok(r) => {
+                assert!(r.revision.is_some());
+                break;
+            }
+            Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("txn after resume: {e}"),
+        }
+    }
+    s.close().await.expect("close");
+}
