@@ -218,4 +218,19 @@ mod tests {
             Error::Timeout { .. }
         ));
     }
+
+    #[test]
+    fn requests_over_the_server_limits_are_invalid_arguments() {
+        for msg in [
+            "etcdserver: request is too large",
+            "etcdserver: too many operations in txn request",
+        ] {
+            let e = status(tonic::Code::InvalidArgument, msg);
+            assert!(!not_applied(&e), "{msg}");
+            assert!(
+                matches!(map_error(e, "txn"), Error::InvalidArgument(m) if m.contains(msg)),
+                "{msg}"
+            );
+        }
+    }
 }
