@@ -307,7 +307,7 @@ mod tests {
 
     #[test]
     fn urls() {
-        let u = Url::parse("etcd://bob:s%40cret@h1:2380/app/x?endpoints=h2:1,h3:2&request_timeout=250ms&connect_timeout=2").unwrap();
+        let u = Url::parse("etcd://bob:s%40cret@h1:2380/app/x?endpoints=h2:1,h3:2&request_timeout=250ms&connect_timeout=2s").unwrap();
         let c = EtcdConfig::from_url(&u).unwrap();
         assert_eq!(c.endpoints, vec!["h1:2380", "h2:1", "h3:2"]);
         assert_eq!(c.root, "app/x");
