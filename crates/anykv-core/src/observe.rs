@@ -54,8 +54,8 @@ use crate::handles::{Lease, LockGuard};
 use crate::store::Store;
 use crate::txn::{Txn, TxnResponse};
 use crate::types::{
-    Capabilities, KvPair, ListOptions, LockOptions, PutOptions, StoreStats, WatchEvent,
-    WatchOptions, WatchStream,
+    Capabilities, KvPair, ListOptions, LockOptions, PutOptions, StoreStats, StoreStatus,
+    WatchEvent, WatchOptions, WatchStream,
 };
 
 /// Wraps `store` so every call gets a span and metrics (see the module
@@ -319,6 +319,17 @@ impl Store for Observed {
         let f = self.inner.try_lock(key, options);
         let rev = |g: &Option<LockGuard>| g.as_ref().map(LockGuard::fencing_token);
         call(self.backend, "try_lock", Some(key), rev, f).await
+    }
+
+    async fn status(&self) -> Result<StoreStatus> {
+        call(
+            self.backend,
+            "status",
+            None,
+            |s: &StoreStatus| s.revision,
+            self.inner.status(),
+        )
+        .await
     }
 
     async fn close(&self) -> Result<()> {

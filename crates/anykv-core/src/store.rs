@@ -11,8 +11,8 @@ use crate::error::Result;
 use crate::handles::{Lease, LockGuard};
 use crate::txn::{Txn, TxnResponse};
 use crate::types::{
-    Capabilities, KvPair, ListOptions, LockOptions, PutOptions, StoreStats, WatchOptions,
-    WatchStream,
+    Capabilities, KvPair, ListOptions, LockOptions, PutOptions, StoreStats, StoreStatus,
+    WatchOptions, WatchStream,
 };
 
 /// One key-value store: etcd, ZooKeeper, Redis or in-process, behind one
@@ -416,6 +416,35 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// # }
     /// ```
     async fn try_lock(&self, key: &str, options: LockOptions) -> Result<Option<LockGuard>>;
+
+    /// What the servers behind the store say about themselves: versions,
+    /// roles, the current revision; see [`StoreStatus`]. A server that does
+    /// not answer is listed with its error; the call fails only when the
+    /// store itself is closed or has no server it can reach.
+    ///
+    /// The default reports the backend, its [`Store::stats`] and no
+    /// servers; every anykv backend reports its servers.
+    ///
+    /// `async fn status(&self) -> Result<StoreStatus>`
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> anykv_core::Result<()> {
+    /// use anykv_core::{PutOptions, Store};
+    /// let store = anykv_memory::MemoryStore::open_url("memory://")?;
+    /// let rev = store.put("k", "v".into(), PutOptions::new()).await?;
+    /// let status = store.status().await?;
+    /// assert_eq!((status.backend, status.revision), ("memory", Some(rev)));
+    /// # Ok(())
+    /// # }
+    /// ```
+    async fn status(&self) -> Result<StoreStatus> {
+        Ok(StoreStatus::new(
+            self.capabilities().backend,
+            None,
+            self.stats(),
+        ))
+    }
 
     /// Ends background tasks, revokes this store's leases (their keys
     /// vanish), releases its locks, ends its watch streams, and makes every
