@@ -217,6 +217,7 @@ mod reply;
 mod scripts;
 mod state;
 mod store;
+mod txn;
 mod urls;
 mod watch;
 
@@ -232,6 +233,7 @@ pub use config::{
 pub use expiry::SWEEP_INTERVAL;
 pub use scripts::FAILOVER_GAP;
 pub use store::{compact, RedisStore};
+pub use txn::MAX_TXN_BYTES;
 
 /// The URL schemes [`register`] adds.
 pub const SCHEMES: [&str; 6] = [
