@@ -162,7 +162,7 @@
 //!
 //! # Transactions
 //!
-//! [`Store::txn`](anykv_core::Store::txn) is native: one Lua script, so
+//! [`Store::txn`] is native: one Lua script, so
 //! atomic on the server like every write. It evaluates the compares in
 //! order, picks the branch (both are sent), checks that the lease of
 //! every leased put is live (else `LeaseLost`, nothing written), and
