@@ -780,3 +780,77 @@ async fn unknown_outcomes_and_restarts() {
     assert_eq!(s.get("b").await.unwrap(), Some(pair("b", "1", rev)));
     s.close().await.unwrap();
 }
+
+/// Keys past their deadline that the sweep has not removed yet (here: a
+/// deadline set in the past by hand, outside the sweep's set) are absent
+/// to compares and gets; a put or a delete of one first deletes it with a
+/// revision of its own, as `put` and `delete` do, so its `Delete` comes
+/// just before the transaction's changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_keys_not_yet_swept() {
+    let server = anykv_testserver::redis::RedisServer::start_new();
+    let ns = anykv_testserver::unique_name("txn-expired");
+    let url = format!("{}/0/app?namespace={ns}", server.url());
+    let s: Arc<dyn Store> = Arc::new(RedisStore::open_url(&url).await.unwrap());
+    for k in ["x", "y", "z"] {
+        s.put(k, "v".into(), PutOptions::new()).await.unwrap();
+    }
+    let r0 = s.put("live", "l".into(), PutOptions::new()).await.unwrap();
+    for k in ["x", "y", "z"] {
+        let hash = format!("{{{ns}}}:k:app/{k}");
+        anykv_testserver::resp::command_ok(
+            server.port(),
+            &["HSET", &hash, "e", "1"],
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    }
+    let mut w = s.watch_tree("", WatchOptions::new()).await.unwrap();
+    assert_eq!(synced(&mut w).await, r0);
+    let resp = s
+        .txn(
+            Txn::new()
+                .when(Compare::absent("x"))
+                .when(Compare::absent("y"))
+                .then(TxnOp::put("x", "new"))
+                .then(TxnOp::get("y"))
+                .then(TxnOp::delete("z"))
+                .then(TxnOp::put("live", "m")),
+        )
+        .await
+        .unwrap();
+    assert!(resp.succeeded);
+    // x's and z's own deletes, then the transaction.
+    let rev = r0 + 3;
+    assert_eq!(resp.revision, Some(rev));
+    assert_eq!(
+        resp.results,
+        vec![
+            TxnOpResult::Put { revision: rev },
+            TxnOpResult::Get(None),
+            TxnOpResult::Delete { existed: false },
+            TxnOpResult::Put { revision: rev },
+        ]
+    );
+    assert_eq!(
+        next(&mut w).await,
+        WatchEvent::Delete {
+            key: "x".into(),
+            revision: r0 + 1
+        }
+    );
+    assert_eq!(
+        next(&mut w).await,
+        WatchEvent::Delete {
+            key: "z".into(),
+            revision: r0 + 2
+        }
+    );
+    assert_eq!(next(&mut w).await, put_event("x", "new", rev));
+    assert_eq!(next(&mut w).await, put_event("live", "m", rev));
+    assert_eq!(
+        s.list("").await.unwrap(),
+        vec![pair("live", "m", rev), pair("x", "new", rev)]
+    );
+    s.close().await.unwrap();
+}
