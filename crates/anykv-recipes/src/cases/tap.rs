@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anykv_core::{
     async_trait, Bytes, Capabilities, Error, KvPair, Lease, ListOptions, LockGuard, LockOptions,
-    PutOptions, Result, Store, StoreStats, Txn, TxnResponse, WatchOptions, WatchStream,
+    PutOptions, Result, Store, StoreStats, StoreStatus, Txn, TxnResponse, WatchOptions,
+    WatchStream,
 };
 use futures::StreamExt;
 use tokio::sync::watch;
@@ -159,6 +160,11 @@ impl Store for Tap {
     async fn atomic_delete(&self, key: &str, expected: u64) -> Result<()> {
         self.check()?;
         self.inner.atomic_delete(key, expected).await
+    }
+
+    async fn status(&self) -> Result<StoreStatus> {
+        self.check()?;
+        self.inner.status().await
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
