@@ -305,6 +305,14 @@ impl Semaphore {
                     return Ok(Step::Gone);
                 }
                 if let Some(ahead) = queue.iter().rev().find(|p| p.revision < position) {
+                    #[cfg(test)]
+                    if self.options.flaw == Some(crate::util::Flaw::SemaphoreHerd) {
+                        // The broken variant: every waiter wakes whenever
+                        // a permit changes hands.
+                        let _ = ahead;
+                        self.wait_any_slot_change().await?;
+                        return Ok(Step::Again);
+                    }
                     wait_gone(store.as_ref(), &ahead.key).await?;
                     return Ok(Step::Again);
                 }
@@ -374,6 +382,26 @@ impl Semaphore {
                         return Ok(());
                     }
                 }
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// The herd: waits for any change of the slots (a broken variant, for
+    /// the cases' own tests).
+    #[cfg(test)]
+    async fn wait_any_slot_change(&self) -> Result<()> {
+        let mut watch = self
+            .store
+            .watch_tree(&self.slots, WatchOptions::new())
+            .await?;
+        let mut synced = false;
+        loop {
+            match watch.next().await {
+                Some(Ok(WatchEvent::Synced { .. })) => synced = true,
+                Some(Ok(_)) if synced => return Ok(()),
+                Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e),
                 None => return Ok(()),
             }

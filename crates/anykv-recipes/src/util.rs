@@ -73,6 +73,7 @@ pub(crate) enum Flaw {
     DiscoveryUnprotected,
     QueueClaimWithoutCompare,
     SemaphoreWithoutTxn,
+    SemaphoreHerd,
     BarrierPassesEarly,
     CounterGetThenPut,
 }

@@ -343,6 +343,7 @@ pub fn all_cases() -> Vec<Case> {
             txn_recipes::semaphore_never_exceeds_permits_while_holders_killed,
             false
         ),
+        case!(txn_recipes::semaphore_waiters_wake_one_at_a_time, false),
         case!(txn_recipes::barrier_nobody_passes_before_all_entered, false),
         case!(txn_recipes::counter_concurrent_adds_exact_sum, false),
     ]
@@ -422,6 +423,7 @@ macro_rules! recipe_tests {
             discovery_starts_from_cache_file
             queue_items_claimed_exactly_once
             semaphore_never_exceeds_permits_while_holders_killed
+            semaphore_waiters_wake_one_at_a_time
             barrier_nobody_passes_before_all_entered
             counter_concurrent_adds_exact_sum
         );

@@ -128,3 +128,9 @@ async fn a_counter_that_gets_then_puts_fails() {
     let m = fails("counter_concurrent_adds_exact_sum", Flaw::CounterGetThenPut).await;
     assert!(m.contains("the counter's final value"), "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_semaphore_whose_waiters_all_wake_fails() {
+    let m = fails("semaphore_waiters_wake_one_at_a_time", Flaw::SemaphoreHerd).await;
+    assert!(m.contains("a herd"), "{m}");
+}

@@ -11,7 +11,7 @@ use anykv_core::Store;
 use futures::future::join_all;
 use parking_lot::Mutex;
 
-use super::{ensure, ensure_eq, CaseResult, Ctx, Failure, WAIT};
+use super::{ensure, ensure_eq, eventually, CaseResult, Ctx, Failure, Tap, WAIT};
 use crate::{DoubleBarrier, Queue, Semaphore};
 
 /// Unsupported unless the backend runs transactions.
@@ -280,6 +280,84 @@ pub async fn semaphore_never_exceeds_permits_while_holders_killed(ctx: &Ctx) -> 
         "holders after the killed ones' leases were revoked",
     )?;
     permit.release().await.map_err(|e| failed("release", e))
+}
+
+/// One permit, held; four waiters on stores of their own (each through a
+/// [`Tap`] that counts its listings) queue one after another. While they
+/// wait, none lists anything (no polling). Each release hands the permit
+/// to the next waiter in arrival order, and only that waiter (and the one
+/// behind it, which becomes the first) looks at the semaphore again: the
+/// others stay asleep (no herd).
+pub async fn semaphore_waiters_wake_one_at_a_time(ctx: &Ctx) -> CaseResult {
+    const WAITERS: usize = 4;
+    let first = ctx.open().await?;
+    needs_txn(&first)?;
+    let semaphore = Semaphore::new(first.clone(), "one", 1, ctx.semaphore_options())
+        .map_err(|e| failed("Semaphore::new", e))?;
+    let mut held = within("the first permit", semaphore.acquire())
+        .await?
+        .map_err(|e| failed("acquire", e))?;
+    let mut taps = Vec::new();
+    let mut waiting = Vec::new();
+    for i in 0..WAITERS {
+        let tap = Tap::new(ctx.open().await?);
+        let store: Arc<dyn Store> = tap.clone();
+        let semaphore = Semaphore::new(store, "one", 1, ctx.semaphore_options())
+            .map_err(|e| failed("Semaphore::new", e))?;
+        waiting.push(tokio::spawn(async move { semaphore.acquire().await }));
+        taps.push(tap);
+        let first = first.clone();
+        eventually(WAIT, &format!("waiter {i} in the queue"), || {
+            let first = first.clone();
+            async move {
+                let queued = first.list("semaphores/one/waiters").await.ok()?;
+                (queued.len() == i + 1).then_some(())
+            }
+        })
+        .await?;
+    }
+    let settle = Duration::from_millis(300);
+    tokio::time::sleep(settle).await;
+    let lists = |taps: &[Arc<Tap>]| taps.iter().map(|t| t.lists()).collect::<Vec<_>>();
+    let before = lists(&taps);
+    tokio::time::sleep(settle).await;
+    ensure_eq(
+        lists(&taps),
+        before.clone(),
+        "the waiters' listings while nothing changed (polling)",
+    )?;
+    for turn in 0..WAITERS {
+        let before = lists(&taps);
+        held.release().await.map_err(|e| failed("release", e))?;
+        let next = waiting.remove(0);
+        held = match within(&format!("waiter {turn}'s permit"), next).await? {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(e)) => return Err(failed("acquire", e)),
+            Err(e) => return Err(Failure::Failed(format!("waiter {turn} panicked: {e}"))),
+        };
+        tokio::time::sleep(settle).await;
+        let after = lists(&taps);
+        // Waiter `turn` took the permit and `turn + 1` became the first:
+        // the ones behind them must not have looked.
+        for j in (turn + 2)..WAITERS {
+            if after[j] != before[j] {
+                return Err(Failure::Failed(format!(
+                    "waiter {j} listed the semaphore {} times when the permit went to                      waiter {turn}: a herd",
+                    after[j] - before[j]
+                )));
+            }
+        }
+        let early: Vec<usize> = waiting
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.is_finished())
+            .map(|(k, _)| turn + 1 + k)
+            .collect();
+        ensure(early.is_empty(), || {
+            format!("waiters {early:?} got a permit while waiter {turn} held it")
+        })?;
+    }
+    held.release().await.map_err(|e| failed("release", e))
 }
 
 /// Five participants on stores of their own enter a barrier one after
