@@ -196,7 +196,13 @@ impl DoubleBarrier {
         require(self.store.as_ref(), "barrier enter", true)?;
         let ttl = self.options.ttl.max(self.store.capabilities().min_ttl);
         let lease = self.store.grant_lease(ttl).await?;
-        let put = PutOptions::new().with_lease(lease.id());
+        #[allow(unused_mut)]
+        let mut put = PutOptions::new().with_lease(lease.id());
+        #[cfg(test)]
+        if self.options.flaw == Some(crate::util::Flaw::BarrierWithoutLease) {
+            // The broken variant: member keys outlive their participants.
+            put = PutOptions::new();
+        }
         let (key, entered) = loop {
             let key = join(&self.members, &random_id());
             match self

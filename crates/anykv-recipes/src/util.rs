@@ -75,6 +75,7 @@ pub(crate) enum Flaw {
     SemaphoreWithoutTxn,
     SemaphoreHerd,
     BarrierPassesEarly,
+    BarrierWithoutLease,
     CounterGetThenPut,
 }
 

@@ -345,6 +345,7 @@ pub fn all_cases() -> Vec<Case> {
         ),
         case!(txn_recipes::semaphore_waiters_wake_one_at_a_time, false),
         case!(txn_recipes::barrier_nobody_passes_before_all_entered, false),
+        case!(txn_recipes::barrier_dead_participants_leave_it, false),
         case!(txn_recipes::counter_concurrent_adds_exact_sum, false),
     ]
 }
@@ -425,6 +426,7 @@ macro_rules! recipe_tests {
             semaphore_never_exceeds_permits_while_holders_killed
             semaphore_waiters_wake_one_at_a_time
             barrier_nobody_passes_before_all_entered
+            barrier_dead_participants_leave_it
             counter_concurrent_adds_exact_sum
         );
     };

@@ -134,3 +134,13 @@ async fn a_semaphore_whose_waiters_all_wake_fails() {
     let m = fails("semaphore_waiters_wake_one_at_a_time", Flaw::SemaphoreHerd).await;
     assert!(m.contains("a herd"), "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_barrier_whose_members_outlive_their_participants_fails() {
+    let m = fails(
+        "barrier_dead_participants_leave_it",
+        Flaw::BarrierWithoutLease,
+    )
+    .await;
+    assert!(m.contains("the dead participant's key gone"), "{m}");
+}

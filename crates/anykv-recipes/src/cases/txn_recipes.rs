@@ -10,9 +10,10 @@ use std::time::Duration;
 use anykv_core::Store;
 use futures::future::join_all;
 use parking_lot::Mutex;
+use tokio::task::JoinHandle;
 
 use super::{ensure, ensure_eq, eventually, CaseResult, Ctx, Failure, Tap, WAIT};
-use crate::{DoubleBarrier, Queue, Semaphore};
+use crate::{BarrierEntry, DoubleBarrier, Queue, Semaphore};
 
 /// Unsupported unless the backend runs transactions.
 fn needs_txn(store: &Arc<dyn Store>) -> CaseResult {
@@ -420,6 +421,84 @@ pub async fn barrier_nobody_passes_before_all_entered(ctx: &Ctx) -> CaseResult {
     })?;
     let left = first
         .list("barriers/batch")
+        .await
+        .map_err(|e| failed("list", e))?;
+    ensure(left.is_empty(), || {
+        format!(
+            "keys left after everyone left: {:?}",
+            left.iter().map(|p| &p.key).collect::<Vec<_>>()
+        )
+    })
+}
+
+/// A three-participant barrier whose participants die: one that dies
+/// before the barrier is full leaves it (its key goes with its lease), so
+/// the two live ones go on waiting until a third live one enters; one
+/// that dies after entering does not hold up the others' `leave`.
+pub async fn barrier_dead_participants_leave_it(ctx: &Ctx) -> CaseResult {
+    const N: usize = 3;
+    let first = ctx.open().await?;
+    needs_txn(&first)?;
+    let members = |n: usize| {
+        let first = first.clone();
+        move || {
+            let first = first.clone();
+            async move {
+                let listed = first.list("barriers/gate/members").await.ok()?;
+                (listed.len() == n).then_some(())
+            }
+        }
+    };
+    let mut stores = Vec::new();
+    let mut entering: Vec<Option<JoinHandle<anykv_core::Result<BarrierEntry>>>> = Vec::new();
+    for i in 0..4 {
+        let store = ctx.open().await?;
+        let barrier = DoubleBarrier::new(store.clone(), "gate", N, ctx.barrier_options())
+            .map_err(|e| failed("DoubleBarrier::new", e))?;
+        stores.push(store);
+        if i == 2 {
+            // Participant 1 dies before the barrier is full.
+            let _ = stores[1].close().await;
+            eventually(WAIT, "the dead participant's key gone", members(1)).await?;
+        }
+        if i == 3 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let passed: Vec<usize> = [0, 2]
+                .into_iter()
+                .filter(|&k| entering[k].as_ref().is_some_and(JoinHandle::is_finished))
+                .collect();
+            ensure(passed.is_empty(), || {
+                format!("participants {passed:?} passed with only two live participants of {N}")
+            })?;
+        }
+        entering.push(Some(tokio::spawn(async move { barrier.enter().await })));
+        let live = if i < 2 { i + 1 } else { i };
+        eventually(WAIT, &format!("participant {i} entering"), members(live)).await?;
+    }
+    let mut entries = Vec::new();
+    for i in [0, 2, 3] {
+        let task = entering[i]
+            .take()
+            .ok_or_else(|| Failure::Failed("no task".into()))?;
+        match within(&format!("participant {i} passing enter"), task).await? {
+            Ok(Ok(entry)) => entries.push(entry),
+            Ok(Err(e)) => return Err(failed("enter", e)),
+            Err(e) => return Err(Failure::Failed(format!("participant {i} panicked: {e}"))),
+        }
+    }
+    if let Some(task) = entering[1].take() {
+        task.abort();
+    }
+    // Participant 3 dies after entering; 0 and 2 leave.
+    let _ = stores[3].close().await;
+    let dead = entries.pop();
+    let leaving = entries.into_iter().map(|entry| entry.leave());
+    for left in within("the live participants leaving", join_all(leaving)).await? {
+        left.map_err(|e| failed("leave", e))?;
+    }
+    drop(dead);
+    let left = first
+        .list("barriers/gate")
         .await
         .map_err(|e| failed("list", e))?;
     ensure(left.is_empty(), || {
