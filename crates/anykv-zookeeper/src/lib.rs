@@ -332,6 +332,7 @@ mod rounds;
 mod sessions;
 mod state;
 mod store;
+mod txn;
 mod watch;
 
 use std::sync::Arc;

@@ -65,6 +65,11 @@ pub(crate) struct RunningWatch {
     cache: BTreeMap<String, u64>,
     /// The last revision sent.
     last: u64,
+    /// The last thing sent was `Synced` (or the initial state): the next
+    /// event must be above `last`. After a `Put` or `Delete`, another at
+    /// the same revision is the same transaction's (one zxid is one
+    /// `multi`).
+    last_synced: bool,
     /// It ended: its consumer went, it lagged, or it got an error.
     ended: bool,
 }
@@ -74,9 +79,11 @@ impl RunningWatch {
     /// stream with an error instead (never silently out of order).
     fn deliver(&mut self, ev: WatchEvent) {
         let rev = ev.revision();
-        let ordered = match ev {
-            WatchEvent::Synced { .. } => rev >= self.last,
-            _ => rev > self.last,
+        let synced = matches!(ev, WatchEvent::Synced { .. });
+        let ordered = if synced {
+            rev >= self.last
+        } else {
+            rev > self.last || (rev == self.last && !self.last_synced)
         };
         if !ordered {
             tracing::warn!(
@@ -96,6 +103,7 @@ impl RunningWatch {
             return;
         }
         self.last = rev;
+        self.last_synced = synced;
         self.send(Ok(ev));
     }
 
@@ -289,10 +297,15 @@ impl WatchRounds {
             if !self.thought_present(&k) && this_round.is_none() {
                 continue;
             }
-            let candidate = match &dir {
-                Some((data, m, _)) if data.as_slice() == DELETED_FLAG => Some(*m),
-                Some((_, _, p)) => Some(*p),
-                None => None,
+            // The key node's `mzxid` after a delete is that delete's own
+            // zxid, which only the keys deleted by the same transaction
+            // share; its `pzxid` after a removal by the server may be
+            // shared by unrelated keys (a session's ephemeral nodes go in
+            // one zxid), so each such revision serves one key per round.
+            let (candidate, exact) = match &dir {
+                Some((data, m, _)) if data.as_slice() == DELETED_FLAG => (Some(*m), true),
+                Some((_, _, p)) => (Some(*p), false),
+                None => (None, false),
             };
             // The same delete read again (a notification that came after an
             // earlier read already saw it): nothing new, and no reason to
@@ -306,7 +319,7 @@ impl WatchRounds {
             }
             match candidate {
                 Some(c) if this_round.is_some_and(|p| c < p) => {}
-                Some(c) if c > known && c > self.delivered && used.insert(c) => {
+                Some(c) if c > known && c > self.delivered && (used.insert(c) || exact) => {
                     got.entry(k).or_default().push((c, State::Absent));
                 }
                 _ => need_clock.push(k),
@@ -462,6 +475,7 @@ impl WatchRounds {
                 events: w.sub.events,
                 cache,
                 last: watermark,
+                last_synced: true,
                 ended,
             });
         }
