@@ -15,9 +15,15 @@
 //! round are skipped), and when the writes stop every key's final state
 //! is delivered within two rounds.
 //!
+//! A transaction writes several keys at one zxid (one `multi`): their
+//! reads carry the same revision and go out in the same delivery, one
+//! after the other, so a stream accepts an event at the revision of the
+//! event before it (but never at the revision of a `Synced` it was sent).
+//!
 //! A `Delete`'s revision is the zxid of the delete: every delete this
 //! backend makes marks the key's node in the same multi-op, so the node's
-//! `mzxid` is the delete's zxid. A value node removed by the server (a
+//! `mzxid` is the delete's zxid (shared by the keys one transaction
+//! deleted). A value node removed by the server (a
 //! TTL or a lease session expiring) leaves the node's `pzxid`, the zxid of
 //! its last child change. Where neither is usable (the key's node already
 //! reaped, a revision shared by several keys, as when a session's

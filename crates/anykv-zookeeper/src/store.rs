@@ -32,7 +32,7 @@ const WRITE_ATTEMPTS: usize = 64;
 
 /// How many keys a store remembers as present, for plain puts without a
 /// read (see [`ZkStore::saw_present`]).
-const PRESENT_KEYS: usize = 100_000;
+pub(crate) const PRESENT_KEYS: usize = 100_000;
 
 /// A store on a ZooKeeper ensemble. Cheap to clone. See the
 /// [crate documentation](crate).

@@ -59,7 +59,7 @@ use crate::config::BACKEND;
 use crate::layout::{child, is_ancestor, DELETED_FLAG, TTL_FLAG, VALUE};
 use crate::lease::delete_leased;
 use crate::state::{LeaseEntry, StoreState};
-use crate::store::Mode;
+use crate::store::{Mode, PRESENT_KEYS};
 
 /// The largest `multi` a transaction sends, as estimated from its
 /// operations (values, paths, ACLs and framing): under ZooKeeper's default
@@ -405,10 +405,13 @@ async fn finish(
     {
         let mut present = state.present_keys.lock();
         for (k, put) in &plan.written {
-            if *put {
-                present.insert(k.clone());
-            } else {
+            if !*put {
                 present.remove(k);
+            } else if !present.contains(k) {
+                if present.len() >= PRESENT_KEYS {
+                    present.clear();
+                }
+                present.insert(k.clone());
             }
         }
     }
@@ -425,7 +428,10 @@ async fn finish(
             if let (Some(session), Some(st)) = (l.session.session(), stat_at(*i)) {
                 delete_leased(&session, limit, vpath, dir, st.version).await;
             }
-            state.present_keys.lock().remove(dir);
+        }
+        let mut present = state.present_keys.lock();
+        for (k, _) in &plan.written {
+            present.remove(k);
         }
         return Err(Error::LeaseLost {
             backend: BACKEND,
