@@ -185,7 +185,7 @@
 //! `txn` is native: one ZooKeeper `multi`, so all of a transaction's
 //! writes (puts and deletes) have one zxid, the multi's, as their
 //! revision, and a watcher gets their events together at that revision
-//! (in an order of the backend's, with no event of another
+//! (in key order, with no event of another
 //! revision between them; as for any write, a value overwritten before
 //! the watch read it may be skipped). A `multi` cannot read or test that a
 //! node is absent, so the transaction first reads every key its compares

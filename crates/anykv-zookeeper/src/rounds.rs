@@ -17,7 +17,7 @@
 //!
 //! A transaction writes several keys at one zxid (one `multi`): their
 //! reads carry the same revision and go out in the same delivery, one
-//! after the other, so a stream accepts an event at the revision of the
+//! after the other in key order, so a stream accepts an event at the revision of the
 //! event before it (but never at the revision of a `Synced` it was sent).
 //!
 //! A `Delete`'s revision is the zxid of the delete: every delete this
@@ -418,7 +418,9 @@ impl WatchRounds {
             }
         }
         self.reads.retain(|_, l| !l.is_empty());
-        events.sort_by_key(|e| e.0);
+        // Revision order; the keys of one revision (one transaction's) in
+        // key order.
+        events.sort_by(|a, b| (a.0, a.1.as_bytes()).cmp(&(b.0, b.1.as_bytes())));
         for s in self.subs.iter_mut() {
             for (rev, k, st) in &events {
                 if !s.target.covers(k) {
