@@ -57,6 +57,12 @@ pub(crate) enum State {
     Present(Bytes, Option<u64>),
     /// Absent at the delete's own revision (or an earlier one).
     Absent,
+    /// Deleted at exactly this revision, by a delete of this backend (the
+    /// key node's delete mark): the key existed just before it. A stream
+    /// that started before it gets the `Delete` even if it never got the
+    /// key's `Put` (skipped as overwritten, as when a transaction deletes
+    /// a key the one before it wrote): a standing delete is never skipped.
+    Deleted,
     /// Absent when read, at a fresh zxid taken after the read: the key may
     /// have been created again between the read and that zxid (see
     /// [`append`]).
@@ -89,7 +95,7 @@ impl RunningWatch {
         let ordered = if synced {
             rev >= self.last
         } else {
-            rev > self.last || (rev == self.last && !self.last_synced)
+            self.accepts(rev)
         };
         if !ordered {
             tracing::warn!(
@@ -111,6 +117,13 @@ impl RunningWatch {
         self.last = rev;
         self.last_synced = synced;
         self.send(Ok(ev));
+    }
+
+    /// Whether a `Put` or `Delete` at `rev` keeps the order: above the
+    /// last revision sent, or at it when that was an event (of the same
+    /// transaction) rather than `Synced`.
+    fn accepts(&self, rev: u64) -> bool {
+        rev > self.last || (rev == self.last && !self.last_synced)
     }
 
     /// Queues an event or an error without waiting; a stream that is gone
@@ -300,9 +313,6 @@ impl WatchRounds {
         for (k, dir) in absent {
             let this_round = got.get(&k).and_then(|l| l.iter().map(|e| e.0).max());
             let known = self.known(&k).max(this_round.unwrap_or(0));
-            if !self.thought_present(&k) && this_round.is_none() {
-                continue;
-            }
             // The key node's `mzxid` after a delete is that delete's own
             // zxid, which only the keys deleted by the same transaction
             // share; its `pzxid` after a removal by the server may be
@@ -313,22 +323,32 @@ impl WatchRounds {
                 Some((_, _, p)) => (Some(*p), false),
                 None => (None, false),
             };
+            // A key no stream was told of: only an exact delete is news
+            // (see [`State::Deleted`]), and it needs no fresh zxid.
+            let told = self.thought_present(&k) || this_round.is_some();
+            if !told && !exact {
+                continue;
+            }
             // The same delete read again (a notification that came after an
             // earlier read already saw it): nothing new, and no reason to
             // take a fresh zxid for it.
             let pending = self.reads.get(&k).and_then(|l| l.last());
             if this_round.is_none()
                 && candidate.is_some()
-                && pending.is_some_and(|e| Some(e.0) == candidate && matches!(e.1, State::Absent))
+                && pending.is_some_and(|e| {
+                    Some(e.0) == candidate && matches!(e.1, State::Absent | State::Deleted)
+                })
             {
                 continue;
             }
             match candidate {
                 Some(c) if this_round.is_some_and(|p| c < p) => {}
                 Some(c) if c > known && c > self.delivered && (used.insert(c) || exact) => {
-                    got.entry(k).or_default().push((c, State::Absent));
+                    let st = if exact { State::Deleted } else { State::Absent };
+                    got.entry(k).or_default().push((c, st));
                 }
-                _ => need_clock.push(k),
+                _ if told => need_clock.push(k),
+                _ => {}
             }
         }
         // One fresh zxid per key (the events' revisions strictly
@@ -433,6 +453,14 @@ impl WatchRounds {
                             s.deliver(WatchEvent::Put(KvPair::new(k.clone(), v.clone(), *rev)));
                         }
                     }
+                    State::Deleted => {
+                        if s.cache.remove(k).is_some() || s.accepts(*rev) {
+                            s.deliver(WatchEvent::Delete {
+                                key: k.clone(),
+                                revision: *rev,
+                            });
+                        }
+                    }
                     State::Absent | State::AbsentClocked => {
                         if s.cache.remove(k).is_some() {
                             s.deliver(WatchEvent::Delete {
@@ -464,7 +492,7 @@ impl WatchRounds {
                     let (rev, st) = list.into_iter().rev().find(|e| e.0 <= watermark)?;
                     match st {
                         State::Present(v, _) => Some(KvPair::new(k, v, rev)),
-                        State::Absent | State::AbsentClocked => None,
+                        State::Absent | State::AbsentClocked | State::Deleted => None,
                     }
                 })
                 .collect();
