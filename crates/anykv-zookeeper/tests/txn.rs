@@ -196,8 +196,9 @@ async fn all_writes_share_one_zxid() {
     store.close().await.unwrap();
 }
 
-/// A failing multi applies nothing: a compare on a key another client
-/// changed between... the other branch; and a lost lease writes nothing.
+/// A put with a lease that is gone fails the whole transaction with
+/// `LeaseLost` and writes nothing; in the branch that does not run, it
+/// is no matter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_lease_writes_nothing() {
     let (store, _raw) = open(&root("txlease")).await;
@@ -589,5 +590,197 @@ async fn a_watcher_sees_the_whole_transaction() {
     }
     drop(w);
     store.delete_tree("").await.unwrap();
+    store.close().await.unwrap();
+}
+
+/// A root that does not exist yet: compares and gets prove the absence of
+/// its node (nothing is left behind), and a put creates it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absent_root_is_proved_absent() {
+    let r = root("txfresh");
+    let (store, raw) = open(&format!("{r}/sub")).await;
+    let resp = store
+        .txn(
+            Txn::new()
+                .when(Compare::absent("a/b"))
+                .then(TxnOp::get("a/b/c"))
+                .then(TxnOp::delete("x")),
+        )
+        .await
+        .unwrap();
+    assert!(resp.succeeded);
+    assert_eq!(resp.revision, None);
+    assert_eq!(
+        resp.results,
+        [
+            TxnOpResult::Get(None),
+            TxnOpResult::Delete { existed: false }
+        ]
+    );
+    assert_eq!(raw.check_stat(&format!("/{r}")).await.unwrap(), None);
+    let resp = store
+        .txn(
+            Txn::new()
+                .when(Compare::absent("a/b"))
+                .then(TxnOp::put("a/b", "1"))
+                .then(TxnOp::get("a")),
+        )
+        .await
+        .unwrap();
+    assert!(resp.succeeded);
+    assert_eq!(resp.results[1], TxnOpResult::Get(None));
+    let rev = resp.revision.unwrap();
+    assert_eq!(
+        store.get("a/b").await.unwrap(),
+        Some(KvPair::new("a/b", "1", rev))
+    );
+    store.delete_tree("").await.unwrap();
+    store.close().await.unwrap();
+}
+
+/// With digest credentials, a transaction's nodes carry the store's ACLs:
+/// another client's transaction is refused with `PermissionDenied`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_acls_apply_to_transactions() {
+    let url = anykv_testserver::zookeeper::shared_url();
+    let host = url.trim_start_matches("zk://");
+    let r = root("txacl");
+    let owner = common::open(&format!("zk://bob:pw-9@{host}/{r}"))
+        .await
+        .unwrap();
+    let lease = owner.grant_lease(Duration::from_secs(2)).await.unwrap();
+    owner
+        .txn(
+            Txn::new()
+                .then(TxnOp::put("k/deep", "v"))
+                .then(TxnOp::put_with(
+                    "l",
+                    "v",
+                    PutOptions::new().with_lease(lease.id()),
+                )),
+        )
+        .await
+        .unwrap();
+    let anon = common::open(&format!("zk://{host}/{r}")).await.unwrap();
+    for t in [
+        Txn::new().then(TxnOp::get("k/deep")),
+        Txn::new().then(TxnOp::put("k/deep", "x")),
+        Txn::new().when(Compare::present("l")),
+    ] {
+        let e = anon.txn(t).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    }
+    let r = owner
+        .txn(Txn::new().then(TxnOp::get("k/deep")).then(TxnOp::get("l")))
+        .await
+        .unwrap();
+    assert_eq!(r.get(0).map(|p| p.value.clone()), Some(Bytes::from("v")));
+    assert!(r.get(1).is_some());
+    lease.revoke().await.unwrap();
+    owner.delete_tree("").await.unwrap();
+    owner.close().await.unwrap();
+    anon.close().await.unwrap();
+}
+
+/// The keys one transaction deletes come to a watcher as deletes at its
+/// revision, together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_of_one_transaction_share_its_revision_in_a_watch() {
+    let (store, _raw) = open(&root("txwdel")).await;
+    for i in 0..5 {
+        store
+            .put(&format!("d/{i}"), "x".into(), PutOptions::new())
+            .await
+            .unwrap();
+    }
+    let mut w = store.watch_tree("d", WatchOptions::new()).await.unwrap();
+    loop {
+        if let WatchEvent::Synced { .. } = common::next(&mut w).await {
+            break;
+        }
+    }
+    let t = (0..5).fold(Txn::new(), |t, i| t.then(TxnOp::delete(format!("d/{i}"))));
+    let rev = store.txn(t).await.unwrap().revision.unwrap();
+    for i in 0..5 {
+        assert_eq!(
+            common::next(&mut w).await,
+            WatchEvent::Delete {
+                key: format!("d/{i}"),
+                revision: rev
+            }
+        );
+    }
+    drop(w);
+    store.close().await.unwrap();
+}
+
+/// A server that does not answer: the transaction fails with `Timeout` or
+/// `Unavailable` within about the request timeout; without TTL nodes on
+/// the server, a TTL put in a transaction is `Unsupported` and nothing of
+/// it is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_faults() {
+    use anykv_testserver::zookeeper::ZkServer;
+    let server = ZkServer::start_without_ttl();
+    let base = format!("{}/{}", server.url(), root("txfault"));
+    let store = common::open(&format!(
+        "{base}?request_timeout=1s&connect_timeout=1s&session_timeout=30s"
+    ))
+    .await
+    .unwrap();
+    let e = store
+        .txn(
+            Txn::new()
+                .then(TxnOp::put("plain", "p"))
+                .then(TxnOp::put_with(
+                    "t",
+                    "v",
+                    PutOptions::new().with_ttl(Duration::from_secs(5)),
+                )),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.to_string().contains("extendedTypesEnabled"), "{e}");
+    assert_eq!(store.get("plain").await.unwrap(), None);
+    store
+        .txn(Txn::new().then(TxnOp::put("k", "1")))
+        .await
+        .unwrap();
+
+    server.pause();
+    let started = Instant::now();
+    let e = store
+        .txn(
+            Txn::new()
+                .when(Compare::present("k"))
+                .then(TxnOp::put("k", "2")),
+        )
+        .await
+        .unwrap_err();
+    assert!(common::retryable(&e), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    server.resume();
+    let start = Instant::now();
+    loop {
+        match store.txn(Txn::new().then(TxnOp::get("k"))).await {
+            Ok(r) => {
+                assert!(r.get(0).is_some());
+                break;
+            }
+            Err(e) => {
+                assert!(common::retryable(&e), "{e}");
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "no recovery: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
     store.close().await.unwrap();
 }
