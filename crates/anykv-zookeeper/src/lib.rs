@@ -119,6 +119,11 @@
 //! but still above every event before and below every event after. If
 //! the key was created again before that zxid, the delete is skipped as
 //! superseded and the new value delivered.
+//! A delete with its own mark is delivered to every stream that started
+//! before it, even one that never got the key's value (skipped as
+//! overwritten, as when a transaction deletes the key the one before it
+//! wrote): a standing delete is never skipped. The events of one
+//! transaction share its zxid and go out together, in key order.
 //! `Synced` carries the watermark, which is at least such a fresh zxid
 //! taken when the stream was opened, so it is at least the revision of
 //! every write completed before. A stream that could not keep its order,
