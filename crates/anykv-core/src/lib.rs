@@ -115,6 +115,7 @@ mod error;
 pub mod fanout;
 mod handles;
 pub mod key;
+pub mod observe;
 pub mod optimistic;
 pub mod registry;
 mod store;
