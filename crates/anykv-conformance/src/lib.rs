@@ -90,6 +90,8 @@ pub mod cases {
     pub mod revision;
     pub mod rules;
     pub mod ttl;
+    pub mod txn;
+    pub mod txn_load;
     pub mod watch;
     pub mod watch_concurrent;
     pub mod watch_resume;
@@ -104,7 +106,7 @@ pub const EXCLUSIVE_GROUPS: &[&str] = &["fault"];
 
 /// Groups whose cases open many clients or write a lot; they run one at a
 /// time among themselves (see [`Case::heavy`]).
-pub const HEAVY_GROUPS: &[&str] = &["race", "load", "contend", "history"];
+pub const HEAVY_GROUPS: &[&str] = &["race", "load", "contend", "history", "txn_load"];
 
 /// Calls `callback! { args group: [case, ...] }` once per group, in suite
 /// order. Each group's list lives in its module, beside its cases.
@@ -127,6 +129,8 @@ macro_rules! __anykv_for_each_group {
         $crate::__anykv_cases_ttl!(($($cb)*) $args);
         $crate::__anykv_cases_lease!(($($cb)*) $args);
         $crate::__anykv_cases_lock!(($($cb)*) $args);
+        $crate::__anykv_cases_txn!(($($cb)*) $args);
+        $crate::__anykv_cases_txn_load!(($($cb)*) $args);
         $crate::__anykv_cases_close!(($($cb)*) $args);
         $crate::__anykv_cases_capabilities!(($($cb)*) $args);
         $crate::__anykv_cases_rules!(($($cb)*) $args);
