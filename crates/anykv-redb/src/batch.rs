@@ -344,8 +344,8 @@ impl Batch {
             if first.is_none_or(|r| r > revision) {
                 break;
             }
-            if let Some((rev, raw)) = history.pop_first().map_err(db_err)? {
-                let (count, size) = codec::record_size(rev.value(), raw.value());
+            if let Some((_, raw)) = history.pop_first().map_err(db_err)? {
+                let (count, size) = codec::record_size(raw.value());
                 self.counters.history_count = self.counters.history_count.saturating_sub(count);
                 self.counters.history_bytes = self.counters.history_bytes.saturating_sub(size);
             }

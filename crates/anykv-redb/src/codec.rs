@@ -150,46 +150,63 @@ pub(crate) fn decode_changes(revision: u64, raw: &[u8]) -> Result<Vec<Change>> {
     if !is_many(raw) {
         return Ok(vec![decode_change(revision, raw)?]);
     }
-    let bad = |why: &str| corrupt(&format!("the changes at revision {revision}"), why);
+    let parts = split_many(raw)
+        .map_err(|why| corrupt(&format!("the changes at revision {revision}"), why))?;
+    parts
+        .into_iter()
+        .map(|one| decode_change(revision, one))
+        .collect()
+}
+
+/// The changes of a record of several, each as [`encode_change`] laid it
+/// out; why not, for a malformed one.
+fn split_many(raw: &[u8]) -> std::result::Result<Vec<&[u8]>, &'static str> {
     let u32_at = |at: usize| -> Option<usize> {
         let b = raw.get(at..at.checked_add(4)?)?;
         Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
     };
-    let count = u32_at(1).ok_or_else(|| bad("shorter than its header"))?;
+    let count = u32_at(1).ok_or("shorter than its header")?;
     if count < 2 {
-        return Err(bad(&format!("{count} changes in a record of several")));
+        return Err("fewer than two changes in a record of several");
     }
-    let mut changes = Vec::new();
+    let mut parts = Vec::new();
     let mut at = 5;
     for _ in 0..count {
-        let len = u32_at(at).ok_or_else(|| bad("a change's length runs past its end"))?;
+        let len = u32_at(at).ok_or("a change's length runs past its end")?;
         let start = at + 4;
         let one = start
             .checked_add(len)
             .and_then(|end| raw.get(start..end))
-            .ok_or_else(|| bad("a change runs past its end"))?;
+            .ok_or("a change runs past its end")?;
         if is_many(one) {
-            return Err(bad("a record of several inside another"));
+            return Err("a record of several inside another");
         }
-        changes.push(decode_change(revision, one)?);
+        parts.push(one);
         at = start + len;
     }
     if at != raw.len() {
-        return Err(bad("bytes after its last change"));
+        return Err("bytes after its last change");
     }
-    Ok(changes)
+    Ok(parts)
 }
 
 /// How many changes a record of the history holds and what they cost the
-/// history's byte limit ([`Change::size`]); a malformed record counts as
-/// one change of its length.
-pub(crate) fn record_size(revision: u64, raw: &[u8]) -> (u64, u64) {
+/// history's byte limit ([`Change::size`]), without copying values; a
+/// malformed record counts as one change of its length.
+pub(crate) fn record_size(raw: &[u8]) -> (u64, u64) {
     let one = (1, (raw.len() as u64).saturating_sub(5));
     if !is_many(raw) {
         return one;
     }
-    match decode_changes(revision, raw) {
-        Ok(changes) => (changes.len() as u64, changes.iter().map(Change::size).sum()),
+    match split_many(raw) {
+        // Each change is its key and value after a 5-byte header.
+        Ok(parts) => (
+            parts.len() as u64,
+            parts
+                .iter()
+                .map(|p| (p.len() as u64).saturating_sub(5))
+                .sum(),
+        ),
         Err(_) => one,
     }
 }
@@ -333,12 +350,12 @@ mod tests {
         let raw = encode_changes(&changes);
         assert!(is_many(&raw));
         assert_eq!(decode_changes(4, &raw).unwrap(), changes);
-        assert_eq!(record_size(4, &raw), (3, 2 + 3 + 1 + 1));
+        assert_eq!(record_size(&raw), (3, 2 + 3 + 1 + 1));
         // One change is laid out as before transactions.
         let one = encode_changes(&changes[..1]);
         assert_eq!(one, encode_change("a", Some(b"xy")));
         assert_eq!(decode_changes(4, &one).unwrap(), changes[..1]);
-        assert_eq!(record_size(4, &one), (1, 3));
+        assert_eq!(record_size(&one), (1, 3));
 
         let mut short = raw.clone();
         short.pop();
@@ -361,7 +378,7 @@ mod tests {
             let e = decode_changes(7, &bad).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Backend);
             assert!(e.to_string().contains("revision 7"), "{e}");
-            assert_eq!(record_size(7, &bad).0, 1);
+            assert_eq!(record_size(&bad).0, 1);
         }
     }
 

@@ -195,7 +195,7 @@ pub(crate) fn trim_history(
         let Some((rev, raw)) = history.pop_first().map_err(db_err)? else {
             break;
         };
-        let (count, size) = record_size(rev.value(), raw.value());
+        let (count, size) = record_size(raw.value());
         c.history_count = c.history_count.saturating_sub(count);
         c.history_bytes = c.history_bytes.saturating_sub(size);
         c.compacted = c.compacted.max(rev.value());

@@ -10,11 +10,11 @@ use crate::config::MIN_TTL;
 
 /// Runs a checked transaction (`txn` validated: keys canonical, relative
 /// to `root`) in the write transaction of `b`: the compares in order, then
-/// the branch they pick. Keys its puts bind to their leases in `leases`
-/// before anything is written — a lease that is gone fails the whole
-/// transaction with `LeaseLost` — and adds to `bound` each binding that
-/// is new, for the caller to undo if the transaction fails or does not
-/// commit.
+/// the branch they pick. The keys of leased puts are bound to their
+/// leases in `leases` before anything is written — a lease that is gone
+/// fails the whole transaction with `LeaseLost` — and each binding that is
+/// new goes into `bound`, for the caller to undo if the transaction fails
+/// or does not commit.
 pub(crate) fn run(
     b: &mut Batch,
     leases: &LeaseTable,
