@@ -21,9 +21,11 @@ use anykv_core::backend::{
     check_write, compare_outcome, ChangeLog, ExpiryTimer, LeaseTable, LockTable, Owner, PauseGate,
     Root, WatchTarget,
 };
+use anykv_core::txn::first_failed_compare;
 use anykv_core::{
     async_trait, key, Bytes, Capabilities, Error, KvPair, Lease, LeaseId, LockGuard, LockOptions,
-    PutOptions, Result, Store, StoreStats, WatchOptions, WatchStream,
+    PutOptions, Result, Store, StoreStats, Txn, TxnOp, TxnOpResult, TxnResponse, WatchOptions,
+    WatchStream,
 };
 use parking_lot::Mutex;
 
@@ -97,13 +99,20 @@ impl Server {
             self.leases.bind(lease, &full)?;
         }
         d.revision += 1;
+        let revision = d.revision;
+        self.write_at(d, full, value, opts, revision);
+        Ok(revision)
+    }
+
+    /// Writes `full` at `revision`, bound already to its lease if any.
+    fn write_at(&self, d: &mut Data, full: String, value: Bytes, opts: &PutOptions, revision: u64) {
         let ttl = opts.ttl.map(|t| t.max(MIN_TTL));
         let expires = ttl.and_then(|t| Instant::now().checked_add(t));
         if let Some(at) = expires {
             self.expiry.schedule(at, full.clone());
         }
-        self.log.record_put(&full, &value, d.revision);
-        let (revision, lease) = (d.revision, opts.lease);
+        self.log.record_put(&full, &value, revision);
+        let lease = opts.lease;
         let entry = Entry {
             value,
             revision,
@@ -111,7 +120,66 @@ impl Server {
             expires,
         };
         d.map.insert(full, entry);
-        Ok(revision)
+    }
+
+    /// Runs a checked transaction (keys relative to `root`) under the data
+    /// lock: every write at one new revision.
+    fn txn(&self, d: &mut Data, root: &Root, txn: Txn) -> Result<TxnResponse> {
+        let failed = first_failed_compare(&txn.compares, |k| {
+            let e = d.map.get(root.under(k).as_ref())?;
+            Some((e.value.as_ref(), e.revision))
+        });
+        let branch = if failed.is_none() {
+            txn.success
+        } else {
+            txn.failure
+        };
+        // Leases first: a lease that is gone fails the whole transaction.
+        for op in &branch {
+            if let TxnOp::Put { key, options, .. } = op {
+                if let Some(lease) = options.lease {
+                    self.leases.bind(lease, &root.under(key))?;
+                }
+            }
+        }
+        let writes = branch.iter().any(|op| match op {
+            TxnOp::Put { .. } => true,
+            TxnOp::Delete { key } => d.map.contains_key(root.under(key).as_ref()),
+            TxnOp::Get { .. } => false,
+        });
+        let revision = writes.then(|| {
+            d.revision += 1;
+            d.revision
+        });
+        let mut results = Vec::new();
+        for op in branch {
+            let full = root.under(op.key()).into_owned();
+            results.push(match op {
+                TxnOp::Get { .. } => TxnOpResult::Get(
+                    d.map
+                        .get(&full)
+                        .map(|e| root.pair(&full, e.value.clone(), e.revision)),
+                ),
+                TxnOp::Put { value, options, .. } => {
+                    let at = revision.unwrap_or(d.revision);
+                    self.write_at(d, full, value, &options, at);
+                    TxnOpResult::Put { revision: at }
+                }
+                TxnOp::Delete { .. } => {
+                    let existed = d.map.remove(&full).is_some();
+                    if let (true, Some(at)) = (existed, revision) {
+                        self.log.record_delete(&full, at);
+                    }
+                    TxnOpResult::Delete { existed }
+                }
+            });
+        }
+        Ok(TxnResponse::new(
+            failed.is_none(),
+            failed,
+            results,
+            revision,
+        ))
     }
 
     /// Deletes `full` at a new revision, if present.
@@ -277,6 +345,13 @@ impl Store for Client {
         Ok(())
     }
 
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        self.ready().await?;
+        let txn = txn.validate(&self.caps)?;
+        self.server
+            .txn(&mut self.server.data.lock(), &self.root, txn)
+    }
+
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
         self.ready().await?;
         let target = WatchTarget::Key(self.root.key(key)?.into_owned());
@@ -326,7 +401,11 @@ impl StoreFactory for SmallFactory {
             server: SERVER.clone(),
             root: Root::new(root)?,
             owner: Owner::new(NAME),
-            caps: Capabilities::new(NAME),
+            caps: {
+                let mut caps = Capabilities::new(NAME);
+                caps.transactions = true;
+                caps
+            },
         }))
     }
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 use anykv_conformance::{all_cases, run_cases, Outcome, Report, StoreFactory};
 use anykv_core::{
     async_trait, key, lost_signal, Bytes, Capabilities, Error, KvPair, Lease, LeaseId, LockGuard,
-    LockOptions, LostTrigger, PutOptions, Release, Result, Store, StoreStats, WatchEvent,
-    WatchOptions, WatchStream,
+    LockOptions, LostTrigger, PutOptions, Release, Result, Store, StoreStats, Txn, TxnOp,
+    TxnOpResult, TxnResponse, WatchEvent, WatchOptions, WatchStream,
 };
 use anykv_memory::{MemoryConfig, MemoryStore};
 use futures::StreamExt;
@@ -62,6 +62,19 @@ enum Breakage {
     /// Calls on a frozen server fail with a generic `Backend` error, not
     /// `Timeout`.
     OutageAsBackendError,
+    /// Transactions run their success branch whatever the compares say.
+    TxnIgnoresCompares,
+    /// Transactions check their compares by reading, then apply their
+    /// operations one plain call at a time: each write at its own revision,
+    /// others' writes in between, a failure halfway leaving the first half.
+    TxnOneOpAtATime,
+    /// Transactions say they allow 4 operations but send any number.
+    TxnLimitUnenforced,
+    /// Puts in a transaction lose their TTL or lease.
+    TxnDropsPutOptions,
+    /// Watches drop an event whose revision equals the one before it, as a
+    /// change feed that deduplicates by revision would.
+    WatchDedupesByRevision,
     /// A backend that does nothing and says yes to everything.
     NothingAtAll,
 }
@@ -370,6 +383,32 @@ impl Store for Broken {
         }
     }
 
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        match self.breakage {
+            Breakage::NothingAtAll => Ok(TxnResponse::new(true, None, Vec::new(), Some(1))),
+            Breakage::TxnIgnoresCompares => {
+                let mut t = txn;
+                t.compares.clear();
+                self.inner.txn(t).await
+            }
+            Breakage::TxnOneOpAtATime => self.txn_one_op_at_a_time(txn).await,
+            Breakage::TxnLimitUnenforced => {
+                // Past the store's own check, with the real limit.
+                self.inner.txn(txn).await
+            }
+            Breakage::TxnDropsPutOptions => {
+                let mut t = txn;
+                for op in t.success.iter_mut().chain(t.failure.iter_mut()) {
+                    if let TxnOp::Put { options, .. } = op {
+                        *options = PutOptions::new();
+                    }
+                }
+                self.inner.txn(t).await
+            }
+            _ => self.inner.txn(txn).await,
+        }
+    }
+
     async fn watch(&self, k: &str, options: WatchOptions) -> Result<WatchStream> {
         if self.is(Breakage::NothingAtAll) {
             return Ok(nothing_stream());
@@ -443,6 +482,50 @@ impl Store for Broken {
 }
 
 impl Broken {
+    /// A transaction done the way it must not be: read, decide, then one
+    /// plain write at a time.
+    async fn txn_one_op_at_a_time(&self, txn: Txn) -> Result<TxnResponse> {
+        let mut failed = None;
+        for (i, c) in txn.compares.iter().enumerate() {
+            let current = self.inner.get(c.key()).await?;
+            if !c.holds(current.as_ref().map(|p| (p.value.as_ref(), p.revision))) {
+                failed = Some(i);
+                break;
+            }
+        }
+        let branch = if failed.is_none() {
+            txn.success
+        } else {
+            txn.failure
+        };
+        let mut results = Vec::new();
+        let mut revision = None;
+        for op in branch {
+            tokio::task::yield_now().await;
+            results.push(match op {
+                TxnOp::Get { key } => TxnOpResult::Get(self.inner.get(&key).await?),
+                TxnOp::Put {
+                    key,
+                    value,
+                    options,
+                } => {
+                    let r = self.inner.put(&key, value, options).await?;
+                    revision = Some(r);
+                    TxnOpResult::Put { revision: r }
+                }
+                TxnOp::Delete { key } => TxnOpResult::Delete {
+                    existed: self.inner.delete(&key).await?,
+                },
+            });
+        }
+        Ok(TxnResponse::new(
+            failed.is_none(),
+            failed,
+            results,
+            revision,
+        ))
+    }
+
     /// With `OutageAsBackendError`, a `Timeout` becomes a generic error.
     fn outage(&self, e: Error) -> Error {
         if self.is(Breakage::OutageAsBackendError) && e.kind() == anykv_core::ErrorKind::Timeout {
@@ -519,6 +602,21 @@ impl Broken {
                 })
                 .boxed()
             }
+            Breakage::WatchDedupesByRevision => {
+                let mut last = 0;
+                s.filter(move |item| {
+                    let keep = match item {
+                        Ok(e @ (WatchEvent::Put(_) | WatchEvent::Delete { .. })) => {
+                            let fresh = e.revision() != last;
+                            last = e.revision();
+                            fresh
+                        }
+                        _ => true,
+                    };
+                    async move { keep }
+                })
+                .boxed()
+            }
             Breakage::WatchDuplicates => s
                 .flat_map(|item| {
                     let twice = match &item {
@@ -553,6 +651,9 @@ impl StoreFactory for BrokenFactory {
         let inner = MemoryStore::open(MemoryConfig::named(self.name()).with_root(root))?;
         let mut caps = inner.capabilities().clone();
         caps.backend = "broken";
+        if self.0 == Breakage::TxnLimitUnenforced {
+            caps.max_txn_ops = 4;
+        }
         Ok(Arc::new(Broken {
             inner,
             breakage: self.0,
@@ -798,6 +899,66 @@ async fn revisions_reused_after_recreate_fail() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_invalid_keys_fail() {
     must_fail(Breakage::InvalidKeysAccepted, &["keys_invalid_rejected"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn txn_ignoring_compares_fails() {
+    must_fail(
+        Breakage::TxnIgnoresCompares,
+        &[
+            "txn_all_or_nothing",
+            "txn_compare_kinds",
+            "txn_response_reports_failed_compare",
+            "txn_bank_transfer_invariant",
+            "txn_optimistic_under_contention",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn txn_one_op_at_a_time_fails() {
+    must_fail(
+        Breakage::TxnOneOpAtATime,
+        &[
+            "txn_all_or_nothing",
+            "txn_one_revision_for_all_writes",
+            "txn_lease_lost_writes_nothing",
+            "txn_limits_refused_before_sending",
+            "txn_watcher_sees_whole_transactions",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn txn_limit_unenforced_fails() {
+    must_fail(
+        Breakage::TxnLimitUnenforced,
+        &["txn_limits_refused_before_sending"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn txn_dropping_put_options_fails() {
+    must_fail(
+        Breakage::TxnDropsPutOptions,
+        &["txn_put_with_ttl_and_lease"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_deduplicating_by_revision_fails() {
+    must_fail(
+        Breakage::WatchDedupesByRevision,
+        &[
+            "txn_one_revision_for_all_writes",
+            "txn_watcher_sees_whole_transactions",
+        ],
+    )
+    .await;
 }
 
 /// A backend that does nothing must fail every single case: no case of

@@ -133,6 +133,7 @@ pub async fn txn_bank_transfer_invariant(ctx: &Ctx) -> CaseResult {
                     return Err(Failure::failed("an account vanished"));
                 };
                 let (va, vb) = (amount(&a.value)?, amount(&b.value)?);
+                tokio::task::yield_now().await;
                 if va < n {
                     continue;
                 }
@@ -204,6 +205,9 @@ pub async fn txn_optimistic_under_contention(ctx: &Ctx) -> CaseResult {
                         };
                         let va = parse(tx.get(&account(from)).await?)?;
                         let vb = parse(tx.get(&account(to)).await?)?;
+                        // Work between reading and writing, as real
+                        // closures do: other clients get in here.
+                        tokio::task::yield_now().await;
                         if va < n {
                             return Ok(false);
                         }
