@@ -20,6 +20,10 @@
 //! settings one at a time and the application reports each reload. Every
 //! key it writes is under `config_watch/`, which it empties first and last.
 
+#[macro_use]
+#[path = "support/say.rs"]
+mod say;
+
 use std::fmt;
 use std::io::Write;
 use std::process::ExitCode;
@@ -55,7 +59,7 @@ async fn main() -> ExitCode {
         anykv::redact_url(&url),
         store.capabilities().backend
     );
-    let result = demo(store.as_ref(), &mut std::io::stdout()).await;
+    let result = demo(store.as_ref(), &mut say::Stdout).await;
     let _ = store.close().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -34,6 +34,10 @@
 //! every handle of the process shares (a plain `memory://` would give each
 //! worker a private store, so the demo uses the named one instead).
 
+#[macro_use]
+#[path = "support/say.rs"]
+mod say;
+
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -79,7 +83,7 @@ async fn main() -> ExitCode {
         anykv::redact_url(&url),
         store.capabilities().backend
     );
-    let result = demo(&url, &store, &mut std::io::stdout()).await;
+    let result = demo(&url, &store, &mut say::Stdout).await;
     let _ = store.close().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,

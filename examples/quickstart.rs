@@ -10,6 +10,10 @@
 //! lease vanishing, and a lock, saying what happens at each step. Every key
 //! it writes is under `quickstart/`, which it empties first and last.
 
+#[macro_use]
+#[path = "support/say.rs"]
+mod say;
+
 use std::process::ExitCode;
 use std::time::Duration;
 

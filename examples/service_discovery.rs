@@ -41,6 +41,10 @@
 //! A record is the registry's JSON under `services/{service}/{id}` (see
 //! `anykv::recipes::Instance`); the demo prints it as `key=value` pairs.
 
+#[macro_use]
+#[path = "support/say.rs"]
+mod say;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write;
@@ -118,7 +122,7 @@ async fn main() -> ExitCode {
         anykv::redact_url(&url),
         store.capabilities().backend
     );
-    let mut out = std::io::stdout();
+    let mut out = say::Stdout;
     let result = match mode {
         Mode::Demo => demo(&url, &store, &mut out).await,
         Mode::Provider(name, port) => provider_until_enter(store.clone(), name, port).await,

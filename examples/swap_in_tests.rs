@@ -27,6 +27,10 @@
 //! worker read, so of two workers racing for one job exactly one wins. The
 //! demo empties `swap_in_tests/` first and last.
 
+#[macro_use]
+#[path = "support/say.rs"]
+mod say;
+
 use std::fmt;
 use std::io::Write;
 use std::process::ExitCode;
@@ -55,7 +59,7 @@ async fn main() -> ExitCode {
         anykv::redact_url(&url),
         store.capabilities().backend
     );
-    let result = demo(store.clone(), &mut std::io::stdout()).await;
+    let result = demo(store.clone(), &mut say::Stdout).await;
     let _ = store.close().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,

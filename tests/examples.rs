@@ -7,6 +7,9 @@
 //! The examples are compiled into this test as modules, so each test calls
 //! the example's demo function with a buffer in place of stdout.
 
+// Each example brings its own copy of the printing helper.
+#![allow(clippy::duplicate_mod)]
+
 use anykv_testserver::unique_name;
 
 #[allow(dead_code)]

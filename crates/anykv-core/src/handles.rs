@@ -108,6 +108,7 @@ impl Drop for Held {
 /// Keys written with [`crate::PutOptions::with_lease`] vanish when the lease
 /// is revoked, when this handle is dropped, when its store is closed, and,
 /// if the keep-alive stops, within the TTL plus slack.
+#[must_use = "dropping a Lease revokes it at once: keep it while its keys must live"]
 pub struct Lease {
     id: LeaseId,
     ttl: Duration,
@@ -168,6 +169,7 @@ impl Lease {
 
 /// Proof of holding a lock. Release it with [`LockGuard::release`]; dropping
 /// it releases it in the background.
+#[must_use = "dropping a LockGuard releases the lock at once: keep it while you need the lock"]
 pub struct LockGuard {
     key: String,
     fencing_token: u64,

@@ -115,6 +115,7 @@ mod error;
 pub mod fanout;
 mod handles;
 pub mod key;
+pub mod observe;
 pub mod optimistic;
 pub mod registry;
 mod store;
@@ -130,9 +131,9 @@ pub use registry::{
 pub use store::Store;
 pub use txn::{Compare, Txn, TxnOp, TxnOpResult, TxnResponse, DEFAULT_MAX_TXN_OPS};
 pub use types::{
-    check_ttl, Capabilities, KvPair, LeaseId, ListOptions, LockOptions, PutOptions, StoreStats,
-    WatchEvent, WatchOptions, WatchStream, DEFAULT_LOCK_TTL, DEFAULT_WATCH_BUFFER, MAX_TTL,
-    MAX_WATCH_BUFFER,
+    check_ttl, Capabilities, KvPair, LeaseId, ListOptions, LockOptions, PutOptions, ServerStatus,
+    StoreStats, StoreStatus, WatchEvent, WatchOptions, WatchStream, DEFAULT_LOCK_TTL,
+    DEFAULT_WATCH_BUFFER, MAX_TTL, MAX_WATCH_BUFFER,
 };
 
 /// Re-exported so backends and users name the same versions.

@@ -61,11 +61,14 @@ pub fn schemes() -> Vec<String> {
 ///
 /// A URL that does not parse, or names no registered scheme, fails with
 /// [`Error::Config`]; the message never contains the URL's password.
+///
+/// The store comes wrapped by [`crate::observe::observe`]: a `tracing`
+/// span and metrics on every call.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     let parsed = parse_url(url)?;
     let factory = REGISTRY.read().get(parsed.scheme()).cloned();
     match factory {
-        Some(factory) => factory(parsed).await,
+        Some(factory) => factory(parsed).await.map(crate::observe::observe),
         None => {
             let known = schemes();
             Err(Error::Config(format!(
@@ -273,37 +276,47 @@ pub fn url_credentials(url: &Url) -> Result<Option<(String, String)>> {
     Ok(Some((user, password)))
 }
 
-/// Parses a duration parameter: `250ms`, `5s`, `2m`, `1h`, `7d`, or a plain
-/// number of seconds (fractions allowed: `0.5`, `1.5h`). Zero and negative values are
-/// refused with [`Error::Config`] naming the parameter.
+/// Parses a duration the same way everywhere — URL parameters, the CLI's
+/// flags, configs — with the `humantime` crate: a number and a unit, several
+/// in a row if you like: `250ms`, `5s`, `1m30s`, `2h 30m`, `500us`, `1d`.
+/// Units: `ns`, `us`, `ms`, `s`, `m`, `h`, `d`, `w` (and their long names,
+/// `sec`, `min`, `hours`, …). A bare number is refused rather than guessed
+/// at (`10` could mean seconds or milliseconds), and so are zero, negative
+/// values and anything over ten years (a fraction with a unit, `1.5h`, is
+/// fine): all with
+/// [`Error::Config`] naming the parameter.
+///
+/// ```
+/// use std::time::Duration;
+/// use anykv_core::parse_duration_param;
+/// assert_eq!(parse_duration_param("ttl", "1m30s").unwrap(), Duration::from_secs(90));
+/// assert_eq!(parse_duration_param("ttl", "500us").unwrap(), Duration::from_micros(500));
+/// assert!(parse_duration_param("ttl", "10").unwrap_err().to_string().contains("10s"));
+/// ```
 pub fn parse_duration_param(name: &str, value: &str) -> Result<std::time::Duration> {
     let v = value.trim();
-    let (number, unit) = if let Some(n) = v.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = v.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = v.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = v.strip_suffix('h') {
-        (n, 3600.0)
-    } else if let Some(n) = v.strip_suffix('d') {
-        (n, 86400.0)
-    } else {
-        (v, 1.0)
-    };
-    let seconds = number
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|n| n.is_finite() && *n > 0.0)
-        .map(|n| n * unit)
-        .filter(|s| *s <= 10.0 * 365.0 * 24.0 * 3600.0)
-        .ok_or_else(|| {
-            Error::Config(format!(
-                "parameter {name}: {value:?} is not a positive duration such as 250ms, 5s, 2m or 1h"
-            ))
-        })?;
-    Ok(std::time::Duration::from_secs_f64(seconds))
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::Config(format!(
+            "parameter {name}: {value:?} has no unit; write {v}s, {v}ms or another unit \
+             (ns, us, ms, s, m, h, d)"
+        )));
+    }
+    let parsed = humantime::parse_duration(v).map_err(|e| {
+        Error::Config(format!(
+            "parameter {name}: {value:?} is not a duration such as 250ms, 5s, 1m30s or 2h ({e})"
+        ))
+    })?;
+    if parsed.is_zero() {
+        return Err(Error::Config(format!(
+            "parameter {name}: the duration must be greater than zero"
+        )));
+    }
+    if parsed > crate::MAX_TTL {
+        return Err(Error::Config(format!(
+            "parameter {name}: {value:?} is longer than ten years"
+        )));
+    }
+    Ok(parsed)
 }
 
 #[cfg(test)]
@@ -407,8 +420,16 @@ mod tests {
             Duration::from_secs(120)
         );
         assert_eq!(
-            parse_duration_param("t", "0.5").unwrap(),
-            Duration::from_millis(500)
+            parse_duration_param("t", "1m30s").unwrap(),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            parse_duration_param("t", "1h 30m").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            parse_duration_param("t", "500us").unwrap(),
+            Duration::from_micros(500)
         );
         assert_eq!(
             parse_duration_param("t", "1.5h").unwrap(),
@@ -419,7 +440,7 @@ mod tests {
             Duration::from_secs(7 * 86400)
         );
         for bad in [
-            "", "0", "-1s", "x", "1w", "h", "NaN", "inf", "1e300", "4000d",
+            "", "0", "10", "0s", "0.5", "-1s", "x", "h", "NaN", "inf", "1e300", "4000d",
         ] {
             assert_eq!(
                 parse_duration_param("t", bad).unwrap_err().kind(),

@@ -227,8 +227,8 @@ pub struct LockOptions {
     /// The TTL of the lease that holds the lock: if the holder dies, a waiter
     /// gets the lock within this time plus slack.
     pub ttl: Duration,
-    /// How long [`crate::Store::lock`] waits before failing with
-    /// [`crate::Error::Timeout`]; `None` waits for ever.
+    /// How long [`crate::Store::lock`] waits for another holder before
+    /// failing with [`crate::Error::LockTimeout`]; `None` waits for ever.
     pub timeout: Option<Duration>,
 }
 
@@ -416,5 +416,88 @@ impl ListOptions {
                 p
             })
             .collect())
+    }
+}
+
+/// What [`crate::Store::status`] reports: the backend, the servers behind
+/// it and what they say about themselves — what `etcdctl endpoint status`
+/// or `redis-cli INFO` give, the same shape for every backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreStatus {
+    /// The backend's name.
+    pub backend: &'static str,
+    /// The store's current revision, where the backend can read it
+    /// without writing.
+    pub revision: Option<u64>,
+    /// One entry per server the store talks to (none for an in-process
+    /// store).
+    pub servers: Vec<ServerStatus>,
+    /// What the store holds open.
+    pub stats: StoreStats,
+    /// Anything else worth showing, as name and value (a file's path, a
+    /// Redis mode, a ZooKeeper session id).
+    pub details: Vec<(String, String)>,
+}
+
+impl StoreStatus {
+    /// A status with no servers and no details.
+    pub fn new(backend: &'static str, revision: Option<u64>, stats: StoreStats) -> Self {
+        StoreStatus {
+            backend,
+            revision,
+            servers: Vec::new(),
+            stats,
+            details: Vec::new(),
+        }
+    }
+
+    /// Adds a server.
+    pub fn with_server(mut self, server: ServerStatus) -> Self {
+        self.servers.push(server);
+        self
+    }
+
+    /// Adds a detail.
+    pub fn with_detail(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.details.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// One server behind a store, as [`StoreStatus`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStatus {
+    /// The address the store uses (`host:port`), never with credentials.
+    pub address: String,
+    /// The server's software version, when it says.
+    pub version: Option<String>,
+    /// Its role: `leader`, `follower`, `primary`, `replica`, `standalone`…
+    pub role: Option<String>,
+    /// `None` when it answered; otherwise why not (the store may still
+    /// work through other servers).
+    pub error: Option<String>,
+}
+
+impl ServerStatus {
+    /// A server that answered.
+    pub fn new(address: impl Into<String>, version: Option<String>, role: Option<String>) -> Self {
+        ServerStatus {
+            address: address.into(),
+            version,
+            role,
+            error: None,
+        }
+    }
+
+    /// A server that did not answer, and why.
+    pub fn unreachable(address: impl Into<String>, error: impl Into<String>) -> Self {
+        ServerStatus {
+            address: address.into(),
+            version: None,
+            role: None,
+            error: Some(error.into()),
+        }
     }
 }

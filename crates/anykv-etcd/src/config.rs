@@ -16,6 +16,9 @@ pub(crate) const BACKEND: &str = "etcd";
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The default time one request may take.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default [`EtcdConfig::max_txn_ops`]: half of etcd's default
+/// `--max-txn-ops` of 128.
+pub const DEFAULT_MAX_TXN_OPS: usize = 64;
 
 /// TLS settings: the CA that signs the server's certificate and, for mutual
 /// TLS, the client's certificate and key (PEM files).
@@ -67,6 +70,11 @@ pub struct EtcdConfig {
     pub password: Option<String>,
     /// TLS settings; `None` for a plain connection.
     pub tls: Option<TlsConfig>,
+    /// The most compares, and operations per branch, of one transaction
+    /// (`Capabilities::max_txn_ops`), at least 1. The server's
+    /// `--max-txn-ops` must be at least twice this: the failure branch
+    /// also reads each compared key. Default [`DEFAULT_MAX_TXN_OPS`].
+    pub max_txn_ops: usize,
 }
 
 impl fmt::Debug for EtcdConfig {
@@ -79,6 +87,7 @@ impl fmt::Debug for EtcdConfig {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("tls", &self.tls)
+            .field("max_txn_ops", &self.max_txn_ops)
             .finish()
     }
 }
@@ -99,6 +108,7 @@ impl EtcdConfig {
             user: None,
             password: None,
             tls: None,
+            max_txn_ops: DEFAULT_MAX_TXN_OPS,
         }
     }
 
@@ -134,6 +144,14 @@ impl EtcdConfig {
         self
     }
 
+    /// Sets the most compares, and operations per branch, of one
+    /// transaction, for a server whose `--max-txn-ops` is at least twice
+    /// `n` (see [`EtcdConfig::max_txn_ops`]).
+    pub fn with_max_txn_ops(mut self, n: usize) -> Self {
+        self.max_txn_ops = n;
+        self
+    }
+
     /// The parameters a URL may carry.
     pub const URL_PARAMS: &'static [&'static str] = &[
         "endpoints",
@@ -144,6 +162,7 @@ impl EtcdConfig {
         "cert_file",
         "key_file",
         "domain",
+        "max_txn_ops",
     ];
 
     /// Reads a parsed URL: `etcd://[user:password@]host:port/root?params`
@@ -208,6 +227,7 @@ impl EtcdConfig {
                     tls.get_or_insert_with(TlsConfig::default).key_file = Some(value.into())
                 }
                 "domain" => tls.get_or_insert_with(TlsConfig::default).domain = Some(value),
+                "max_txn_ops" => config.max_txn_ops = parse_param(&name, &value)?,
                 _ => {}
             }
         }
@@ -223,7 +243,8 @@ impl EtcdConfig {
     }
 
     /// Checks the configuration: at least one `host:port` endpoint,
-    /// non-zero timeouts, a client certificate with its key, a valid root.
+    /// non-zero timeouts, a client certificate with its key, a valid root,
+    /// a transaction limit of at least 1.
     pub(crate) fn validate(&self) -> Result<()> {
         if self.endpoints.is_empty() {
             return Err(Error::Config("no etcd endpoint is configured".into()));
@@ -245,6 +266,13 @@ impl EtcdConfig {
                     "a client certificate needs both cert_file and key_file".into(),
                 ));
             }
+        }
+        if self.max_txn_ops == 0 {
+            return Err(Error::Config(
+                "max_txn_ops must be at least 1 (etcd's own default --max-txn-ops of 128 \
+                 allows 64)"
+                    .into(),
+            ));
         }
         key::normalize_root(&self.root)?;
         Ok(())
@@ -279,7 +307,7 @@ mod tests {
 
     #[test]
     fn urls() {
-        let u = Url::parse("etcd://bob:s%40cret@h1:2380/app/x?endpoints=h2:1,h3:2&request_timeout=250ms&connect_timeout=2").unwrap();
+        let u = Url::parse("etcd://bob:s%40cret@h1:2380/app/x?endpoints=h2:1,h3:2&request_timeout=250ms&connect_timeout=2s").unwrap();
         let c = EtcdConfig::from_url(&u).unwrap();
         assert_eq!(c.endpoints, vec!["h1:2380", "h2:1", "h3:2"]);
         assert_eq!(c.root, "app/x");
@@ -287,8 +315,11 @@ mod tests {
         assert_eq!(c.request_timeout, Duration::from_millis(250));
         assert_eq!(c.connect_timeout, Duration::from_secs(2));
         assert!(c.tls.is_none());
+        assert_eq!(c.max_txn_ops, DEFAULT_MAX_TXN_OPS);
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("s@cret") && dbg.contains("***"), "{dbg}");
+        let c = EtcdConfig::from_url(&Url::parse("etcd://h/r?max_txn_ops=500").unwrap()).unwrap();
+        assert_eq!(c.max_txn_ops, 500);
         // The contract's cluster form, through anykv_core::parse_url.
         let u = anykv_core::parse_url("etcd://a:7,b:8,c,[::1]:9,[::2]/r").unwrap();
         let c = EtcdConfig::from_url(&u).unwrap();
@@ -306,6 +337,9 @@ mod tests {
             "etcd://h/a//b",
             "etcd://h/r?request_timeout=x",
             "etcd://h/r?cert_file=/c",
+            "etcd://h/r?max_txn_ops=0",
+            "etcd://h/r?max_txn_ops=-1",
+            "etcd://h/r?max_txn_ops=lots",
         ] {
             let e = EtcdConfig::from_url(&Url::parse(bad).unwrap()).unwrap_err();
             assert_eq!(e.kind(), anykv_core::ErrorKind::Config, "{bad}");

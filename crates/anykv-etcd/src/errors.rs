@@ -59,6 +59,13 @@ pub(crate) fn map_error(e: etcd_client::Error, op: &str) -> Error {
                     message: msg,
                 };
             }
+            // Refusals of a request as a whole, before anything was
+            // applied: a transaction over the server's limits.
+            if lower.contains("request is too large")
+                || lower.contains("too many operations in txn request")
+            {
+                return Error::InvalidArgument(format!("{op}: {msg}"));
+            }
             if lower.contains("lease not found") {
                 return Error::LeaseLost {
                     backend: BACKEND,
@@ -210,5 +217,20 @@ mod tests {
             map_error(status(tonic::Code::DeadlineExceeded, "x"), "put"),
             Error::Timeout { .. }
         ));
+    }
+
+    #[test]
+    fn requests_over_the_server_limits_are_invalid_arguments() {
+        for msg in [
+            "etcdserver: request is too large",
+            "etcdserver: too many operations in txn request",
+        ] {
+            let e = status(tonic::Code::InvalidArgument, msg);
+            assert!(!not_applied(&e), "{msg}");
+            assert!(
+                matches!(map_error(e, "txn"), Error::InvalidArgument(m) if m.contains(msg)),
+                "{msg}"
+            );
+        }
     }
 }

@@ -16,6 +16,7 @@
 //! | `ca_file=/path/ca.pem` | the CA that signs the server's certificate |
 //! | `cert_file=…&key_file=…` | a client certificate and its key, for mutual TLS |
 //! | `domain=name` | the name the server's certificate is checked against |
+//! | `max_txn_ops=64` | the most compares, and operations per branch, of one transaction: at most half the server's `--max-txn-ops` (see [Transactions](#transactions)) |
 //!
 //! [`EtcdStore::open_url`] and `anykv::open` (both through
 //! `anykv_core::parse_url`) turn the servers after the first into the
@@ -101,18 +102,53 @@
 //!
 //! # Capabilities
 //!
-//! Every capability is on. `min_ttl` is [`MIN_TTL`] (2 s), etcd's smallest
+//! Every capability is on, transactions included (`max_txn_ops` is
+//! [`EtcdConfig::max_txn_ops`], see below). `min_ttl` is [`MIN_TTL`] (2 s), etcd's smallest
 //! lease (TTLs are rounded up to whole seconds). `max_value_size` is
 //! [`MAX_VALUE_SIZE`], below etcd's default request limit of 1.5 MiB with
 //! room for the key. Revisions are etcd's mod revisions, so
 //! `watch_every_revision` and `watch_resume` hold.
+//!
+//! # Transactions
+//!
+//! `Store::txn` is native: one etcd `Txn`, so
+//! every write of a transaction has the one etcd revision and a watcher
+//! receives its events together, in one watch response. Compares map to
+//! etcd compares (`Revision` on the mod revision, `Absent`/`Present` on the
+//! create revision, `Value` on the value). etcd does not say which compare
+//! failed, so the failure branch also reads each compared key, atomically
+//! with its own operations; the first compare that does not hold on those
+//! reads is `failed_compare` (the reads are not among the results). A TTL
+//! put gets its own lease, granted before the transaction for both
+//! branches; the leases of the branch that did not run are revoked. A put
+//! on a lease that is gone makes etcd refuse the whole transaction:
+//! `LeaseLost`, nothing written. A transaction with no put or delete is
+//! sent as a read (hedged, retried).
+//!
+//! Limits and costs:
+//!
+//! - At most [`DEFAULT_MAX_TXN_OPS`] (64) compares, and as many operations
+//!   per branch: half of etcd's default `--max-txn-ops` of 128, which etcd
+//!   counts per branch and which the failure branch's reads of the
+//!   compared keys share. For a server run with another `--max-txn-ops`,
+//!   set the `max_txn_ops` URL parameter ([`EtcdConfig::max_txn_ops`]) to
+//!   half of it; a server whose limit is below twice that refuses large
+//!   transactions with `InvalidArgument`.
+//! - All keys and values of one transaction travel in one request of at
+//!   most etcd's default `--max-request-bytes` (1.5 MiB): two values near
+//!   [`MAX_VALUE_SIZE`] do not fit one transaction (`InvalidArgument`,
+//!   before anything is sent).
+//! - Each TTL put costs a lease grant before the transaction; with many
+//!   compares and many TTL puts in the failure branch, their TTL markers
+//!   are written in one more request just before it.
 //!
 //! # Design
 //!
 //! Each module's documentation says how its part works: `members` (a
 //! connection and a health probe per endpoint, and the choice of member),
 //! `client` (deadlines, retries and hedged reads), `store` (writes
-//! as single puts or transactions, `delete_tree` key by key), `watch` (one
+//! as single puts or transactions, `delete_tree` key by key), `txn`
+//! (multi-key transactions as one etcd `Txn`), `watch` (one
 //! multiplexed etcd watch stream per store, shared feeds, resuming after a
 //! reconnect), `lease` (keep-alives, `lost()` before the server can expire
 //! a lease, TTL keys) and `lock` (etcd's mutex recipe, fencing tokens).
@@ -151,6 +187,7 @@ mod members;
 mod state;
 mod store;
 mod tls;
+mod txn;
 mod watch;
 
 use std::sync::Arc;
@@ -158,7 +195,9 @@ use std::sync::Arc;
 use anykv_core::{Store, Url};
 
 pub use client::HEDGE_AFTER;
-pub use config::{EtcdConfig, TlsConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
+pub use config::{
+    EtcdConfig, TlsConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_TXN_OPS, DEFAULT_REQUEST_TIMEOUT,
+};
 pub use lease::MIN_TTL;
 pub use members::{MemberStatus, PROBE_INTERVAL, PROBE_TIMEOUT};
 pub use store::{compact, EtcdStore, MAX_VALUE_SIZE};

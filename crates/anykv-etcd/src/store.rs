@@ -7,7 +7,7 @@
 //! (`KeyExists`, `KeyModified`, `KeyNotFound`) is exact. A write is sent
 //! again only when the server certainly did not apply it (see `client`);
 //! reads are hedged across members. `delete_tree` deletes key by key so each deleted key gets its
-//! own revision.
+//! own revision. `txn` is one etcd transaction (see `txn`).
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -21,7 +21,8 @@ use anykv_core::backend::{
 };
 use anykv_core::{
     async_trait, key, Bytes, Capabilities, Error, KvPair, Lease, LeaseId, ListOptions, LockGuard,
-    LockOptions, PutOptions, Result, Store, StoreStats, WatchOptions, WatchStream,
+    LockOptions, PutOptions, Result, Store, StoreStats, Txn as AnyTxn,
+    TxnResponse as AnyTxnResponse, WatchOptions, WatchStream,
 };
 use etcd_client::{
     CompactionOptions, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions as EtcdPutOptions,
@@ -70,6 +71,8 @@ impl EtcdStore {
         let mut capabilities = Capabilities::new(BACKEND);
         capabilities.min_ttl = MIN_TTL;
         capabilities.max_value_size = MAX_VALUE_SIZE;
+        capabilities.transactions = true;
+        capabilities.max_txn_ops = config.max_txn_ops;
         Ok(EtcdStore {
             state: Arc::new(StoreState {
                 client,
@@ -166,10 +169,14 @@ impl EtcdStore {
     /// The lease of a write and the bookkeeping ops that go with it.
     async fn write_lease(&self, options: &PutOptions) -> Result<(i64, Vec<TxnOp>)> {
         if let Some(lease) = options.lease {
-            let id = i64::try_from(lease.0).map_err(|_| Error::LeaseLost {
-                backend: BACKEND,
-                lease: lease.0,
-            })?;
+            // An id etcd cannot have granted (0 would mean no lease at all).
+            let id = crate::txn::etcd_lease(lease.0);
+            if id < 0 {
+                return Err(Error::LeaseLost {
+                    backend: BACKEND,
+                    lease: lease.0,
+                });
+            }
             return Ok((id, Vec::new()));
         }
         if let Some(ttl) = options.ttl {
@@ -290,7 +297,7 @@ impl EtcdStore {
 /// absent key compares as mod revision 0, so for a revision above 0 the
 /// one comparison also proves the key exists (etcd reads the key once per
 /// comparison); revision 0 also needs the key to exist.
-fn compare_at_revision(key: &str, rev: u64) -> Vec<Compare> {
+pub(crate) fn compare_at_revision(key: &str, rev: u64) -> Vec<Compare> {
     match i64::try_from(rev) {
         Ok(r) if r > 0 => vec![Compare::mod_revision(key, CompareOp::Equal, r)],
         _ => vec![
@@ -518,6 +525,10 @@ impl Store for EtcdStore {
             }
         }
         Ok(())
+    }
+
+    async fn txn(&self, txn: AnyTxn) -> Result<AnyTxnResponse> {
+        crate::txn::run(&self.state, txn).await
     }
 
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {

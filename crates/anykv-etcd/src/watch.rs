@@ -15,7 +15,11 @@
 //!   found down (see [`crate::members`]): revisions are the cluster's, so
 //!   every feed resumes on another member exactly where it stood. A compacted start yields `Compacted` and
 //!   ends the stream. Events that share one revision (a multi-key
-//!   transaction, a lease expiring) are all delivered.
+//!   transaction, a lease expiring) are all delivered, together and in
+//!   etcd's order: etcd sends a revision's events in one response (it
+//!   never splits a revision across responses without the `fragment`
+//!   option, which is not used), each is delivered in turn, and a watch's
+//!   position moves past the revision only after the whole response.
 //! - A watch started with `from_revision` first replays the history up to
 //!   the revision current when it started; that replay is queued without
 //!   bound (it is bounded by the history it replays) and does not count as

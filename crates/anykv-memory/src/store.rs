@@ -296,6 +296,19 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn status(&self) -> Result<anykv_core::StoreStatus> {
+        self.ready().await?;
+        let mut status = anykv_core::StoreStatus::new(BACKEND, Some(self.revision()), self.stats())
+            .with_detail("version", env!("CARGO_PKG_VERSION"));
+        if let Some(name) = &self.inner.name {
+            status = status.with_detail("name", name.clone());
+        }
+        if !self.root().is_empty() {
+            status = status.with_detail("root", self.root().to_owned());
+        }
+        Ok(status)
+    }
+
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
         self.ready().await?;
         let mut txn = txn.validate(&self.inner.caps)?;

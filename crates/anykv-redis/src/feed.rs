@@ -150,12 +150,13 @@ impl ChangeFeed {
                     oldest,
                 });
             }
-            if e.seq == 0 {
-                if matches!(e.kind, b'p' | b'd') {
-                    let event = watch_event(&e, layout);
-                    self.watches.deliver(&e.key, e.rev, &event);
-                }
-            } else if e.kind == b'u' {
+            // A transaction's changes share its revision: `{rev}-0`,
+            // `{rev}-1`, ... (unlock records of that revision come after
+            // them).
+            if matches!(e.kind, b'p' | b'd') {
+                let event = watch_event(&e, layout);
+                self.watches.deliver(&e.key, (e.rev, e.seq), &event);
+            } else if e.seq != 0 && e.kind == b'u' {
                 if let Some((n, _)) = self.lock_waiters.get(&e.key) {
                     n.notify_waiters();
                 }
@@ -188,9 +189,12 @@ pub(crate) fn watch_event(e: &ChangeRecord, layout: &Layout) -> WatchEvent {
 pub(crate) struct Watcher {
     /// Where its events go.
     pub(crate) events: EventSender,
-    /// The last revision it has (in its initial state, catch-up, or
-    /// channel): nothing at or below it is sent again.
-    pub(crate) last: u64,
+    /// The last stream entry it has (in its initial state, catch-up, or
+    /// channel), `(revision, seq)`: nothing at or before it is sent again.
+    /// `(r, u64::MAX)` when it has all of revision `r` (a snapshot at `r`,
+    /// or a resume from `r`). A position, not a revision: a transaction's
+    /// changes share one revision.
+    pub(crate) last: (u64, u64),
 }
 
 /// A store's watches, grouped by the key or the tree they watch, so a
@@ -251,7 +255,7 @@ impl Watches {
             .values()
             .chain(self.trees.values())
             .flat_map(|group| group.iter())
-            .filter(|(_, w)| w.last > from)
+            .filter(|(_, w)| w.last.0 > from)
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
@@ -259,7 +263,7 @@ impl Watches {
             if let Some(w) = watcher {
                 let _ = w.events.send(Err(Error::Compacted {
                     backend: BACKEND,
-                    requested: w.last,
+                    requested: w.last.0,
                     oldest: to,
                 }));
             }
@@ -288,17 +292,17 @@ impl Watches {
         self.trees.clear();
     }
 
-    /// Sends `event`, the change of `full` at `rev`, to every watch of
-    /// that key or of a tree holding it that has not seen `rev` yet; drops
-    /// the watches that are gone.
-    fn deliver(&mut self, full: &str, rev: u64, event: &WatchEvent) {
+    /// Sends `event`, the change of `full` at stream entry `at`, to every
+    /// watch of that key or of a tree holding it that has not seen `at`
+    /// yet; drops the watches that are gone.
+    fn deliver(&mut self, full: &str, at: (u64, u64), event: &WatchEvent) {
         let mut gone = Vec::new();
         let mut send = |group: &mut HashMap<u64, Watcher>| {
             for (id, watcher) in group.iter_mut() {
-                if rev <= watcher.last {
+                if at <= watcher.last {
                     continue;
                 }
-                watcher.last = rev;
+                watcher.last = at;
                 if watcher.events.send(Ok(event.clone())).is_err() {
                     gone.push(*id);
                 }

@@ -11,7 +11,7 @@
 //! | `{ns}:k:<root/key>` | hash | `v` value, `r` revision, `e` expiry deadline (ms, server clock), `l` lease id |
 //! | `{ns}:idx` | sorted set, score 0 | every key; `list` and `delete_tree` read it with `ZRANGEBYLEX [root/prefix/ (root/prefix0` |
 //! | `{ns}:rev` | string | the revision counter: one per namespace, shared by all roots, so roots nest |
-//! | `{ns}:log` | stream | one entry `{revision}-0` per revision: `k` key, `t` `p`ut or `d`elete, `v` value; lock releases add `{revision}-n` entries with `t` `u` that use no revision; the failover check adds a fence record `{to}-0` with `t` `f` and `v` the revision the counter jumped from |
+//! | `{ns}:log` | stream | one entry `{revision}-0` per revision: `k` key, `t` `p`ut or `d`elete, `v` value (a transaction that writes several keys adds `{revision}-1`, `{revision}-2`, ... for the others); lock releases add `{revision}-n` entries with `t` `u` that use no revision; the failover check adds a fence record `{to}-0` with `t` `f` and `v` the revision the counter jumped from |
 //! | `{ns}:ttl` | sorted set | TTL keys scored by deadline |
 //! | `{ns}:leases` | sorted set | live leases scored by deadline |
 //! | `{ns}:lease:<id>` | set | the keys bound to a lease |

@@ -138,7 +138,7 @@
 //! Everything is on: `watch`, `watch_every_revision` (the stream records
 //! every put with its value), `watch_resume` (a watch resumes from any
 //! revision still in the stream; older starts yield `Compacted`), `ttl`,
-//! `leases`, `locks`. `min_ttl` is 1 s ([`MIN_TTL`]): TTLs are enforced by
+//! `leases`, `locks`, `transactions` (see below). `min_ttl` is 1 s ([`MIN_TTL`]): TTLs are enforced by
 //! the server's clock for every read at once, but keys are removed (and
 //! their `Delete` events written) by a sweep that each open store runs
 //! every [`SWEEP_INTERVAL`], and leases and locks are kept alive every
@@ -159,6 +159,31 @@
 //! persistence, flushed) starts the namespace over: every watch then ends
 //! with `Compacted`. A reader that cannot read for the larger of three
 //! `request_timeout`s and 15 s ends every watch with `Unavailable`.
+//!
+//! # Transactions
+//!
+//! [`Store::txn`] is native: one Lua script, so
+//! atomic on the server like every write. It evaluates the compares in
+//! order, picks the branch (both are sent), checks that the lease of
+//! every leased put is live (else `LeaseLost`, nothing written), and
+//! only then writes: the revision counter moves once, every put and
+//! delete is stored at that revision (TTLs and leases exactly as `put`
+//! stores them), and each written key gets its own change record,
+//! `{rev}-0`, `{rev}-1`, ... in the branch's order, contiguous in the
+//! stream, so watches deliver a transaction's changes together and a
+//! resume from its revision skips all of them. Gets read the keys as they
+//! were before it. It runs the failover check and, with `wait_replicas`,
+//! waits for the replicas as `atomic_put` does; a reply lost on the way is
+//! `Timeout` or `Unavailable` (it may have been applied, wholly or not at
+//! all). On a Cluster every key it touches is in the namespace's slot, so
+//! any keys of one store can be in one transaction. Limits: 128 compares
+//! and 128 operations per branch (`max_txn_ops`; the server has no limit
+//! of its own), and [`MAX_TXN_BYTES`] (256 MiB) of keys and values per
+//! transaction, both branches counted. A key that the branch puts or
+//! deletes while it is past its TTL deadline but not yet swept is first
+//! deleted with a revision of its own (its `Delete` event comes just
+//! before the transaction's), as `put` does; compares and gets see it as
+//! absent.
 //!
 //! # Server requirements
 //!
@@ -217,6 +242,7 @@ mod reply;
 mod scripts;
 mod state;
 mod store;
+mod txn;
 mod urls;
 mod watch;
 
@@ -232,6 +258,7 @@ pub use config::{
 pub use expiry::SWEEP_INTERVAL;
 pub use scripts::FAILOVER_GAP;
 pub use store::{compact, RedisStore};
+pub use txn::MAX_TXN_BYTES;
 
 /// The URL schemes [`register`] adds.
 pub const SCHEMES: [&str; 6] = [

@@ -91,7 +91,8 @@ pub(crate) fn parse_state(v: Value, what: &str) -> Result<(String, u64)> {
 pub(crate) struct ChangeRecord {
     /// The revision (the entry ID's first part).
     pub(crate) rev: u64,
-    /// 0 for the revision's data record; 1 and up for unlock records.
+    /// 0 for the revision's data record; 1 and up for the further
+    /// changes of a transaction, then for unlock records.
     pub(crate) seq: u64,
     /// The full key (or lock name).
     pub(crate) key: String,

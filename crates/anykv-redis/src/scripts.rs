@@ -532,3 +532,163 @@ return {redis.call('GET', REV) or '0', redis.call('XRANGE', LOG, ARGV[3], '+', '
 "#,
     )
 });
+
+/// `txn`: a transaction, both branches sent, the branch picked on the
+/// server. ARGV[3] the number of compares, then per compare its kind
+/// (`r` revision, `a` absent, `p` present, `v` value), full key and
+/// argument (the revision, the value, or `''`); then the number of
+/// success operations, then per operation its kind (`p` put, `d` delete,
+/// `g` get), full key, value (`''`), TTL in ms (`0`: none) and lease id
+/// (`0`: none); then the failure operations the same way.
+///
+/// Returns `{0, succeeded, failed compare (-1: none), revision (0: none),
+/// results}`, one result per operation of the branch that ran (a put 1, a
+/// delete 1 if the key was live else 0, a get `{value, revision}` or nil),
+/// or `{4, lease id}` when a leased put's lease is gone (nothing written).
+///
+/// Every check (compares, leases) comes before the first write. A key past
+/// its deadline is absent to compares and gets; one that the branch puts
+/// or deletes is deleted first with a revision of its own, as `put` and
+/// `delete` do. Then the counter is bumped once and every write applied at
+/// that revision, with one change record per written key, `{rev}-0`,
+/// `{rev}-1`, ... in the branch's order: contiguous in the stream, and
+/// before any unlock record of that revision (`{rev}-*` comes after them).
+pub(crate) static TXN: LazyLock<Lua> = LazyLock::new(|| {
+    script(
+        &[NAMES, CLOCK, TOP, FENCE, BUMP, DELETES],
+        r#"
+local i = 4
+local failed = -1
+for c = 0, tonumber(ARGV[3]) - 1 do
+  local kind, full, arg = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  i = i + 3
+  if failed < 0 then
+    local cur = redis.call('HMGET', kk(full), 'v', 'r', 'e')
+    local live = cur[2] and not expired(cur[3])
+    local ok
+    if kind == 'a' then ok = not live
+    elseif not live then ok = false
+    elseif kind == 'r' then ok = cur[2] == arg
+    elseif kind == 'v' then ok = cur[1] == arg
+    else ok = true end
+    if not ok then failed = c end
+  end
+end
+local first = i + 1
+local count = tonumber(ARGV[i])
+if failed >= 0 then
+  local j = i + 1 + 5 * count
+  first = j + 1
+  count = tonumber(ARGV[j])
+end
+local ops = {}
+for o = 1, count do
+  local b = first + (o - 1) * 5
+  local op = {kind = ARGV[b], full = ARGV[b + 1], value = ARGV[b + 2],
+    ttl = tonumber(ARGV[b + 3]), lease = ARGV[b + 4]}
+  op.cur = redis.call('HMGET', kk(op.full), 'v', 'r', 'e', 'l')
+  op.live = (op.cur[2] and not expired(op.cur[3])) and true or false
+  ops[o] = op
+end
+for _, op in ipairs(ops) do
+  if op.kind == 'p' and op.lease ~= '0' then
+    local d = redis.call('ZSCORE', LEASES, op.lease)
+    if (not d) or tonumber(d) <= now() then return {4, op.lease} end
+  end
+end
+-- The results, from the state before any write.
+local results = {}
+local writes = false
+for o, op in ipairs(ops) do
+  if op.kind == 'g' then
+    if op.live then results[o] = {op.cur[1], op.cur[2]} else results[o] = false end
+  elseif op.kind == 'd' then
+    if op.live then
+      results[o] = 1
+      writes = true
+    else
+      results[o] = 0
+    end
+  else
+    results[o] = 1
+    writes = true
+    -- The clock is read before the first write.
+    if op.ttl > 0 then now() end
+  end
+end
+-- Keys past their deadline that the branch writes: deleted first, each
+-- with a revision of its own (as the sweep would).
+for _, op in ipairs(ops) do
+  if op.kind ~= 'g' and op.cur[2] and not op.live then
+    del_key(op.full)
+    op.cur = {false, false, false, false}
+  end
+end
+if not writes then
+  return {0, failed < 0 and 1 or 0, failed, 0, results}
+end
+fence()
+local rev = redis.call('INCR', REV)
+local function xadd(call, seq, op)
+  local id = fmt(rev) .. '-' .. fmt(seq)
+  if op.kind == 'p' then
+    return call('XADD', LOG, 'MAXLEN', '~', MAXLEN, id, 'k', op.full, 't', 'p', 'v', op.value)
+  end
+  return call('XADD', LOG, 'MAXLEN', '~', MAXLEN, id, 'k', op.full, 't', 'd')
+end
+local seq = 0
+for _, op in ipairs(ops) do
+  if op.kind == 'p' or (op.kind == 'd' and op.live) then
+    if seq == 0 then
+      local r = xadd(redis.pcall, 0, op)
+      if type(r) == 'table' and r.err then
+        -- As `bump`: a counter at or below the stream's top continues
+        -- after it.
+        local t = top()
+        if rev <= t then
+          rev = t + 1
+          redis.call('SET', REV, fmt(rev))
+        end
+        xadd(redis.call, 0, op)
+      end
+    else
+      xadd(redis.call, seq, op)
+    end
+    seq = seq + 1
+  end
+end
+local r = fmt(rev)
+for _, op in ipairs(ops) do
+  local k = kk(op.full)
+  local cur = op.cur
+  if op.kind == 'p' then
+    if op.ttl > 0 then
+      local dl = NOW + op.ttl
+      redis.call('HSET', k, 'v', op.value, 'r', r, 'e', fmt(dl))
+      redis.call('ZADD', TTL, dl, op.full)
+    else
+      redis.call('HSET', k, 'v', op.value, 'r', r)
+      if cur[3] then
+        redis.call('HDEL', k, 'e')
+        redis.call('ZREM', TTL, op.full)
+      end
+    end
+    if cur[4] and cur[4] ~= op.lease then redis.call('SREM', lk(cur[4]), op.full) end
+    if op.lease ~= '0' then
+      redis.call('HSET', k, 'l', op.lease)
+      redis.call('SADD', lk(op.lease), op.full)
+    elseif cur[4] then
+      redis.call('HDEL', k, 'l')
+    end
+    if not cur[2] then redis.call('ZADD', IDX, 0, op.full) end
+  elseif op.kind == 'd' and op.live then
+    redis.call('DEL', k)
+    redis.call('ZREM', IDX, op.full)
+    if cur[3] then redis.call('ZREM', TTL, op.full) end
+    if cur[4] then redis.call('SREM', lk(cur[4]), op.full) end
+  end
+end
+return {0, failed < 0 and 1 or 0, failed, rev, results}
+"#,
+    )
+});

@@ -19,7 +19,7 @@ use std::time::Duration;
 use anykv_core::backend::{check_write, compare_outcome, waited_for, WatchTarget};
 use anykv_core::{
     async_trait, Bytes, Capabilities, Error, KvPair, Lease, ListOptions, LockGuard, LockOptions,
-    PutOptions, Result, Store, StoreStats, WatchOptions, WatchStream,
+    PutOptions, Result, Store, StoreStats, Txn, TxnResponse, WatchOptions, WatchStream,
 };
 use redis::Value;
 
@@ -31,7 +31,7 @@ use crate::reply::{
     as_array, as_bytes, as_u64, code_pair, into_bytes, parse_state, unexpected_reply,
 };
 use crate::state::StoreState;
-use crate::{expiry, lease, lock, recovery, scripts, watch};
+use crate::{expiry, lease, lock, recovery, scripts, txn, watch};
 
 /// A handle on a Redis-backed store. Cheap to clone; clones are the same
 /// client. See the [crate documentation](crate).
@@ -225,6 +225,8 @@ impl RedisStore {
         let mut capabilities = Capabilities::new(BACKEND);
         capabilities.min_ttl = MIN_TTL;
         capabilities.max_value_size = config.max_value_size;
+        capabilities.transactions = true;
+        capabilities.max_txn_ops = anykv_core::DEFAULT_MAX_TXN_OPS;
         let state = Arc::new(StoreState::new(
             config,
             layout,
@@ -619,6 +621,10 @@ impl Store for RedisStore {
             }
             _ => Err(unexpected_reply("atomic_delete")),
         }
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        txn::run(self.state(), &self.handle.capabilities, txn).await
     }
 
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {

@@ -298,7 +298,13 @@ where
     };
     let (tx, rx) = event_channel(BACKEND, buffer);
     let id = s.next_id();
-    let mut last = start;
+    // The last stream entry the watch has, `(revision, seq)`: all of
+    // `start` to begin with (a snapshot at it, or a resume from it skips
+    // all of a transaction at it).
+    let mut last = (start, u64::MAX);
+    // Where the next catch-up page starts: after every entry read, unlock
+    // records included.
+    let mut cursor = last;
     // Whether `last` is the namespace's revision as of some instant
     // since this call began (a snapshot's, or the end of a catch-up):
     // a parked reader may then start right after it.
@@ -320,9 +326,9 @@ where
         {
             let mut feed = s.feed.lock();
             if feed.parked && fresh {
-                feed.resume_after(last, &s.wake_reader);
+                feed.resume_after(last.0, &s.wake_reader);
             }
-            if !feed.parked && feed.position.0 <= last {
+            if !feed.parked && feed.position <= last {
                 if s.is_closed() {
                     drop(feed);
                     drop(tx);
@@ -334,7 +340,10 @@ where
                 return Ok(stream(true, initial));
             }
         }
-        let from = format!("{}-0", last.saturating_add(1));
+        let from = match cursor {
+            (rev, u64::MAX) => format!("{}-0", rev.saturating_add(1)),
+            (rev, seq) => format!("{rev}-{}", seq + 1),
+        };
         let v = s
             .client
             .read_script(
@@ -357,10 +366,29 @@ where
             .ok_or_else(|| unexpected_reply("watch"))?;
         let full_page = records.len() >= CATCH_UP_PAGE;
         fresh = !full_page;
-        let progress_from = last;
+        let progress_from = cursor;
         let mut compacted = None;
         for e in records {
+            let at = (e.rev, e.seq);
+            if at <= cursor {
+                continue;
+            }
+            cursor = at;
             if e.seq != 0 {
+                // A further change of a transaction (`{rev}-1`, ...), or
+                // an unlock record, of the revision just read. Another
+                // revision's means its `{rev}-0` was trimmed.
+                if e.rev != last.0 {
+                    if matches!(e.kind, b'p' | b'd') {
+                        compacted = Some(e.rev);
+                        break;
+                    }
+                    continue;
+                }
+                last = at;
+                if matches!(e.kind, b'p' | b'd') && target.covers(&e.key) {
+                    initial.push(watch_event(&e, &s.layout));
+                }
                 continue;
             }
             if e.kind == b'f' {
@@ -370,23 +398,23 @@ where
                 let from = std::str::from_utf8(&e.value)
                     .ok()
                     .and_then(|v| v.parse::<u64>().ok());
-                if from != Some(last) {
+                if from != Some(last.0) {
                     compacted = Some(e.rev);
                     break;
                 }
-                last = e.rev;
+                last = at;
                 continue;
             }
-            if e.rev != last.saturating_add(1) {
+            if e.rev != last.0.saturating_add(1) {
                 compacted = Some(e.rev);
                 break;
             }
-            last = e.rev;
+            last = at;
             if matches!(e.kind, b'p' | b'd') && target.covers(&e.key) {
                 initial.push(watch_event(&e, &s.layout));
             }
         }
-        if compacted.is_none() && !full_page && current > last {
+        if compacted.is_none() && !full_page && current > last.0 {
             compacted = Some(current);
         }
         if let Some(oldest) = compacted {
@@ -399,7 +427,7 @@ where
             drop(tx);
             return Ok(stream(false, initial));
         }
-        if last == progress_from {
+        if cursor == progress_from {
             // The reader is past everything the server has: it read from a
             // server that has since lost writes, and has not yet found the
             // one now serving (whose failover check will write a fence

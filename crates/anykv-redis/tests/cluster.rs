@@ -10,13 +10,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anykv_conformance::{conformance_tests, UrlFactory};
-use anykv_core::{ErrorKind, PutOptions};
+use anykv_core::{
+    Compare, ErrorKind, PutOptions, Txn, TxnOp, TxnOpResult, WatchEvent, WatchOptions,
+};
 use anykv_testserver::redis_cluster::{RedisCluster, SLOTS};
 use anykv_testserver::resp::Reply;
 use common::{
     cas_workload, check_no_acked_write_lost, check_no_revision_reused, check_watch, describe, open,
     unavailability,
 };
+use futures::StreamExt;
 
 /// The request timeout of the suite's stores.
 const SUITE_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -184,5 +187,87 @@ async fn namespace_lives_in_one_slot() {
     assert_eq!(store.delete_tree("").await.unwrap(), 4);
     let e = store.get("x\u{1}").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidKey);
+    store.close().await.unwrap();
+}
+
+/// A transaction over keys whose names alone would hash to every shard
+/// runs as one script on the namespace's shard: every key it touches is
+/// in the namespace's slot, on that shard's primary, and a tree watch
+/// sees all of its changes at its one revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_keys_share_the_namespace_slot() {
+    let ns = anykv_testserver::unique_name("txn-slot");
+    let base = {
+        let c = shared().lock().unwrap_or_else(|p| p.into_inner());
+        base_url(&c)
+    };
+    let store = open(&format!("{base}/txn?namespace={ns}")).await.unwrap();
+    let keys: Vec<String> = (0..40)
+        .map(|i| format!("k{i}"))
+        .chain(["{other}".to_owned(), "a/{b}/c".to_owned()])
+        .collect();
+    let r0 = store
+        .put("k0", "old".into(), PutOptions::new())
+        .await
+        .unwrap();
+    let mut w = store.watch_tree("", WatchOptions::new()).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), w.next()).await {
+            Ok(Some(Ok(WatchEvent::Synced { .. }))) => break,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("expected the watch's snapshot, got {other:?}"),
+        }
+    }
+    let txn = keys
+        .iter()
+        .fold(
+            Txn::new()
+                .when(Compare::revision("k0", r0))
+                .when(Compare::absent("{other}")),
+            |t, k| t.then(TxnOp::put(k.as_str(), "new")),
+        )
+        .or_else(TxnOp::get("k0"));
+    let resp = store.txn(txn.clone()).await.unwrap();
+    assert!(resp.succeeded);
+    let rev = resp.revision.unwrap();
+    assert_eq!(rev, r0 + 1);
+    assert!(resp
+        .results
+        .iter()
+        .all(|r| *r == TxnOpResult::Put { revision: rev }));
+    for k in &keys {
+        match tokio::time::timeout(Duration::from_secs(10), w.next()).await {
+            Ok(Some(Ok(WatchEvent::Put(p)))) => {
+                assert_eq!((&p.key, p.revision), (k, rev));
+            }
+            other => panic!("expected the put of {k}, got {other:?}"),
+        }
+    }
+    // The same again: the compare on k0 fails, the failure branch reads.
+    let again = store.txn(txn).await.unwrap();
+    assert!(!again.succeeded);
+    assert_eq!(again.failed_compare, Some(0));
+    assert_eq!(again.revision, None);
+    assert!(matches!(&again.results[..], [TxnOpResult::Get(Some(p))] if p.revision == rev));
+    // Where the keys live.
+    {
+        let c = shared().lock().unwrap_or_else(|p| p.into_inner());
+        let primary = primary_of_namespace(&c, &ns);
+        let slot = |name: &str| match c.command(0, &["CLUSTER", "KEYSLOT", name]) {
+            Ok(Reply::Integer(n)) => n,
+            other => panic!("CLUSTER KEYSLOT: {other:?}"),
+        };
+        let ns_slot = slot(&format!("{{{ns}}}:rev"));
+        for k in &keys {
+            let name = format!("{{{ns}}}:k:txn/{k}");
+            assert_eq!(slot(&name), ns_slot, "{name}");
+            assert_eq!(
+                c.command(primary, &["EXISTS", &name]),
+                Ok(Reply::Integer(1)),
+                "{name}"
+            );
+        }
+    }
+    assert_eq!(store.delete_tree("").await.unwrap(), keys.len() as u64);
     store.close().await.unwrap();
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anykv_conformance::{conformance_tests, UrlFactory};
-use anykv_core::{ErrorKind, LockOptions, PutOptions};
+use anykv_core::{Compare, ErrorKind, LockOptions, PutOptions, Txn, TxnOp};
 use anykv_testserver::redis_sentinel::RedisSentinel;
 use common::{
     cas_workload, check_no_acked_write_lost, check_no_revision_reused, check_watch, describe, open,
@@ -421,4 +421,64 @@ async fn lock_lost_in_failover_is_reported_at_once() {
     drop(held);
     a.close().await.ok();
     b.close().await.ok();
+}
+
+/// A transaction waits for replicas as `atomic_put` does: with one
+/// replica acknowledging, it succeeds; asking for more replicas than
+/// there are, one that wrote fails with `Unavailable` saying it was
+/// applied on the primary (and it was), while one that wrote nothing
+/// needs no replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_wait_for_replicas() {
+    let base = {
+        let s = shared().lock().unwrap_or_else(|p| p.into_inner());
+        base_url(&s)
+    };
+    let root = anykv_testserver::unique_name("txn-wait");
+    let one = open(&format!(
+        "{base}/0/{root}?request_timeout=2s&wait_replicas=1&wait_timeout=1s"
+    ))
+    .await
+    .unwrap();
+    let resp = one
+        .txn(
+            Txn::new()
+                .when(Compare::absent("a"))
+                .then(TxnOp::put("a", "1"))
+                .then(TxnOp::put("b", "1")),
+        )
+        .await
+        .unwrap();
+    let rev = resp.revision.unwrap();
+    let two = open(&format!(
+        "{base}/0/{root}?request_timeout=2s&wait_replicas=2&wait_timeout=200ms"
+    ))
+    .await
+    .unwrap();
+    let e = two
+        .txn(
+            Txn::new()
+                .then(TxnOp::put("a", "2"))
+                .then(TxnOp::delete("b")),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.to_string().contains("applied on the primary"), "{e}");
+    let a = two.get("a").await.unwrap().unwrap();
+    assert_eq!(&a.value[..], b"2");
+    assert!(a.revision > rev);
+    assert_eq!(two.get("b").await.unwrap(), None);
+    let resp = two
+        .txn(
+            Txn::new()
+                .then(TxnOp::get("a"))
+                .then(TxnOp::delete("missing")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.revision, None);
+    one.delete_tree("").await.unwrap();
+    one.close().await.unwrap();
+    two.close().await.unwrap();
 }
