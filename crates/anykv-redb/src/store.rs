@@ -388,6 +388,25 @@ impl Store for RedbStore {
         self.watch_target(WatchTarget::Tree(full), options).await
     }
 
+    async fn status(&self) -> Result<anykv_core::StoreStatus> {
+        let db = self.ready().await?;
+        let durability = match db.config.durability {
+            crate::config::Durability::Immediate => "immediate",
+            crate::config::Durability::Eventual => "eventual",
+        };
+        let mut status = anykv_core::StoreStatus::new(BACKEND, Some(db.revision()), self.stats())
+            .with_detail("file", self.inner.path.display().to_string())
+            .with_detail("durability", durability)
+            .with_detail("version", env!("CARGO_PKG_VERSION"));
+        if !self.root().is_empty() {
+            status = status.with_detail("root", self.root().to_owned());
+        }
+        if let Ok(meta) = std::fs::metadata(&self.inner.path) {
+            status = status.with_detail("file size", format!("{} bytes", meta.len()));
+        }
+        Ok(status)
+    }
+
     async fn grant_lease(&self, ttl: Duration) -> Result<Lease> {
         let db = self.ready().await?;
         db.leases.grant(&self.inner.owner, ttl)
