@@ -19,6 +19,9 @@ pub enum Workload {
     Put,
     /// Successful compare-and-swaps, each task on a key of its own.
     Cas,
+    /// Successful two-key transactions, each task on two keys of its own:
+    /// two compares on the keys' versions, two puts.
+    Txn,
     /// Lists 10 keys under a prefix, with [`BenchConfig::list_keys`] other
     /// keys in the root.
     List,
@@ -48,10 +51,11 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload, in the order they run.
-    pub const ALL: [Workload; 11] = [
+    pub const ALL: [Workload; 12] = [
         Workload::Get,
         Workload::Put,
         Workload::Cas,
+        Workload::Txn,
         Workload::List,
         Workload::WatchLatency,
         Workload::Lock,
@@ -68,6 +72,7 @@ impl Workload {
             Workload::Get => "get",
             Workload::Put => "put",
             Workload::Cas => "cas",
+            Workload::Txn => "txn",
             Workload::List => "list",
             Workload::WatchLatency => "watch-latency",
             Workload::Lock => "lock",

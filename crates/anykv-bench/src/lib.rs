@@ -25,7 +25,8 @@
 //! ```
 //!
 //! Workloads ([`Workload`]): `get` (existing keys), `put`, `cas`
-//! (successful compare-and-swap), `list` (10 keys under a prefix beside
+//! (successful compare-and-swap), `txn` (two compares and two puts on
+//! keys of the task's own), `list` (10 keys under a prefix beside
 //! [`BenchConfig::list_keys`] other keys), `watch-latency` (from a put
 //! returning to the change reaching each watcher), `lock` (acquire and
 //! release, each task its own lock, plus one row of contenders sharing a

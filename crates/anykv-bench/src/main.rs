@@ -27,7 +27,7 @@ struct Args {
     #[arg(long, env = "ANYKV_URL", default_value = "memory://")]
     url: String,
 
-    /// Workloads (repeat or comma-separate): get, put, cas, list,
+    /// Workloads (repeat or comma-separate): get, put, cas, txn, list,
     /// watch-latency, lock, mixed, election-failover, discovery, watch-under-load,
     /// watch-resources. Default: all.
     #[arg(long = "workload", value_delimiter = ',')]

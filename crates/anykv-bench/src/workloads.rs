@@ -37,6 +37,11 @@ fn put_key(i: usize) -> String {
     format!("p/{i:014}")
 }
 
+/// The two keys of task `task`'s transactions.
+fn txn_keys(task: usize) -> (String, String) {
+    (format!("txn/{task}/a"), format!("txn/{task}/b"))
+}
+
 fn cas_key(task: usize) -> String {
     format!("c/{task:014}")
 }
@@ -115,6 +120,22 @@ struct CasOp {
 impl Op for CasOp {
     async fn run(&mut self) -> Result<Option<Vec<Duration>>> {
         self.version = self.kv.cas(&self.key, &self.value, self.version).await?;
+        Ok(None)
+    }
+}
+
+struct TxnOp2 {
+    kv: Arc<dyn Kv>,
+    keys: (String, String),
+    versions: (u64, u64),
+    value: Bytes,
+}
+
+#[async_trait]
+impl Op for TxnOp2 {
+    async fn run(&mut self) -> Result<Option<Vec<Duration>>> {
+        let (a, b) = (&self.keys.0, &self.keys.1);
+        self.versions = self.kv.txn2(a, b, &self.value, self.versions).await?;
         Ok(None)
     }
 }
@@ -282,6 +303,16 @@ pub(crate) async fn ops_for(
                     value: value(),
                 })
             }
+            Workload::Txn => {
+                let (a, b) = txn_keys(task);
+                let versions = (kv.version(&a).await?, kv.version(&b).await?);
+                Box::new(TxnOp2 {
+                    kv,
+                    keys: (a, b),
+                    versions,
+                    value: value(),
+                })
+            }
             Workload::List => Box::new(ListOp { kv }),
             Workload::Lock => Box::new(LockOp {
                 kv,
@@ -346,6 +377,17 @@ pub(crate) async fn setup(kv: &Arc<dyn Kv>, config: &BenchConfig) -> Result<()> 
         for_each(0..max_conc, |i| {
             let (kv, v) = (kv.clone(), v.clone());
             async move { kv.cas_create(&cas_key(i), &v).await.map(|_| ()) }
+        })
+        .await?;
+    }
+    if needs(Workload::Txn) {
+        for_each(0..max_conc, |i| {
+            let (kv, v) = (kv.clone(), v.clone());
+            async move {
+                let (a, b) = txn_keys(i);
+                kv.cas_create(&a, &v).await?;
+                kv.cas_create(&b, &v).await.map(|_| ())
+            }
         })
         .await?;
     }

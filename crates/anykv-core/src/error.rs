@@ -118,6 +118,21 @@ pub enum Error {
         after: std::time::Duration,
     },
 
+    /// A lock waited its [`crate::LockOptions::timeout`] while another
+    /// client held it: the lock is busy, the server is fine. Not
+    /// retryable in the sense of [`Error::is_retryable`]: trying again
+    /// waits for the same holder. (A server too slow to answer is
+    /// [`Error::Timeout`] or [`Error::Unavailable`], as for any call.)
+    #[error("{backend}: the lock {key:?} is still held by another client after waiting {after:?}")]
+    LockTimeout {
+        /// The backend's name.
+        backend: &'static str,
+        /// The lock's name.
+        key: String,
+        /// How long it waited.
+        after: std::time::Duration,
+    },
+
     /// The server refused the credentials.
     #[error("{backend}: authentication failed: {message}")]
     Unauthenticated {
@@ -212,6 +227,8 @@ pub enum ErrorKind {
     Unavailable,
     /// [`Error::Timeout`]
     Timeout,
+    /// [`Error::LockTimeout`]
+    LockTimeout,
     /// [`Error::Unauthenticated`]
     Unauthenticated,
     /// [`Error::PermissionDenied`]
@@ -249,6 +266,7 @@ impl Error {
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::Unavailable { .. } => ErrorKind::Unavailable,
             Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::LockTimeout { .. } => ErrorKind::LockTimeout,
             Error::Unauthenticated { .. } => ErrorKind::Unauthenticated,
             Error::PermissionDenied { .. } => ErrorKind::PermissionDenied,
             Error::Compacted { .. } => ErrorKind::Compacted,

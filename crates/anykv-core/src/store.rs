@@ -377,7 +377,9 @@ pub trait Store: Send + Sync + Debug + 'static {
     async fn grant_lease(&self, ttl: Duration) -> Result<Lease>;
 
     /// Waits until this store holds the lock `key` (bounded by
-    /// [`LockOptions::timeout`], then [`crate::Error::Timeout`]). Locks live
+    /// [`LockOptions::timeout`], then [`crate::Error::LockTimeout`]; a
+    /// server that does not answer is [`crate::Error::Timeout`] as for any
+    /// call). Locks live
     /// in a namespace of their own: lock `a` has nothing to do with key `a`,
     /// and no lock bookkeeping is visible to `get`, `list` or watches.
     ///

@@ -227,8 +227,8 @@ pub struct LockOptions {
     /// The TTL of the lease that holds the lock: if the holder dies, a waiter
     /// gets the lock within this time plus slack.
     pub ttl: Duration,
-    /// How long [`crate::Store::lock`] waits before failing with
-    /// [`crate::Error::Timeout`]; `None` waits for ever.
+    /// How long [`crate::Store::lock`] waits for another holder before
+    /// failing with [`crate::Error::LockTimeout`]; `None` waits for ever.
     pub timeout: Option<Duration>,
 }
 

@@ -6,8 +6,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anykv_core::{Bytes, LeaseId, Result};
 use redb::{ReadableTable, WriteTransaction};
 
-use crate::codec::{self, Change, Header};
-use crate::tables::{db_err, trim_history, Counters, DEADLINES, HISTORY, KV, LEASED};
+use crate::codec::{self, Change, Entry, Header};
+use crate::tables::{
+    db_err, mark_format_txn, trim_history, Counters, DEADLINES, HISTORY, KV, LEASED,
+};
 
 /// The wall clock, in nanoseconds since the Unix epoch (0 before it).
 pub(crate) fn wall_now() -> u64 {
@@ -33,6 +35,20 @@ pub(crate) struct Effects {
     pub(crate) cancelled: Vec<(u64, String)>,
     /// Keys no longer bound to a lease.
     pub(crate) unbound: Vec<(LeaseId, String)>,
+}
+
+/// One write of a transaction: a put of a value with its deadline (ns) and
+/// lease, or a delete (`put: None`).
+pub(crate) struct Write<'a> {
+    pub(crate) full: &'a str,
+    pub(crate) put: Option<(&'a Bytes, Option<u64>, Option<LeaseId>)>,
+}
+
+fn change(full: &str, value: Option<&Bytes>) -> Change {
+    Change {
+        key: full.to_owned(),
+        value: value.cloned(),
+    }
 }
 
 /// A write transaction and the counters it moves; [`Batch::finish`]
@@ -73,6 +89,14 @@ impl Batch {
             .transpose()
     }
 
+    /// The pair under `full`, if present.
+    pub(crate) fn entry(&self, full: &str) -> Result<Option<Entry>> {
+        let kv = self.txn.open_table(KV).map_err(db_err)?;
+        let raw = kv.get(full).map_err(db_err)?;
+        raw.map(|raw| codec::decode_entry(full, raw.value()))
+            .transpose()
+    }
+
     /// Writes `full` at a new revision, with its deadline (ns) or lease;
     /// returns the revision.
     pub(crate) fn put(
@@ -83,6 +107,76 @@ impl Batch {
         lease: Option<LeaseId>,
     ) -> Result<u64> {
         let revision = self.next_revision();
+        self.put_at(revision, full, value, deadline, lease)?;
+        self.record(revision, vec![change(full, Some(value))])?;
+        Ok(revision)
+    }
+
+    /// Deletes `full` at a new revision if present; its revision.
+    pub(crate) fn delete(&mut self, full: &str) -> Result<Option<u64>> {
+        if !self.remove(full)? {
+            return Ok(None);
+        }
+        let revision = self.next_revision();
+        self.record(revision, vec![change(full, None)])?;
+        Ok(Some(revision))
+    }
+
+    /// Writes a transaction's puts and deletes (`None`) at one new
+    /// revision, with one history record for all of them, in their order;
+    /// whether each delete found its key, and the revision, `None` when
+    /// nothing was written (no put, and no delete found its key).
+    pub(crate) fn write_all(&mut self, writes: &[Write<'_>]) -> Result<(Vec<bool>, Option<u64>)> {
+        let mut writes_any = false;
+        for w in writes {
+            if w.put.is_some() || self.present(w.full)? {
+                writes_any = true;
+                break;
+            }
+        }
+        if !writes_any {
+            return Ok((vec![false; writes.len()], None));
+        }
+        let revision = self.next_revision();
+        let mut done = Vec::with_capacity(writes.len());
+        let mut changes = Vec::with_capacity(writes.len());
+        for w in writes {
+            match w.put {
+                Some((value, deadline, lease)) => {
+                    self.put_at(revision, w.full, value, deadline, lease)?;
+                    changes.push(change(w.full, Some(value)));
+                    done.push(true);
+                }
+                None => {
+                    let existed = self.remove(w.full)?;
+                    if existed {
+                        changes.push(change(w.full, None));
+                    }
+                    done.push(existed);
+                }
+            }
+        }
+        self.record(revision, changes)?;
+        Ok((done, Some(revision)))
+    }
+
+    /// Whether `full` has a pair, well-formed or not.
+    fn present(&self, full: &str) -> Result<bool> {
+        let kv = self.txn.open_table(KV).map_err(db_err)?;
+        let raw = kv.get(full).map_err(db_err)?;
+        Ok(raw.is_some())
+    }
+
+    /// Writes the pair `full` at `revision`, and its index records; the
+    /// caller records the change.
+    fn put_at(
+        &mut self,
+        revision: u64,
+        full: &str,
+        value: &Bytes,
+        deadline: Option<u64>,
+        lease: Option<LeaseId>,
+    ) -> Result<()> {
         let old = {
             let mut kv = self.txn.open_table(KV).map_err(db_err)?;
             let raw = codec::encode_entry(revision, deadline, lease, value);
@@ -104,24 +198,22 @@ impl Batch {
             let mut leased = self.txn.open_table(LEASED).map_err(db_err)?;
             leased.insert(full, l.0).map_err(db_err)?;
         }
-        self.record(revision, full, Some(value.clone()))?;
-        Ok(revision)
+        Ok(())
     }
 
-    /// Deletes `full` at a new revision if present; its revision.
-    pub(crate) fn delete(&mut self, full: &str) -> Result<Option<u64>> {
+    /// Removes the pair `full` and its index records, if present; the
+    /// caller records the change.
+    fn remove(&mut self, full: &str) -> Result<bool> {
         let old = {
             let mut kv = self.txn.open_table(KV).map_err(db_err)?;
             let old = kv.remove(full).map_err(db_err)?;
             old.map(|old| codec::decode_header(full, old.value()).ok())
         };
         let Some(old) = old else {
-            return Ok(None);
+            return Ok(false);
         };
         self.forget(full, old.as_ref(), None)?;
-        let revision = self.next_revision();
-        self.record(revision, full, None)?;
-        Ok(Some(revision))
+        Ok(true)
     }
 
     /// Drops the index records of the pair `full` had (its deadline; its
@@ -156,26 +248,31 @@ impl Batch {
         self.counters.revision
     }
 
-    /// Appends a change to the history, trimmed as the change log trims.
-    fn record(&mut self, revision: u64, full: &str, value: Option<Bytes>) -> Result<()> {
-        let change = Change {
-            key: full.to_owned(),
-            value,
-        };
+    /// Appends the changes of `revision` to the history, as one record,
+    /// trimmed as the change log trims.
+    fn record(&mut self, revision: u64, changes: Vec<Change>) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        if changes.len() > 1 {
+            mark_format_txn(&self.txn)?;
+        }
         {
             let mut history = self.txn.open_table(HISTORY).map_err(db_err)?;
-            let raw = codec::encode_change(full, change.value.as_deref());
+            let raw = codec::encode_changes(&changes);
             history.insert(revision, &raw[..]).map_err(db_err)?;
         }
-        self.counters.history_count += 1;
-        self.counters.history_bytes += change.size();
+        self.counters.history_count += changes.len() as u64;
+        self.counters.history_bytes += changes.iter().map(Change::size).sum::<u64>();
         trim_history(
             &self.txn,
             &mut self.counters,
             self.max_history,
             self.max_history_bytes,
         )?;
-        self.effects.changes.push((revision, change));
+        self.effects
+            .changes
+            .extend(changes.into_iter().map(|c| (revision, c)));
         Ok(())
     }
 
@@ -248,8 +345,8 @@ impl Batch {
                 break;
             }
             if let Some((_, raw)) = history.pop_first().map_err(db_err)? {
-                let size = (raw.value().len() as u64).saturating_sub(5);
-                self.counters.history_count = self.counters.history_count.saturating_sub(1);
+                let (count, size) = codec::record_size(raw.value());
+                self.counters.history_count = self.counters.history_count.saturating_sub(count);
                 self.counters.history_bytes = self.counters.history_bytes.saturating_sub(size);
             }
         }

@@ -12,6 +12,9 @@ const ENTRY_HEADER: usize = 1 + 8 + 8 + 8;
 
 const CHANGE_PUT: u8 = 1;
 const CHANGE_DELETE: u8 = 2;
+/// The changes of one transaction that wrote several keys, at its one
+/// revision (layout [`crate::tables::FORMAT_TXN`]).
+const CHANGE_MANY: u8 = 3;
 
 /// A stored pair: the value, its revision, and what may remove it besides
 /// a delete.
@@ -118,8 +121,98 @@ pub(crate) fn encode_change(key: &str, value: Option<&[u8]>) -> Vec<u8> {
     out
 }
 
-/// The change recorded at `revision`.
-pub(crate) fn decode_change(revision: u64, raw: &[u8]) -> Result<Change> {
+/// The changes of one revision: a single change as [`encode_change`]
+/// lays it out; several (a transaction's) as `[3][count u32]`, then each
+/// change as `[length u32][encode_change]`, lengths little-endian.
+pub(crate) fn encode_changes(changes: &[Change]) -> Vec<u8> {
+    if let [one] = changes {
+        return encode_change(&one.key, one.value.as_deref());
+    }
+    let mut out = vec![CHANGE_MANY];
+    // A transaction has at most `max_txn_ops` changes, each of at most a
+    // few KiB of key and the value limit (under 3 GiB): the lengths fit.
+    out.extend_from_slice(&(changes.len() as u32).to_le_bytes());
+    for c in changes {
+        let raw = encode_change(&c.key, c.value.as_deref());
+        out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+        out.extend_from_slice(&raw);
+    }
+    out
+}
+
+/// Whether a record of the history holds several changes.
+pub(crate) fn is_many(raw: &[u8]) -> bool {
+    raw.first() == Some(&CHANGE_MANY)
+}
+
+/// The changes recorded at `revision`, in the order they were written.
+pub(crate) fn decode_changes(revision: u64, raw: &[u8]) -> Result<Vec<Change>> {
+    if !is_many(raw) {
+        return Ok(vec![decode_change(revision, raw)?]);
+    }
+    let parts = split_many(raw)
+        .map_err(|why| corrupt(&format!("the changes at revision {revision}"), why))?;
+    parts
+        .into_iter()
+        .map(|one| decode_change(revision, one))
+        .collect()
+}
+
+/// The changes of a record of several, each as [`encode_change`] laid it
+/// out; why not, for a malformed one.
+fn split_many(raw: &[u8]) -> std::result::Result<Vec<&[u8]>, &'static str> {
+    let u32_at = |at: usize| -> Option<usize> {
+        let b = raw.get(at..at.checked_add(4)?)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let count = u32_at(1).ok_or("shorter than its header")?;
+    if count < 2 {
+        return Err("fewer than two changes in a record of several");
+    }
+    let mut parts = Vec::new();
+    let mut at = 5;
+    for _ in 0..count {
+        let len = u32_at(at).ok_or("a change's length runs past its end")?;
+        let start = at + 4;
+        let one = start
+            .checked_add(len)
+            .and_then(|end| raw.get(start..end))
+            .ok_or("a change runs past its end")?;
+        if is_many(one) {
+            return Err("a record of several inside another");
+        }
+        parts.push(one);
+        at = start + len;
+    }
+    if at != raw.len() {
+        return Err("bytes after its last change");
+    }
+    Ok(parts)
+}
+
+/// How many changes a record of the history holds and what they cost the
+/// history's byte limit ([`Change::size`]), without copying values; a
+/// malformed record counts as one change of its length.
+pub(crate) fn record_size(raw: &[u8]) -> (u64, u64) {
+    let one = (1, (raw.len() as u64).saturating_sub(5));
+    if !is_many(raw) {
+        return one;
+    }
+    match split_many(raw) {
+        // Each change is its key and value after a 5-byte header.
+        Ok(parts) => (
+            parts.len() as u64,
+            parts
+                .iter()
+                .map(|p| (p.len() as u64).saturating_sub(5))
+                .sum(),
+        ),
+        Err(_) => one,
+    }
+}
+
+/// The change recorded at `revision`, alone.
+fn decode_change(revision: u64, raw: &[u8]) -> Result<Change> {
     let bad = |why: &str| corrupt(&format!("the change at revision {revision}"), why);
     if raw.len() < 5 {
         return Err(bad("shorter than its header"));
@@ -235,6 +328,57 @@ mod tests {
             let e = decode_change(5, &bad).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Backend);
             assert!(e.to_string().contains("revision 5"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_transaction_s_changes_round_trip_as_one_record() {
+        let changes = vec![
+            Change {
+                key: "a".into(),
+                value: Some(Bytes::from_static(b"xy")),
+            },
+            Change {
+                key: "b/c".into(),
+                value: None,
+            },
+            Change {
+                key: "d".into(),
+                value: Some(Bytes::new()),
+            },
+        ];
+        let raw = encode_changes(&changes);
+        assert!(is_many(&raw));
+        assert_eq!(decode_changes(4, &raw).unwrap(), changes);
+        assert_eq!(record_size(&raw), (3, 2 + 3 + 1 + 1));
+        // One change is laid out as before transactions.
+        let one = encode_changes(&changes[..1]);
+        assert_eq!(one, encode_change("a", Some(b"xy")));
+        assert_eq!(decode_changes(4, &one).unwrap(), changes[..1]);
+        assert_eq!(record_size(&one), (1, 3));
+
+        let mut short = raw.clone();
+        short.pop();
+        let mut long = raw.clone();
+        long.push(0);
+        let mut count = raw.clone();
+        count[1] = 9;
+        let mut single = raw.clone();
+        single[1] = 1;
+        let nested = {
+            let inner = encode_changes(&changes[..2]);
+            let mut out = vec![CHANGE_MANY, 2, 0, 0, 0];
+            for part in [&inner, &encode_change("z", None)] {
+                out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+                out.extend_from_slice(part);
+            }
+            out
+        };
+        for bad in [vec![CHANGE_MANY, 2], short, long, count, single, nested] {
+            let e = decode_changes(7, &bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Backend);
+            assert!(e.to_string().contains("revision 7"), "{e}");
+            assert_eq!(record_size(&bad).0, 1);
         }
     }
 

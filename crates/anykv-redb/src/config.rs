@@ -27,6 +27,10 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// flush durable, by default.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
+/// The most compares, and the most operations of each branch, one
+/// transaction takes ([`anykv_core::Capabilities::max_txn_ops`]).
+pub const MAX_TXN_OPS: usize = 128;
+
 /// The smallest TTL; smaller ones are raised to it.
 pub const MIN_TTL: Duration = Duration::from_millis(1);
 

@@ -61,11 +61,11 @@
 //! open fails at once with `Unavailable` naming the file (redb's
 //! `DatabaseAlreadyOpen`): one process serves a file at a time.
 //!
-//! Each write is one redb write transaction, committed with
-//! [`Durability::Immediate`] by default (an acknowledged write survives a
-//! `kill -9` or a power cut). The file holds five tables: the pairs (value,
+//! Each write, a transaction too, is one redb write transaction,
+//! committed with [`Durability::Immediate`] by default (an acknowledged
+//! write survives a `kill -9` or a power cut). The file holds five tables: the pairs (value,
 //! revision, wall-clock deadline, lease), the last revision and the
-//! history's counters, the bounded history (revision → change), the TTL
+//! history's counters, the bounded history (revision → its changes), the TTL
 //! deadlines, and the keys bound to leases. So:
 //!
 //! - revisions go on across restarts: never reused, no ABA;
@@ -81,6 +81,22 @@
 //!   crashed — is deleted, each with its `Delete`, before the open
 //!   returns. Locks are held by stores of one process (only one process
 //!   has the file) and are released on close, drop and exit.
+//!
+//! # Transactions
+//!
+//! [`Store::txn`] is native: one redb write transaction on the file's
+//! writer thread reads the compared keys, picks the branch, and writes all
+//! of it at one new revision — pairs, TTL deadlines, lease bindings and one
+//! history record holding every change — then commits it with the file's
+//! durability. Only after the commit do watchers hear of it, every change
+//! in one run under the lock that orders writes, so no event of another
+//! revision comes between; TTL timers and lease bindings follow as for
+//! `put` and `delete`. A put bound to a lease that is gone fails the whole
+//! transaction with `LeaseLost` before anything is written. At most
+//! [`MAX_TXN_OPS`] (128) compares, and as many operations per branch;
+//! values as large as `put` takes. The first transaction that writes
+//! several keys moves the file to anykv layout 2 (those history records),
+//! which versions before transactions refuse to open, by name.
 //!
 //! File work runs on threads of the open file's own — one writer, which
 //! keeps writes in the order they were asked, and two readers — never on
@@ -102,6 +118,7 @@ mod read;
 mod recover;
 mod store;
 mod tables;
+mod txn;
 mod workers;
 
 use std::sync::Arc;
@@ -111,7 +128,7 @@ use anykv_core::{Store, Url};
 pub use config::{
     Durability, RedbConfig, BACKEND, DEFAULT_FLUSH_INTERVAL, DEFAULT_HISTORY,
     DEFAULT_HISTORY_BYTES, DEFAULT_MAX_VALUE_SIZE, DEFAULT_REQUEST_TIMEOUT, FILE_EXTENSION,
-    MIN_TTL,
+    MAX_TXN_OPS, MIN_TTL,
 };
 pub use store::{compact, RedbStore};
 

@@ -10,8 +10,8 @@ use crate::batch::{wall_now, Batch, Effects};
 use crate::codec::{self, Change};
 use crate::config::RedbConfig;
 use crate::tables::{
-    db_err, open_err, trim_history, Counters, DEADLINES, FORMAT, FORMAT_VERSION, HISTORY, KV,
-    LEASED, META,
+    db_err, format_known, open_err, trim_history, Counters, DEADLINES, FORMAT, FORMAT_TXN,
+    FORMAT_VERSION, HISTORY, KV, LEASED, META,
 };
 
 /// Opens (or creates) the redb file at `path`.
@@ -52,13 +52,13 @@ pub(crate) fn recover(
                 meta.insert(FORMAT, &FORMAT_VERSION.to_le_bytes()[..])
                     .map_err(db_err)?;
             }
-            Some(v) if v == FORMAT_VERSION.to_le_bytes() => {}
+            Some(v) if format_known(&v) => {}
             Some(v) => {
                 return Err(Error::Backend {
                     backend: crate::config::BACKEND,
                     message: format!(
                         "the file has anykv layout {v:?}; this version reads layout \
-                         {FORMAT_VERSION}"
+                         {FORMAT_VERSION} or {FORMAT_TXN}"
                     ),
                     source: None,
                 })
@@ -107,7 +107,9 @@ pub(crate) fn load(database: &Database) -> Result<Loaded> {
     let table = txn.open_table(HISTORY).map_err(db_err)?;
     for row in table.iter().map_err(db_err)? {
         let (rev, raw) = row.map_err(db_err)?;
-        history.push((rev.value(), codec::decode_change(rev.value(), raw.value())?));
+        for change in codec::decode_changes(rev.value(), raw.value())? {
+            history.push((rev.value(), change));
+        }
     }
     let mut deadlines = Vec::new();
     let table = txn.open_table(DEADLINES).map_err(db_err)?;

@@ -10,14 +10,16 @@ use std::time::Duration;
 use anykv_core::backend::{check_write, compare_outcome, Owner, Root, WatchTarget};
 use anykv_core::{
     async_trait, key, Bytes, Capabilities, Error, KvPair, Lease, ListOptions, LockGuard,
-    LockOptions, PutOptions, Result, Store, StoreStats, WatchOptions, WatchStream,
+    LockOptions, PutOptions, Result, Store, StoreStats, Txn, TxnResponse, WatchOptions,
+    WatchStream,
 };
 use parking_lot::RwLock;
 
 use crate::batch::deadline_after;
-use crate::config::{RedbConfig, BACKEND, MIN_TTL};
+use crate::config::{RedbConfig, BACKEND, MAX_TXN_OPS, MIN_TTL};
 use crate::db::{blocking_here, Db};
 use crate::read;
+use crate::txn;
 use crate::workers::blocking;
 
 /// redb takes values of up to 3 GiB; the pair's header comes on top.
@@ -80,6 +82,8 @@ impl RedbStore {
         let mut caps = Capabilities::new(BACKEND);
         caps.min_ttl = MIN_TTL;
         caps.max_value_size = config.max_value_size.min(REDB_MAX_VALUE);
+        caps.transactions = true;
+        caps.max_txn_ops = MAX_TXN_OPS;
         Ok(RedbStore {
             inner: Arc::new(Inner {
                 owner: Owner::new(BACKEND),
@@ -355,6 +359,25 @@ impl Store for RedbStore {
         .await
     }
 
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        let db = self.ready().await?;
+        let txn = txn.validate(&self.inner.caps)?;
+        let root = self.inner.root.clone();
+        db.on_writer(move |db| {
+            let leases = db.leases.clone();
+            let mut bound = Vec::new();
+            let response = db.write(|b| txn::run(b, &leases, &root, &txn, &mut bound));
+            if response.is_err() {
+                // Nothing was written: the keys are bound as they were.
+                for (lease, full) in bound {
+                    leases.unbind(lease, &full);
+                }
+            }
+            response
+        })
+        .await
+    }
+
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
         let full = self.inner.root.key(key)?.into_owned();
         self.watch_target(WatchTarget::Key(full), options).await
@@ -363,6 +386,25 @@ impl Store for RedbStore {
     async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
         let full = self.inner.root.prefix(prefix)?.into_owned();
         self.watch_target(WatchTarget::Tree(full), options).await
+    }
+
+    async fn status(&self) -> Result<anykv_core::StoreStatus> {
+        let db = self.ready().await?;
+        let durability = match db.config.durability {
+            crate::config::Durability::Immediate => "immediate",
+            crate::config::Durability::Eventual => "eventual",
+        };
+        let mut status = anykv_core::StoreStatus::new(BACKEND, Some(db.revision()), self.stats())
+            .with_detail("file", self.inner.path.display().to_string())
+            .with_detail("durability", durability)
+            .with_detail("version", env!("CARGO_PKG_VERSION"));
+        if !self.root().is_empty() {
+            status = status.with_detail("root", self.root().to_owned());
+        }
+        if let Ok(meta) = std::fs::metadata(&self.inner.path) {
+            status = status.with_detail("file size", format!("{} bytes", meta.len()));
+        }
+        Ok(status)
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<Lease> {

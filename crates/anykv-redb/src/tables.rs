@@ -6,7 +6,7 @@ use std::path::Path;
 use anykv_core::{Error, Result};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use crate::codec::corrupt;
+use crate::codec::{corrupt, record_size};
 use crate::config::BACKEND;
 
 /// The pairs, by full key name.
@@ -24,8 +24,33 @@ pub(crate) const LEASED: TableDefinition<&str, u64> = TableDefinition::new("anyk
 pub(crate) const STATE: &str = "state";
 /// The [`META`] record holding the layout version.
 pub(crate) const FORMAT: &str = "format";
-/// The layout this version writes and reads.
+/// The layout a new file starts with.
 pub(crate) const FORMAT_VERSION: u64 = 1;
+/// The layout of a file whose history has held a record of several
+/// changes at one revision (a transaction's): layout 1 and those records.
+/// A file moves to it with its first such record, so older versions, which
+/// read layout 1 only, refuse it by name rather than as corrupt.
+pub(crate) const FORMAT_TXN: u64 = 2;
+
+/// Whether this version reads a file of layout `raw` (the [`FORMAT`]
+/// record).
+pub(crate) fn format_known(raw: &[u8]) -> bool {
+    raw == FORMAT_VERSION.to_le_bytes() || raw == FORMAT_TXN.to_le_bytes()
+}
+
+/// Moves the file to [`FORMAT_TXN`] in `txn`, unless it is there already.
+pub(crate) fn mark_format_txn(txn: &WriteTransaction) -> Result<()> {
+    let mut meta = txn.open_table(META).map_err(db_err)?;
+    let marked = meta
+        .get(FORMAT)
+        .map_err(db_err)?
+        .is_some_and(|v| v.value() == FORMAT_TXN.to_le_bytes());
+    if !marked {
+        meta.insert(FORMAT, &FORMAT_TXN.to_le_bytes()[..])
+            .map_err(db_err)?;
+    }
+    Ok(())
+}
 
 /// What every write keeps up to date, in one record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -147,9 +172,10 @@ pub(crate) fn open_err(path: &Path, e: redb::DatabaseError) -> Error {
     }
 }
 
-/// Pops the oldest changes of the history while it holds more than
-/// `max_count` changes or `max_bytes` bytes (never the newest), as the
-/// kit's change log does; returns the compacted revision if any went.
+/// Pops the oldest records of the history while it holds more than
+/// `max_count` changes or `max_bytes` bytes (never the newest record), as
+/// the kit's change log does; a transaction's changes, one record, go
+/// together.
 pub(crate) fn trim_history(
     txn: &WriteTransaction,
     c: &mut Counters,
@@ -160,12 +186,17 @@ pub(crate) fn trim_history(
         return Ok(());
     }
     let mut history = txn.open_table(HISTORY).map_err(db_err)?;
+    let newest = history.last().map_err(db_err)?.map(|(k, _)| k.value());
     while c.history_count > 1 && (c.history_count > max_count || c.history_bytes > max_bytes) {
+        let first = history.first().map_err(db_err)?.map(|(k, _)| k.value());
+        if first.is_none() || first == newest {
+            break;
+        }
         let Some((rev, raw)) = history.pop_first().map_err(db_err)? else {
             break;
         };
-        let size = (raw.value().len() as u64).saturating_sub(5);
-        c.history_count -= 1;
+        let (count, size) = record_size(raw.value());
+        c.history_count = c.history_count.saturating_sub(count);
         c.history_bytes = c.history_bytes.saturating_sub(size);
         c.compacted = c.compacted.max(rev.value());
     }

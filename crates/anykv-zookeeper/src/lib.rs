@@ -119,6 +119,11 @@
 //! but still above every event before and below every event after. If
 //! the key was created again before that zxid, the delete is skipped as
 //! superseded and the new value delivered.
+//! A delete with its own mark is delivered to every stream that started
+//! before it, even one that never got the key's value (skipped as
+//! overwritten, as when a transaction deletes the key the one before it
+//! wrote): a standing delete is never skipped. The events of one
+//! transaction share its zxid and go out together, in key order.
 //! `Synced` carries the watermark, which is at least such a fresh zxid
 //! taken when the stream was opened, so it is at least the revision of
 //! every write completed before. A stream that could not keep its order,
@@ -179,6 +184,48 @@
 //! on a stock server a lease asked for 1 s reports, and has, 4 s; one
 //! asked for more than `maxSessionTimeout` reports less. Servers meant for
 //! short leases lower `tickTime` (the tests use 200 ms).
+//!
+//! # Transactions
+//!
+//! `txn` is native: one ZooKeeper `multi`, so all of a transaction's
+//! writes (puts and deletes) have one zxid, the multi's, as their
+//! revision, and a watcher gets their events together at that revision
+//! (in key order, with no event of another
+//! revision between them; as for any write, a value overwritten before
+//! the watch read it may be skipped). A `multi` cannot read or test that a
+//! node is absent, so the transaction first reads every key its compares
+//! and branches name (in multi-read requests, without a `sync`), evaluates
+//! the compares on what it read and picks the branch; the `multi` then
+//! starts with proofs that those reads still hold (a `check` of the
+//! version of every key node and value node read; for a key whose node is
+//! absent, the create and delete of the first missing node on its path)
+//! and goes on with the branch's writes, made exactly as `put` and
+//! `delete` make them (parents, TTL nodes, ephemeral nodes of a lease's
+//! session, the key node's marks). If another write came in between, a
+//! proof fails, nothing is applied, and the transaction reads again
+//! (behind a `sync`) and retries, within `request_timeout` (then
+//! `Timeout`). A branch that only reads still sends its proofs, a `multi`
+//! of checks, so its gets and compares are one state at one point of the
+//! store's history. The proofs share the window that compare-and-swap has
+//! (see Revisions): a key node reaped and rebuilt to the very same version
+//! between the read and the `multi`.
+//!
+//! Limits: `max_txn_ops` is 128 (compares, and operations per branch). A
+//! `multi` is one request, and the server drops the connection of a
+//! request over its `jute.maxbuffer` (1 MiB by default), so a branch whose
+//! values total more than [`MAX_MULTI_BYTES`], or whose whole `multi`
+//! (values, paths, proofs, parents to create) is estimated over it, is
+//! refused with `InvalidArgument` before it is sent: 128 small values fit,
+//! one value of `max_value_size` fits, two of 600 kB do not. Leased puts
+//! are ephemeral nodes of the session that sends the `multi`, so the leased
+//! puts of one transaction must use leases that share a session (leases
+//! granted the same TTL do): leases of different TTLs in one transaction
+//! are `Unsupported`. A lease that is gone fails the transaction with
+//! `LeaseLost` before anything is sent; a lease revoked by this store
+//! while the `multi` was on its way (the only window left) gets its keys
+//! of the transaction deleted again and the call fails with `LeaseLost`,
+//! but the transaction's other writes stay, as a `put` with that lease
+//! would have.
 //!
 //! # Locks
 //!
@@ -260,6 +307,7 @@
 //! | `min_ttl` | 1 s | the server's TTL check interval (with `-Dznode.container.checkIntervalMs=1000`) |
 //! | `leases` | true | ephemeral nodes of a session shared by the leases and locks of one TTL; `Lease::ttl()` is the timeout the server granted |
 //! | `locks` | true | ephemeral sequential nodes on the same shared sessions |
+//! | `transactions` | true | one `multi` per transaction, its reads proved by version checks inside it (see Transactions); `max_txn_ops` 128 |
 //! | `max_value_size` | 1,000,000 bytes | ZooKeeper's default `jute.maxbuffer` (1 MiB per request); raise both together with the `max_value_size` parameter |
 //!
 //! `stats().connections` counts the store's session plus its shared
@@ -298,7 +346,8 @@
 //!
 //! Each module's documentation says how its part works; each uses only
 //! modules listed after it: `store` (the `Store` impl: reads behind a
-//! shared `sync`, writes as version-checked multi-ops), `watch` (the
+//! shared `sync`, writes as version-checked multi-ops), `txn` (a
+//! transaction's reads, proofs and writes as one `multi`), `watch` (the
 //! shared watch and its streams, on core's watch channel) over `rounds`
 //! (reading rounds up to a watermark), `lease`, `lock`, `state` (what a
 //! store's parts share), `sessions` (the shared sessions of leases and
@@ -332,6 +381,7 @@ mod rounds;
 mod sessions;
 mod state;
 mod store;
+mod txn;
 mod watch;
 
 use std::sync::Arc;
@@ -343,6 +393,7 @@ pub use config::{
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_SESSION_TIMEOUT, MIN_TTL,
 };
 pub use store::ZkStore;
+pub use txn::MAX_MULTI_BYTES;
 
 /// Registers the `zk` scheme with [`anykv_core::registry`].
 pub fn register() {

@@ -15,9 +15,15 @@
 //! round are skipped), and when the writes stop every key's final state
 //! is delivered within two rounds.
 //!
+//! A transaction writes several keys at one zxid (one `multi`): their
+//! reads carry the same revision and go out in the same delivery, one
+//! after the other in key order, so a stream accepts an event at the revision of the
+//! event before it (but never at the revision of a `Synced` it was sent).
+//!
 //! A `Delete`'s revision is the zxid of the delete: every delete this
 //! backend makes marks the key's node in the same multi-op, so the node's
-//! `mzxid` is the delete's zxid. A value node removed by the server (a
+//! `mzxid` is the delete's zxid (shared by the keys one transaction
+//! deleted). A value node removed by the server (a
 //! TTL or a lease session expiring) leaves the node's `pzxid`, the zxid of
 //! its last child change. Where neither is usable (the key's node already
 //! reaped, a revision shared by several keys, as when a session's
@@ -51,6 +57,12 @@ pub(crate) enum State {
     Present(Bytes, Option<u64>),
     /// Absent at the delete's own revision (or an earlier one).
     Absent,
+    /// Deleted at exactly this revision, by a delete of this backend (the
+    /// key node's delete mark): the key existed just before it. A stream
+    /// that started before it gets the `Delete` even if it never got the
+    /// key's `Put` (skipped as overwritten, as when a transaction deletes
+    /// a key the one before it wrote): a standing delete is never skipped.
+    Deleted,
     /// Absent when read, at a fresh zxid taken after the read: the key may
     /// have been created again between the read and that zxid (see
     /// [`append`]).
@@ -65,6 +77,11 @@ pub(crate) struct RunningWatch {
     cache: BTreeMap<String, u64>,
     /// The last revision sent.
     last: u64,
+    /// The last thing sent was `Synced` (or the initial state): the next
+    /// event must be above `last`. After a `Put` or `Delete`, another at
+    /// the same revision is the same transaction's (one zxid is one
+    /// `multi`).
+    last_synced: bool,
     /// It ended: its consumer went, it lagged, or it got an error.
     ended: bool,
 }
@@ -74,9 +91,11 @@ impl RunningWatch {
     /// stream with an error instead (never silently out of order).
     fn deliver(&mut self, ev: WatchEvent) {
         let rev = ev.revision();
-        let ordered = match ev {
-            WatchEvent::Synced { .. } => rev >= self.last,
-            _ => rev > self.last,
+        let synced = matches!(ev, WatchEvent::Synced { .. });
+        let ordered = if synced {
+            rev >= self.last
+        } else {
+            self.accepts(rev)
         };
         if !ordered {
             tracing::warn!(
@@ -96,7 +115,15 @@ impl RunningWatch {
             return;
         }
         self.last = rev;
+        self.last_synced = synced;
         self.send(Ok(ev));
+    }
+
+    /// Whether a `Put` or `Delete` at `rev` keeps the order: above the
+    /// last revision sent, or at it when that was an event (of the same
+    /// transaction) rather than `Synced`.
+    fn accepts(&self, rev: u64) -> bool {
+        rev > self.last || (rev == self.last && !self.last_synced)
     }
 
     /// Queues an event or an error without waiting; a stream that is gone
@@ -286,30 +313,42 @@ impl WatchRounds {
         for (k, dir) in absent {
             let this_round = got.get(&k).and_then(|l| l.iter().map(|e| e.0).max());
             let known = self.known(&k).max(this_round.unwrap_or(0));
-            if !self.thought_present(&k) && this_round.is_none() {
+            // The key node's `mzxid` after a delete is that delete's own
+            // zxid, which only the keys deleted by the same transaction
+            // share; its `pzxid` after a removal by the server may be
+            // shared by unrelated keys (a session's ephemeral nodes go in
+            // one zxid), so each such revision serves one key per round.
+            let (candidate, exact) = match &dir {
+                Some((data, m, _)) if data.as_slice() == DELETED_FLAG => (Some(*m), true),
+                Some((_, _, p)) => (Some(*p), false),
+                None => (None, false),
+            };
+            // A key no stream was told of: only an exact delete is news
+            // (see [`State::Deleted`]), and it needs no fresh zxid.
+            let told = self.thought_present(&k) || this_round.is_some();
+            if !told && !exact {
                 continue;
             }
-            let candidate = match &dir {
-                Some((data, m, _)) if data.as_slice() == DELETED_FLAG => Some(*m),
-                Some((_, _, p)) => Some(*p),
-                None => None,
-            };
             // The same delete read again (a notification that came after an
             // earlier read already saw it): nothing new, and no reason to
             // take a fresh zxid for it.
             let pending = self.reads.get(&k).and_then(|l| l.last());
             if this_round.is_none()
                 && candidate.is_some()
-                && pending.is_some_and(|e| Some(e.0) == candidate && matches!(e.1, State::Absent))
+                && pending.is_some_and(|e| {
+                    Some(e.0) == candidate && matches!(e.1, State::Absent | State::Deleted)
+                })
             {
                 continue;
             }
             match candidate {
                 Some(c) if this_round.is_some_and(|p| c < p) => {}
-                Some(c) if c > known && c > self.delivered && used.insert(c) => {
-                    got.entry(k).or_default().push((c, State::Absent));
+                Some(c) if c > known && c > self.delivered && (used.insert(c) || exact) => {
+                    let st = if exact { State::Deleted } else { State::Absent };
+                    got.entry(k).or_default().push((c, st));
                 }
-                _ => need_clock.push(k),
+                _ if told => need_clock.push(k),
+                _ => {}
             }
         }
         // One fresh zxid per key (the events' revisions strictly
@@ -399,7 +438,9 @@ impl WatchRounds {
             }
         }
         self.reads.retain(|_, l| !l.is_empty());
-        events.sort_by_key(|e| e.0);
+        // Revision order; the keys of one revision (one transaction's) in
+        // key order.
+        events.sort_by(|a, b| (a.0, a.1.as_bytes()).cmp(&(b.0, b.1.as_bytes())));
         for s in self.subs.iter_mut() {
             for (rev, k, st) in &events {
                 if !s.target.covers(k) {
@@ -410,6 +451,14 @@ impl WatchRounds {
                         if s.cache.get(k) != Some(rev) {
                             s.cache.insert(k.clone(), *rev);
                             s.deliver(WatchEvent::Put(KvPair::new(k.clone(), v.clone(), *rev)));
+                        }
+                    }
+                    State::Deleted => {
+                        if s.cache.remove(k).is_some() || s.accepts(*rev) {
+                            s.deliver(WatchEvent::Delete {
+                                key: k.clone(),
+                                revision: *rev,
+                            });
                         }
                     }
                     State::Absent | State::AbsentClocked => {
@@ -443,7 +492,7 @@ impl WatchRounds {
                     let (rev, st) = list.into_iter().rev().find(|e| e.0 <= watermark)?;
                     match st {
                         State::Present(v, _) => Some(KvPair::new(k, v, rev)),
-                        State::Absent | State::AbsentClocked => None,
+                        State::Absent | State::AbsentClocked | State::Deleted => None,
                     }
                 })
                 .collect();
@@ -462,6 +511,7 @@ impl WatchRounds {
                 events: w.sub.events,
                 cache,
                 last: watermark,
+                last_synced: true,
                 ended,
             });
         }

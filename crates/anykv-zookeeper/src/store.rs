@@ -11,7 +11,8 @@ use std::time::Duration;
 use anykv_core::backend::{check_write, compare_outcome, WatchTarget};
 use anykv_core::{
     async_trait, key, Bytes, Capabilities, Error, KvPair, Lease, ListOptions, LockGuard,
-    LockOptions, PutOptions, Result, Store, StoreStats, WatchOptions, WatchStream,
+    LockOptions, PutOptions, Result, Store, StoreStats, Txn, TxnResponse, WatchOptions,
+    WatchStream,
 };
 use futures::FutureExt;
 use zookeeper_client as zk;
@@ -23,7 +24,7 @@ use crate::lease::delete_leased;
 use crate::nodes::{delete_value, list_under, make_dirs};
 use crate::page::{list_page, PageRequest};
 use crate::state::{LeaseEntry, StoreState};
-use crate::{lease, lock, watch};
+use crate::{lease, lock, txn, watch};
 
 /// How often a write retries after a definite, not-applied failure (a
 /// parent reaped, a version moved) before giving up.
@@ -31,7 +32,7 @@ const WRITE_ATTEMPTS: usize = 64;
 
 /// How many keys a store remembers as present, for plain puts without a
 /// read (see [`ZkStore::saw_present`]).
-const PRESENT_KEYS: usize = 100_000;
+pub(crate) const PRESENT_KEYS: usize = 100_000;
 
 /// A store on a ZooKeeper ensemble. Cheap to clone. See the
 /// [crate documentation](crate).
@@ -50,7 +51,7 @@ impl fmt::Debug for ZkStore {
 }
 
 /// How a write makes the value node.
-enum Mode {
+pub(crate) enum Mode {
     /// A persistent node.
     Plain,
     /// A TTL node.
@@ -73,6 +74,8 @@ impl ZkStore {
         capabilities.watch_resume = false;
         capabilities.min_ttl = MIN_TTL;
         capabilities.max_value_size = max_value_size;
+        capabilities.transactions = true;
+        capabilities.max_txn_ops = anykv_core::DEFAULT_MAX_TXN_OPS;
         Ok(ZkStore {
             state: Arc::new(StoreState::new(client, capabilities)),
         })
@@ -623,6 +626,15 @@ impl Store for ZkStore {
             }
             Err(e) => Err(map_err(e, &what)),
         }
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        self.state.ensure_open()?;
+        let txn = txn.validate(&self.state.capabilities)?;
+        txn::run(&self.state, txn, |key, value, options| {
+            self.write_mode(key, value, options)
+        })
+        .await
     }
 
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {

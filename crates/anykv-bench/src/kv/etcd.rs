@@ -113,6 +113,34 @@ impl Kv for EtcdRaw {
         Ok(resp.header().map(|h| h.revision() as u64).unwrap_or(0))
     }
 
+    async fn txn2(
+        &self,
+        a: &str,
+        b: &str,
+        value: &Bytes,
+        expected: (u64, u64),
+    ) -> Result<(u64, u64)> {
+        use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+        let (a, b) = (self.k(a), self.k(b));
+        let txn = Txn::new()
+            .when([
+                Compare::mod_revision(a.clone(), CompareOp::Equal, expected.0 as i64),
+                Compare::mod_revision(b.clone(), CompareOp::Equal, expected.1 as i64),
+            ])
+            .and_then([
+                TxnOp::put(a, value.to_vec(), None),
+                TxnOp::put(b, value.to_vec(), None),
+            ]);
+        let resp = self.client.kv_client().txn(txn).await?;
+        if !resp.succeeded() {
+            return Err(err(
+                "etcd-client: a two-key transaction failed its compares",
+            ));
+        }
+        let rev = resp.header().map(|h| h.revision() as u64).unwrap_or(0);
+        Ok((rev, rev))
+    }
+
     async fn list(&self, prefix: &str) -> Result<usize> {
         let start = format!("{}/", self.k(prefix));
         let end = format!("{}0", self.k(prefix));

@@ -103,6 +103,22 @@ impl Kv for MemoryBaseline {
         }
     }
 
+    async fn txn2(
+        &self,
+        a: &str,
+        b: &str,
+        value: &Bytes,
+        expected: (u64, u64),
+    ) -> Result<(u64, u64)> {
+        let (a, b) = (self.k(a), self.k(b));
+        let mut st = self.state.write().await;
+        let holds = |k: &String, want: u64| st.map.get(k).is_some_and(|(_, r)| *r == want);
+        if !(holds(&a, expected.0) && holds(&b, expected.1)) {
+            return Err(err("baseline: a two-key transaction failed its compares"));
+        }
+        Ok((self.write(&mut st, a, value), self.write(&mut st, b, value)))
+    }
+
     async fn list(&self, prefix: &str) -> Result<usize> {
         let start = format!("{}/", self.k(prefix));
         let end = format!("{}0", self.k(prefix));

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use anykv::{Bytes, LockOptions, PutOptions, Store, WatchEvent, WatchOptions};
+use anykv::{Bytes, Compare, LockOptions, PutOptions, Store, Txn, TxnOp, WatchEvent, WatchOptions};
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 
@@ -72,6 +72,17 @@ pub trait Kv: Send + Sync + 'static {
     /// Replaces `key` only if its version is `expected`; returns the new
     /// version, or an error if the swap failed.
     async fn cas(&self, key: &str, value: &Bytes, expected: u64) -> Result<u64>;
+
+    /// If `a` and `b` still have the versions `expected`, writes `value`
+    /// to both, atomically; returns their new versions, or an error if
+    /// a compare failed. The keys exist (made by [`Kv::cas_create`]).
+    async fn txn2(
+        &self,
+        a: &str,
+        b: &str,
+        value: &Bytes,
+        expected: (u64, u64),
+    ) -> Result<(u64, u64)>;
 
     /// Writes a key that [`Kv::list`] must find (the raw Redis side also
     /// indexes it).
@@ -166,6 +177,30 @@ impl Kv for AnykvKv {
                 PutOptions::new(),
             )
             .await?)
+    }
+
+    async fn txn2(
+        &self,
+        a: &str,
+        b: &str,
+        value: &Bytes,
+        expected: (u64, u64),
+    ) -> Result<(u64, u64)> {
+        let (a, b) = (self.k(a), self.k(b));
+        let r = self
+            .store
+            .txn(
+                Txn::new()
+                    .when(Compare::revision(a.clone(), expected.0))
+                    .when(Compare::revision(b.clone(), expected.1))
+                    .then(TxnOp::put(a, value.clone()))
+                    .then(TxnOp::put(b, value.clone())),
+            )
+            .await?;
+        match (r.succeeded, r.revision) {
+            (true, Some(rev)) => Ok((rev, rev)),
+            _ => Err(err("anykv: a two-key transaction failed its compares")),
+        }
     }
 
     async fn list(&self, prefix: &str) -> Result<usize> {

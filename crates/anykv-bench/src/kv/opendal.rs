@@ -156,6 +156,16 @@ impl Kv for OpenDal {
         Err(unsupported("compare-and-swap"))
     }
 
+    async fn txn2(
+        &self,
+        _a: &str,
+        _b: &str,
+        _value: &Bytes,
+        _expected: (u64, u64),
+    ) -> Result<(u64, u64)> {
+        Err(unsupported("transactions"))
+    }
+
     async fn list(&self, prefix: &str) -> Result<usize> {
         let entries = self.op.list(&format!("{prefix}/")).await?;
         let reads = entries

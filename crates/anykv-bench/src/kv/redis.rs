@@ -18,6 +18,16 @@ redis.call('HSET', KEYS[1], 'v', ARGV[2], 'r', r)
 return r
 "#;
 
+const REDIS_TXN2: &str = r#"
+local ra = redis.call('HGET', KEYS[1], 'r')
+local rb = redis.call('HGET', KEYS[2], 'r')
+if ra ~= ARGV[1] or rb ~= ARGV[2] then return {-1, -1} end
+local na, nb = tonumber(ra) + 1, tonumber(rb) + 1
+redis.call('HSET', KEYS[1], 'v', ARGV[3], 'r', na)
+redis.call('HSET', KEYS[2], 'v', ARGV[3], 'r', nb)
+return {na, nb}
+"#;
+
 const REDIS_UNLOCK: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -37,6 +47,7 @@ pub struct RedisRaw {
     db: i64,
     prefix: String,
     cas: redis::Script,
+    txn2: redis::Script,
     unlock: redis::Script,
     saved_notify: tokio::sync::Mutex<Option<String>>,
     next_token: std::sync::atomic::AtomicU64,
@@ -75,6 +86,7 @@ impl RedisRaw {
             db,
             prefix,
             cas: redis::Script::new(REDIS_CAS),
+            txn2: redis::Script::new(REDIS_TXN2),
             unlock: redis::Script::new(REDIS_UNLOCK),
             saved_notify: tokio::sync::Mutex::new(None),
             next_token: std::sync::atomic::AtomicU64::new(1),
@@ -218,6 +230,29 @@ impl Kv for RedisRaw {
             .query_async::<()>(&mut c)
             .await?;
         Ok(())
+    }
+
+    async fn txn2(
+        &self,
+        a: &str,
+        b: &str,
+        value: &Bytes,
+        expected: (u64, u64),
+    ) -> Result<(u64, u64)> {
+        let mut c = self.conn.clone();
+        let (na, nb): (i64, i64) = self
+            .txn2
+            .key(self.k(a))
+            .key(self.k(b))
+            .arg(expected.0)
+            .arg(expected.1)
+            .arg(value.as_ref())
+            .invoke_async(&mut c)
+            .await?;
+        if na < 0 || nb < 0 {
+            return Err(err("redis: a two-key transaction failed its compares"));
+        }
+        Ok((na as u64, nb as u64))
     }
 
     async fn list(&self, prefix: &str) -> Result<usize> {

@@ -153,6 +153,32 @@ impl Kv for ZkRaw {
         Ok(stat.version as u64)
     }
 
+    async fn txn2(
+        &self,
+        a: &str,
+        b: &str,
+        value: &Bytes,
+        expected: (u64, u64),
+    ) -> Result<(u64, u64)> {
+        // One multi: each set_data carries its expected version, which is
+        // the compare.
+        let mut multi = self.client.new_multi_writer();
+        multi.add_set_data(&self.p(a), value, Some(expected.0 as i32))?;
+        multi.add_set_data(&self.p(b), value, Some(expected.1 as i32))?;
+        let results = multi
+            .commit()
+            .await
+            .map_err(|e| err(format!("zookeeper-client: a two-key multi failed: {e}")))?;
+        match results.as_slice() {
+            [zk::MultiWriteResult::SetData { stat: sa }, zk::MultiWriteResult::SetData { stat: sb }] => {
+                Ok((sa.version as u64, sb.version as u64))
+            }
+            other => Err(err(format!(
+                "zookeeper-client: unexpected multi results {other:?}"
+            ))),
+        }
+    }
+
     async fn list(&self, prefix: &str) -> Result<usize> {
         let dir = self.p(prefix);
         let children = match self.client.list_children(&dir).await {

@@ -516,7 +516,7 @@ pub async fn contend_watch_opened_while_closing_ends(ctx: &Ctx) -> CaseResult {
 /// A lock released just as a waiter's timeout runs out, five times with
 /// different offsets: each time the lock ends free or held by exactly one
 /// client — the waiter either holds it (and a third client cannot take
-/// it) or got `Timeout` (and a third client can).
+/// it) or got `LockTimeout` (and a third client can).
 pub async fn contend_lock_release_against_waiter_timeout(ctx: &Ctx) -> CaseResult {
     let a = ctx.store().await?;
     ctx.require(a.capabilities().locks, "locks")?;
@@ -558,7 +558,7 @@ pub async fn contend_lock_release_against_waiter_timeout(ctx: &Ctx) -> CaseResul
             Err(e) => {
                 check_eq!(
                     e.kind(),
-                    ErrorKind::Timeout,
+                    ErrorKind::LockTimeout,
                     "round {round}: the waiter's error: {e}"
                 );
                 check!(

@@ -339,8 +339,9 @@ pub async fn lock_waiter_gets_lock_after_holder_close(ctx: &Ctx) -> CaseResult {
     Ok(())
 }
 
-/// `lock` with a 500 ms timeout on a held lock fails with `Timeout` after
-/// at least about 500 ms and well before [`crate::EVENT_TIMEOUT`]; the
+/// `lock` with a 500 ms timeout on a held lock fails with `LockTimeout`
+/// (naming the lock, not retryable: the lock is busy, not the server)
+/// after at least about 500 ms and well before [`crate::EVENT_TIMEOUT`]; the
 /// abandoned wait leaves nothing behind: the same client gets the lock
 /// after the release, and a third one after that.
 pub async fn lock_timeout(ctx: &Ctx) -> CaseResult {
@@ -353,7 +354,12 @@ pub async fn lock_timeout(ctx: &Ctx) -> CaseResult {
         .lock("t", opts.clone().with_timeout(Duration::from_millis(500)))
         .await;
     let took = started.elapsed();
-    check_err!(result, Timeout);
+    let e = check_err!(result, LockTimeout);
+    check!(
+        !e.is_retryable() && e.to_string().contains("\"t\""),
+        "a lock that waited its timeout says {e} (retryable: {})",
+        e.is_retryable()
+    );
     check!(
         took >= Duration::from_millis(450),
         "lock() with a 500 ms timeout gave up after {took:?}"

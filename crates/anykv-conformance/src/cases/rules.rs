@@ -378,7 +378,7 @@ pub async fn rules_lock_renewed_blocks_try_lock(ctx: &Ctx) -> CaseResult {
 }
 
 /// A waiter whose timeout spans 2.5 lock TTLs of a renewed lock times out
-/// with `Timeout`, and the holder still holds.
+/// with `LockTimeout`, and the holder still holds.
 pub async fn rules_lock_renewed_times_out_waiter(ctx: &Ctx) -> CaseResult {
     let a = ctx.store().await?;
     ctx.require(a.capabilities().locks, "locks")?;
@@ -389,7 +389,7 @@ pub async fn rules_lock_renewed_times_out_waiter(ctx: &Ctx) -> CaseResult {
     check_err!(
         b.lock("l", LockOptions::new().with_timeout(ttl.mul_f64(2.5)))
             .await,
-        Timeout
+        LockTimeout
     );
     check!(
         started.elapsed() >= ttl.mul_f64(2.5) - Duration::from_millis(100),

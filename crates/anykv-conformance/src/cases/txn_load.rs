@@ -320,18 +320,22 @@ pub async fn txn_watcher_sees_whole_transactions(ctx: &Ctx) -> CaseResult {
         .map_err(|e| Failure::failed(format!("the noise writer panicked: {e}")))??;
     check!(noise_writes > 0, "the noise writer wrote nothing");
 
-    // Read until the last transaction's events are all in.
-    let last = txns.last().map(|t| t.0).unwrap_or(0);
+    // Read until every required event of the last transaction is in, or
+    // an event after it arrives.
+    let (last, last_must) = match txns.last() {
+        Some((rev, must, _)) => (*rev, must.clone()),
+        None => return Err(Failure::failed("no transaction ran")),
+    };
     let mut events: Vec<WatchEvent> = Vec::new();
+    let mut seen_last = BTreeSet::new();
     loop {
         let e = next_event(&mut w, EVENT_TIMEOUT).await?;
-        let done = e.revision() > last;
+        let after = e.revision() > last;
+        if e.revision() == last {
+            seen_last.extend(e.key().map(str::to_owned));
+        }
         events.push(e);
-        let seen_last = events
-            .iter()
-            .filter(|e| e.revision() == last && e.key().is_some_and(|k| k.starts_with("w/t/")))
-            .count();
-        if done || seen_last >= txns.last().map(|t| t.1.len()).unwrap_or(0) {
+        if after || last_must.is_subset(&seen_last) {
             break;
         }
     }

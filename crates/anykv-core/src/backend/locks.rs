@@ -146,13 +146,15 @@ impl LockTable {
             armed: true,
         };
         let granted = match options.timeout {
-            Some(after) => tokio::time::timeout(after, rx)
-                .await
-                .map_err(|_| Error::Timeout {
-                    backend: self.shared.backend,
-                    operation: format!("lock {shown:?}"),
-                    after,
-                })?,
+            Some(after) => {
+                tokio::time::timeout(after, rx)
+                    .await
+                    .map_err(|_| Error::LockTimeout {
+                        backend: self.shared.backend,
+                        key: shown.to_string(),
+                        after,
+                    })?
+            }
             None => rx.await,
         };
         pending.armed = false;
