@@ -1,8 +1,8 @@
-//! `anykv txn` on the in-process store: the binary for what one process
-//! shows (output, JSON in and out, exit codes, malformed input), and
-//! [`anykv_cli::run`] on a named `memory://` store for what the store
-//! holds afterwards (all or nothing), since a `memory://` store lives only
-//! as long as one process.
+//! `anykv txn` with no server: the binary on `memory://` for what one
+//! process shows (output, JSON in and out, exit codes, malformed input);
+//! [`anykv_cli::run`] on a named `memory://` store for what the store holds
+//! afterwards (all or nothing), since a `memory://` store lives only as long
+//! as one process; and separate processes on one `redb://` file.
 
 mod common;
 
@@ -322,5 +322,91 @@ fn all_or_nothing_in_the_store() {
             Some(("2".into(), revision)),
             None
         )
+    );
+}
+
+/// Across `anykv` processes on one redb file: a transaction whose compare
+/// fails writes nothing, one that holds writes everything at one revision,
+/// and a compare-and-swap loop of separate processes sees each other's
+/// writes.
+#[test]
+fn all_or_nothing_across_processes_on_a_redb_file() {
+    let dir = anykv_testserver::temp_dir("anykv-cli-txn-");
+    let url = format!("redb://{}/txn.redb/app", dir.path().display());
+    let put = anykv(&["--url", &url, "put", "job", "queued"]);
+    assert_eq!((put.code, put.out()), (Some(0), "1\n".to_string()));
+    let put = anykv(&["--url", &url, "put", "cfg", "fast"]);
+    assert_eq!((put.code, put.out()), (Some(0), "2\n".to_string()));
+
+    let stale = anykv(&[
+        "--url",
+        &url,
+        "txn",
+        "--if",
+        "rev(job) = 7",
+        "--then",
+        "put job running",
+        "--then",
+        "put worker/1 job",
+        "--else",
+        "get job",
+    ]);
+    assert_eq!(stale.code, Some(5), "{}", stale.stderr);
+    assert_eq!(
+        stale.lines(),
+        ["FAILED\tcompare 0\trev(job) = 7", "GET\tjob\t1\tqueued"]
+    );
+    let listed = anykv(&["--url", &url, "ls"]);
+    assert_eq!(listed.out(), "cfg\tfast\njob\tqueued\n");
+
+    let took = anykv(&[
+        "--url",
+        &url,
+        "--json",
+        "txn",
+        "--if",
+        "rev(job) = 1",
+        "--if",
+        "absent(worker/1)",
+        "--then",
+        "put job running",
+        "--then",
+        "put worker/1 job",
+        "--then",
+        "get cfg",
+    ]);
+    assert_eq!(
+        (took.code, took.json()),
+        (
+            Some(0),
+            json!({"succeeded": true, "failed_compare": null, "revision": 3, "results": [
+                {"op": "put", "key": "job", "revision": 3},
+                {"op": "put", "key": "worker/1", "revision": 3},
+                {"op": "get", "key": "cfg", "found": true, "value": "fast",
+                 "encoding": "utf8", "revision": 2},
+            ]})
+        )
+    );
+    let again = anykv(&[
+        "--url",
+        &url,
+        "txn",
+        "--if",
+        "rev(job) = 1",
+        "--then",
+        "put job running",
+    ]);
+    assert_eq!(
+        (again.code, again.lines()),
+        (Some(5), vec!["FAILED\tcompare 0\trev(job) = 1".to_string()])
+    );
+    let listed = anykv(&["--url", &url, "--json", "ls"]);
+    assert_eq!(
+        listed.json(),
+        json!([
+            {"key": "cfg", "value": "fast", "encoding": "utf8", "revision": 2},
+            {"key": "job", "value": "running", "encoding": "utf8", "revision": 3},
+            {"key": "worker/1", "value": "job", "encoding": "utf8", "revision": 3},
+        ])
     );
 }
