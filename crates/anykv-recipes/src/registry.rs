@@ -226,6 +226,7 @@ impl Registry {
             dirty: BTreeSet::new(),
             doomed: BTreeSet::new(),
             waiters: BTreeMap::new(),
+            written: Vec::new(),
             lease: None,
             caches: BTreeMap::new(),
             events: SelectAll::new(),
@@ -414,6 +415,10 @@ struct Actor {
     /// Keys deregistered whose delete has not succeeded yet.
     doomed: BTreeSet<String>,
     waiters: BTreeMap<String, (u64, oneshot::Sender<Result<()>>)>,
+    /// Registrations whose record is written, answered once the status
+    /// says so (so a caller sees the lease in the status as soon as its
+    /// `register` returns).
+    written: Vec<(String, oneshot::Sender<Result<()>>)>,
     lease: Option<Lease>,
     caches: BTreeMap<String, Cache>,
     events: SelectAll<CacheEvents>,
@@ -434,6 +439,7 @@ impl Actor {
                         attempt = 0;
                         retry_at = None;
                         self.set_state(RegistryState::Registered, None);
+                        self.answer_written();
                     }
                     Err(e) => {
                         let retry_in = self.options.backoff.delay(attempt);
@@ -444,6 +450,7 @@ impl Actor {
                             RegistryState::Retrying { attempt, retry_in },
                             Some(e.to_string()),
                         );
+                        self.answer_written();
                         if e.kind() == ErrorKind::Closed {
                             let _ = self.shutdown().await;
                             return;
@@ -479,6 +486,17 @@ impl Actor {
                 }
                 Some(event) = self.events.next(), if watching => self.check(event),
                 () = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {}
+            }
+        }
+    }
+
+    /// Answers the registrations whose record is written; a caller that
+    /// gave up waiting is deregistered.
+    fn answer_written(&mut self) {
+        for (key, waiter) in std::mem::take(&mut self.written) {
+            if waiter.send(Ok(())).is_err() {
+                self.entries.remove(&key);
+                self.doomed.insert(key);
             }
         }
     }
@@ -652,11 +670,7 @@ impl Actor {
                 Ok(_) => {
                     self.dirty.remove(&key);
                     if let Some((_, waiter)) = self.waiters.remove(&key) {
-                        if waiter.send(Ok(())).is_err() {
-                            // The caller gave up waiting: deregister.
-                            self.entries.remove(&key);
-                            self.doomed.insert(key);
-                        }
+                        self.written.push((key, waiter));
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::LeaseLost => {
