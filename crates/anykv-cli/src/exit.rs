@@ -130,7 +130,7 @@ pub fn code_for(kind: ErrorKind) -> u8 {
         | ErrorKind::Config => USAGE,
         ErrorKind::Unavailable | ErrorKind::Timeout => UNAVAILABLE,
         ErrorKind::KeyNotFound => NOT_FOUND,
-        ErrorKind::KeyModified | ErrorKind::KeyExists => CONDITION_FAILED,
+        ErrorKind::KeyModified | ErrorKind::KeyExists | ErrorKind::LockTimeout => CONDITION_FAILED,
         _ => FAILURE,
     }
 }
@@ -154,6 +154,7 @@ mod tests {
         assert_eq!(code_for(ErrorKind::KeyNotFound), NOT_FOUND);
         assert_eq!(code_for(ErrorKind::KeyModified), CONDITION_FAILED);
         assert_eq!(code_for(ErrorKind::KeyExists), CONDITION_FAILED);
+        assert_eq!(code_for(ErrorKind::LockTimeout), CONDITION_FAILED);
         assert_eq!(code_for(ErrorKind::Unsupported), FAILURE);
         assert_eq!(code_for(ErrorKind::PermissionDenied), FAILURE);
         assert_eq!(CliError::interrupted(2).code, 130);

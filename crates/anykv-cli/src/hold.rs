@@ -55,18 +55,23 @@ async fn lock_on(
         r = store.lock(&args.name, options) => r,
         signal = interrupts.first() => return Err(CliError::interrupted(signal)),
     };
+    let busy = |after: std::time::Duration| {
+        CliError::new(
+            CONDITION_FAILED,
+            ErrorKind::LockTimeout.to_string(),
+            format!(
+                "lock {:?} is held by another client: gave up after {}",
+                args.name,
+                show_duration(after)
+            ),
+        )
+    };
     let guard = match acquired {
         Ok(g) => g,
+        Err(Error::LockTimeout { after, .. }) => return Err(busy(after)),
+        // How a backend reported the expired wait before LockTimeout.
         Err(Error::Timeout { after, .. }) if Some(after) == args.timeout => {
-            return Err(CliError::new(
-                CONDITION_FAILED,
-                ErrorKind::Timeout.to_string(),
-                format!(
-                    "lock {:?} is held by another client: gave up after {}",
-                    args.name,
-                    show_duration(after)
-                ),
-            ))
+            return Err(busy(after))
         }
         Err(e) => return Err(e.into()),
     };

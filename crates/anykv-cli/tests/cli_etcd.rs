@@ -318,7 +318,7 @@ fn a_second_lock_holder_times_out_while_the_first_holds() {
         &["--json", "lock", "jobs/nightly", "--timeout", "500ms"],
     );
     assert_eq!(json.code, Some(5));
-    assert_eq!(json.json()["error"]["kind"], json!("Timeout"));
+    assert_eq!(json.json()["error"]["kind"], json!("LockTimeout"));
 
     first.signal("INT");
     let (code, _, err) = first.finish(SHORT);
