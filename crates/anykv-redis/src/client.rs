@@ -28,7 +28,7 @@ use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr
 use redis::{RedisError, Value};
 
 use crate::config::{RedisConfig, BACKEND};
-use crate::connection::{Conn, Handle, Lane, Link};
+use crate::connection::{Conn, Handle, Lane, Link, LinkStatus};
 use crate::errors::{map_error, map_error_kind_retryable};
 use crate::layout::Layout;
 use crate::reply::as_i64;
@@ -206,6 +206,11 @@ impl RedisClient {
     /// reader's not counted).
     pub(crate) fn connections(&self) -> usize {
         self.link.connections()
+    }
+
+    /// What the servers say about themselves (see [`Link::status`]).
+    pub(crate) async fn status(&self) -> LinkStatus {
+        self.link.status(&self.keys[0]).await
     }
 
     /// Whether the store talks to a Redis Cluster.

@@ -241,6 +241,7 @@ mod recovery;
 mod reply;
 mod scripts;
 mod state;
+mod status;
 mod store;
 mod txn;
 mod urls;

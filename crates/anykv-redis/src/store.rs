@@ -19,7 +19,8 @@ use std::time::Duration;
 use anykv_core::backend::{check_write, compare_outcome, waited_for, WatchTarget};
 use anykv_core::{
     async_trait, Bytes, Capabilities, Error, KvPair, Lease, ListOptions, LockGuard, LockOptions,
-    PutOptions, Result, Store, StoreStats, Txn, TxnResponse, WatchOptions, WatchStream,
+    PutOptions, Result, Store, StoreStats, StoreStatus, Txn, TxnResponse, WatchOptions,
+    WatchStream,
 };
 use redis::Value;
 
@@ -31,7 +32,7 @@ use crate::reply::{
     as_array, as_bytes, as_u64, code_pair, into_bytes, parse_state, unexpected_reply,
 };
 use crate::state::StoreState;
-use crate::{expiry, lease, lock, recovery, scripts, txn, watch};
+use crate::{expiry, lease, lock, recovery, scripts, status, txn, watch};
 
 /// A handle on a Redis-backed store. Cheap to clone; clones are the same
 /// client. See the [crate documentation](crate).
@@ -660,6 +661,10 @@ impl Store for RedisStore {
 
     async fn try_lock(&self, key: &str, options: LockOptions) -> Result<Option<LockGuard>> {
         lock::acquire(self.state(), key, options, Wait::Never).await
+    }
+
+    async fn status(&self) -> Result<StoreStatus> {
+        status::status(self.state(), || self.stats()).await
     }
 
     async fn close(&self) -> Result<()> {
