@@ -39,7 +39,7 @@ use redis::{
 };
 
 use crate::config::{RedisConfig, Topology, BACKEND};
-use crate::errors::map_error;
+use crate::errors::{describe, map_error};
 
 /// One call's connection, of whichever deployment.
 #[derive(Clone)]
@@ -195,7 +195,7 @@ impl NodeSettings {
         let info = self
             .addr(host, port)
             .into_connection_info()
-            .map_err(|e| Error::Config(format!("invalid Redis address: {e}")))?
+            .map_err(|e| Error::Config(format!("invalid Redis address: {}", describe(&e))))?
             .set_redis_settings(redis.clone());
         if self.tls {
             Client::build_with_tls(
@@ -208,7 +208,7 @@ impl NodeSettings {
         } else {
             Client::open(info)
         }
-        .map_err(|e| Error::Config(format!("invalid Redis configuration: {e}")))
+        .map_err(|e| Error::Config(format!("invalid Redis configuration: {}", describe(&e))))
     }
 
     /// A connection's settings: the connect time-out and `response`.
@@ -257,7 +257,12 @@ impl Link {
                     .await
                     {
                         Ok(Ok(c)) => c,
-                        Ok(Err(e)) => return Err(map_error(e, "connect")),
+                        Ok(Err(e)) => {
+                            return Err(map_error(
+                                e,
+                                &format!("connect to {}:{}", config.host, config.port),
+                            ))
+                        }
                         Err(_) => return Err(timed_out("connect", connecting)),
                     };
                     managers.push(manager);
@@ -301,7 +306,10 @@ impl Link {
                     }
                 }
                 let client = builder.build().map_err(|e| {
-                    Error::Config(format!("invalid Redis Cluster configuration: {e}"))
+                    Error::Config(format!(
+                        "invalid Redis Cluster configuration: {}",
+                        describe(&e)
+                    ))
                 })?;
                 let mut conns = Vec::with_capacity(1 + lanes);
                 for _ in 0..=lanes {
