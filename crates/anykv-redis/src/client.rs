@@ -247,6 +247,7 @@ impl RedisClient {
 
     fn succeeded(&self) {
         if self.suspect.swap(false, Ordering::SeqCst) {
+            crate::counters::reconnect("calls");
             self.recovered.send_modify(|n| *n = n.wrapping_add(1));
         }
     }

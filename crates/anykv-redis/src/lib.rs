@@ -223,13 +223,26 @@
 //! and fails with `Unavailable` when the time runs out. Reads are retried
 //! within the timeout. Wrong credentials give `Unauthenticated`, ACL
 //! refusals `PermissionDenied`. Neither [`RedisConfig`]'s `Debug` nor any
-//! error shows a password.
+//! error shows a password, and messages carry the server's text (`NOAUTH
+//! Authentication required.`) or the system's, not the client library's
+//! `Debug` names.
+//!
+//! # Observability
+//!
+//! Background work logs `tracing` events with the target `anykv_redis` and
+//! counts, through the `metrics` crate, with the label `backend="redis"`:
+//! `anykv_reconnects_total` (the watch reader's connection re-established,
+//! or the calls succeeding again after failing for a lost connection),
+//! `anykv_keepalive_failures_total` (a lease's or a lock's refresh failed
+//! or did not answer in time) and `anykv_watch_resumes_total` (the watch
+//! reader went on with open watches after its connection failed).
 
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod client;
 mod config;
 mod connection;
+mod counters;
 mod errors;
 mod expiry;
 mod feed;

@@ -114,14 +114,16 @@ async fn warn_if_evicting(client: &RedisClient) {
             if let Some(p) = policy {
                 let p = String::from_utf8_lossy(&p);
                 if p != "noeviction" {
-                    tracing::warn!(
+                    tracing::warn!(target: "anykv_redis",
                         "anykv-redis: the server's maxmemory-policy is {p:?}; evicted keys \
                          lose data and revisions, use noeviction"
                     );
                 }
             }
         }
-        Err(e) => tracing::debug!("anykv-redis: cannot check maxmemory-policy: {e}"),
+        Err(e) => {
+            tracing::debug!(target: "anykv_redis", "anykv-redis: cannot check maxmemory-policy: {e}")
+        }
     }
 }
 
@@ -203,7 +205,7 @@ impl RedisStore {
                         ),
                     });
                 }
-                tracing::warn!(
+                tracing::warn!(target: "anykv_redis",
                     "anykv-redis: this user may not run INFO, so writes do not check for a \
                      server that lost history (restarted without its last writes); \
                      revisions may be handed out again after such a restart"
