@@ -7,17 +7,60 @@
 //! appends a change record to a Redis stream. Nothing depends on keyspace
 //! notifications or `CONFIG SET`, and nothing ever scans the keyspace.
 //!
-//! ```no_run
-//! use anykv_core::{PutOptions, Store, WatchOptions};
-//! use anykv_redis::RedisStore;
+//! Open a store by URL, write and read, watch a tree and take a lock
+//! (`tests/front_page.rs` runs this same code against a real server):
 //!
-//! # async fn demo() -> anykv_core::Result<()> {
-//! let store = RedisStore::open_url("redis://127.0.0.1:6379/0/app?request_timeout=2s").await?;
-//! let revision = store.put("config/mode", "fast".into(), PutOptions::new()).await?;
-//! assert_eq!(store.get("config/mode").await?.unwrap().revision, revision);
-//! let _changes = store.watch_tree("config", WatchOptions::new()).await?;
-//! store.close().await?;
-//! # Ok(())
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use anykv_core::{LockOptions, PutOptions, Store, WatchEvent, WatchOptions};
+//! use anykv_redis::RedisStore;
+//! use futures::StreamExt;
+//!
+//! async fn front_page(url: &str) -> anykv_core::Result<()> {
+//!     let store = RedisStore::open_url(url).await?;
+//!
+//!     // Every write returns the revision it made; reads return it too.
+//!     let first = store
+//!         .put("config/mode", "fast".into(), PutOptions::new())
+//!         .await?;
+//!     let pair = store.get("config/mode").await?.expect("just written");
+//!     assert_eq!((&pair.value[..], pair.revision), (&b"fast"[..], first));
+//!
+//!     // A watch of a tree: its current keys, `Synced`, then every change.
+//!     let mut changes = store.watch_tree("config", WatchOptions::new()).await?;
+//!     assert!(matches!(changes.next().await, Some(Ok(WatchEvent::Put(kv))) if kv.revision == first));
+//!     assert!(matches!(
+//!         changes.next().await,
+//!         Some(Ok(WatchEvent::Synced { .. }))
+//!     ));
+//!     let second = store
+//!         .put("config/mode", "safe".into(), PutOptions::new())
+//!         .await?;
+//!     match changes.next().await {
+//!         Some(Ok(WatchEvent::Put(kv))) => {
+//!             assert_eq!((kv.key.as_str(), kv.revision), ("config/mode", second))
+//!         }
+//!         other => panic!("expected the change, got {other:?}"),
+//!     }
+//!
+//!     // A lock: held (and kept alive) until released; waiting at most 5 s.
+//!     let options = LockOptions::new()
+//!         .with_ttl(Duration::from_secs(10))
+//!         .with_timeout(Duration::from_secs(5));
+//!     let guard = store.lock("jobs/nightly", options).await?;
+//!     assert!(store
+//!         .try_lock("jobs/nightly", LockOptions::new())
+//!         .await?
+//!         .is_none());
+//!     guard.release().await?;
+//!
+//!     store.close().await
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> anykv_core::Result<()> {
+//! #     front_page("redis://127.0.0.1:6379/0/app?request_timeout=2s").await
 //! # }
 //! ```
 //!
@@ -51,8 +94,9 @@
 //!   backend stores, `{name}:`. Stores of one namespace share revisions,
 //!   the key index and the change stream; roots nest inside it.
 //! - `request_timeout` (default `5s`): how long one call may take before it
-//!   fails with `Timeout`; `connect_timeout` (default `2s`). Durations are
-//!   written `250ms`, `5s`, `2m` or as plain seconds, as for every backend.
+//!   fails with `Timeout`; `connect_timeout` (default `2s`). Durations
+//!   carry a unit (`250ms`, `5s`, `1m30s`), as for every backend; a bare
+//!   number is a `Config` error.
 //! - `wait_replicas=N` (default 0) and `wait_timeout` (default `500ms`,
 //!   less than `request_timeout`): every write, lock and lease operation
 //!   waits (`WAIT`) until `N` replicas have it. One that gets fewer fails
