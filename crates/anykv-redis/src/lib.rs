@@ -271,6 +271,22 @@
 //! Authentication required.`) or the system's, not the client library's
 //! `Debug` names.
 //!
+//! # Status
+//!
+//! [`Store::status`] reads, never writes: the data server that serves the
+//! namespace (the one server, the primary the Sentinels name, or the
+//! Cluster node of the namespace's slot) is asked `INFO server`, `INFO
+//! replication` and the revision counter (`GET {ns}:rev`) in one round
+//! trip within `request_timeout`; it is listed with its version and role
+//! (`primary`, `replica`), and the details give `mode` (`standalone`,
+//! `sentinel`, `cluster`), `db`, `namespace`, `prefix` (the root),
+//! `redis_mode`, `connected_replicas` and `master_replid`, for Sentinel
+//! also `sentinel` (the one that named the primary), for a Cluster `slot`.
+//! Sentinels are asked `INFO server` at the same time and listed with the
+//! role `sentinel`, or with their error. A data server that does not
+//! answer fails the call (`Timeout`, or `Unavailable` when it cannot be
+//! reached) unless a Sentinel answered; then it is listed with its error.
+//!
 //! # Observability
 //!
 //! Background work logs `tracing` events with the target `anykv_redis` and
