@@ -26,6 +26,13 @@
 //! | `anykv_watches_open` | gauge | `backend` | watch streams open now |
 //! | `anykv_watch_events_total` | counter | `backend` | events delivered to watch streams |
 //! | `anykv_watch_errors_total` | counter | `backend`, `kind` | errors watch streams yielded (`WatchLagged`: a consumer fell behind; `Compacted`, `Unavailable`, …) |
+//! | `anykv_reconnects_total` | counter | `backend` | connections or sessions the backend re-established (etcd, Redis, ZooKeeper) |
+//! | `anykv_keepalive_failures_total` | counter | `backend` | lease, lock or session keep-alives that failed or timed out |
+//! | `anykv_watch_resumes_total` | counter | `backend` | watches resumed or re-synced after their connection failed |
+//!
+//! The last three come from the backends' background work, which also logs
+//! `tracing` events under each backend crate's name (`anykv_etcd`,
+//! `anykv_redis`, `anykv_zookeeper`).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
