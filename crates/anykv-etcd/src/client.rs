@@ -27,7 +27,7 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
 use crate::config::EtcdConfig;
-use crate::errors::{explain_connect_failure, is_unavailable, map_error, not_applied, not_sent};
+use crate::errors::{explain_connect_failure, is_unavailable, map_error_at, not_applied, not_sent};
 use crate::layout::probe_key;
 use crate::members::{Conn, MemberStatus, Members, PROBE_TIMEOUT};
 use crate::tls::{install_crypto_provider, tls_options};
@@ -175,7 +175,7 @@ impl EtcdClient {
                         tokio::time::sleep(RETRY_PAUSE).await;
                         continue;
                     }
-                    return Err(map_error(e, op));
+                    return Err(map_error_at(e, op, Some(conn.url())));
                 }
                 Err(_) => return Err(timeout_error(op, self.request_timeout)),
             }
@@ -249,13 +249,13 @@ impl EtcdClient {
                             failed.push((conn.index(), self.members.generation()));
                             let late = Instant::now() + Duration::from_millis(100) >= deadline;
                             if busy.is_empty() && late {
-                                return Err(map_error(e, op));
+                                return Err(map_error_at(e, op, Some(conn.url())));
                             }
                             // Another member may take it now.
                             next_launch = Instant::now()
                                 + if busy.is_empty() { RETRY_PAUSE } else { Duration::ZERO };
                         }
-                        Err(e) => return Err(map_error(e, op)),
+                        Err(e) => return Err(map_error_at(e, op, Some(conn.url()))),
                     }
                 }
                 _ = tokio::time::sleep_until(next_launch.into()), if busy.len() < most => {}
@@ -276,7 +276,7 @@ async fn first_contact(
     timeout: Duration,
 ) -> Result<usize> {
     let url = members.url(i).to_owned();
-    let client = with_deadline(timeout, "connect", || {
+    let client = with_deadline(timeout, "connect", &url, || {
         Client::connect([url.clone()], Some(options.clone()))
     })
     .await?;
@@ -284,7 +284,7 @@ async fn first_contact(
         .set_client(i, client)
         .ok_or_else(|| no_connection("connect"))?;
     // A first request proves the server answers over this transport.
-    with_deadline(timeout, "connect", || {
+    with_deadline(timeout, "connect", &url, || {
         let mut kv = client.kv_client();
         async move {
             kv.get(probe_key(), Some(GetOptions::new().with_count_only()))
@@ -297,7 +297,7 @@ async fn first_contact(
 
 /// Runs a request with a deadline, mapping errors and trying again while
 /// it could not be sent and the deadline leaves room.
-async fn with_deadline<T, F, Fut>(timeout: Duration, op: &str, mut f: F) -> Result<T>
+async fn with_deadline<T, F, Fut>(timeout: Duration, op: &str, url: &str, mut f: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
@@ -313,7 +313,7 @@ where
                     tokio::time::sleep(RETRY_PAUSE).await;
                     continue;
                 }
-                return Err(map_error(e, op));
+                return Err(map_error_at(e, op, Some(url)));
             }
             Err(_) => return Err(timeout_error(op, timeout)),
         }

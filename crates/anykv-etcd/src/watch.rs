@@ -450,7 +450,11 @@ async fn run(client: EtcdClient, mut cmds: mpsc::UnboundedReceiver<MuxCommand>) 
             r = connect => match r {
                 Ok(Ok(s)) => Some(s),
                 Ok(Err(e)) => {
-                    tracing::debug!("etcd watch stream failed to open on {}: {e}", conn.url());
+                    tracing::debug!(
+                        "etcd watch stream failed to open on {}: {}",
+                        conn.url(),
+                        crate::errors::describe(&e)
+                    );
                     None
                 }
                 Err(_) => None,
@@ -503,7 +507,11 @@ async fn run(client: EtcdClient, mut cmds: mpsc::UnboundedReceiver<MuxCommand>) 
                     Ok(Some(resp)) => feeds.apply_response(resp),
                     Ok(None) => break,
                     Err(e) => {
-                        tracing::debug!("etcd watch stream on {} broke: {e}", conn.url());
+                        tracing::debug!(
+                            "etcd watch stream on {} broke: {}",
+                            conn.url(),
+                            crate::errors::describe(&e)
+                        );
                         break;
                     }
                 },
