@@ -22,12 +22,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anykv_core::{Error, Result};
-use etcd_client::{Client, ConnectOptions, GetOptions};
+use etcd_client::{Client, ConnectOptions, GetOptions, StatusResponse};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
 use crate::config::EtcdConfig;
-use crate::errors::{explain_connect_failure, is_unavailable, map_error_at, not_applied, not_sent};
+use crate::errors::{
+    describe, explain_connect_failure, is_unavailable, map_error_at, not_applied, not_sent,
+};
 use crate::layout::probe_key;
 use crate::members::{Conn, MemberStatus, Members, PROBE_TIMEOUT};
 use crate::tls::{install_crypto_provider, tls_options};
@@ -115,6 +117,34 @@ impl EtcdClient {
     /// What is known of each member, in endpoint order.
     pub fn members(&self) -> Vec<MemberStatus> {
         self.members.list()
+    }
+
+    /// Asks every member for its status (etcd's maintenance `Status`), all
+    /// at once, each within the request timeout: per member, in endpoint
+    /// order, its address (`host:port`) and its answer or why there is
+    /// none (a clean message). A member that does not answer costs the
+    /// call no more than the request timeout and fails nothing else.
+    pub async fn member_statuses(
+        &self,
+    ) -> Vec<(String, std::result::Result<StatusResponse, String>)> {
+        let timeout = self.request_timeout;
+        let asks = (0..self.members.len()).map(|i| {
+            let url = self.members.url(i);
+            let address = url.split_once("://").map_or(url, |(_, a)| a).to_owned();
+            let client = self.members.client(i);
+            async move {
+                let answer = match client {
+                    None => Err("not connected: the member was never reached".to_owned()),
+                    Some(mut c) => match tokio::time::timeout(timeout, c.status()).await {
+                        Ok(Ok(s)) => Ok(s),
+                        Ok(Err(e)) => Err(describe(&e)),
+                        Err(_) => Err(format!("no answer within {timeout:?}")),
+                    },
+                };
+                (address, answer)
+            }
+        });
+        futures::future::join_all(asks).await
     }
 
     /// Runs a request that may change something, within the request
