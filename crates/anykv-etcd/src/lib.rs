@@ -177,6 +177,7 @@
 
 #![deny(rustdoc::broken_intra_doc_links)]
 
+mod background;
 mod client;
 mod config;
 mod errors;

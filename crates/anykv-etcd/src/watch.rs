@@ -422,9 +422,13 @@ async fn run(client: EtcdClient, mut cmds: mpsc::UnboundedReceiver<MuxCommand>) 
     let timeout = client.request_timeout();
     let mut feeds = Feeds::default();
     let mut backoff = Duration::from_millis(100);
+    // Whether the last stream broke with feeds on it: the next stream
+    // resumes them.
+    let mut broke = false;
     loop {
         // Nothing to watch: wait for a command.
         if feeds.is_empty() {
+            broke = false;
             if apply_offline(&mut feeds, cmds.recv().await) {
                 return;
             }
@@ -488,6 +492,11 @@ async fn run(client: EtcdClient, mut cmds: mpsc::UnboundedReceiver<MuxCommand>) 
         if !send_requests(&feeds, &mut sender, rest).await {
             continue;
         }
+        // (Every way out of the loop below sets `broke` again.)
+        if broke {
+            crate::background::reconnected("the watch stream", conn.url());
+            crate::background::watches_resumed(feeds.feeds.len(), conn.url());
+        }
         backoff = Duration::from_millis(100);
         // Serve until the stream breaks.
         loop {
@@ -524,6 +533,7 @@ async fn run(client: EtcdClient, mut cmds: mpsc::UnboundedReceiver<MuxCommand>) 
                 break;
             }
         }
+        broke = true;
         // Reconnect after a short pause.
         if wait_or_close(&mut cmds, &mut feeds, Duration::from_millis(100)).await {
             return;
