@@ -15,7 +15,9 @@
 //! keep-alive failures, watch resumes.
 //!
 //! **Metrics** (install any `metrics` recorder, such as
-//! `metrics-exporter-prometheus`; without one they cost next to nothing):
+//! `metrics-exporter-prometheus`, before opening stores: each store takes
+//! its handles when it opens; without a recorder they cost next to
+//! nothing):
 //!
 //! | name | kind | labels | what |
 //! |---|---|---|---|
@@ -24,6 +26,13 @@
 //! | `anykv_watches_open` | gauge | `backend` | watch streams open now |
 //! | `anykv_watch_events_total` | counter | `backend` | events delivered to watch streams |
 //! | `anykv_watch_errors_total` | counter | `backend`, `kind` | errors watch streams yielded (`WatchLagged`: a consumer fell behind; `Compacted`, `Unavailable`, …) |
+//! | `anykv_reconnects_total` | counter | `backend` | connections or sessions the backend re-established (etcd, Redis, ZooKeeper) |
+//! | `anykv_keepalive_failures_total` | counter | `backend` | lease, lock or session keep-alives that failed or timed out |
+//! | `anykv_watch_resumes_total` | counter | `backend` | watches resumed or re-synced after their connection failed |
+//!
+//! The last three come from the backends' background work, which also logs
+//! `tracing` events under each backend crate's name (`anykv_etcd`,
+//! `anykv_redis`, `anykv_zookeeper`).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -60,24 +69,161 @@ use crate::types::{
 
 /// Wraps `store` so every call gets a span and metrics (see the module
 /// documentation). Wrapping a store twice is harmless but counts twice.
+///
+/// The metrics' handles are taken from the recorder installed when the
+/// store is wrapped (when it is opened): install a recorder before opening
+/// stores.
 pub fn observe(store: Arc<dyn Store>) -> Arc<dyn Store> {
     let backend = store.capabilities().backend;
+    let meters = OPS
+        .iter()
+        .map(|op| Meter {
+            ok: metrics::counter!(
+                "anykv_operations_total",
+                "backend" => backend,
+                "op" => *op,
+                "outcome" => "ok",
+            ),
+            duration: metrics::histogram!(
+                "anykv_operation_duration_seconds",
+                "backend" => backend,
+                "op" => *op,
+            ),
+        })
+        .collect();
     Arc::new(Observed {
         inner: store,
         backend,
+        meters,
     })
+}
+
+/// The operations, in the order of [`Op`].
+const OPS: [&str; 17] = [
+    "get",
+    "put",
+    "delete",
+    "exists",
+    "list",
+    "delete_tree",
+    "atomic_put",
+    "atomic_delete",
+    "txn",
+    "watch",
+    "watch_tree",
+    "grant_lease",
+    "lock",
+    "try_lock",
+    "status",
+    "close",
+    "list_with",
+];
+
+/// An operation: an index into [`OPS`] and the store's meters.
+#[derive(Clone, Copy)]
+enum Op {
+    Get,
+    Put,
+    Delete,
+    Exists,
+    List,
+    DeleteTree,
+    AtomicPut,
+    AtomicDelete,
+    Txn,
+    Watch,
+    WatchTree,
+    GrantLease,
+    Lock,
+    TryLock,
+    Status,
+    Close,
+    ListWith,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        OPS[self as usize]
+    }
+}
+
+/// One operation's metric handles, registered once per store so a call
+/// pays no lookup or allocation for them.
+struct Meter {
+    ok: metrics::Counter,
+    duration: metrics::Histogram,
 }
 
 /// A store with spans and metrics around every call: see [`observe`].
 pub struct Observed {
     inner: Arc<dyn Store>,
     backend: &'static str,
+    meters: Vec<Meter>,
 }
 
 impl Observed {
     /// The wrapped store.
     pub fn inner(&self) -> &Arc<dyn Store> {
         &self.inner
+    }
+
+    /// Runs one call inside its span and records it; `revision` picks
+    /// the revision to report from a successful result.
+    async fn call<T, F>(
+        &self,
+        op: Op,
+        key: Option<&str>,
+        revision: impl FnOnce(&T) -> Option<u64>,
+        future: F,
+    ) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        let span = tracing::debug_span!(
+            target: "anykv",
+            "anykv.op",
+            backend = self.backend,
+            op = op.name(),
+            key = key.unwrap_or(""),
+            revision = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let result = if span.is_disabled() {
+            future.await
+        } else {
+            future.instrument(span.clone()).await
+        };
+        let meter = &self.meters[op as usize];
+        meter.duration.record(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(value) => {
+                meter.ok.increment(1);
+                if !span.is_disabled() {
+                    if let Some(r) = revision(value) {
+                        span.record("revision", r);
+                    }
+                    span.record("outcome", "ok");
+                }
+            }
+            Err(e) => {
+                let kind = format!("{:?}", e.kind());
+                if !span.is_disabled() {
+                    span.record("outcome", kind.as_str());
+                    span.in_scope(
+                        || tracing::debug!(target: "anykv", error = %e, "{} failed", op.name()),
+                    );
+                }
+                metrics::counter!(
+                    "anykv_operations_total",
+                    "backend" => self.backend,
+                    "op" => op.name(),
+                    "outcome" => kind,
+                )
+                .increment(1);
+            }
+        }
+        result
     }
 }
 
@@ -86,77 +232,6 @@ impl fmt::Debug for Observed {
         // The wrapper is an implementation detail: show the store.
         self.inner.fmt(f)
     }
-}
-
-fn span(backend: &'static str, op: &'static str, key: Option<&str>) -> tracing::Span {
-    tracing::debug_span!(
-        target: "anykv",
-        "anykv.op",
-        backend,
-        op,
-        key = key.unwrap_or(""),
-        revision = tracing::field::Empty,
-        outcome = tracing::field::Empty,
-    )
-}
-
-/// The label of an outcome: `ok`, or the error's kind.
-fn outcome<T>(result: &Result<T>) -> String {
-    match result {
-        Ok(_) => "ok".to_owned(),
-        Err(e) => format!("{:?}", e.kind()),
-    }
-}
-
-fn record<T>(
-    backend: &'static str,
-    op: &'static str,
-    span: &tracing::Span,
-    started: Instant,
-    result: &Result<T>,
-    revision: Option<u64>,
-) {
-    let outcome = outcome(result);
-    if let Some(r) = revision {
-        span.record("revision", r);
-    }
-    span.record("outcome", outcome.as_str());
-    if let Err(e) = result {
-        span.in_scope(|| tracing::debug!(target: "anykv", error = %e, "{op} failed"));
-    }
-    metrics::counter!(
-        "anykv_operations_total",
-        "backend" => backend,
-        "op" => op,
-        "outcome" => outcome,
-    )
-    .increment(1);
-    metrics::histogram!(
-        "anykv_operation_duration_seconds",
-        "backend" => backend,
-        "op" => op,
-    )
-    .record(started.elapsed().as_secs_f64());
-}
-
-/// Runs one call inside its span and records it; `revision` picks the
-/// revision to report from a successful result.
-async fn call<T, F>(
-    backend: &'static str,
-    op: &'static str,
-    key: Option<&str>,
-    revision: impl FnOnce(&T) -> Option<u64>,
-    future: F,
-) -> Result<T>
-where
-    F: std::future::Future<Output = Result<T>>,
-{
-    let span = span(backend, op, key);
-    let started = Instant::now();
-    let result = future.instrument(span.clone()).await;
-    let rev = result.as_ref().ok().and_then(revision);
-    record(backend, op, &span, started, &result, rev);
-    result
 }
 
 fn none<T>(_: &T) -> Option<u64> {
@@ -220,55 +295,38 @@ impl Store for Observed {
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
         let rev = |p: &Option<KvPair>| p.as_ref().map(|p| p.revision);
-        call(self.backend, "get", Some(key), rev, self.inner.get(key)).await
+        self.call(Op::Get, Some(key), rev, self.inner.get(key))
+            .await
     }
 
     async fn put(&self, key: &str, value: Bytes, options: PutOptions) -> Result<u64> {
         let f = self.inner.put(key, value, options);
-        call(self.backend, "put", Some(key), |r| Some(*r), f).await
+        self.call(Op::Put, Some(key), |r| Some(*r), f).await
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
-        call(
-            self.backend,
-            "delete",
-            Some(key),
-            none,
-            self.inner.delete(key),
-        )
-        .await
+        self.call(Op::Delete, Some(key), none, self.inner.delete(key))
+            .await
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
-        call(
-            self.backend,
-            "exists",
-            Some(key),
-            none,
-            self.inner.exists(key),
-        )
-        .await
+        self.call(Op::Exists, Some(key), none, self.inner.exists(key))
+            .await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
-        call(
-            self.backend,
-            "list",
-            Some(prefix),
-            none,
-            self.inner.list(prefix),
-        )
-        .await
+        self.call(Op::List, Some(prefix), none, self.inner.list(prefix))
+            .await
     }
 
     async fn list_with(&self, prefix: &str, options: ListOptions) -> Result<Vec<KvPair>> {
         let f = self.inner.list_with(prefix, options);
-        call(self.backend, "list", Some(prefix), none, f).await
+        self.call(Op::ListWith, Some(prefix), none, f).await
     }
 
     async fn delete_tree(&self, prefix: &str) -> Result<u64> {
         let f = self.inner.delete_tree(prefix);
-        call(self.backend, "delete_tree", Some(prefix), none, f).await
+        self.call(Op::DeleteTree, Some(prefix), none, f).await
     }
 
     async fn atomic_put(
@@ -279,52 +337,51 @@ impl Store for Observed {
         options: PutOptions,
     ) -> Result<u64> {
         let f = self.inner.atomic_put(key, value, expected, options);
-        call(self.backend, "atomic_put", Some(key), |r| Some(*r), f).await
+        self.call(Op::AtomicPut, Some(key), |r| Some(*r), f).await
     }
 
     async fn atomic_delete(&self, key: &str, expected: u64) -> Result<()> {
         let f = self.inner.atomic_delete(key, expected);
-        call(self.backend, "atomic_delete", Some(key), none, f).await
+        self.call(Op::AtomicDelete, Some(key), none, f).await
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
         let rev = |r: &TxnResponse| r.revision;
-        call(self.backend, "txn", None, rev, self.inner.txn(txn)).await
+        self.call(Op::Txn, None, rev, self.inner.txn(txn)).await
     }
 
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {
         let f = self.inner.watch(key, options);
-        let s = call(self.backend, "watch", Some(key), none, f).await?;
+        let s = self.call(Op::Watch, Some(key), none, f).await?;
         Ok(Box::pin(ObservedStream::new(s, self.backend)))
     }
 
     async fn watch_tree(&self, prefix: &str, options: WatchOptions) -> Result<WatchStream> {
         let f = self.inner.watch_tree(prefix, options);
-        let s = call(self.backend, "watch_tree", Some(prefix), none, f).await?;
+        let s = self.call(Op::WatchTree, Some(prefix), none, f).await?;
         Ok(Box::pin(ObservedStream::new(s, self.backend)))
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<Lease> {
         let f = self.inner.grant_lease(ttl);
-        call(self.backend, "grant_lease", None, none, f).await
+        self.call(Op::GrantLease, None, none, f).await
     }
 
     async fn lock(&self, key: &str, options: LockOptions) -> Result<LockGuard> {
         let f = self.inner.lock(key, options);
         let rev = |g: &LockGuard| Some(g.fencing_token());
-        call(self.backend, "lock", Some(key), rev, f).await
+        self.call(Op::Lock, Some(key), rev, f).await
     }
 
     async fn try_lock(&self, key: &str, options: LockOptions) -> Result<Option<LockGuard>> {
         let f = self.inner.try_lock(key, options);
         let rev = |g: &Option<LockGuard>| g.as_ref().map(LockGuard::fencing_token);
-        call(self.backend, "try_lock", Some(key), rev, f).await
+        self.call(Op::TryLock, Some(key), rev, f).await
     }
 
     async fn status(&self) -> Result<StoreStatus> {
-        call(
-            self.backend,
-            "status",
+        self.call(
+            Op::Status,
             None,
             |s: &StoreStatus| s.revision,
             self.inner.status(),
@@ -333,6 +390,6 @@ impl Store for Observed {
     }
 
     async fn close(&self) -> Result<()> {
-        call(self.backend, "close", None, none, self.inner.close()).await
+        self.call(Op::Close, None, none, self.inner.close()).await
     }
 }

@@ -22,12 +22,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anykv_core::{Error, Result};
-use etcd_client::{Client, ConnectOptions, GetOptions};
+use etcd_client::{Client, ConnectOptions, GetOptions, StatusResponse};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
 use crate::config::EtcdConfig;
-use crate::errors::{explain_connect_failure, is_unavailable, map_error, not_applied, not_sent};
+use crate::errors::{
+    describe, explain_connect_failure, is_unavailable, map_error_at, not_applied, not_sent,
+};
 use crate::layout::probe_key;
 use crate::members::{Conn, MemberStatus, Members, PROBE_TIMEOUT};
 use crate::tls::{install_crypto_provider, tls_options};
@@ -117,6 +119,34 @@ impl EtcdClient {
         self.members.list()
     }
 
+    /// Asks every member for its status (etcd's maintenance `Status`), all
+    /// at once, each within the request timeout: per member, in endpoint
+    /// order, its address (`host:port`) and its answer or why there is
+    /// none (a clean message). A member that does not answer costs the
+    /// call no more than the request timeout and fails nothing else.
+    pub async fn member_statuses(
+        &self,
+    ) -> Vec<(String, std::result::Result<StatusResponse, String>)> {
+        let timeout = self.request_timeout;
+        let asks = (0..self.members.len()).map(|i| {
+            let url = self.members.url(i);
+            let address = url.split_once("://").map_or(url, |(_, a)| a).to_owned();
+            let client = self.members.client(i);
+            async move {
+                let answer = match client {
+                    None => Err("not connected: the member was never reached".to_owned()),
+                    Some(mut c) => match tokio::time::timeout(timeout, c.status()).await {
+                        Ok(Ok(s)) => Ok(s),
+                        Ok(Err(e)) => Err(describe(&e)),
+                        Err(_) => Err(format!("no answer within {timeout:?}")),
+                    },
+                };
+                (address, answer)
+            }
+        });
+        futures::future::join_all(asks).await
+    }
+
     /// Runs a request that may change something, within the request
     /// timeout: sent again only while it certainly was not applied. A
     /// request whose member is found down before it answers fails then
@@ -175,7 +205,7 @@ impl EtcdClient {
                         tokio::time::sleep(RETRY_PAUSE).await;
                         continue;
                     }
-                    return Err(map_error(e, op));
+                    return Err(map_error_at(e, op, Some(conn.url())));
                 }
                 Err(_) => return Err(timeout_error(op, self.request_timeout)),
             }
@@ -249,13 +279,13 @@ impl EtcdClient {
                             failed.push((conn.index(), self.members.generation()));
                             let late = Instant::now() + Duration::from_millis(100) >= deadline;
                             if busy.is_empty() && late {
-                                return Err(map_error(e, op));
+                                return Err(map_error_at(e, op, Some(conn.url())));
                             }
                             // Another member may take it now.
                             next_launch = Instant::now()
                                 + if busy.is_empty() { RETRY_PAUSE } else { Duration::ZERO };
                         }
-                        Err(e) => return Err(map_error(e, op)),
+                        Err(e) => return Err(map_error_at(e, op, Some(conn.url()))),
                     }
                 }
                 _ = tokio::time::sleep_until(next_launch.into()), if busy.len() < most => {}
@@ -276,7 +306,7 @@ async fn first_contact(
     timeout: Duration,
 ) -> Result<usize> {
     let url = members.url(i).to_owned();
-    let client = with_deadline(timeout, "connect", || {
+    let client = with_deadline(timeout, "connect", &url, || {
         Client::connect([url.clone()], Some(options.clone()))
     })
     .await?;
@@ -284,7 +314,7 @@ async fn first_contact(
         .set_client(i, client)
         .ok_or_else(|| no_connection("connect"))?;
     // A first request proves the server answers over this transport.
-    with_deadline(timeout, "connect", || {
+    with_deadline(timeout, "connect", &url, || {
         let mut kv = client.kv_client();
         async move {
             kv.get(probe_key(), Some(GetOptions::new().with_count_only()))
@@ -297,7 +327,7 @@ async fn first_contact(
 
 /// Runs a request with a deadline, mapping errors and trying again while
 /// it could not be sent and the deadline leaves room.
-async fn with_deadline<T, F, Fut>(timeout: Duration, op: &str, mut f: F) -> Result<T>
+async fn with_deadline<T, F, Fut>(timeout: Duration, op: &str, url: &str, mut f: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
@@ -313,7 +343,7 @@ where
                     tokio::time::sleep(RETRY_PAUSE).await;
                     continue;
                 }
-                return Err(map_error(e, op));
+                return Err(map_error_at(e, op, Some(url)));
             }
             Err(_) => return Err(timeout_error(op, timeout)),
         }

@@ -27,23 +27,92 @@ pub(crate) fn is_unavailable(e: &etcd_client::Error) -> bool {
     }
 }
 
-/// An error and its sources as one line, each message once.
-fn error_chain_text(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        let m = x.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
+/// The innermost cause of an error (the last of its `source()` chain), by
+/// its `Display`: for a transport error the useful part ("Connection
+/// refused (os error 111)", a TLS alert), without the wrappers' words.
+pub(crate) fn innermost_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e;
+    // A chain is finite, but a bound costs nothing.
+    for _ in 0..32 {
+        match last.source() {
+            Some(next) => last = next,
+            None => break,
         }
-        src = x.source();
     }
-    s
+    last.to_string()
 }
 
-/// anykv's error for an etcd error of operation `op`.
-pub(crate) fn map_error(e: etcd_client::Error, op: &str) -> Error {
+/// The snake_case name of a gRPC status code.
+pub(crate) fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown",
+        Code::InvalidArgument => "invalid_argument",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::NotFound => "not_found",
+        Code::AlreadyExists => "already_exists",
+        Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out_of_range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data_loss",
+        Code::Unauthenticated => "unauthenticated",
+    }
+}
+
+/// A status as one clean line: the server's (or tonic's) message, then
+/// the innermost cause when the message does not already say it. Never
+/// tonic's `Display` of a status, which carries its source's `Debug` text.
+fn status_text(status: &tonic::Status) -> String {
+    let mut text = status.message().trim().to_owned();
+    if let Some(source) = std::error::Error::source(status) {
+        let cause = innermost_cause(source);
+        if !cause.is_empty() && !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    if text.is_empty() {
+        text.push_str("no message");
+    }
+    text
+}
+
+/// An etcd error as one clean line, for logs: like the messages of
+/// [`map_error_at`], without any `Debug` text.
+pub(crate) fn describe(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            format!("{}: {}", code_name(s.code()), status_text(s))
+        }
+        etcd_client::Error::TransportError(t) => innermost_cause(t),
+        etcd_client::Error::IoError(t) => innermost_cause(t),
+        other => other.to_string(),
+    }
+}
+
+/// `op`, and ` (host:port)` when the member is known.
+fn at(op: &str, url: Option<&str>) -> String {
+    match url {
+        Some(u) => format!("{op} ({})", u.split_once("://").map_or(u, |(_, rest)| rest)),
+        None => op.to_owned(),
+    }
+}
+
+/// anykv's error for an etcd error of operation `op` sent to the member
+/// at `url` (named in the message when given). Messages are built from
+/// the gRPC code name, the server's message and the innermost cause of a
+/// transport error, never from a `Debug` text; the error itself is kept
+/// as the `source` where the variant has one.
+pub(crate) fn map_error_at(e: etcd_client::Error, op: &str, url: Option<&str>) -> Error {
     use tonic::Code;
     match e {
         etcd_client::Error::GRpcStatus(status) => {
@@ -56,7 +125,7 @@ pub(crate) fn map_error(e: etcd_client::Error, op: &str) -> Error {
             {
                 return Error::Unauthenticated {
                     backend: BACKEND,
-                    message: msg,
+                    message: status_text(&status),
                 };
             }
             // Refusals of a request as a whole, before anything was
@@ -64,7 +133,7 @@ pub(crate) fn map_error(e: etcd_client::Error, op: &str) -> Error {
             if lower.contains("request is too large")
                 || lower.contains("too many operations in txn request")
             {
-                return Error::InvalidArgument(format!("{op}: {msg}"));
+                return Error::InvalidArgument(format!("{op}: {}", status_text(&status)));
             }
             if lower.contains("lease not found") {
                 return Error::LeaseLost {
@@ -75,41 +144,51 @@ pub(crate) fn map_error(e: etcd_client::Error, op: &str) -> Error {
             match status.code() {
                 Code::PermissionDenied => Error::PermissionDenied {
                     backend: BACKEND,
-                    message: format!("{op}: {msg}"),
+                    message: format!("{op}: {}", status_text(&status)),
                 },
                 Code::DeadlineExceeded => Error::Timeout {
                     backend: BACKEND,
                     operation: op.to_owned(),
                     after: Duration::ZERO,
                 },
-                Code::Unavailable | Code::Cancelled | Code::Unknown | Code::Aborted => {
-                    Error::Unavailable {
-                        backend: BACKEND,
-                        message: format!("{op}: {}", error_chain_text(&status)),
-                        source: None,
-                    }
-                }
-                _ => Error::Backend {
+                // The variant already says "unavailable".
+                Code::Unavailable => Error::Unavailable {
                     backend: BACKEND,
-                    message: format!("{op}: {msg}"),
-                    source: None,
+                    message: format!("{}: {}", at(op, url), status_text(&status)),
+                    source: Some(Box::new(status)),
+                },
+                Code::Cancelled | Code::Unknown | Code::Aborted => Error::Unavailable {
+                    backend: BACKEND,
+                    message: format!(
+                        "{}: {}: {}",
+                        at(op, url),
+                        code_name(status.code()),
+                        status_text(&status)
+                    ),
+                    source: Some(Box::new(status)),
+                },
+                code => Error::Backend {
+                    backend: BACKEND,
+                    message: format!("{op}: {}: {}", code_name(code), status_text(&status)),
+                    source: Some(Box::new(status)),
                 },
             }
         }
         etcd_client::Error::TransportError(t) => Error::Unavailable {
             backend: BACKEND,
-            message: format!("{op}: {}", error_chain_text(&t)),
-            source: None,
+            message: format!("{}: {}", at(op, url), innermost_cause(&t)),
+            source: Some(Box::new(t)),
         },
         etcd_client::Error::IoError(t) => Error::Unavailable {
             backend: BACKEND,
-            message: format!("{op}: {t}"),
-            source: None,
+            message: format!("{}: {}", at(op, url), innermost_cause(&t)),
+            source: Some(Box::new(t)),
         },
+        // The other variants' `Display` is their own text (no status).
         other => Error::Backend {
             backend: BACKEND,
             message: format!("{op}: {other}"),
-            source: None,
+            source: Some(Box::new(other)),
         },
     }
 }
@@ -134,7 +213,7 @@ pub(crate) async fn explain_connect_failure(
         Some(tls) => match tls_options(tls).and_then(|o| {
             endpoint
                 .tls_config(o)
-                .map_err(|x| Error::Config(error_chain_text(&x)))
+                .map_err(|x| Error::Config(innermost_cause(&x)))
         }) {
             Ok(ep) => ep,
             Err(x) => return x,
@@ -152,9 +231,9 @@ pub(crate) async fn explain_connect_failure(
                 } else {
                     ""
                 },
-                error_chain_text(&x)
+                innermost_cause(&x)
             ),
-            source: None,
+            source: Some(Box::new(x)),
         },
         _ => match (&config.tls, e) {
             (Some(tls), Error::Unavailable { message, .. }) if tls.cert_file.is_none() => {
@@ -211,10 +290,13 @@ mod tests {
         ] {
             let e = status(tonic::Code::Unavailable, unknown);
             assert!(!not_applied(&e), "{unknown}");
-            assert!(matches!(map_error(e, "put"), Error::Unavailable { .. }));
+            assert!(matches!(
+                map_error_at(e, "put", None),
+                Error::Unavailable { .. }
+            ));
         }
         assert!(matches!(
-            map_error(status(tonic::Code::DeadlineExceeded, "x"), "put"),
+            map_error_at(status(tonic::Code::DeadlineExceeded, "x"), "put", None),
             Error::Timeout { .. }
         ));
     }
@@ -228,7 +310,7 @@ mod tests {
             let e = status(tonic::Code::InvalidArgument, msg);
             assert!(!not_applied(&e), "{msg}");
             assert!(
-                matches!(map_error(e, "txn"), Error::InvalidArgument(m) if m.contains(msg)),
+                matches!(map_error_at(e, "txn", None), Error::InvalidArgument(m) if m.contains(msg)),
                 "{msg}"
             );
         }

@@ -31,6 +31,7 @@ use etcd_client::{
 use parking_lot::Mutex;
 use tokio::task::AbortHandle;
 
+use crate::background;
 use crate::client::{instant_after, revision, EtcdClient, BACKEND};
 use crate::layout::ttl_marker;
 
@@ -138,24 +139,52 @@ async fn keep_alive(
     // Each attempt is bounded by the request timeout and by the time left.
     let timeout = client.request_timeout();
     let bound = |expiry: Instant| timeout.min(expiry.saturating_duration_since(Instant::now()));
+    // Whether a keep-alive failed since the stream last worked: the next
+    // stream opened is a reconnect.
+    let mut failed = false;
     loop {
         // The stream stays on one member until it breaks or the member is
         // found down (then it moves to another).
-        if let Some(conn) = client.stream_conn() {
+        let conn = client.stream_conn();
+        if conn.is_none() {
+            failed = true;
+            background::keepalive_failed(id, "no etcd member has a connection");
+        }
+        if let Some(conn) = conn {
             // Opening the stream sends a keep-alive and reads its reply
             // (whose TTL is not exposed), so validity is extended only by
             // the keep-alives sent below.
             let opened = tokio::select! {
                 r = tokio::time::timeout(bound(expiry.deadline().into_std()), async {
                     conn.leases().keep_alive(id).await
-                }) => r.ok().and_then(|r| r.ok()),
-                _ = conn.failed() => None,
+                }) => match r {
+                    Ok(Ok(opened)) => Some(opened),
+                    Ok(Err(e)) => {
+                        failed = true;
+                        background::keepalive_failed(id, &crate::errors::describe(&e));
+                        None
+                    }
+                    Err(_) => {
+                        failed = true;
+                        background::keepalive_failed(id, "no answer in time");
+                        None
+                    }
+                },
+                _ = conn.failed() => {
+                    failed = true;
+                    background::keepalive_failed(id, "its etcd member is down");
+                    None
+                }
                 _ = &mut expiry => {
                     trigger.fire();
                     return;
                 }
             };
             if let Some((mut keeper, mut stream)) = opened {
+                // (Every way out of the loop below sets `failed` again.)
+                if failed {
+                    background::reconnected("a lease keep-alive stream", conn.url());
+                }
                 loop {
                     // One request in flight at a time, so the reply read
                     // answers the request sent at `sent`.
@@ -166,7 +195,11 @@ async fn keep_alive(
                     };
                     let r = tokio::select! {
                         r = tokio::time::timeout(bound(expiry.deadline().into_std()), attempt) => r,
-                        _ = conn.failed() => break,
+                        _ = conn.failed() => {
+                            failed = true;
+                            background::keepalive_failed(id, "its etcd member is down");
+                            break;
+                        }
                         _ = &mut expiry => {
                             trigger.fire();
                             return;
@@ -182,7 +215,16 @@ async fn keep_alive(
                             let lost_at = instant_after(sent, loss_deadline(granted));
                             expiry.as_mut().reset(lost_at.into());
                         }
-                        _ => break,
+                        other => {
+                            failed = true;
+                            let why = match other {
+                                Ok(Err(e)) => crate::errors::describe(&e),
+                                Ok(Ok(_)) => "the keep-alive stream ended".to_owned(),
+                                Err(_) => "no answer in time".to_owned(),
+                            };
+                            background::keepalive_failed(id, &why);
+                            break;
+                        }
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(period) => {}

@@ -1,5 +1,76 @@
 //! The etcd v3 backend of anykv.
 //!
+//! # Example
+//!
+//! Open a store by URL, put and get, watch a tree, take a lock (the same
+//! code runs against a real server in `tests/front_page.rs`):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use anykv_core::{LockOptions, PutOptions, Store, WatchEvent, WatchOptions};
+//! use anykv_etcd::EtcdStore;
+//! use futures::StreamExt;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> anykv_core::Result<()> {
+//! #     front_page("etcd://127.0.0.1:2379/app?request_timeout=2s").await
+//! # }
+//! async fn front_page(url: &str) -> anykv_core::Result<()> {
+//!     // The typed store, with etcd's own extras (members, compact, config).
+//!     let store = EtcdStore::open_url(url).await?;
+//!     // Or any backend by its URL, as `anykv::open` does: an `Arc<dyn
+//!     // Store>` with a tracing span and metrics around every call.
+//!     anykv_etcd::register();
+//!     let shared = anykv_core::open(url).await?;
+//!
+//!     // Put and get: every write returns its revision.
+//!     let rev = store
+//!         .put("config/mode", "fast".into(), PutOptions::new())
+//!         .await?;
+//!     let pair = shared.get("config/mode").await?;
+//!     assert_eq!(
+//!         pair.map(|p| (p.value, p.revision)),
+//!         Some(("fast".into(), rev))
+//!     );
+//!
+//!     // Watch a tree: its current state (a `Put` per key), `Synced`,
+//!     // then every change after it.
+//!     let mut changes = shared.watch_tree("config", WatchOptions::new()).await?;
+//!     let first = changes.next().await;
+//!     assert!(matches!(first, Some(Ok(WatchEvent::Put(p))) if p.key == "config/mode"));
+//!     let synced = changes.next().await;
+//!     assert!(matches!(synced, Some(Ok(WatchEvent::Synced { .. }))));
+//!     let rev = store
+//!         .put("config/mode", "safe".into(), PutOptions::new())
+//!         .await?;
+//!     match changes.next().await {
+//!         Some(Ok(WatchEvent::Put(pair))) => {
+//!             assert_eq!((pair.key.as_str(), pair.revision), ("config/mode", rev));
+//!         }
+//!         other => panic!("expected the put, got {other:?}"),
+//!     }
+//!
+//!     // A lock: held until released (or its lease is lost), exclusive
+//!     // against every other client; its fencing token grows with each
+//!     // holder.
+//!     let options = LockOptions::new()
+//!         .with_ttl(Duration::from_secs(10))
+//!         .with_timeout(Duration::from_secs(5));
+//!     let guard = store.lock("jobs/nightly", options).await?;
+//!     let other = shared.try_lock("jobs/nightly", LockOptions::new()).await?;
+//!     assert!(other.is_none());
+//!     let token = guard.fencing_token();
+//!     guard.release().await?;
+//!     let next = shared.lock("jobs/nightly", LockOptions::new()).await?;
+//!     assert!(next.fencing_token() > token);
+//!     next.release().await?;
+//!
+//!     store.close().await?;
+//!     shared.close().await
+//! }
+//! ```
+//!
 //! # URL
 //!
 //! ```text
@@ -10,7 +81,7 @@
 //! | parameter | meaning |
 //! |---|---|
 //! | `endpoints=h2:p2,h3:p3` | more endpoints besides the URL's host(s) |
-//! | `connect_timeout=5s` | time to establish a connection (`ms`, `s`, `m`; a plain number is seconds) |
+//! | `connect_timeout=5s` | time to establish a connection (with a unit: `500ms`, `5s`, `1m30s`; a bare number is refused) |
 //! | `request_timeout=5s` | time one request may take before it fails with `Timeout` |
 //! | `tls=true` | TLS with the `etcd://` scheme (the same as `etcds://`) |
 //! | `ca_file=/path/ca.pem` | the CA that signs the server's certificate |
@@ -142,6 +213,18 @@
 //!   compares and many TTL puts in the failure branch, their TTL markers
 //!   are written in one more request just before it.
 //!
+//! # Status and metrics
+//!
+//! `Store::status` asks every endpoint for etcd's maintenance `Status` at
+//! once, each within the request timeout: its version and role (`leader`,
+//! `follower`, `learner`), or the error of one that did not answer (the
+//! call fails only when none does). The details carry the cluster id, the
+//! leader, and per member (prefixed with its address) its member id,
+//! database size, raft term and indexes. The background work counts
+//! `anykv_reconnects_total`, `anykv_keepalive_failures_total` and
+//! `anykv_watch_resumes_total` (label `backend="etcd"`) through the
+//! `metrics` crate and logs with target `anykv_etcd`.
+//!
 //! # Design
 //!
 //! Each module's documentation says how its part works: `members` (a
@@ -177,6 +260,7 @@
 
 #![deny(rustdoc::broken_intra_doc_links)]
 
+mod background;
 mod client;
 mod config;
 mod errors;

@@ -89,9 +89,11 @@ pub(crate) async fn acquire(
         let outcome = match options.timeout {
             Some(t) => match tokio::time::timeout(t, waited).await {
                 Ok(r) => r,
-                Err(_) => Err(Error::Timeout {
+                // Another client held it all along: `LockTimeout`, not
+                // the `Timeout` of a server that does not answer.
+                Err(_) => Err(Error::LockTimeout {
                     backend: BACKEND,
-                    operation: format!("lock {canonical:?}"),
+                    key: canonical.clone(),
                     after: t,
                 }),
             },

@@ -229,10 +229,13 @@ impl Members {
                 h.downs += 1;
             }
             // Whether anything changed, and whether up/down did.
-            (before != *h).then_some((before.up != h.up).then_some(h.up))
+            (before != *h).then_some(((before.up != h.up).then_some(h.up), h.downs))
         };
-        if let Some(up) = changed {
+        if let Some((up, downs_before)) = changed {
             if let Some(up) = up {
+                if up && downs_before > 0 {
+                    crate::background::reconnected("an etcd member", &m.url);
+                }
                 tracing::debug!(
                     "etcd member {} is {}",
                     m.url,

@@ -21,7 +21,7 @@ use anykv_core::backend::{
 };
 use anykv_core::{
     async_trait, key, Bytes, Capabilities, Error, KvPair, Lease, LeaseId, ListOptions, LockGuard,
-    LockOptions, PutOptions, Result, Store, StoreStats, Txn as AnyTxn,
+    LockOptions, PutOptions, Result, ServerStatus, Store, StoreStats, StoreStatus, Txn as AnyTxn,
     TxnResponse as AnyTxnResponse, WatchOptions, WatchStream,
 };
 use etcd_client::{
@@ -581,6 +581,90 @@ impl Store for EtcdStore {
     async fn try_lock(&self, key: &str, options: LockOptions) -> Result<Option<LockGuard>> {
         check_lock_options(&options)?;
         lock::acquire(&self.state, key, options, false).await
+    }
+
+    /// Each endpoint's answer to etcd's maintenance `Status`: its version
+    /// and role (`leader` when its member id is the leader's, `learner`
+    /// when it says so, else `follower`), or its error; the details name
+    /// the cluster id, the leader, and per member (prefixed with its
+    /// address) its member id, database size and size in use, raft term,
+    /// index and applied index, and any alarms it reports. The revision is
+    /// the highest any member's reply header carries.
+    async fn status(&self) -> Result<StoreStatus> {
+        self.state.closed.ensure_open()?;
+        let answers = self.client().member_statuses().await;
+        let mut status = StoreStatus::new(BACKEND, None, self.stats());
+        let (mut cluster_id, mut leader) = (None, None);
+        let mut member_details = Vec::new();
+        let mut revision_seen = None::<i64>;
+        for (address, answer) in &answers {
+            let s = match answer {
+                Ok(s) => s,
+                Err(e) => {
+                    status = status.with_server(ServerStatus::unreachable(address, e.clone()));
+                    continue;
+                }
+            };
+            let (member_id, cluster, rev) = s
+                .header()
+                .map_or((0, 0, 0), |h| (h.member_id(), h.cluster_id(), h.revision()));
+            if rev > 0 {
+                revision_seen = Some(revision_seen.map_or(rev, |r| r.max(rev)));
+            }
+            if cluster != 0 {
+                cluster_id.get_or_insert(cluster);
+            }
+            let role = if s.is_learner() {
+                "learner"
+            } else if member_id != 0 && s.leader() == member_id {
+                leader = Some(address.clone());
+                "leader"
+            } else {
+                "follower"
+            };
+            if leader.is_none() && s.leader() != 0 {
+                leader = Some(format!("{:x}", s.leader()));
+            }
+            status = status.with_server(ServerStatus::new(
+                address,
+                Some(s.version().to_owned()),
+                Some(role.to_owned()),
+            ));
+            let mut add = |name: &str, value: String| {
+                member_details.push((format!("{address} {name}"), value));
+            };
+            add("member_id", format!("{member_id:x}"));
+            add("db_size", s.db_size().to_string());
+            add("db_size_in_use", s.raft_used_db_size().to_string());
+            add("raft_term", s.raft_term().to_string());
+            add("raft_index", s.raft_index().to_string());
+            add("raft_applied_index", s.raft_applied_index().to_string());
+            if !s.errors().is_empty() {
+                add("errors", s.errors().join("; "));
+            }
+        }
+        if status.servers.iter().all(|m| m.error.is_some()) {
+            let why: Vec<String> = status
+                .servers
+                .iter()
+                .map(|m| format!("{}: {}", m.address, m.error.as_deref().unwrap_or("")))
+                .collect();
+            return Err(Error::Unavailable {
+                backend: BACKEND,
+                message: format!("status: no etcd member answered ({})", why.join("; ")),
+                source: None,
+            });
+        }
+        status.revision = revision_seen.map(revision);
+        if let Some(id) = cluster_id {
+            status = status.with_detail("cluster_id", format!("{id:x}"));
+        }
+        status = status.with_detail("leader", leader.unwrap_or_else(|| "none".into()));
+        if !self.root().is_empty() {
+            status = status.with_detail("root", self.root().to_owned());
+        }
+        status.details.extend(member_details);
+        Ok(status)
     }
 
     async fn close(&self) -> Result<()> {

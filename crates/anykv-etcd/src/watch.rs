@@ -422,9 +422,13 @@ async fn run(client: EtcdClient, mut cmds: mpsc::UnboundedReceiver<MuxCommand>) 
     let timeout = client.request_timeout();
     let mut feeds = Feeds::default();
     let mut backoff = Duration::from_millis(100);
+    // Whether the last stream broke with feeds on it: the next stream
+    // resumes them.
+    let mut broke = false;
     loop {
         // Nothing to watch: wait for a command.
         if feeds.is_empty() {
+            broke = false;
             if apply_offline(&mut feeds, cmds.recv().await) {
                 return;
             }
@@ -450,7 +454,11 @@ async fn run(client: EtcdClient, mut cmds: mpsc::UnboundedReceiver<MuxCommand>) 
             r = connect => match r {
                 Ok(Ok(s)) => Some(s),
                 Ok(Err(e)) => {
-                    tracing::debug!("etcd watch stream failed to open on {}: {e}", conn.url());
+                    tracing::debug!(
+                        "etcd watch stream failed to open on {}: {}",
+                        conn.url(),
+                        crate::errors::describe(&e)
+                    );
                     None
                 }
                 Err(_) => None,
@@ -484,6 +492,11 @@ async fn run(client: EtcdClient, mut cmds: mpsc::UnboundedReceiver<MuxCommand>) 
         if !send_requests(&feeds, &mut sender, rest).await {
             continue;
         }
+        // (Every way out of the loop below sets `broke` again.)
+        if broke {
+            crate::background::reconnected("the watch stream", conn.url());
+            crate::background::watches_resumed(feeds.feeds.len(), conn.url());
+        }
         backoff = Duration::from_millis(100);
         // Serve until the stream breaks.
         loop {
@@ -503,7 +516,11 @@ async fn run(client: EtcdClient, mut cmds: mpsc::UnboundedReceiver<MuxCommand>) 
                     Ok(Some(resp)) => feeds.apply_response(resp),
                     Ok(None) => break,
                     Err(e) => {
-                        tracing::debug!("etcd watch stream on {} broke: {e}", conn.url());
+                        tracing::debug!(
+                            "etcd watch stream on {} broke: {}",
+                            conn.url(),
+                            crate::errors::describe(&e)
+                        );
                         break;
                     }
                 },
@@ -516,6 +533,7 @@ async fn run(client: EtcdClient, mut cmds: mpsc::UnboundedReceiver<MuxCommand>) 
                 break;
             }
         }
+        broke = true;
         // Reconnect after a short pause.
         if wait_or_close(&mut cmds, &mut feeds, Duration::from_millis(100)).await {
             return;

@@ -28,7 +28,7 @@ use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr
 use redis::{RedisError, Value};
 
 use crate::config::{RedisConfig, BACKEND};
-use crate::connection::{Conn, Handle, Lane, Link};
+use crate::connection::{Conn, Handle, Lane, Link, LinkStatus};
 use crate::errors::{map_error, map_error_kind_retryable};
 use crate::layout::Layout;
 use crate::reply::as_i64;
@@ -208,6 +208,11 @@ impl RedisClient {
         self.link.connections()
     }
 
+    /// What the servers say about themselves (see [`Link::status`]).
+    pub(crate) async fn status(&self) -> LinkStatus {
+        self.link.status(&self.keys[0]).await
+    }
+
     /// Whether the store talks to a Redis Cluster.
     pub(crate) fn is_cluster(&self) -> bool {
         self.link.is_cluster()
@@ -242,6 +247,7 @@ impl RedisClient {
 
     fn succeeded(&self) {
         if self.suspect.swap(false, Ordering::SeqCst) {
+            crate::counters::reconnect("calls");
             self.recovered.send_modify(|n| *n = n.wrapping_add(1));
         }
     }

@@ -32,13 +32,14 @@ use redis::aio::{
 };
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
 use redis::{
     AsyncConnectionConfig, Client, Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline,
     RedisConnectionInfo, RedisError, RedisFuture, TlsCertificates, Value,
 };
 
 use crate::config::{RedisConfig, Topology, BACKEND};
-use crate::errors::map_error;
+use crate::errors::{describe, map_error};
 
 /// One call's connection, of whichever deployment.
 #[derive(Clone)]
@@ -194,7 +195,7 @@ impl NodeSettings {
         let info = self
             .addr(host, port)
             .into_connection_info()
-            .map_err(|e| Error::Config(format!("invalid Redis address: {e}")))?
+            .map_err(|e| Error::Config(format!("invalid Redis address: {}", describe(&e))))?
             .set_redis_settings(redis.clone());
         if self.tls {
             Client::build_with_tls(
@@ -207,7 +208,7 @@ impl NodeSettings {
         } else {
             Client::open(info)
         }
-        .map_err(|e| Error::Config(format!("invalid Redis configuration: {e}")))
+        .map_err(|e| Error::Config(format!("invalid Redis configuration: {}", describe(&e))))
     }
 
     /// A connection's settings: the connect time-out and `response`.
@@ -256,7 +257,12 @@ impl Link {
                     .await
                     {
                         Ok(Ok(c)) => c,
-                        Ok(Err(e)) => return Err(map_error(e, "connect")),
+                        Ok(Err(e)) => {
+                            return Err(map_error(
+                                e,
+                                &format!("connect to {}:{}", config.host, config.port),
+                            ))
+                        }
                         Err(_) => return Err(timed_out("connect", connecting)),
                     };
                     managers.push(manager);
@@ -300,7 +306,10 @@ impl Link {
                     }
                 }
                 let client = builder.build().map_err(|e| {
-                    Error::Config(format!("invalid Redis Cluster configuration: {e}"))
+                    Error::Config(format!(
+                        "invalid Redis Cluster configuration: {}",
+                        describe(&e)
+                    ))
                 })?;
                 let mut conns = Vec::with_capacity(1 + lanes);
                 for _ in 0..=lanes {
@@ -379,6 +388,99 @@ impl Link {
         }
     }
 
+    /// What the servers say about themselves, for `Store::status`: the
+    /// data server that serves the namespace (asked `INFO server`, `INFO
+    /// replication` and `GET rev_key`, for a Cluster also `CLUSTER
+    /// KEYSLOT` and `CLUSTER SLOTS`, in one round trip, within the
+    /// request timeout) and, for Sentinel, every Sentinel (`INFO server`,
+    /// at the same time and within the same bound).
+    pub(crate) async fn status(&self, rev_key: &str) -> LinkStatus {
+        let bound = self.request_timeout;
+        let primary = async {
+            match tokio::time::timeout(bound, self.probe(rev_key)).await {
+                Ok(r) => r,
+                Err(_) => Err(timed_out("status", bound)),
+            }
+        };
+        let sentinels = async {
+            match &self.kind {
+                Kind::Sentinel(s) => s.sentinel_status(bound).await,
+                _ => Vec::new(),
+            }
+        };
+        let (primary, sentinels) = futures::join!(primary, sentinels);
+        let (address, named_by) = match &self.kind {
+            Kind::Single { client, .. } => {
+                (Some(client.get_connection_info().addr().to_string()), None)
+            }
+            Kind::Sentinel(s) => match s.found.lock().clone() {
+                Some((a, n)) => (Some(a), Some(n)),
+                None => (None, None),
+            },
+            Kind::Cluster { .. } => (None, None),
+        };
+        LinkStatus {
+            address,
+            primary,
+            sentinels,
+            named_by,
+        }
+    }
+
+    /// Sends the status commands (see [`Link::status`]) to the data
+    /// server of the namespace: each reply, or its error.
+    async fn probe(&self, rev_key: &str) -> Result<Vec<Value>> {
+        let handle = self.get(Lane::Main).await?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("INFO")
+            .arg("server")
+            .cmd("INFO")
+            .arg("replication")
+            .cmd("GET")
+            .arg(rev_key);
+        let replies = match handle.conn {
+            Conn::Cluster(mut c) => {
+                pipe.cmd("CLUSTER")
+                    .arg("KEYSLOT")
+                    .arg(rev_key)
+                    .cmd("CLUSTER")
+                    .arg("SLOTS");
+                let n = 5;
+                let route = Route::with_key(rev_key.as_bytes(), SlotAddr::Master);
+                c.route_pipeline(
+                    pipe.ignore_errors().clone(),
+                    0,
+                    n,
+                    SingleNodeRoutingInfo::SpecificNode(route),
+                )
+                .await
+            }
+            mut other => {
+                pipe.ignore_errors()
+                    .query_async::<Vec<Value>>(&mut other)
+                    .await
+            }
+        };
+        match replies {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                if gives_up(&e) {
+                    self.invalidate_slot(&handle.slot, handle.generation);
+                }
+                if e.is_timeout() {
+                    return Err(timed_out("status", self.request_timeout));
+                }
+                Err(map_error(e, "status"))
+            }
+        }
+    }
+
+    fn invalidate_slot(&self, slot: &usize, generation: u64) {
+        if let Kind::Sentinel(s) = &self.kind {
+            s.invalidate(*slot, generation);
+        }
+    }
+
     /// A new connection of its own for the watch reader, whose blocking
     /// `XREAD`s (of up to `block`) must not hold up other calls.
     pub(crate) async fn reader(&self, block: Duration) -> Result<Conn> {
@@ -409,12 +511,37 @@ impl Link {
     }
 }
 
+/// What [`Link::status`] found.
+pub(crate) struct LinkStatus {
+    /// The data server's address (`host:port`), when known (for a
+    /// Cluster it comes from the replies).
+    pub(crate) address: Option<String>,
+    /// The data server's replies (see [`Link::status`]), or why it did
+    /// not answer.
+    pub(crate) primary: Result<Vec<Value>>,
+    /// For Sentinel: each Sentinel's address and its `INFO server`, or
+    /// why it did not answer.
+    pub(crate) sentinels: Vec<(String, Result<Value>)>,
+    /// For Sentinel: the Sentinel that named the primary.
+    pub(crate) named_by: Option<String>,
+}
+
+/// Whether an error means the connection should be given up.
+fn gives_up(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+}
+
 /// The primary the Sentinels name, and the current connection to it.
 pub(crate) struct SentinelLink {
     settings: NodeSettings,
     /// A client per Sentinel, in the configured order.
     sentinels: Vec<Client>,
+    /// The Sentinels' addresses (`host:port`), in the same order.
+    addresses: Vec<String>,
     master_name: String,
+    /// The primary last found (`host:port`), and the address of the
+    /// Sentinel that named it first.
+    found: Mutex<Option<(String, String)>>,
     /// Per slot (the calls' connection, then the lanes): the current
     /// connection and its generation.
     current: Vec<Mutex<Option<(u64, MultiplexedConnection)>>>,
@@ -445,6 +572,7 @@ impl SentinelLink {
         if let Some(p) = &config.sentinel_password {
             auth = auth.set_password(p);
         }
+        let addresses = sentinels.iter().map(|(h, p)| format!("{h}:{p}")).collect();
         let sentinels = sentinels
             .iter()
             .map(|(h, p)| settings.client(h, *p, &auth))
@@ -452,7 +580,9 @@ impl SentinelLink {
         Ok(SentinelLink {
             settings,
             sentinels,
+            addresses,
             master_name: master_name.to_owned(),
+            found: Mutex::new(None),
             current: (0..slots).map(|_| Mutex::new(None)).collect(),
             searching: tokio::sync::Mutex::new(()),
             next_generation: AtomicU64::new(1),
@@ -505,6 +635,29 @@ impl SentinelLink {
         }
     }
 
+    /// Every Sentinel's `INFO server`, asked at once, each within `bound`.
+    async fn sentinel_status(&self, bound: Duration) -> Vec<(String, Result<Value>)> {
+        let asks = (0..self.sentinels.len()).map(|i| async move {
+            let ask = async {
+                let cfg = self.settings.connection_config(bound);
+                let mut c = self.sentinels[i]
+                    .get_multiplexed_async_connection_with_config(&cfg)
+                    .await?;
+                redis::cmd("INFO")
+                    .arg("server")
+                    .query_async::<Value>(&mut c)
+                    .await
+            };
+            let r = match tokio::time::timeout(bound, ask).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(map_error(e, "status")),
+                Err(_) => Err(timed_out("status", bound)),
+            };
+            (self.addresses[i].clone(), r)
+        });
+        futures::future::join_all(asks).await
+    }
+
     /// Asks Sentinel `i` for the primary's address (`None`: it knows no
     /// master of that name).
     async fn ask(&self, i: usize) -> Answer {
@@ -535,8 +688,9 @@ impl SentinelLink {
     /// has answered (at once when a majority agrees); the addresses they
     /// name, most named first (the earlier Sentinel's on a tie), what went
     /// wrong with the others, and whether every one refused the
-    /// credentials.
-    async fn candidates(&self) -> (Vec<(String, u16)>, Vec<String>, bool) {
+    /// credentials. Each address comes with the index of the first
+    /// Sentinel that named it.
+    async fn candidates(&self) -> (Vec<((String, u16), usize)>, Vec<String>, bool) {
         let n = self.sentinels.len();
         let mut asks: FuturesUnordered<_> = (0..n)
             .map(|i| async move {
@@ -608,7 +762,7 @@ impl SentinelLink {
         ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
         let all_auth = all_auth && ranked.is_empty() && !problems.is_empty();
         (
-            ranked.into_iter().map(|(a, _, _)| a).collect(),
+            ranked.into_iter().map(|(a, _, i)| (a, i)).collect(),
             problems,
             all_auth,
         )
@@ -631,7 +785,7 @@ impl SentinelLink {
             });
         }
         let cfg = self.settings.connection_config(response);
-        for (host, port) in candidates {
+        for ((host, port), named_by) in candidates {
             let client = self.settings.client(&host, port, &self.settings.redis)?;
             let attempt = async {
                 let mut c = client
@@ -655,6 +809,8 @@ impl SentinelLink {
                         .lines()
                         .any(|l| l.trim() == "role:master")
                     {
+                        let sentinel = self.addresses.get(named_by).cloned().unwrap_or_default();
+                        *self.found.lock() = Some((format!("{host}:{port}"), sentinel));
                         return Ok(c);
                     }
                     problems.push(format!(

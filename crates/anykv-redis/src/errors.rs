@@ -1,7 +1,10 @@
 //! Redis errors as anykv's: `Unauthenticated`, `PermissionDenied`,
 //! `Unavailable` (retryable: a lost connection, a server that is loading,
 //! demoted, or between owners of a slot) or `Backend`. Messages carry the
-//! server's text, never a password.
+//! server's text (as the server writes it: `WRONGPASS invalid
+//! username-password pair...`) or the system's (`Connection refused (os
+//! error 111)`), never the client library's `Debug` names and never a
+//! password.
 
 use anykv_core::Error;
 use redis::RedisError;
@@ -13,11 +16,35 @@ pub(crate) fn map_error_kind_retryable(e: &RedisError) -> bool {
     e.is_timeout() || e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()
 }
 
+/// What a Redis error says, for a message: the server's code and text
+/// (`NOPERM ...`; for a pipeline, each failure), or the library's text
+/// without the `Debug` name of its error kind that its `Display` appends.
+pub(crate) fn describe(e: &RedisError) -> String {
+    if let Some(errors) = e.clone().into_server_errors() {
+        let parts: Vec<String> = errors
+            .iter()
+            .map(|(_, s)| match s.details() {
+                Some(d) => format!("{} {d}", s.code()),
+                None => s.code().to_owned(),
+            })
+            .collect();
+        if !parts.is_empty() {
+            return parts.join("; ");
+        }
+    }
+    let text = e.to_string();
+    let kind = format!(" - {:?}", e.kind());
+    match text.split_once(&kind) {
+        Some((before, after)) => format!("{before}{after}"),
+        None => text,
+    }
+}
+
 /// An anykv error for a Redis error of the call `what`: `Unauthenticated`,
 /// `PermissionDenied`, `Unavailable` (retryable) or `Backend`.
 pub(crate) fn map_error(e: RedisError, what: &str) -> Error {
     let code = e.code().unwrap_or("");
-    let text = e.to_string();
+    let text = describe(&e);
     let what = if what.is_empty() {
         String::new()
     } else {

@@ -46,7 +46,7 @@ pub(crate) async fn run_sweep(state: Arc<StoreState>) {
             )
             .await
         {
-            tracing::debug!("anykv-redis expiry sweep failed: {e}");
+            tracing::debug!(target: "anykv_redis", "anykv-redis expiry sweep failed: {e}");
         }
     }
 }

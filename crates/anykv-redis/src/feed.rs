@@ -121,7 +121,7 @@ impl ChangeFeed {
                         oldest: e.rev,
                     });
                 }
-                tracing::warn!(
+                tracing::warn!(target: "anykv_redis",
                     "anykv-redis: the server's history continues at revision {} after a \
                      failover or a restart that may have lost revisions after {from}",
                     e.rev

@@ -79,9 +79,20 @@ pub(crate) async fn keep_alive<F, Fut>(
             }
             // Gone (or an answer we do not understand): lost now.
             Ok(Ok(_)) => return,
-            Ok(Err(e)) if !e.is_retryable() => return,
+            Ok(Err(e)) if !e.is_retryable() => {
+                crate::counters::keepalive_failure(&e);
+                return;
+            }
             // Unknown: retry soon, until the deadline.
-            Ok(Err(_)) | Err(_) => {
+            Ok(Err(e)) => {
+                crate::counters::keepalive_failure(&e);
+                if tokio::time::Instant::now() >= valid_until {
+                    return;
+                }
+                wait = RETRY_REFRESH;
+            }
+            Err(_) => {
+                crate::counters::keepalive_failure(&"no answer in time");
                 if tokio::time::Instant::now() >= valid_until {
                     return;
                 }

@@ -68,6 +68,11 @@ impl Layout {
         }
     }
 
+    /// The store's root inside the namespace (`""` for none).
+    pub(crate) fn root(&self) -> &str {
+        &self.root
+    }
+
     /// `{ns}:`: every script's first argument.
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix

@@ -7,17 +7,60 @@
 //! appends a change record to a Redis stream. Nothing depends on keyspace
 //! notifications or `CONFIG SET`, and nothing ever scans the keyspace.
 //!
-//! ```no_run
-//! use anykv_core::{PutOptions, Store, WatchOptions};
-//! use anykv_redis::RedisStore;
+//! Open a store by URL, write and read, watch a tree and take a lock
+//! (`tests/front_page.rs` runs this same code against a real server):
 //!
-//! # async fn demo() -> anykv_core::Result<()> {
-//! let store = RedisStore::open_url("redis://127.0.0.1:6379/0/app?request_timeout=2s").await?;
-//! let revision = store.put("config/mode", "fast".into(), PutOptions::new()).await?;
-//! assert_eq!(store.get("config/mode").await?.unwrap().revision, revision);
-//! let _changes = store.watch_tree("config", WatchOptions::new()).await?;
-//! store.close().await?;
-//! # Ok(())
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use anykv_core::{LockOptions, PutOptions, Store, WatchEvent, WatchOptions};
+//! use anykv_redis::RedisStore;
+//! use futures::StreamExt;
+//!
+//! async fn front_page(url: &str) -> anykv_core::Result<()> {
+//!     let store = RedisStore::open_url(url).await?;
+//!
+//!     // Every write returns the revision it made; reads return it too.
+//!     let first = store
+//!         .put("config/mode", "fast".into(), PutOptions::new())
+//!         .await?;
+//!     let pair = store.get("config/mode").await?.expect("just written");
+//!     assert_eq!((&pair.value[..], pair.revision), (&b"fast"[..], first));
+//!
+//!     // A watch of a tree: its current keys, `Synced`, then every change.
+//!     let mut changes = store.watch_tree("config", WatchOptions::new()).await?;
+//!     assert!(matches!(changes.next().await, Some(Ok(WatchEvent::Put(kv))) if kv.revision == first));
+//!     assert!(matches!(
+//!         changes.next().await,
+//!         Some(Ok(WatchEvent::Synced { .. }))
+//!     ));
+//!     let second = store
+//!         .put("config/mode", "safe".into(), PutOptions::new())
+//!         .await?;
+//!     match changes.next().await {
+//!         Some(Ok(WatchEvent::Put(kv))) => {
+//!             assert_eq!((kv.key.as_str(), kv.revision), ("config/mode", second))
+//!         }
+//!         other => panic!("expected the change, got {other:?}"),
+//!     }
+//!
+//!     // A lock: held (and kept alive) until released; waiting at most 5 s.
+//!     let options = LockOptions::new()
+//!         .with_ttl(Duration::from_secs(10))
+//!         .with_timeout(Duration::from_secs(5));
+//!     let guard = store.lock("jobs/nightly", options).await?;
+//!     assert!(store
+//!         .try_lock("jobs/nightly", LockOptions::new())
+//!         .await?
+//!         .is_none());
+//!     guard.release().await?;
+//!
+//!     store.close().await
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> anykv_core::Result<()> {
+//! #     front_page("redis://127.0.0.1:6379/0/app?request_timeout=2s").await
 //! # }
 //! ```
 //!
@@ -51,8 +94,9 @@
 //!   backend stores, `{name}:`. Stores of one namespace share revisions,
 //!   the key index and the change stream; roots nest inside it.
 //! - `request_timeout` (default `5s`): how long one call may take before it
-//!   fails with `Timeout`; `connect_timeout` (default `2s`). Durations are
-//!   written `250ms`, `5s`, `2m` or as plain seconds, as for every backend.
+//!   fails with `Timeout`; `connect_timeout` (default `2s`). Durations
+//!   carry a unit (`250ms`, `5s`, `1m30s`), as for every backend; a bare
+//!   number is a `Config` error.
 //! - `wait_replicas=N` (default 0) and `wait_timeout` (default `500ms`,
 //!   less than `request_timeout`): every write, lock and lease operation
 //!   waits (`WAIT`) until `N` replicas have it. One that gets fewer fails
@@ -223,13 +267,42 @@
 //! and fails with `Unavailable` when the time runs out. Reads are retried
 //! within the timeout. Wrong credentials give `Unauthenticated`, ACL
 //! refusals `PermissionDenied`. Neither [`RedisConfig`]'s `Debug` nor any
-//! error shows a password.
+//! error shows a password, and messages carry the server's text (`NOAUTH
+//! Authentication required.`) or the system's, not the client library's
+//! `Debug` names.
+//!
+//! # Status
+//!
+//! [`Store::status`] reads, never writes: the data server that serves the
+//! namespace (the one server, the primary the Sentinels name, or the
+//! Cluster node of the namespace's slot) is asked `INFO server`, `INFO
+//! replication` and the revision counter (`GET {ns}:rev`) in one round
+//! trip within `request_timeout`; it is listed with its version and role
+//! (`primary`, `replica`), and the details give `mode` (`standalone`,
+//! `sentinel`, `cluster`), `db`, `namespace`, `prefix` (the root),
+//! `redis_mode`, `connected_replicas` and `master_replid`, for Sentinel
+//! also `sentinel` (the one that named the primary), for a Cluster `slot`.
+//! Sentinels are asked `INFO server` at the same time and listed with the
+//! role `sentinel`, or with their error. A data server that does not
+//! answer fails the call (`Timeout`, or `Unavailable` when it cannot be
+//! reached) unless a Sentinel answered; then it is listed with its error.
+//!
+//! # Observability
+//!
+//! Background work logs `tracing` events with the target `anykv_redis` and
+//! counts, through the `metrics` crate, with the label `backend="redis"`:
+//! `anykv_reconnects_total` (the watch reader's connection re-established,
+//! or the calls succeeding again after failing for a lost connection),
+//! `anykv_keepalive_failures_total` (a lease's or a lock's refresh failed
+//! or did not answer in time) and `anykv_watch_resumes_total` (the watch
+//! reader went on with open watches after its connection failed).
 
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod client;
 mod config;
 mod connection;
+mod counters;
 mod errors;
 mod expiry;
 mod feed;
@@ -241,6 +314,7 @@ mod recovery;
 mod reply;
 mod scripts;
 mod state;
+mod status;
 mod store;
 mod txn;
 mod urls;

@@ -45,8 +45,8 @@ pub(crate) enum Wait {
 }
 
 /// Takes lock `name`: `Some(guard)` once the server confirmed it, `None`
-/// if it is held and `wait` is [`Wait::Never`], `Timeout` when the options'
-/// timeout runs out first.
+/// if it is held and `wait` is [`Wait::Never`], `LockTimeout` when the
+/// options' timeout runs out first while another client holds it.
 pub(crate) async fn acquire(
     state: &Arc<StoreState>,
     name: &str,
@@ -151,9 +151,9 @@ pub(crate) async fn acquire(
                     None => futures::future::pending().await,
                 }
             } => {
-                return Err(Error::Timeout {
+                return Err(Error::LockTimeout {
                     backend: BACKEND,
-                    operation: format!("lock {:?}", name.canonical),
+                    key: name.canonical.clone(),
                     after: options.timeout.unwrap_or_default(),
                 });
             }

@@ -25,7 +25,7 @@ pub(crate) async fn run_recheck(state: Arc<StoreState>) {
         if *shutdown.borrow() {
             break;
         }
-        tracing::debug!("anykv-redis: calls succeed again; checking leases and locks at once");
+        tracing::debug!(target: "anykv_redis", "anykv-redis: calls succeed again; checking leases and locks at once");
         state.recheck.notify_waiters();
     }
 }

@@ -19,7 +19,8 @@ use std::time::Duration;
 use anykv_core::backend::{check_write, compare_outcome, waited_for, WatchTarget};
 use anykv_core::{
     async_trait, Bytes, Capabilities, Error, KvPair, Lease, ListOptions, LockGuard, LockOptions,
-    PutOptions, Result, Store, StoreStats, Txn, TxnResponse, WatchOptions, WatchStream,
+    PutOptions, Result, Store, StoreStats, StoreStatus, Txn, TxnResponse, WatchOptions,
+    WatchStream,
 };
 use redis::Value;
 
@@ -31,7 +32,7 @@ use crate::reply::{
     as_array, as_bytes, as_u64, code_pair, into_bytes, parse_state, unexpected_reply,
 };
 use crate::state::StoreState;
-use crate::{expiry, lease, lock, recovery, scripts, txn, watch};
+use crate::{expiry, lease, lock, recovery, scripts, status, txn, watch};
 
 /// A handle on a Redis-backed store. Cheap to clone; clones are the same
 /// client. See the [crate documentation](crate).
@@ -113,14 +114,16 @@ async fn warn_if_evicting(client: &RedisClient) {
             if let Some(p) = policy {
                 let p = String::from_utf8_lossy(&p);
                 if p != "noeviction" {
-                    tracing::warn!(
+                    tracing::warn!(target: "anykv_redis",
                         "anykv-redis: the server's maxmemory-policy is {p:?}; evicted keys \
                          lose data and revisions, use noeviction"
                     );
                 }
             }
         }
-        Err(e) => tracing::debug!("anykv-redis: cannot check maxmemory-policy: {e}"),
+        Err(e) => {
+            tracing::debug!(target: "anykv_redis", "anykv-redis: cannot check maxmemory-policy: {e}")
+        }
     }
 }
 
@@ -202,7 +205,7 @@ impl RedisStore {
                         ),
                     });
                 }
-                tracing::warn!(
+                tracing::warn!(target: "anykv_redis",
                     "anykv-redis: this user may not run INFO, so writes do not check for a \
                      server that lost history (restarted without its last writes); \
                      revisions may be handed out again after such a restart"
@@ -660,6 +663,10 @@ impl Store for RedisStore {
 
     async fn try_lock(&self, key: &str, options: LockOptions) -> Result<Option<LockGuard>> {
         lock::acquire(self.state(), key, options, Wait::Never).await
+    }
+
+    async fn status(&self) -> Result<StoreStatus> {
+        status::status(self.state(), || self.stats()).await
     }
 
     async fn close(&self) -> Result<()> {

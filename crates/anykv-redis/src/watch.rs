@@ -111,7 +111,7 @@ async fn verify_namespace(state: &StoreState, c: &mut Conn) -> Result<()> {
     let mut ours = state.epoch.lock();
     if *ours != epoch || rev < feed.last_data_revision {
         let requested = feed.last_data_revision;
-        tracing::warn!(
+        tracing::warn!(target: "anykv_redis",
             "anykv-redis: the server lost writes (epoch {} -> {epoch}, revision {requested} \
              -> {rev}); ending every watch with Compacted",
             *ours
@@ -193,10 +193,17 @@ pub(crate) async fn run_reader(state: Arc<StoreState>) {
                 match verified {
                     Ok(c) => {
                         state.reader_connected.store(true, Ordering::SeqCst);
+                        if down_since.is_some() {
+                            crate::counters::reconnect("watch reader");
+                            let watches = state.feed.lock().watches.len();
+                            if watches > 0 {
+                                crate::counters::watch_resume(watches);
+                            }
+                        }
                         conn.insert(c)
                     }
                     Err(e) => {
-                        tracing::debug!("anykv-redis watch reader cannot connect: {e}");
+                        tracing::debug!(target: "anykv_redis", "anykv-redis watch reader cannot connect: {e}");
                         if !e.is_retryable() {
                             state.feed.lock().end_all(reader_failure(&e));
                         }
@@ -237,14 +244,14 @@ pub(crate) async fn run_reader(state: Arc<StoreState>) {
         // Transient errors: reconnect and go on from the same position.
         // Others (an ACL without XREAD, a key of the wrong type, a reply
         // we cannot read) would repeat: they end every watch, loudly.
-        tracing::debug!("anykv-redis watch reader failed: {err}");
+        tracing::debug!(target: "anykv_redis", "anykv-redis watch reader failed: {err}");
         conn = None;
         state.reader_connected.store(false, Ordering::SeqCst);
         down_since.get_or_insert_with(Instant::now);
         let nap = if err.is_retryable() {
             Duration::from_millis(100)
         } else {
-            tracing::warn!("anykv-redis: {err}; ending every watch");
+            tracing::warn!(target: "anykv_redis", "anykv-redis: {err}; ending every watch");
             state.feed.lock().end_all(reader_failure(&err));
             Duration::from_millis(500)
         };

@@ -271,3 +271,43 @@ async fn transaction_keys_share_the_namespace_slot() {
     assert_eq!(store.delete_tree("").await.unwrap(), keys.len() as u64);
     store.close().await.unwrap();
 }
+
+/// `status` on a Cluster: the node that serves the namespace's slot, the
+/// slot, and the namespace's revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_names_the_namespace_node() {
+    let ns = anykv_testserver::unique_name("ns");
+    let (url, node, slot) = {
+        let c = shared().lock().unwrap_or_else(|p| p.into_inner());
+        let slot = match c.command(0, &["CLUSTER", "KEYSLOT", &format!("{{{ns}}}:rev")]) {
+            Ok(Reply::Integer(n)) => n,
+            other => panic!("CLUSTER KEYSLOT: {other:?}"),
+        };
+        let node = c.addrs()[primary_of_namespace(&c, &ns)].clone();
+        (
+            format!("{}/app?namespace={ns}&request_timeout=2s", base_url(&c)),
+            node,
+            slot,
+        )
+    };
+    let store = open(&url).await.unwrap();
+    let rev = store.put("k", "v".into(), PutOptions::new()).await.unwrap();
+    let status = store.status().await.unwrap();
+    assert_eq!(status.revision, Some(rev));
+    assert_eq!(status.servers.len(), 1, "{status:?}");
+    assert_eq!(status.servers[0].address, node);
+    assert_eq!(status.servers[0].role.as_deref(), Some("primary"));
+    assert_eq!(status.servers[0].error, None);
+    let detail = |name: &str| {
+        status
+            .details
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(detail("mode").as_deref(), Some("cluster"));
+    assert_eq!(detail("redis_mode").as_deref(), Some("cluster"));
+    assert_eq!(detail("slot"), Some(slot.to_string()));
+    assert_eq!(detail("prefix").as_deref(), Some("app"));
+    store.close().await.unwrap();
+}

@@ -206,3 +206,54 @@ async fn open_url_with_several_hosts_is_refused() {
     assert!(store.delete("k").await.unwrap());
     store.close().await.unwrap();
 }
+
+/// Messages carry the server's or the system's text, never the client
+/// library's `Debug` names, and never the password: a connection refused
+/// and a refused password, word for word where the text is ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_messages_are_clean() {
+    let port = anykv_testserver::free_port();
+    let e = RedisStore::open_url(&format!(
+        "redis://u:topsecret@127.0.0.1:{port}/0/x?connect_timeout=500ms&request_timeout=500ms"
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    let msg = e.to_string();
+    println!("{msg}");
+    assert!(
+        msg.starts_with(&format!(
+            "redis: unavailable: connect to 127.0.0.1:{port}: Connection refused"
+        )),
+        "{msg}"
+    );
+    for debug in ["topsecret", "Kind", "Io", "Repr", "{", "\""] {
+        assert!(!msg.contains(debug), "{debug:?} in {msg}");
+    }
+
+    let server = RedisServer::with_requirepass("s3cret-pass");
+    let base = server.url().replace("redis://", "");
+    let e = RedisStore::open_url(&format!("redis://:wrong-pass@{base}/0/app"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{e}");
+    let msg = e.to_string();
+    println!("{msg}");
+    assert_eq!(
+        msg,
+        format!("redis: authentication failed: connect to {base}: Password authentication failed")
+    );
+    let e = RedisStore::open_url(&format!("redis://{base}/0/app"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{e}");
+    let msg = e.to_string();
+    println!("{msg}");
+    assert_eq!(
+        msg,
+        "redis: authentication failed: open: NOAUTH Authentication required."
+    );
+    for debug in ["s3cret-pass", "Kind", "Repr", "\""] {
+        assert!(!msg.contains(debug), "{debug:?} in {msg}");
+    }
+}

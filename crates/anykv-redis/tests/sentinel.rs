@@ -482,3 +482,56 @@ async fn transactions_wait_for_replicas() {
     one.close().await.unwrap();
     two.close().await.unwrap();
 }
+
+/// `status` through the Sentinels: the primary they name (its version,
+/// role and the namespace's revision), the Sentinel that named it, and
+/// every Sentinel, a dead one listed with its error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_names_primary_and_sentinels() {
+    let (mut sentinels, master, data) = {
+        let s = shared().lock().unwrap_or_else(|p| p.into_inner());
+        (s.sentinel_addrs(), s.master_name(), s.addrs())
+    };
+    let live = sentinels.clone();
+    let dead = format!("127.0.0.1:{}", anykv_testserver::free_port());
+    sentinels.push(dead.clone());
+    let url = format!(
+        "redis+sentinel://{}/{master}/0/{}?request_timeout=2s",
+        sentinels.join(","),
+        anykv_testserver::unique_name("status")
+    );
+    let store = open(&url).await.unwrap();
+    let rev = store.put("k", "v".into(), PutOptions::new()).await.unwrap();
+    let status = store.status().await.unwrap();
+    assert_eq!(status.revision, Some(rev));
+    assert_eq!(status.servers.len(), 1 + sentinels.len(), "{status:?}");
+    let primary = &status.servers[0];
+    assert!(data.contains(&primary.address), "{status:?}");
+    assert_eq!(primary.role.as_deref(), Some("primary"));
+    assert_eq!(primary.error, None);
+    assert!(primary.version.is_some());
+    for (server, address) in status.servers[1..].iter().zip(&sentinels) {
+        assert_eq!(&server.address, address);
+        if *address == dead {
+            assert_eq!(server.role, None);
+            let error = server.error.as_deref().expect("the dead Sentinel's error");
+            assert!(error.starts_with("redis: unavailable: status: "), "{error}");
+        } else {
+            assert_eq!(server.role.as_deref(), Some("sentinel"));
+            assert_eq!(server.error, None);
+            assert!(server.version.is_some());
+        }
+    }
+    let detail = |name: &str| {
+        status
+            .details
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(detail("mode").as_deref(), Some("sentinel"));
+    assert_eq!(detail("connected_replicas").as_deref(), Some("1"));
+    let named_by = detail("sentinel").expect("the Sentinel that named the primary");
+    assert!(live.contains(&named_by), "{named_by}");
+    store.close().await.unwrap();
+}
