@@ -241,6 +241,50 @@ pub enum Command {
         after_help = EXIT_CODES_HELP
     )]
     Conformance(ConformanceArgs),
+
+    /// Run a multi-key transaction: compares, then one of two branches, atomically
+    #[command(long_about = crate::txn::TXN_HELP, after_help = EXIT_CODES_HELP)]
+    Txn(TxnArgs),
+}
+
+/// `anykv txn`.
+#[derive(Debug, Args)]
+pub struct TxnArgs {
+    /// A compare that must hold: rev(KEY) = N, absent(KEY), present(KEY), value(KEY) = VALUE
+    #[arg(
+        long = "if",
+        value_name = "COMPARE",
+        value_parser = crate::txn::parse_compare,
+        allow_hyphen_values = true
+    )]
+    pub compares: Vec<anykv::Compare>,
+
+    /// An operation to run when every compare holds: put [--ttl D] [--lease ID] KEY VALUE,
+    /// del KEY, get KEY
+    #[arg(
+        long = "then",
+        value_name = "OP",
+        value_parser = crate::txn::parse_op,
+        allow_hyphen_values = true
+    )]
+    pub success: Vec<anykv::TxnOp>,
+
+    /// An operation to run when a compare does not hold (same grammar as --then)
+    #[arg(
+        long = "else",
+        value_name = "OP",
+        value_parser = crate::txn::parse_op,
+        allow_hyphen_values = true
+    )]
+    pub failure: Vec<anykv::TxnOp>,
+
+    /// Read the whole transaction as JSON from PATH (`-` for standard input) instead
+    #[arg(
+        long,
+        value_name = "PATH",
+        conflicts_with_all = ["compares", "success", "failure"]
+    )]
+    pub json_in: Option<PathBuf>,
 }
 
 /// `anykv get`.

@@ -22,7 +22,8 @@ pub const UNAVAILABLE: u8 = 3;
 pub const NOT_FOUND: u8 = 4;
 /// A condition did not hold: `--if-revision` found another revision,
 /// `--create-only` found the key present, `lock --timeout` expired while
-/// another client held the lock.
+/// another client held the lock, a compare of `txn` did not hold (its
+/// `--else` branch ran).
 pub const CONDITION_FAILED: u8 = 5;
 /// The command given after `--` to `lock`, `lease` or `elect` could not be
 /// executed.
@@ -47,7 +48,8 @@ Exit codes:
        fails this way may have been applied)
   4    the key was not found
   5    a condition failed: --if-revision found another revision,
-       --create-only found the key, lock --timeout expired
+       --create-only found the key, lock --timeout expired, a compare of txn
+       did not hold (the --else branch ran; its results are printed)
   126  the command after -- could not be executed (lock, lease, elect)
   127  the command after -- was not found (lock, lease, elect)
   130  interrupted by Ctrl-C (SIGINT) after cleaning up; 143 for SIGTERM

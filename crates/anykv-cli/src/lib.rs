@@ -8,6 +8,7 @@
 //! anykv ls config                                                # config/color<TAB>blue
 //! anykv put config/color green --if-revision 7                   # compare-and-swap (5 on mismatch)
 //! anykv watch --tree config                                      # every change as it happens
+//! anykv txn --if 'rev(jobs/7) = 12' --then 'del jobs/7' --then 'put done/7 ok'  # all or nothing
 //! anykv lock jobs/nightly -- ./nightly.sh                        # run while holding the lock
 //! anykv lease --ttl 10s services/web/1=10.0.0.1:80 -- ./server   # register while it runs
 //! anykv elect scheduler --ttl 5s -- ./scheduler                 # run only while leading
@@ -71,6 +72,15 @@
 //!   `list SERVICE` prints one `ID<TAB>ADDR:PORT<TAB>weight=N<TAB>enabled`
 //!   line per instance (an array with `--json`); `watch SERVICE` prints
 //!   `ADD`, `UPDATE` and `REMOVE` lines until Ctrl-C.
+//! - **txn** runs one [`anykv::Txn`] given by `--if` compares and
+//!   `--then` / `--else` operations, or as JSON with `--json-in PATH` (`-`
+//!   for standard input); the grammar and the schema are in
+//!   [`txn::TXN_HELP`] (`anykv txn --help`). Everything is parsed and
+//!   checked before anything is sent (2 on a malformed input). It prints
+//!   `SUCCEEDED` or `FAILED<TAB>compare I<TAB>...`, the revision and one
+//!   line per operation of the branch that ran, and exits with 0 when the
+//!   compares held and 5 (a condition failed, as `put --if-revision`) when
+//!   one did not.
 //! - **conformance** prints one line per case as it finishes and a total,
 //!   exits with 1 if any case failed, and runs under
 //!   `anykv-conformance-<unique>` below the URL's root, deleted afterwards.
@@ -114,6 +124,7 @@ pub mod recipes;
 pub mod signals;
 #[cfg(feature = "test-backends")]
 pub mod test_backends;
+pub mod txn;
 
 use cli::{Cli, Command};
 use exit::CliError;
@@ -181,6 +192,7 @@ pub async fn execute(cli: Cli) -> Result<(), CliError> {
                     Command::Put(args) => commands::put(&url, args, out).await,
                     Command::Rm(args) => commands::rm(&url, args, out).await,
                     Command::Ls(args) => commands::ls(&url, args, out).await,
+                    Command::Txn(args) => txn::txn(&url, args, out).await,
                     _ => Ok(()),
                 }
             };

@@ -31,6 +31,7 @@ fn help_documents_every_command_and_the_exit_codes() {
         "elect",
         "services",
         "conformance",
+        "txn",
     ] {
         let h = anykv(&[cmd, "--help"]);
         assert_eq!(h.code, Some(0), "{cmd} --help");
