@@ -103,12 +103,13 @@
 //! assert_eq!(anykv_cli::run(cli), exit::USAGE);
 //! ```
 //!
-//! # Features
+//! # Testing a broken backend
 //!
-//! - `test-backends` (off by default): registers `broken-memory://`, a
-//!   deliberately broken backend ([`test_backends`]), so the CLI's own tests
-//!   can show that `anykv conformance` fails it. It exists only for those
-//!   tests.
+//! The example `anykv_with_broken` (`examples/anykv_with_broken/`) is
+//! `anykv` plus `broken-memory://`, a deliberately broken backend, so the
+//! CLI's own tests can show that `anykv conformance` fails it. `cargo test`
+//! builds it; the `anykv` binary never has that backend (it refuses
+//! `broken-memory://` as an unknown scheme).
 
 #![deny(rustdoc::broken_intra_doc_links)]
 
@@ -122,8 +123,6 @@ pub mod hold;
 pub mod output;
 pub mod recipes;
 pub mod signals;
-#[cfg(feature = "test-backends")]
-pub mod test_backends;
 pub mod txn;
 
 use cli::{Cli, Command};
@@ -131,15 +130,10 @@ use exit::CliError;
 use output::Out;
 use signals::Interrupts;
 
-/// Registers every backend this build knows: the built-in ones and, with
-/// the `test-backends` feature, `broken-memory://`.
+/// Registers the built-in backends (a program embedding the CLI may
+/// register more of its own before calling [`run`]).
 pub fn register_backends() {
     anykv::register_builtin_backends();
-    #[cfg(feature = "test-backends")]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(test_backends::register);
-    }
 }
 
 /// Runs a parsed command line to the end on a runtime of its own, prints
