@@ -232,9 +232,12 @@ async fn lease_on(
                 Some(d) => format!("revoking it in {} or on Ctrl-C", show_duration(d)),
                 None => "Ctrl-C to revoke".to_string(),
             };
+            let held = match hold.shown {
+                Shown::Grant => format!("holding {what}"),
+                _ => format!("{} bound to {what}", plural(hold.pairs.len(), "key")),
+            };
             output::progress(&format!(
-                "{} bound to {what} (ttl {}); {until}",
-                plural(hold.pairs.len(), "key"),
+                "{held} (ttl {}); {until}",
                 show_duration(lease.ttl())
             ));
         }

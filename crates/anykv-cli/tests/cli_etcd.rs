@@ -602,3 +602,95 @@ fn elect_stops_its_command_when_leadership_is_lost() {
         )
     );
 }
+
+/// Keys written straight into etcd with etcdctl under the store's root:
+/// one that keeps the key rules is an ordinary key; `a//b` and a key with a
+/// newline break them, so `ls` lists them escaped and names them on
+/// standard error, and `get` refuses them; a key that is not UTF-8 is
+/// skipped by the backend.
+#[test]
+fn keys_written_by_etcdctl_that_break_the_rules() {
+    if std::process::Command::new("etcdctl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no etcdctl");
+        return;
+    }
+    let base = anykv_testserver::etcd::shared_url();
+    let root = anykv_testserver::unique_name("cli");
+    let url = format!("{base}/{root}");
+    let endpoint = base
+        .strip_prefix("etcd://")
+        .unwrap_or(&base)
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    for (key, value) in [
+        (format!("{root}/x/good"), "1"),
+        (format!("{root}/x//b"), "2"),
+        (format!("{root}/x/new\nline"), "3"),
+    ] {
+        let done = std::process::Command::new("etcdctl")
+            .args(["--endpoints", &endpoint, "put", &key, value])
+            .output()
+            .expect("run etcdctl");
+        assert!(done.status.success(), "{done:?}");
+    }
+    let ls = at(&url, &["ls", "x"]);
+    assert_eq!(ls.code, Some(0), "{}", ls.stderr);
+    assert_eq!(ls.out(), "x//b\t2\nx/good\t1\nx/new\\nline\t3\n");
+    assert_eq!(
+        ls.stderr,
+        "anykv: key x//b breaks anykv's key rules (another client wrote it): listed escaped; \
+         get, put and rm cannot address it\n\
+         anykv: key x/new\\nline breaks anykv's key rules (another client wrote it): listed \
+         escaped; get, put and rm cannot address it\n"
+    );
+    assert_eq!(ok(&at(&url, &["get", "x/good"])), "1\n");
+    let refused = at(&url, &["get", "x//b"]);
+    assert_eq!(refused.code, Some(2));
+    assert_eq!(
+        refused.stderr,
+        "anykv: invalid key \"x//b\": it has an empty segment\n"
+    );
+}
+
+/// `status` against a real etcd: its one server, its version and role,
+/// the revision, and the capabilities.
+#[test]
+fn status_shows_the_server_and_the_capabilities() {
+    let url = url();
+    let rev = put(&url, "s", "1");
+    let status = at(&url, &["--json", "status"]);
+    assert_eq!(status.code, Some(0), "{}", status.stderr);
+    let v = status.json();
+    assert_eq!(v["backend"], json!("etcd"));
+    // What etcd's status reports is the etcd backend's; the CLI prints
+    // whatever it says, in this shape.
+    assert!(
+        v["revision"].is_null() || v["revision"].as_u64().is_some_and(|r| r >= rev),
+        "{v}"
+    );
+    for server in v["servers"].as_array().expect("servers") {
+        assert!(server["address"].is_string(), "{v}");
+        assert!(
+            server["error"].is_string() || server["version"].is_string(),
+            "{v}"
+        );
+    }
+    assert_eq!(v["stats"]["locks"], json!(0));
+    assert_eq!(v["capabilities"]["watch_resume"], json!(true));
+    assert_eq!(v["capabilities"]["min_ttl_seconds"], json!(2.0));
+    let text = at(&url, &["status"]);
+    assert_eq!(text.code, Some(0), "{}", text.stderr);
+    assert_eq!(text.lines()[0], "backend\tetcd");
+    assert!(
+        text.lines()
+            .contains(&"capability\tmin_ttl\t2s".to_string()),
+        "{}",
+        text.out()
+    );
+}

@@ -48,7 +48,7 @@ fn lease_grant_holds_its_lease_until_for_has_passed() {
     let id: u64 = done.out().trim().parse().expect("a lease id");
     assert_eq!(
         done.stderr,
-        format!("anykv: 0 keys bound to lease {id} (ttl 5s); revoking it in 300ms or on Ctrl-C\n")
+        format!("anykv: holding lease {id} (ttl 5s); revoking it in 300ms or on Ctrl-C\n")
     );
     assert!(started.elapsed() >= Duration::from_millis(300));
 
@@ -72,7 +72,7 @@ fn lease_grant_stops_on_ctrl_c() {
     let id: u64 = grant.stdout_line(SHORT).parse().expect("a lease id");
     assert_eq!(
         grant.stderr_line(SHORT),
-        format!("anykv: 0 keys bound to lease {id} (ttl 10s); Ctrl-C to revoke")
+        format!("anykv: holding lease {id} (ttl 10s); Ctrl-C to revoke")
     );
     grant.signal("INT");
     let (code, _, _) = grant.finish(SHORT);
