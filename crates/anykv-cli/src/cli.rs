@@ -339,6 +339,7 @@ pub enum Command {
     Completions(CompletionsArgs),
 
     /// Print the exit codes and what they mean (also at the end of `anykv --help`)
+    #[command(after_long_help = EXIT_CODES_HELP)]
     ExitCodes,
 }
 

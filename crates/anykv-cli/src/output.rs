@@ -336,6 +336,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn escapes_decode_to_the_exact_bytes() {
+        let every: Vec<u8> = (0..=255u8).collect();
+        let text = escape(&every);
+        assert!(!text.contains('\t') && !text.contains('\n'));
+        assert_eq!(unescape(&text), Some(every));
+        let mixed = "k\u{e9}y\t\u{85}\\".as_bytes();
+        assert_eq!(escape(mixed), "k\u{e9}y\\t\\xc2\\x85\\\\");
+        assert_eq!(unescape(&escape(mixed)).as_deref(), Some(mixed));
+        assert_eq!(unescape("\\q"), None);
+        assert_eq!(unescape("\\x4"), None);
+        assert!(is_text(b"two\nlines\t\r\n"));
+        assert!(!is_text(&[0]));
+        assert!(!is_text(&[0xff]));
+        assert_eq!(table_value("x".repeat(40).as_bytes()), "x".repeat(40));
+    }
+
+    #[test]
     fn values_in_lines() {
         assert_eq!(display_value(b"plain text"), "plain text");
         assert_eq!(display_value(b" padded"), "\" padded\"");

@@ -151,6 +151,10 @@ fn status_prints_the_backend_and_its_capabilities() {
         .as_u64()
         .is_some_and(|n| n > 0));
 
+    let table = anykv(&["--url", "memory://", "-o", "table", "status"]);
+    assert_eq!(table.code, Some(0), "{}", table.stderr);
+    assert_eq!(table.lines()[0], "backend\tmemory");
+
     // Nothing listens on port 1: no server answers, so 3.
     let down = anykv(&[
         "status",
