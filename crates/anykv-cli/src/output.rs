@@ -107,6 +107,9 @@ pub fn unescape(text: &str) -> Option<Vec<u8>> {
             b'\\' => out.push(b'\\'),
             b'x' => {
                 let hex = text.get(i + 2..i + 4)?;
+                if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return None;
+                }
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 2;
             }
@@ -152,7 +155,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
         for (i, cell) in cells.into_iter().enumerate() {
             s.push_str(cell);
             if i < last {
-                let pad = widths[i].saturating_sub(cell.chars().count()) + 2;
+                let width = widths.get(i).copied().unwrap_or(0);
+                let pad = width.saturating_sub(cell.chars().count()) + 2;
                 s.extend(std::iter::repeat_n(' ', pad));
             }
         }
@@ -346,6 +350,7 @@ mod tests {
         assert_eq!(unescape(&escape(mixed)).as_deref(), Some(mixed));
         assert_eq!(unescape("\\q"), None);
         assert_eq!(unescape("\\x4"), None);
+        assert_eq!(unescape("\\x+f"), None);
         assert!(is_text(b"two\nlines\t\r\n"));
         assert!(!is_text(&[0]));
         assert!(!is_text(&[0xff]));
