@@ -380,7 +380,7 @@ impl Election {
 }
 
 /// Waits until `key` is absent; an error for the caller to look again.
-async fn wait_gone(store: &dyn Store, key: &str) -> Result<()> {
+pub(crate) async fn wait_gone(store: &dyn Store, key: &str) -> Result<()> {
     let mut watch = store.watch(key, WatchOptions::new()).await?;
     let mut present = false;
     let mut synced = false;
@@ -414,7 +414,12 @@ async fn wait_any_change(store: &dyn Store, dir: &str) -> Result<()> {
 }
 
 /// Fires `trigger` when the leader's lease is lost or its key goes.
-async fn monitor(store: Arc<dyn Store>, key: String, lease: LostSignal, trigger: LostTrigger) {
+pub(crate) async fn monitor(
+    store: Arc<dyn Store>,
+    key: String,
+    lease: LostSignal,
+    trigger: LostTrigger,
+) {
     let mut attempt = 0u32;
     loop {
         let watched = async {

@@ -1,7 +1,8 @@
 //! Recipes over any anykv [`Store`](anykv_core::Store): written only
 //! against the trait, so each works on every backend, third-party ones
 //! included (it needs watches, and leases for the election and the
-//! registry).
+//! registry; the queue, semaphore, barrier and counter need
+//! [transactions](anykv_core::txn)).
 //!
 //! - [`Cache`]: a list-then-watch view of a prefix, as Kubernetes
 //!   informers keep one: events `Init`, `InitDone`, `Apply`, `Delete`,
@@ -17,6 +18,17 @@
 //!   a status stream. [`Discovery`]: a cached view of one service with
 //!   round-robin, random and sticky selection, a filter, error feedback,
 //!   protection against an empty view during an outage, and a cache file.
+//! - [`Queue`]: a FIFO work queue; `push`, `claim` (each item to exactly
+//!   one consumer, by a compare-and-delete transaction), `claim_wait`
+//!   (waits with a watch), `len`.
+//! - [`Semaphore`]: N permits, each a slot key bound to its holder's lease,
+//!   taken by a transaction so holders never outnumber permits; `acquire`
+//!   queues in arrival order and wakes one waiter per freed permit;
+//!   `try_acquire`; a [`Permit`] with `lost()` and `release()`.
+//! - [`DoubleBarrier`]: `enter` waits until N participants have entered,
+//!   [`BarrierEntry::leave`] until all have left; participants are
+//!   lease-bound keys.
+//! - [`Counter`]: an atomic 64-bit counter on one key, `add` and `get`.
 //! - [`cases`]: the recipe cases, for proving the recipes on a backend.
 //!
 //! # Cache
@@ -102,6 +114,28 @@
 //! # }
 //! ```
 //!
+//! # Queue, semaphore, barrier and counter
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> anykv_core::Result<()> {
+//! use anykv_recipes::{Counter, Queue, QueueOptions, Semaphore, SemaphoreOptions};
+//!
+//! let store = anykv_memory::MemoryStore::open_url("memory://docs-txn-recipes")?.into_dyn();
+//! let jobs = Queue::new(store.clone(), "jobs", QueueOptions::new())?;
+//! jobs.push("job 1").await?;
+//! let workers = Semaphore::new(store.clone(), "workers", 4, SemaphoreOptions::new())?;
+//! let done = Counter::new(store.clone(), "stats/done")?;
+//!
+//! let permit = workers.acquire().await?; // at most 4 at a time
+//! let job = jobs.claim().await?.expect("a job"); // nobody else gets it
+//! assert_eq!(job.value, "job 1");
+//! assert_eq!(done.add(1).await?, 1);
+//! permit.release().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Key layout and formats
 //!
 //! Everything the recipes write is JSON under plain keys, so programs in
@@ -111,19 +145,32 @@
 //! |---|---|---|
 //! | election | `{prefix}/{name}/{candidate id}` (prefix `elections`), bound to the candidate's lease | `{"value": "..."}`, with `"token": N` after a proclaim; the candidate with the smallest token (`token`, else the key's revision) leads |
 //! | registry | `{prefix}/{service}/{instance id}` (prefix `services`), bound to the registry's lease | an [`Instance`]: `{"service", "id", "address", "port", "metadata", "weight", "enabled"}` |
+//! | queue | `{prefix}/{name}/tail` (prefix `queues`); `{prefix}/{name}/items/{seq}`, `seq` in 20 digits | `tail`: the last sequence number, decimal; an item: the bytes pushed |
+//! | semaphore | `{prefix}/{name}/slots/{i}` (prefix `semaphores`), `i` in `0..permits`, bound to the holder's lease; `{prefix}/{name}/waiters/{id}`, bound to the waiter's lease | a slot: `{"holder": "<id>"}`; a waiter: empty |
+//! | double barrier | `{prefix}/{name}/members/{id}` (prefix `barriers`), bound to the participant's lease; `{prefix}/{name}/ready` | a member: empty; `ready`: the round's random id |
+//! | counter | the key given | the value, a signed 64-bit decimal integer |
 //! | discovery cache file | a file of the application's choosing | `{"version": 1, "service", "saved_at_ms", "instances": [Instance...]}` |
 //!
 //! Election names, service names and instance ids are single key segments
 //! (no `/`).
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod barrier;
 pub mod cache;
 pub mod cases;
+pub mod counter;
 pub mod discovery;
 pub mod election;
 mod instance;
+pub mod queue;
 pub mod registry;
+pub mod semaphore;
 mod util;
+
+pub use barrier::{BarrierEntry, BarrierOptions, DoubleBarrier};
+pub use counter::Counter;
+pub use queue::{Queue, QueueItem, QueueOptions};
+pub use semaphore::{Permit, Semaphore, SemaphoreOptions};
 
 pub use cache::{Cache, CacheEvent, CacheEvents, CacheOptions, CacheStatus};
 pub use discovery::{

@@ -71,6 +71,10 @@ pub(crate) enum Flaw {
     ElectionHerd,
     RegistryNoRepair,
     DiscoveryUnprotected,
+    QueueClaimWithoutCompare,
+    SemaphoreWithoutTxn,
+    BarrierPassesEarly,
+    CounterGetThenPut,
 }
 
 /// Aborts a background task when the last owner lets go of it.
@@ -109,6 +113,40 @@ pub(crate) fn check_segment(what: &str, segment: &str) -> Result<()> {
         )));
     }
     anykv_core::key::canonical_key(segment).map(|_| ())
+}
+
+/// `Unsupported` unless the store runs transactions, watches and (when
+/// `leases`) leases: what the transaction recipes need.
+pub(crate) fn require(
+    store: &dyn anykv_core::Store,
+    operation: &'static str,
+    leases: bool,
+) -> Result<()> {
+    let caps = store.capabilities();
+    if !caps.transactions || !caps.watch || (leases && !caps.leases) {
+        let needs = if leases {
+            "transactions, watches and leases"
+        } else {
+            "transactions and watches"
+        };
+        return Err(Error::unsupported(
+            caps.backend,
+            operation,
+            format!("this recipe needs {needs}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A random id for a key segment: 16 hex digits.
+pub(crate) fn random_id() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
+/// The backoff between attempts that lost a race (a failed compare): short,
+/// since each lost race means another client made progress.
+pub(crate) fn race_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(1), Duration::from_millis(50))
 }
 
 /// Joins a canonical prefix (possibly empty) and a relative key.

@@ -46,12 +46,16 @@ pub mod discovery;
 pub mod election;
 pub mod registry;
 mod tap;
+pub mod txn_recipes;
 
 pub use tap::Tap;
 
 #[cfg(test)]
 pub(crate) use crate::util::Flaw;
-use crate::{CacheOptions, DiscoveryOptions, ElectionOptions, RegistryOptions};
+use crate::{
+    BarrierOptions, CacheOptions, Counter, DiscoveryOptions, ElectionOptions, QueueOptions,
+    RegistryOptions, SemaphoreOptions,
+};
 
 /// What a backend gives the cases: the conformance suite's factory
 /// (clients on fresh roots, and the optional compact, restart and pause
@@ -221,6 +225,63 @@ impl Ctx {
         options
     }
 
+    /// Queue options for the cases: quick backoff.
+    pub fn queue_options(&self) -> QueueOptions {
+        #[allow(unused_mut)]
+        let mut options = QueueOptions::new().with_backoff(crate::Backoff::new(
+            Duration::from_millis(50),
+            Duration::from_millis(500),
+        ));
+        #[cfg(test)]
+        {
+            options.flaw = self.flaw;
+        }
+        options
+    }
+
+    /// Semaphore options for the cases: a short TTL, quick backoff.
+    pub fn semaphore_options(&self) -> SemaphoreOptions {
+        #[allow(unused_mut)]
+        let mut options = SemaphoreOptions::new()
+            .with_ttl(Duration::from_secs(3))
+            .with_backoff(crate::Backoff::new(
+                Duration::from_millis(50),
+                Duration::from_millis(500),
+            ));
+        #[cfg(test)]
+        {
+            options.flaw = self.flaw;
+        }
+        options
+    }
+
+    /// Barrier options for the cases: a short TTL, quick backoff.
+    pub fn barrier_options(&self) -> BarrierOptions {
+        #[allow(unused_mut)]
+        let mut options = BarrierOptions::new()
+            .with_ttl(Duration::from_secs(3))
+            .with_backoff(crate::Backoff::new(
+                Duration::from_millis(50),
+                Duration::from_millis(500),
+            ));
+        #[cfg(test)]
+        {
+            options.flaw = self.flaw;
+        }
+        options
+    }
+
+    /// The counter at `key` of `store`, as the cases use it.
+    pub fn counter(&self, store: Arc<dyn Store>, key: &str) -> Result<Counter> {
+        #[allow(unused_mut)]
+        let mut counter = Counter::new(store, key)?;
+        #[cfg(test)]
+        {
+            counter.flaw = self.flaw;
+        }
+        Ok(counter)
+    }
+
     async fn close_all(&self) {
         let stores = std::mem::take(&mut *self.stores.lock());
         for store in stores {
@@ -277,6 +338,13 @@ pub fn all_cases() -> Vec<Case> {
         case!(discovery::discovery_strategies_and_feedback, false),
         case!(discovery::discovery_never_empty_during_outage, false),
         case!(discovery::discovery_starts_from_cache_file, false),
+        case!(txn_recipes::queue_items_claimed_exactly_once, false),
+        case!(
+            txn_recipes::semaphore_never_exceeds_permits_while_holders_killed,
+            false
+        ),
+        case!(txn_recipes::barrier_nobody_passes_before_all_entered, false),
+        case!(txn_recipes::counter_concurrent_adds_exact_sum, false),
     ]
 }
 
@@ -352,6 +420,10 @@ macro_rules! recipe_tests {
             discovery_strategies_and_feedback
             discovery_never_empty_during_outage
             discovery_starts_from_cache_file
+            queue_items_claimed_exactly_once
+            semaphore_never_exceeds_permits_while_holders_killed
+            barrier_nobody_passes_before_all_entered
+            counter_concurrent_adds_exact_sum
         );
     };
 }

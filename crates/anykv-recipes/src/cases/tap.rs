@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anykv_core::{
     async_trait, Bytes, Capabilities, Error, KvPair, Lease, ListOptions, LockGuard, LockOptions,
-    PutOptions, Result, Store, StoreStats, WatchOptions, WatchStream,
+    PutOptions, Result, Store, StoreStats, Txn, TxnResponse, WatchOptions, WatchStream,
 };
 use futures::StreamExt;
 use tokio::sync::watch;
@@ -159,6 +159,11 @@ impl Store for Tap {
     async fn atomic_delete(&self, key: &str, expected: u64) -> Result<()> {
         self.check()?;
         self.inner.atomic_delete(key, expected).await
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        self.check()?;
+        self.inner.txn(txn).await
     }
 
     async fn watch(&self, key: &str, options: WatchOptions) -> Result<WatchStream> {

@@ -92,3 +92,39 @@ async fn an_election_whose_candidates_all_wake_fails() {
     let m = fails("election_waits_on_predecessor_only", Flaw::ElectionHerd).await;
     assert!(m.contains("listed the queue when c2 left"), "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_that_claims_without_a_compare_fails() {
+    let m = fails(
+        "queue_items_claimed_exactly_once",
+        Flaw::QueueClaimWithoutCompare,
+    )
+    .await;
+    assert!(m.contains("claimed twice"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_semaphore_that_counts_without_a_transaction_fails() {
+    let m = fails(
+        "semaphore_never_exceeds_permits_while_holders_killed",
+        Flaw::SemaphoreWithoutTxn,
+    )
+    .await;
+    assert!(m.contains("held a permit at once"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_barrier_that_passes_one_early_fails() {
+    let m = fails(
+        "barrier_nobody_passes_before_all_entered",
+        Flaw::BarrierPassesEarly,
+    )
+    .await;
+    assert!(m.contains("passed enter when only 4 of 5"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_that_gets_then_puts_fails() {
+    let m = fails("counter_concurrent_adds_exact_sum", Flaw::CounterGetThenPut).await;
+    assert!(m.contains("the counter's final value"), "{m}");
+}
