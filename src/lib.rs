@@ -9,7 +9,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> anykv::Result<()> {
-//! // Pick the backend at run time: memory://, etcd://, redis://, zk://.
+//! // Pick the backend at run time: memory://, etcd://, redis://, zk://, redb://.
 //! let store = anykv::open("memory://docs/app").await?;
 //!
 //! let rev = store.put("services/web/1", "10.0.0.1:80".into(), PutOptions::new()).await?;

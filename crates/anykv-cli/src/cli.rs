@@ -21,17 +21,33 @@ The store's URL comes from --url, or else from the ANYKV_URL environment variabl
                                               one anykv command)
   etcd://[user:pass@]host:port[,host:port...]/root    etcds:// for TLS
   redis://[user:pass@]host:port/db[/root]             rediss:// for TLS
+  redis+sentinel://[user:pass@]sentinel[:port][,...]/master-name[/db[/root]]
+  redis+cluster://[user:pass@]node[:port][,node[:port]...][/root]
+                                              (rediss+sentinel://, rediss+cluster:// for TLS)
   zk://[user:pass@]host:port[,host:port...]/chroot
-Every URL takes connect_timeout and request_timeout (250ms, 5s, 2m), which bound how long
-a command waits for the server. Passwords in URLs are never printed.
+  redb:///abs/dir/file.redb[/root]            a local file (redb://./rel/file.redb for a
+                                              relative path); one process at a time
+Every URL takes connect_timeout and request_timeout (250ms, 5s, 1m30s: a unit is required),
+which bound how long a command waits for the server. Passwords in URLs are never printed.
 
-Output: text for people by default; --json prints JSON on standard output (one object, or
-for watch and conformance one object per line as things happen). Text lines that hold
-several fields separate them with a tab; keys never contain tabs, and a value that is not
-plain text is printed in double quotes with escapes. Errors print `anykv: <message>` on
-standard error; with --json the error is also printed on standard output as
-{\"error\": {\"kind\", \"message\", \"exit_code\"}}. Progress (watch in sync, conformance
-header) goes to standard error.";
+Durations (--ttl, --timeout, --for, ...) need a unit: 500us, 250ms, 10s, 1m30s, 2h, 7d; a
+bare number such as 10 is refused.
+
+Logging: -v prints anykv's per-call spans (target anykv: op, key, outcome, time) on standard
+error, -vv debug logs of every anykv crate (backends' reconnects, keep-alives, watches);
+RUST_LOG (for example RUST_LOG=anykv_etcd=trace) overrides both.
+
+Output: text for people by default; --json (or --output json) prints JSON on standard
+output (one object, or for watch and conformance one object per line as things happen);
+--output table prints aligned columns with a header (get, ls, status). Text lines that hold
+several fields separate them with a tab. In ls, get and watch lines, keys and values are
+escaped so that lines split and decode unambiguously: a tab is printed as \\t, a newline as
+\\n, a backslash as \\\\, any other control character and any byte that is not UTF-8 as
+\\xNN (its hex value); everything else as it is. In JSON a value is {\"value\": text,
+\"encoding\": \"utf8\"} when it is UTF-8 and {\"value\": base64, \"encoding\":
+\"base64\"} otherwise. Errors print `anykv: <message>` on standard error; with --json the
+error is also printed on standard output as {\"error\": {\"kind\", \"message\",
+\"exit_code\"}}. Progress (watch in sync, conformance header) goes to standard error.";
 
 /// The `anykv` command line.
 #[derive(Debug, Parser)]
@@ -44,8 +60,9 @@ header) goes to standard error.";
     propagate_version = true
 )]
 pub struct Cli {
-    /// The store's URL (memory://, etcd://, etcds://, redis://, rediss://, zk://); default:
-    /// the ANYKV_URL environment variable
+    /// The store's URL (memory://, etcd://, etcds://, redis://, rediss://,
+    /// redis+sentinel://, redis+cluster://, zk://, redb://); default: the ANYKV_URL
+    /// environment variable
     #[arg(
         long,
         global = true,
@@ -60,29 +77,60 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// Output format: text (tab-separated, escaped), json (as --json) or table (aligned
+    /// columns; get, ls and status)
+    #[arg(long, short = 'o', global = true, value_name = "FORMAT", value_enum)]
+    pub output: Option<OutputFormat>,
+
+    /// Log on standard error: -v anykv's per-call spans, -vv debug logs of every anykv
+    /// crate (RUST_LOG overrides)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How results are printed (`--output`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Tab-separated text lines, keys and values escaped.
+    Text,
+    /// JSON, as `--json`.
+    Json,
+    /// Aligned columns with a header (`get`, `ls`, `status`).
+    Table,
+}
+
+impl Cli {
+    /// How this command line asks for its results to be printed.
+    pub fn out(&self) -> crate::output::Out {
+        crate::output::Out {
+            json: self.json || self.output == Some(OutputFormat::Json),
+            table: !self.json && self.output == Some(OutputFormat::Table),
+        }
+    }
 }
 
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print a key's value
-    #[command(
-        long_about = "Print a key's value.\n\n\
-            Text output is the value followed by a newline; --raw writes the value's bytes \
-            exactly, with nothing added. --json prints {\"key\", \"value\", \"encoding\", \
-            \"revision\"}: \"encoding\" is \"utf8\" when the value is UTF-8 text (\"value\" \
-            is that text) and \"base64\" otherwise (\"value\" is the standard, padded base64 \
-            of the bytes). A missing key exits with 4.",
-        after_help = EXIT_CODES_HELP
-    )]
+    #[command(long_about = "Print a key's value.\n\n\
+            A text value (UTF-8 without control characters other than tab, newline and \
+            carriage return) is printed followed by a newline. A binary value is written \
+            as its exact bytes, with nothing added, when standard output is a pipe or a \
+            file; to a terminal it is shown escaped (\\t, \\n, \\\\, \\xNN) with a note on \
+            standard error. --raw always writes the exact bytes. --json prints {\"key\", \
+            \"value\", \"encoding\", \"revision\"}: \"encoding\" is \"utf8\" when the value is \
+            UTF-8 text (\"value\" is that text) and \"base64\" otherwise (\"value\" is the \
+            standard, padded base64 of the bytes). --output table prints KEY, REVISION and \
+            VALUE (escaped, cut to 40 characters). A missing key exits with 4.")]
     Get(GetArgs),
 
     /// Write a key; print its new revision
-    #[command(
-        long_about = "Write a key and print its new revision.\n\n\
+    #[command(long_about = "Write a key and print its new revision.\n\n\
             The value is the VALUE argument as text, the contents of --file PATH, or standard \
             input with `-` (as VALUE or as PATH). Values are stored byte for byte: nothing is \
             trimmed, so `echo x | anykv put k -` stores \"x\" and a newline (use printf).\n\n\
@@ -90,9 +138,7 @@ pub enum Command {
             it is at another revision, 4 if it is absent. --create-only writes only if the \
             key is absent: 5 if it exists. --ttl makes the key vanish after that long unless \
             written again (raised to the backend's minimum TTL: 2 s on etcd). --json prints \
-            {\"key\", \"revision\"}.",
-        after_help = EXIT_CODES_HELP
-    )]
+            {\"key\", \"revision\"}.")]
     Put(PutArgs),
 
     /// Delete a key, or a whole tree with --tree
@@ -103,8 +149,7 @@ pub enum Command {
             absent). rm --tree PREFIX deletes the key PREFIX and every key under PREFIX/ \
             (never PREFIXabc) and prints how many keys it deleted, 0 included; `rm --tree /` \
             empties the URL's root. --json prints {\"key\", \"deleted\": 1} or \
-            {\"prefix\", \"deleted\": N}.",
-        after_help = EXIT_CODES_HELP
+            {\"prefix\", \"deleted\": N}."
     )]
     Rm(RmArgs),
 
@@ -113,9 +158,21 @@ pub enum Command {
         long_about = "List every key under PREFIX/ at any depth, sorted (the key PREFIX itself \
             excluded; no prefix lists the whole root).\n\n\
             Text output is one `key<TAB>value` line per key, or just the key with \
-            --keys-only. --json prints an array of {\"key\", \"value\", \"encoding\", \
-            \"revision\"} (of {\"key\", \"revision\"} with --keys-only).",
-        after_help = EXIT_CODES_HELP
+            --keys-only (the values are then not fetched); keys and values are escaped \
+            (\\t, \\n, \\\\, \\xNN), so every line splits at its one tab. --json prints an \
+            array of {\"key\", \"value\", \"encoding\", \"revision\"} (of {\"key\", \
+            \"revision\"} with --keys-only). --output table prints KEY, REVISION and VALUE \
+            (escaped, cut to 40 characters).\n\n\
+            --limit N prints at most N keys; --start-after KEY starts after KEY (pass the \
+            last key of one page to get the next).\n\n\
+            Keys that break anykv's key rules (an empty segment such as `a//b`, a control \
+            character, a leading or trailing `/`) can only have been written by another \
+            client straight into the server under the store's root. etcd and redb return \
+            them: ls lists them escaped and names each on standard error; get, put and rm \
+            refuse them (2), so delete them with the server's own tool. etcd skips keys \
+            that are not UTF-8. Redis lists only keys in anykv's index, so a key set with \
+            redis-cli alone is not listed. ZooKeeper cannot hold an empty segment. The \
+            in-process store only holds keys written through anykv."
     )]
     Ls(LsArgs),
 
@@ -134,8 +191,7 @@ pub enum Command {
             --count N exits with 0 after N PUT or DELETE events, current state included. \
             Ctrl-C stops the watch cleanly with 130. A watch that ends with an error (the \
             history is compacted, the consumer fell behind) exits with 1 and says from which \
-            revision to resume.",
-        after_help = EXIT_CODES_HELP
+            revision to resume."
     )]
     Watch(WatchArgs),
 
@@ -151,28 +207,38 @@ pub enum Command {
             is passed on to the command. If the lock is lost while held (its lease expired), \
             anykv says so, sends SIGTERM to the command and exits with 1.\n\n\
             --timeout bounds the wait: when it expires while another client holds the lock, \
-            exit with 5. Without it, wait as long as it takes. --ttl is the lifetime of the \
+            exit with 6 (3 means the server did not answer). Without it, wait as long as it takes. --ttl is the lifetime of the \
             lease behind the lock, kept alive while anykv runs (default 15s). --json prints \
-            {\"lock\", \"fencing_token\"} instead of the token.",
-        after_help = EXIT_CODES_HELP
+            {\"lock\", \"fencing_token\"} instead of the token."
     )]
     Lock(LockArgs),
 
-    /// Write keys bound to one lease, kept alive while a command runs or until Ctrl-C
+    /// Grant a lease and keep it alive; write keys bound to it while a command runs
     #[command(
         long_about = "Grant a lease of --ttl, write every KEY=VALUE bound to it, and keep it \
             alive; revoke it at the end, so the keys vanish. This is how a shell script \
             registers a service: `anykv lease --ttl 10s services/web/1=10.0.0.1:80 -- \
             ./server`.\n\n\
             Each pair is split at its first `=`: the key cannot contain `=`, the value can. \
-            Without a command: print the lease's id, hold until Ctrl-C, revoke and exit with \
-            130. With a command after `--`: run it with ANYKV_LEASE_ID in its environment, \
-            revoke when it ends, and exit with its status. A SIGINT or SIGTERM sent to anykv \
-            is passed on to the command. If anykv dies, the keys vanish within the TTL. If \
-            the lease is lost (it could not be kept alive), anykv says so, sends SIGTERM to \
-            the command and exits with 1. --json prints {\"lease\", \"ttl_seconds\", \
-            \"keys\": [{\"key\", \"revision\"}]} instead of the id.",
-        after_help = EXIT_CODES_HELP
+            Without a command: print the lease's id, hold until Ctrl-C (130) or until --for \
+            has passed (0), then revoke. With a command after `--`: run it with \
+            ANYKV_LEASE_ID in its environment, revoke when it ends, and exit with its \
+            status. A SIGINT or SIGTERM sent to anykv is passed on to the command. If anykv \
+            dies, the keys vanish within the TTL. If the lease is lost (it could not be kept \
+            alive), anykv says so, sends SIGTERM to the command and exits with 1. --json \
+            prints {\"lease\", \"ttl_seconds\", \"keys\": [{\"key\", \"revision\"}]} \
+            instead of the id.\n\n\
+            `anykv lease grant TTL` grants a lease with no keys, prints its id and keeps it \
+            alive the same way (Ctrl-C or --for); `anykv put KEY VALUE --lease-ttl TTL` \
+            writes one key bound to a lease of its own and holds it the same way.\n\n\
+            A lease belongs to the store, so to the process, that granted it: it lives only \
+            while that anykv keeps it alive, and the anykv Store API has no call that \
+            keeps alive, reads the remaining time of, or revokes a lease by id for another \
+            process. So there are no `lease keep-alive`, `lease time-to-live` or `lease \
+            revoke` commands: the granting anykv keeps its lease alive itself, and ending \
+            that process (Ctrl-C, SIGTERM, --for, the command after `--` exiting) revokes \
+            it. An id printed by one anykv can be given to `txn --then 'put --lease ID K V'` \
+            only while that anykv still holds the lease."
     )]
     Lease(LeaseArgs),
 
@@ -192,8 +258,7 @@ pub enum Command {
             --value is what observers of the election see as the leader's value (an \
             address, say). --ttl is the lifetime of the candidate's lease, kept alive while \
             anykv runs: if anykv dies, the next candidate leads within about that long \
-            (raised to the backend's minimum TTL: 2 s on etcd).",
-        after_help = EXIT_CODES_HELP
+            (raised to the backend's minimum TTL: 2 s on etcd)."
     )]
     Elect(ElectArgs),
 
@@ -216,8 +281,7 @@ pub enum Command {
             every change as `ADD<TAB>...`, `UPDATE<TAB>...` (same fields as list) or \
             `REMOVE<TAB>ID`, until Ctrl-C (130). With --json: {\"event\": \"add\"|\"update\"|\
             \"remove\", \"instance\"} per line and {\"event\": \"synced\"} after the current \
-            instances.",
-        after_help = EXIT_CODES_HELP
+            instances."
     )]
     Services(ServicesArgs),
 
@@ -237,14 +301,46 @@ pub enum Command {
             you may test against. `memory://` (no name) tests a fresh in-process store. \
             Ctrl-C stops starting cases, waits for the running ones (Ctrl-C again to stop at \
             once), prints the partial total as `interrupted: R of N cases run: P passed, F \
-            failed, U unsupported`, deletes its keys and exits with 130.",
-        after_help = EXIT_CODES_HELP
+            failed, U unsupported`, deletes its keys and exits with 130."
     )]
     Conformance(ConformanceArgs),
 
     /// Run a multi-key transaction: compares, then one of two branches, atomically
-    #[command(long_about = crate::txn::TXN_HELP, after_help = EXIT_CODES_HELP)]
+    #[command(long_about = crate::txn::TXN_HELP)]
     Txn(TxnArgs),
+
+    /// Print the store's servers, revision, stats and capabilities
+    #[command(
+        long_about = "Print Store::status() and the capabilities of the store a URL names \
+            (`anykv status URL`, or --url / ANYKV_URL).\n\n\
+            Text output: `backend<TAB>NAME`, `revision<TAB>N` (or `unknown`), one \
+            `server<TAB>ADDRESS<TAB>VERSION<TAB>ROLE` line per server (`error<TAB>REASON` \
+            in place of version and role when it did not answer), `stats<TAB>watches=N \
+            leases=N locks=N connections=N`, one `detail<TAB>NAME<TAB>VALUE` line per \
+            detail, then one `capability<TAB>NAME<TAB>VALUE` line each for watch, \
+            watch_every_revision, watch_resume, ttl, min_ttl, leases, locks, \
+            transactions, max_txn_ops and max_value_size. --output table prints the \
+            servers as ADDRESS, VERSION, ROLE, ERROR columns after the rest. --json prints \
+            {\"backend\", \"revision\", \"servers\": [{\"address\", \"version\", \"role\", \
+            \"error\"}], \"stats\", \"details\": {NAME: VALUE}, \"capabilities\"}.\n\n\
+            One server that does not answer is shown with its error and does not fail the \
+            command; when no server answers, status exits with 3."
+    )]
+    Status(StatusArgs),
+
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
+    #[command(
+        long_about = "Print a completion script for a shell on standard output.\n\n\
+            bash: `anykv completions bash > ~/.local/share/bash-completion/completions/anykv`\n\
+            zsh: `anykv completions zsh > ~/.zfunc/_anykv` (with ~/.zfunc in fpath)\n\
+            fish: `anykv completions fish > ~/.config/fish/completions/anykv.fish`\n\
+            powershell: `anykv completions powershell | Out-String | Invoke-Expression`"
+    )]
+    Completions(CompletionsArgs),
+
+    /// Print the exit codes and what they mean (also at the end of `anykv --help`)
+    #[command(after_long_help = EXIT_CODES_HELP)]
+    ExitCodes,
 }
 
 /// `anykv txn`.
@@ -316,7 +412,7 @@ pub struct PutArgs {
     #[arg(long, short = 'f', value_name = "PATH")]
     pub file: Option<PathBuf>,
 
-    /// The key vanishes this long after the write unless written again (250ms, 10s, 2m, 1h)
+    /// The key vanishes this long after the write unless written again (250ms, 10s, 1m30s, 2h; a unit is required)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub ttl: Option<Duration>,
 
@@ -327,6 +423,15 @@ pub struct PutArgs {
     /// Write only if the key does not exist
     #[arg(long)]
     pub create_only: bool,
+
+    /// Bind the key to a new lease of this TTL, print the revision and hold the lease until
+    /// Ctrl-C or --for (the key vanishes when anykv stops)
+    #[arg(long, value_name = "TTL", value_parser = parse_duration, conflicts_with = "ttl")]
+    pub lease_ttl: Option<Duration>,
+
+    /// With --lease-ttl: revoke the lease and exit with 0 after this long
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration, requires = "lease_ttl")]
+    pub for_: Option<Duration>,
 }
 
 /// `anykv rm`.
@@ -351,9 +456,17 @@ pub struct LsArgs {
     #[arg(default_value = "")]
     pub prefix: String,
 
-    /// Print only the keys
+    /// Print only the keys (the values are not fetched)
     #[arg(long)]
     pub keys_only: bool,
+
+    /// Print at most N keys
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..).map(|n| usize::try_from(n).unwrap_or(usize::MAX)))]
+    pub limit: Option<usize>,
+
+    /// Start after this key (the last key of the previous page)
+    #[arg(long, value_name = "KEY")]
+    pub start_after: Option<String>,
 }
 
 /// `anykv watch`.
@@ -386,7 +499,7 @@ pub struct LockArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "15s")]
     pub ttl: Duration,
 
-    /// Give up after waiting this long for another holder (exit 5); default: wait as long
+    /// Give up after waiting this long for another holder (exit 6); default: wait as long
     /// as it takes
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
@@ -398,18 +511,62 @@ pub struct LockArgs {
 
 /// `anykv lease`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct LeaseArgs {
+    /// `grant`, instead of keys to write.
+    #[command(subcommand)]
+    pub action: Option<LeaseAction>,
+
     /// The lease's TTL: the keys vanish this long after anykv stops keeping it alive
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub ttl: Duration,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, required = true)]
+    pub ttl: Option<Duration>,
 
     /// The keys to write, bound to the lease
     #[arg(value_name = "KEY=VALUE", required = true, value_parser = parse_pair)]
     pub pairs: Vec<(String, String)>,
 
+    /// Without a command: revoke the lease and exit with 0 after this long
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+    pub for_: Option<Duration>,
+
     /// The command to run while the lease lives, after `--`
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
+}
+
+/// `anykv lease` actions.
+#[derive(Debug, Subcommand)]
+pub enum LeaseAction {
+    /// Grant a lease, print its id and keep it alive until Ctrl-C or --for
+    Grant(LeaseGrantArgs),
+}
+
+/// `anykv lease grant`.
+#[derive(Debug, Args)]
+pub struct LeaseGrantArgs {
+    /// The lease's TTL (raised to the backend's minimum: 2s on etcd)
+    #[arg(value_name = "TTL", value_parser = parse_duration)]
+    pub ttl: Duration,
+
+    /// Revoke the lease and exit with 0 after this long (default: until Ctrl-C)
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+    pub for_: Option<Duration>,
+}
+
+/// `anykv status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The store's URL; default: --url, then ANYKV_URL
+    #[arg(value_name = "URL")]
+    pub target: Option<String>,
+}
+
+/// `anykv completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// `anykv elect`.
@@ -511,17 +668,31 @@ pub struct ConformanceArgs {
     pub concurrency: usize,
 }
 
-/// Parses a duration argument: `250ms`, `10s`, `2m`, `1h`, `7d`, or a number of
-/// seconds (`0.5`).
+/// Parses a duration argument with [`anykv::parse_duration_param`]
+/// (humantime: `250ms`, `10s`, `1m30s`, `500us`, `2h`, `7d`). A bare number
+/// is refused, with a hint to add a unit.
 ///
 /// ```
 /// use std::time::Duration;
 /// assert_eq!(anykv_cli::cli::parse_duration("2m"), Ok(Duration::from_secs(120)));
+/// assert_eq!(anykv_cli::cli::parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+/// assert_eq!(anykv_cli::cli::parse_duration("500us"), Ok(Duration::from_micros(500)));
+/// assert!(anykv_cli::cli::parse_duration("10").unwrap_err().contains("write 10s"));
 /// assert!(anykv_cli::cli::parse_duration("soon").is_err());
 /// ```
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    anykv::parse_duration_param("duration", text)
-        .map_err(|_| "not a positive duration such as 250ms, 10s, 2m or 1h".to_string())
+    anykv::parse_duration_param("duration", text).map_err(|e| {
+        let t = text.trim();
+        if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+            format!("{t:?} has no unit; write {t}s, {t}ms or another unit (ns, us, ms, s, m, h, d)")
+        } else if let anykv::Error::Config(m) = &e {
+            m.strip_prefix("parameter duration: ")
+                .unwrap_or(m)
+                .to_owned()
+        } else {
+            "not a duration such as 250ms, 10s, 1m30s or 500us".to_string()
+        }
+    })
 }
 
 /// Parses `KEY=VALUE`, splitting at the first `=`.

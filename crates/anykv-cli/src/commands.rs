@@ -1,11 +1,11 @@
 //! `get`, `put`, `rm`, `ls` and `watch`.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anykv::{Bytes, ErrorKind, PutOptions, Store, WatchEvent, WatchOptions};
+use anykv::{Bytes, ErrorKind, KvPair, PutOptions, Store, WatchEvent, WatchOptions};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -66,13 +66,49 @@ pub async fn get(url: &str, args: GetArgs, out: Out) -> Result<(), CliError> {
             out.json(&output::pair_json(&pair))
         } else if args.raw {
             out.raw(&pair.value)
-        } else {
+        } else if out.table {
+            pair_table(std::slice::from_ref(&pair), false, out)
+        } else if output::is_text(&pair.value) {
             let mut bytes = pair.value.to_vec();
             bytes.push(b'\n');
             out.raw(&bytes)
+        } else if std::io::stdout().is_terminal() {
+            out.line(&output::escape(&pair.value))?;
+            output::progress(&format!(
+                "the value is binary ({} bytes), shown escaped (\\t \\n \\\\ \\xNN); \
+                 redirect the output or pass --raw for its exact bytes",
+                pair.value.len()
+            ));
+            Ok(())
+        } else {
+            out.raw(&pair.value)
         }
     })
     .await
+}
+
+/// Prints pairs as a table: KEY, REVISION and VALUE (cut to
+/// [`output::TABLE_VALUE_WIDTH`]), or KEY and REVISION.
+fn pair_table(pairs: &[KvPair], keys_only: bool, out: Out) -> Result<(), CliError> {
+    let rows: Vec<Vec<String>> = pairs
+        .iter()
+        .map(|p| {
+            let mut row = vec![output::escape(p.key.as_bytes()), p.revision.to_string()];
+            if !keys_only {
+                row.push(output::table_value(&p.value));
+            }
+            row
+        })
+        .collect();
+    let header: &[&str] = if keys_only {
+        &["KEY", "REVISION"]
+    } else {
+        &["KEY", "REVISION", "VALUE"]
+    };
+    for line in output::table(header, &rows) {
+        out.line(&line)?;
+    }
+    Ok(())
 }
 
 /// Reads a value from a file, or from standard input for `-`.
@@ -99,14 +135,47 @@ pub async fn read_value(path: &Path) -> Result<Bytes, CliError> {
     read.map(Bytes::from)
 }
 
-/// `anykv put`.
-pub async fn put(url: &str, args: PutArgs, out: Out) -> Result<(), CliError> {
-    let value = match (&args.value, &args.file) {
+/// The value of `anykv put`: the argument, a file or standard input.
+async fn put_value(args: &PutArgs) -> Result<Bytes, CliError> {
+    Ok(match (&args.value, &args.file) {
         (_, Some(path)) => read_value(path).await?,
         (Some(v), None) if v == "-" => read_value(Path::new("-")).await?,
         (Some(v), None) => Bytes::from(v.clone().into_bytes()),
         (None, None) => return Err(CliError::usage("put needs a VALUE, `-` or --file PATH")),
+    })
+}
+
+/// `anykv put --lease-ttl`: the key bound to a lease of its own, held
+/// until a signal or `--for`.
+pub async fn put_with_lease(
+    url: &str,
+    args: PutArgs,
+    out: Out,
+    interrupts: &Interrupts,
+) -> Result<(), CliError> {
+    if args.create_only || args.if_revision.is_some() {
+        return Err(CliError::usage(
+            "--lease-ttl cannot be combined with --create-only or --if-revision (use txn \
+             with put --lease ID)",
+        ));
+    }
+    let value = put_value(&args).await?;
+    let ttl = args
+        .lease_ttl
+        .ok_or_else(|| CliError::usage("--lease-ttl needs a duration"))?;
+    let hold = crate::hold::LeaseHold {
+        ttl,
+        pairs: vec![(args.key, value)],
+        for_: args.for_,
+        command: Vec::new(),
+        shown: crate::hold::Shown::Put,
     };
+    crate::hold::hold_lease(url, hold, out, interrupts).await
+}
+
+/// `anykv put`.
+pub async fn put(url: &str, args: PutArgs, out: Out) -> Result<(), CliError> {
+    let value = put_value(&args).await?;
     let mut options = PutOptions::new();
     if let Some(ttl) = args.ttl {
         options = options.with_ttl(ttl);
@@ -158,17 +227,38 @@ pub async fn rm(url: &str, args: RmArgs, out: Out) -> Result<(), CliError> {
     .await
 }
 
+/// Whether a listed key keeps anykv's key rules (another client may have
+/// written one that does not, such as `a//b` or a key with a tab): only
+/// those can be given to `get`, `put` and `rm`.
+pub fn is_addressable(key: &str) -> bool {
+    anykv::key::canonical_key(key).is_ok_and(|k| k == key)
+}
+
 /// `anykv ls`.
 pub async fn ls(url: &str, args: LsArgs, out: Out) -> Result<(), CliError> {
+    if let Some(after) = &args.start_after {
+        anykv::key::canonical_key(after).map_err(|e| CliError::from(e).context("--start-after"))?;
+    }
     with_store(url, |store| async move {
-        // Keys only: the values are never fetched.
-        let pairs = if args.keys_only {
-            store
-                .list_with(&args.prefix, anykv::ListOptions::new().keys_only())
-                .await?
-        } else {
-            store.list(&args.prefix).await?
-        };
+        let mut options = anykv::ListOptions::new();
+        if args.keys_only {
+            // Keys only: the values are never fetched.
+            options = options.keys_only();
+        }
+        if let Some(limit) = args.limit {
+            options = options.with_limit(limit);
+        }
+        if let Some(after) = &args.start_after {
+            options = options.start_after(after.clone());
+        }
+        let pairs = store.list_with(&args.prefix, options).await?;
+        for p in pairs.iter().filter(|p| !is_addressable(&p.key)) {
+            output::progress(&format!(
+                "key {} breaks anykv's key rules (another client wrote it): listed escaped; \
+                 get, put and rm cannot address it",
+                output::escape(p.key.as_bytes())
+            ));
+        }
         if out.json {
             let items: Vec<Value> = pairs
                 .iter()
@@ -182,11 +272,15 @@ pub async fn ls(url: &str, args: LsArgs, out: Out) -> Result<(), CliError> {
                 .collect();
             return out.json(&Value::Array(items));
         }
+        if out.table {
+            return pair_table(&pairs, args.keys_only, out);
+        }
         for p in &pairs {
+            let key = output::escape(p.key.as_bytes());
             if args.keys_only {
-                out.line(&p.key)?;
+                out.line(&key)?;
             } else {
-                out.line(&format!("{}\t{}", p.key, output::display_value(&p.value)))?;
+                out.line(&format!("{key}\t{}", output::escape(&p.value)))?;
             }
         }
         Ok(())

@@ -112,10 +112,6 @@ pub async fn compact(store: Arc<dyn Store>, revision: u64) -> Result<()> {
     if any.is::<anykv::redis::RedisStore>() {
         return anykv::redis::compact(&*store, revision).await;
     }
-    #[cfg(feature = "test-backends")]
-    if let Some(broken) = any.downcast_ref::<crate::test_backends::BrokenMemoryStore>() {
-        return broken.compact(revision);
-    }
     Err(Error::unsupported(
         "anykv conformance",
         "compact",

@@ -21,10 +21,13 @@ pub const UNAVAILABLE: u8 = 3;
 /// key).
 pub const NOT_FOUND: u8 = 4;
 /// A condition did not hold: `--if-revision` found another revision,
-/// `--create-only` found the key present, `lock --timeout` expired while
-/// another client held the lock, a compare of `txn` did not hold (its
-/// `--else` branch ran).
+/// `--create-only` found the key present, a compare of `txn` did not hold
+/// (its `--else` branch ran).
 pub const CONDITION_FAILED: u8 = 5;
+/// A lock is held by another client: `lock --timeout` waited that long
+/// without getting it ([`ErrorKind::LockTimeout`]). Unlike [`UNAVAILABLE`],
+/// the server answered.
+pub const LOCK_TIMEOUT: u8 = 6;
 /// The command given after `--` to `lock`, `lease` or `elect` could not be
 /// executed.
 pub const COMMAND_NOT_EXECUTABLE: u8 = 126;
@@ -48,8 +51,10 @@ Exit codes:
        fails this way may have been applied)
   4    the key was not found
   5    a condition failed: --if-revision found another revision,
-       --create-only found the key, lock --timeout expired, a compare of txn
-       did not hold (the --else branch ran; its results are printed)
+       --create-only found the key, a compare of txn did not hold (the
+       --else branch ran; its results are printed)
+  6    the lock is held by another client: lock --timeout expired while
+       waiting for it (the server answered; compare 3)
   126  the command after -- could not be executed (lock, lease, elect)
   127  the command after -- was not found (lock, lease, elect)
   130  interrupted by Ctrl-C (SIGINT) after cleaning up; 143 for SIGTERM
@@ -130,7 +135,8 @@ pub fn code_for(kind: ErrorKind) -> u8 {
         | ErrorKind::Config => USAGE,
         ErrorKind::Unavailable | ErrorKind::Timeout => UNAVAILABLE,
         ErrorKind::KeyNotFound => NOT_FOUND,
-        ErrorKind::KeyModified | ErrorKind::KeyExists | ErrorKind::LockTimeout => CONDITION_FAILED,
+        ErrorKind::KeyModified | ErrorKind::KeyExists => CONDITION_FAILED,
+        ErrorKind::LockTimeout => LOCK_TIMEOUT,
         _ => FAILURE,
     }
 }
@@ -154,7 +160,7 @@ mod tests {
         assert_eq!(code_for(ErrorKind::KeyNotFound), NOT_FOUND);
         assert_eq!(code_for(ErrorKind::KeyModified), CONDITION_FAILED);
         assert_eq!(code_for(ErrorKind::KeyExists), CONDITION_FAILED);
-        assert_eq!(code_for(ErrorKind::LockTimeout), CONDITION_FAILED);
+        assert_eq!(code_for(ErrorKind::LockTimeout), LOCK_TIMEOUT);
         assert_eq!(code_for(ErrorKind::Unsupported), FAILURE);
         assert_eq!(code_for(ErrorKind::PermissionDenied), FAILURE);
         assert_eq!(CliError::interrupted(2).code, 130);

@@ -6,14 +6,12 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 
-use anykv::{Error, ErrorKind, LockOptions, PutOptions, Store};
+use anykv::{Bytes, Error, ErrorKind, LockOptions, PutOptions, Store};
 use serde_json::json;
 
-use crate::cli::{LeaseArgs, LockArgs};
+use crate::cli::{LeaseAction, LeaseArgs, LockArgs};
 use crate::commands::{close_store, open_store};
-use crate::exit::{
-    CliError, COMMAND_NOT_EXECUTABLE, COMMAND_NOT_FOUND, CONDITION_FAILED, FAILURE, OK,
-};
+use crate::exit::{CliError, COMMAND_NOT_EXECUTABLE, COMMAND_NOT_FOUND, FAILURE, LOCK_TIMEOUT, OK};
 use crate::output::{self, Out};
 use crate::signals::{Interrupts, SIGKILL, SIGTERM};
 
@@ -55,23 +53,13 @@ async fn lock_on(
         r = store.lock(&args.name, options) => r,
         signal = interrupts.first() => return Err(CliError::interrupted(signal)),
     };
-    let busy = |after: std::time::Duration| {
-        CliError::new(
-            CONDITION_FAILED,
-            ErrorKind::LockTimeout.to_string(),
-            format!(
-                "lock {:?} is held by another client: gave up after {}",
-                args.name,
-                show_duration(after)
-            ),
-        )
-    };
     let guard = match acquired {
         Ok(g) => g,
-        Err(Error::LockTimeout { after, .. }) => return Err(busy(after)),
-        // How a backend reported the expired wait before LockTimeout.
+        Err(Error::LockTimeout { after, .. }) => return Err(lock_timeout(&args.name, after)),
+        // A backend that still reports the lock's own wait as `Timeout`
+        // (its `after` is the lock's timeout) means the same.
         Err(Error::Timeout { after, .. }) if Some(after) == args.timeout => {
-            return Err(busy(after))
+            return Err(lock_timeout(&args.name, after))
         }
         Err(e) => return Err(e.into()),
     };
@@ -102,38 +90,104 @@ async fn lock_on(
     finish(ended, &what)
 }
 
-/// `anykv lease`.
+/// The error of `lock --timeout` running out while another client holds
+/// the lock: exit code [`LOCK_TIMEOUT`].
+fn lock_timeout(name: &str, after: std::time::Duration) -> CliError {
+    CliError::new(
+        LOCK_TIMEOUT,
+        ErrorKind::LockTimeout.to_string(),
+        format!(
+            "lock {name:?} is held by another client: gave up after {}",
+            show_duration(after)
+        ),
+    )
+}
+
+/// `anykv lease` and `anykv lease grant`.
 pub async fn lease(
     url: &str,
     args: LeaseArgs,
     out: Out,
     interrupts: &Interrupts,
 ) -> Result<(), CliError> {
+    let hold = match args.action {
+        Some(LeaseAction::Grant(g)) => LeaseHold {
+            ttl: g.ttl,
+            pairs: Vec::new(),
+            for_: g.for_,
+            command: Vec::new(),
+            shown: Shown::Grant,
+        },
+        None => LeaseHold {
+            ttl: args
+                .ttl
+                .ok_or_else(|| CliError::usage("lease needs --ttl DURATION"))?,
+            pairs: args
+                .pairs
+                .into_iter()
+                .map(|(k, v)| (k, Bytes::from(v.into_bytes())))
+                .collect(),
+            for_: args.for_,
+            command: args.command,
+            shown: Shown::Keys,
+        },
+    };
+    hold_lease(url, hold, out, interrupts).await
+}
+
+/// What a held lease prints when it starts.
+pub(crate) enum Shown {
+    /// `lease grant`: the id (`{"lease", "ttl_seconds"}`).
+    Grant,
+    /// `lease --ttl K=V`: the id (`{"lease", "ttl_seconds", "keys"}`).
+    Keys,
+    /// `put --lease-ttl`: the revision (`{"key", "revision", "lease"}`).
+    Put,
+}
+
+/// A lease to grant, keys to bind to it, and how long to hold it.
+pub(crate) struct LeaseHold {
+    /// The lease's TTL.
+    pub ttl: std::time::Duration,
+    /// The keys to write, bound to the lease.
+    pub pairs: Vec<(String, Bytes)>,
+    /// Without a command: revoke and exit with 0 after this long.
+    pub for_: Option<std::time::Duration>,
+    /// The command to run while the lease lives.
+    pub command: Vec<OsString>,
+    /// What to print.
+    pub shown: Shown,
+}
+
+/// Grants a lease, writes the keys bound to it, holds it (while a command
+/// runs, until a signal, or for `--for`) and revokes it.
+pub(crate) async fn hold_lease(
+    url: &str,
+    hold: LeaseHold,
+    out: Out,
+    interrupts: &Interrupts,
+) -> Result<(), CliError> {
     let store = open_store(url).await?;
-    let result = lease_on(&store, args, out, interrupts).await;
+    let result = lease_on(&store, hold, out, interrupts).await;
     close_store(&store).await;
     result
 }
 
 async fn lease_on(
     store: &Arc<dyn Store>,
-    args: LeaseArgs,
+    hold: LeaseHold,
     out: Out,
     interrupts: &Interrupts,
 ) -> Result<(), CliError> {
     let work = async {
-        let lease = store.grant_lease(args.ttl).await?;
+        let lease = store.grant_lease(hold.ttl).await?;
         let mut written = Vec::new();
-        for (key, value) in &args.pairs {
+        for (key, value) in &hold.pairs {
             let put = store
-                .put(
-                    key,
-                    value.clone().into_bytes().into(),
-                    PutOptions::new().with_lease(lease.id()),
-                )
+                .put(key, value.clone(), PutOptions::new().with_lease(lease.id()))
                 .await;
             match put {
-                Ok(revision) => written.push(json!({"key": key, "revision": revision})),
+                Ok(revision) => written.push((key.clone(), revision)),
                 Err(e) => {
                     let _ = lease.revoke().await;
                     return Err(CliError::from(e));
@@ -148,25 +202,55 @@ async fn lease_on(
     };
     let id = lease.id().to_string();
     let what = format!("lease {id}");
-    let ended = if args.command.is_empty() {
-        if out.json {
-            out.json(&json!({
+    let ended = if hold.command.is_empty() {
+        let keys: Vec<serde_json::Value> = written
+            .iter()
+            .map(|(k, r)| json!({"key": k, "revision": r}))
+            .collect();
+        match (&hold.shown, out.json) {
+            (Shown::Put, true) => {
+                let (key, revision) = written.first().cloned().unwrap_or_default();
+                out.json(&json!({"key": key, "revision": revision, "lease": id}))?;
+            }
+            (Shown::Put, false) => {
+                let revision = written.first().map(|(_, r)| *r).unwrap_or_default();
+                out.line(&revision.to_string())?;
+            }
+            (Shown::Grant, true) => out.json(&json!({
                 "lease": id,
                 "ttl_seconds": lease.ttl().as_secs_f64(),
-                "keys": written,
-            }))?;
-        } else {
-            out.line(&id)?;
+            }))?,
+            (Shown::Keys, true) => out.json(&json!({
+                "lease": id,
+                "ttl_seconds": lease.ttl().as_secs_f64(),
+                "keys": keys,
+            }))?,
+            (_, false) => out.line(&id)?,
+        }
+        if !out.json {
+            let until = match hold.for_ {
+                Some(d) => format!("revoking it in {} or on Ctrl-C", show_duration(d)),
+                None => "Ctrl-C to revoke".to_string(),
+            };
+            let held = match hold.shown {
+                Shown::Grant => format!("holding {what}"),
+                _ => format!("{} bound to {what}", plural(hold.pairs.len(), "key")),
+            };
             output::progress(&format!(
-                "{} bound to {what} (ttl {}); Ctrl-C to revoke",
-                plural(args.pairs.len(), "key"),
+                "{held} (ttl {}); {until}",
                 show_duration(lease.ttl())
             ));
         }
-        hold_until_signal(lease.lost(), interrupts).await
+        match hold.for_ {
+            Some(d) => tokio::select! {
+                ended = hold_until_signal(lease.lost(), interrupts) => ended,
+                () = tokio::time::sleep(d) => Ended::Status(OK),
+            },
+            None => hold_until_signal(lease.lost(), interrupts).await,
+        }
     } else {
         let env = vec![("ANYKV_LEASE_ID".to_string(), id.clone())];
-        run_command(&args.command, env, lease.lost(), &what, interrupts, None).await
+        run_command(&hold.command, env, lease.lost(), &what, interrupts, None).await
     };
     if let Err(e) = lease.revoke().await {
         if !matches!(ended, Ended::Lost) {

@@ -21,8 +21,22 @@ struct Run {
     stderr: String,
 }
 
+/// The example `anykv_with_broken`: `anykv` plus `broken-memory://`.
+/// `cargo test` builds examples next to the test binaries' directory.
+fn anykv_with_broken() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let deps = exe.parent().expect("deps");
+    let dir = deps.parent().expect("the profile directory");
+    dir.join("examples")
+        .join(format!("anykv_with_broken{}", std::env::consts::EXE_SUFFIX))
+}
+
 fn conformance(url: &str) -> Run {
-    let finished = run(common::command(&["conformance", url]), None, SUITE_LIMIT);
+    conformance_with(common::command(&["conformance", url]))
+}
+
+fn conformance_with(cmd: std::process::Command) -> Run {
+    let finished = run(cmd, None, SUITE_LIMIT);
     let mut lines = finished.lines();
     let total = lines.pop().expect("a total line");
     let mut cases = BTreeMap::new();
@@ -162,11 +176,37 @@ fn conformance_zookeeper_passes_with_capability_and_hook_unsupported() {
     assert_root_empty(&url);
 }
 
-/// `broken-memory://` (the `test-backends` feature) loses compare-and-swap
-/// and delete events: the suite must fail it, naming why.
+/// The real `anykv` has no broken backend: `broken-memory://` is an
+/// unknown scheme.
+#[test]
+fn the_anykv_binary_refuses_the_broken_backend() {
+    for args in [
+        &["conformance", "broken-memory://"][..],
+        &["--url", "broken-memory://", "get", "k"][..],
+    ] {
+        let done = common::anykv(args);
+        assert_eq!(done.code, Some(2), "{args:?}");
+        assert!(
+            done.stderr
+                .starts_with("anykv: cannot open broken-memory://")
+                && done.stderr.contains(
+                    "configuration error: no backend is registered for the scheme \
+                     \"broken-memory\""
+                ),
+            "{args:?}: {}",
+            done.stderr
+        );
+    }
+}
+
+/// `broken-memory://` (only in the example `anykv_with_broken`) loses
+/// compare-and-swap and delete events: the suite must fail it, naming why.
 #[test]
 fn conformance_broken_backend_fails() {
-    let run = conformance("broken-memory://");
+    let mut cmd = std::process::Command::new(anykv_with_broken());
+    cmd.args(["conformance", "broken-memory://"])
+        .env_remove("ANYKV_URL");
+    let run = conformance_with(cmd);
     assert_eq!(run.code, Some(1));
     let n = anykv_conformance::all_cases().len();
     let failed = count(&run, "FAIL");

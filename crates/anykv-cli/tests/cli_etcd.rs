@@ -109,7 +109,7 @@ fn json_output_for_scripts() {
     );
     assert_eq!(
         ok(&at(&url, &["ls", "cfg"])),
-        "cfg/blob\t\"\\u{0}\\xff\\n\"\ncfg/color\tblue\n"
+        "cfg/blob\t\\x00\\xff\\n\ncfg/color\tblue\n"
     );
 
     let missing = at(&url, &["--json", "get", "cfg/nothing"]);
@@ -223,7 +223,7 @@ fn watch_sees_what_other_processes_write() {
     assert_eq!((code, err), (Some(0), vec![]));
     assert_eq!(out.len(), 3, "{out:?}");
     assert_eq!(out[0], format!("PUT\t{r1}\tw/a\t1"));
-    assert_eq!(out[1], format!("PUT\t{r2}\tw/b\t\"two\\nlines\""));
+    assert_eq!(out[1], format!("PUT\t{r2}\tw/b\ttwo\\nlines"));
     let fields: Vec<&str> = out[2].split('\t').collect();
     assert_eq!((fields[0], fields[2], fields.len()), ("DELETE", "w/a", 3));
     let deleted: u64 = fields[1].parse().expect("a revision");
@@ -308,7 +308,8 @@ fn a_second_lock_holder_times_out_while_the_first_holds() {
         &url,
         &["lock", "jobs/nightly", "--timeout", "1s", "--", "true"],
     );
-    assert_eq!(second.code, Some(5));
+    // 6: the lock is held by someone else (3 would mean no answer).
+    assert_eq!(second.code, Some(6));
     assert_eq!(
         second.stderr,
         "anykv: lock \"jobs/nightly\" is held by another client: gave up after 1s\n"
@@ -317,7 +318,7 @@ fn a_second_lock_holder_times_out_while_the_first_holds() {
         &url,
         &["--json", "lock", "jobs/nightly", "--timeout", "500ms"],
     );
-    assert_eq!(json.code, Some(5));
+    assert_eq!(json.code, Some(6));
     assert_eq!(json.json()["error"]["kind"], json!("LockTimeout"));
 
     first.signal("INT");
@@ -599,5 +600,97 @@ fn elect_stops_its_command_when_leadership_is_lost() {
                 "anykv: leadership of \"jobs\" was lost before the end".to_string(),
             ]
         )
+    );
+}
+
+/// Keys written straight into etcd with etcdctl under the store's root:
+/// one that keeps the key rules is an ordinary key; `a//b` and a key with a
+/// newline break them, so `ls` lists them escaped and names them on
+/// standard error, and `get` refuses them; a key that is not UTF-8 is
+/// skipped by the backend.
+#[test]
+fn keys_written_by_etcdctl_that_break_the_rules() {
+    if std::process::Command::new("etcdctl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no etcdctl");
+        return;
+    }
+    let base = anykv_testserver::etcd::shared_url();
+    let root = anykv_testserver::unique_name("cli");
+    let url = format!("{base}/{root}");
+    let endpoint = base
+        .strip_prefix("etcd://")
+        .unwrap_or(&base)
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    for (key, value) in [
+        (format!("{root}/x/good"), "1"),
+        (format!("{root}/x//b"), "2"),
+        (format!("{root}/x/new\nline"), "3"),
+    ] {
+        let done = std::process::Command::new("etcdctl")
+            .args(["--endpoints", &endpoint, "put", &key, value])
+            .output()
+            .expect("run etcdctl");
+        assert!(done.status.success(), "{done:?}");
+    }
+    let ls = at(&url, &["ls", "x"]);
+    assert_eq!(ls.code, Some(0), "{}", ls.stderr);
+    assert_eq!(ls.out(), "x//b\t2\nx/good\t1\nx/new\\nline\t3\n");
+    assert_eq!(
+        ls.stderr,
+        "anykv: key x//b breaks anykv's key rules (another client wrote it): listed escaped; \
+         get, put and rm cannot address it\n\
+         anykv: key x/new\\nline breaks anykv's key rules (another client wrote it): listed \
+         escaped; get, put and rm cannot address it\n"
+    );
+    assert_eq!(ok(&at(&url, &["get", "x/good"])), "1\n");
+    let refused = at(&url, &["get", "x//b"]);
+    assert_eq!(refused.code, Some(2));
+    assert_eq!(
+        refused.stderr,
+        "anykv: invalid key \"x//b\": it has an empty segment\n"
+    );
+}
+
+/// `status` against a real etcd: its one server, its version and role,
+/// the revision, and the capabilities.
+#[test]
+fn status_shows_the_server_and_the_capabilities() {
+    let url = url();
+    let rev = put(&url, "s", "1");
+    let status = at(&url, &["--json", "status"]);
+    assert_eq!(status.code, Some(0), "{}", status.stderr);
+    let v = status.json();
+    assert_eq!(v["backend"], json!("etcd"));
+    // What etcd's status reports is the etcd backend's; the CLI prints
+    // whatever it says, in this shape.
+    assert!(
+        v["revision"].is_null() || v["revision"].as_u64().is_some_and(|r| r >= rev),
+        "{v}"
+    );
+    for server in v["servers"].as_array().expect("servers") {
+        assert!(server["address"].is_string(), "{v}");
+        assert!(
+            server["error"].is_string() || server["version"].is_string(),
+            "{v}"
+        );
+    }
+    assert_eq!(v["stats"]["locks"], json!(0));
+    assert_eq!(v["capabilities"]["watch_resume"], json!(true));
+    assert_eq!(v["capabilities"]["min_ttl_seconds"], json!(2.0));
+    let text = at(&url, &["status"]);
+    assert_eq!(text.code, Some(0), "{}", text.stderr);
+    assert_eq!(text.lines()[0], "backend\tetcd");
+    assert!(
+        text.lines()
+            .contains(&"capability\tmin_ttl\t2s".to_string()),
+        "{}",
+        text.out()
     );
 }

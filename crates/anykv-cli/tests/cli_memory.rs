@@ -20,6 +20,20 @@ fn help_documents_every_command_and_the_exit_codes() {
         "{}",
         help.out()
     );
+    for scheme in [
+        "memory://",
+        "etcd://",
+        "etcds://",
+        "redis://",
+        "rediss://",
+        "redis+sentinel://",
+        "redis+cluster://",
+        "zk://",
+        "redb://",
+    ] {
+        assert!(help.out().contains(scheme), "{scheme}");
+    }
+    // The exit-code table is in the top-level help only.
     for cmd in [
         "get",
         "put",
@@ -32,11 +46,21 @@ fn help_documents_every_command_and_the_exit_codes() {
         "services",
         "conformance",
         "txn",
+        "status",
+        "completions",
     ] {
         let h = anykv(&[cmd, "--help"]);
         assert_eq!(h.code, Some(0), "{cmd} --help");
-        assert!(h.out().ends_with(&format!("{EXIT_CODES_HELP}\n")), "{cmd}");
+        assert!(!h.out().contains("Exit codes:"), "{cmd}");
     }
+    let codes = anykv(&["exit-codes"]);
+    assert_eq!(
+        (codes.code, codes.out()),
+        (Some(0), format!("{EXIT_CODES_HELP}\n"))
+    );
+    assert!(codes
+        .out()
+        .contains("  6    the lock is held by another client"));
     let v = anykv(&["--version"]);
     assert_eq!(
         (v.code, v.out()),
@@ -134,8 +158,8 @@ fn bad_arguments_are_usage_errors() {
     assert_eq!(
         ttl.stderr.lines().next(),
         Some(
-            "error: invalid value 'soon' for '--ttl <DURATION>': not a positive duration such \
-             as 250ms, 10s, 2m or 1h"
+            "error: invalid value 'soon' for '--ttl <DURATION>': \"soon\" is not a duration \
+             such as 250ms, 5s, 1m30s or 2h (expected number at 0)"
         )
     );
     let both = anykv(&["--url", "memory://", "put", "k", "v", "--file", "/dev/null"]);

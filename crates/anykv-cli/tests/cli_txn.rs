@@ -240,7 +240,7 @@ fn help_documents_the_grammar_the_schema_and_the_exit_code() {
         "--json-in",
         "\"compare\"",
         "FAILED<TAB>compare I<TAB>COMPARE",
-        "a compare of txn",
+        "Exit status: 0 when the compares held, 5 when one did not",
     ] {
         assert!(out.contains(needle), "{needle:?} missing from:\n{out}");
     }

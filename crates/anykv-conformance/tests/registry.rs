@@ -25,6 +25,8 @@ const SOURCES: &[(&str, &str)] = &[
     ("revision", include_str!("../src/cases/revision.rs")),
     ("rules", include_str!("../src/cases/rules.rs")),
     ("ttl", include_str!("../src/cases/ttl.rs")),
+    ("txn", include_str!("../src/cases/txn.rs")),
+    ("txn_load", include_str!("../src/cases/txn_load.rs")),
     ("watch", include_str!("../src/cases/watch.rs")),
     (
         "watch_concurrent",

@@ -1,7 +1,7 @@
-//! A deliberately broken backend, `broken-memory://`, compiled only with
-//! the `test-backends` feature. It exists for the CLI's own tests, which
-//! prove that `anykv conformance` fails a broken backend and names the
-//! reasons. Never use it for anything else.
+//! A deliberately broken backend, `broken-memory://`, compiled only into
+//! the `anykv_with_broken` example. It exists for the CLI's own tests,
+//! which prove that `anykv conformance` fails a broken backend and names
+//! the reasons. Never use it for anything else.
 //!
 //! It is the memory backend (`broken-memory://name/root` is the memory
 //! store `memory://name/root`) with two real defects:
@@ -45,11 +45,6 @@ impl BrokenMemoryStore {
             inner: MemoryStore::open(config)?,
         })
     }
-
-    /// Discards history up to `revision` (the memory store's compaction).
-    pub fn compact(&self, revision: u64) -> Result<()> {
-        self.inner.compact(revision)
-    }
 }
 
 fn drop_deletes(stream: WatchStream) -> WatchStream {
@@ -71,8 +66,10 @@ impl Store for BrokenMemoryStore {
         self.inner.stats()
     }
 
+    /// The memory store inside, so the conformance suite's compact hook
+    /// (`anykv::memory::compact`) reaches it.
     fn as_any(&self) -> &dyn Any {
-        self
+        self.inner.as_any()
     }
 
     async fn get(&self, key: &str) -> Result<Option<KvPair>> {
