@@ -50,7 +50,8 @@
 //!   `redis+cluster://h1:7000,h2:7001/root`; `rediss…` for TLS.
 //! - `zookeeper`: ZooKeeper 3.6+, `zk://host:port[,host:port...]/chroot`.
 //! - `recipes` (default): [`recipes`], a list-then-watch cache, leader
-//!   election, a service registry and discovery, on every backend.
+//!   election, a service registry and discovery, and on transactions a
+//!   queue, a semaphore, a double barrier and a counter, on every backend.
 //! - `redb`: a redb file, no server, `redb:///abs/dir/file.redb/root` or
 //!   `redb://./rel/dir/file.redb/root` (needs Rust 1.90).
 
@@ -82,7 +83,8 @@ pub use anykv_redis as redis;
 pub use anykv_zookeeper as zookeeper;
 
 /// Recipes over any [`Store`]: a list-then-watch cache, leader election,
-/// a service registry and discovery.
+/// a service registry and discovery; a FIFO queue, a counting semaphore, a
+/// double barrier and an atomic counter.
 #[cfg(feature = "recipes")]
 pub use anykv_recipes as recipes;
 /// The redb (file) backend.
