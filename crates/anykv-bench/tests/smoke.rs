@@ -30,7 +30,13 @@ async fn every_workload_runs_against_memory() {
     let report = run(&config).await.expect("the benchmark runs");
 
     let mut expected: Vec<(Workload, &str, usize)> = Vec::new();
-    for w in [Workload::Get, Workload::Put, Workload::Cas, Workload::List] {
+    for w in [
+        Workload::Get,
+        Workload::Put,
+        Workload::Cas,
+        Workload::Txn,
+        Workload::List,
+    ] {
         expected.push((w, "tasks", 1));
         expected.push((w, "tasks", 64));
     }

@@ -369,7 +369,7 @@ mod tests {
         let held = locks.lock(&a, &root, "l", &opts).await.unwrap();
         let timeout = LockOptions::new().with_timeout(Duration::from_millis(20));
         let e = locks.lock(&b, &root, "l", &timeout).await.unwrap_err();
-        assert_eq!(e.kind(), crate::ErrorKind::Timeout);
+        assert_eq!(e.kind(), crate::ErrorKind::LockTimeout);
         let cancelled =
             tokio::time::timeout(Duration::from_millis(20), locks.lock(&b, &root, "l", &opts))
                 .await;
