@@ -132,7 +132,7 @@ async fn a_cancelled_lock_wait_does_not_block_the_next_waiter() {
         )
         .await
         .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Timeout);
+    assert_eq!(e.kind(), ErrorKind::LockTimeout);
     let waiter = {
         let s = s.clone();
         tokio::spawn(async move { s.lock("l", LockOptions::new()).await })
