@@ -235,7 +235,12 @@
 //! other waiter watches only its predecessor, and looks again at least once
 //! per `request_timeout`, so a waiter whose server went away fails within
 //! about that (and within its own `LockOptions::timeout`, which bounds the
-//! whole call). The fencing token is the holder node's `czxid`, store-wide
+//! whole call). A waiter whose `LockOptions::timeout` runs out while its
+//! node waits behind another client's fails with `LockTimeout`; one whose
+//! timeout runs out before its node is in the queue (the server slow to
+//! open the session or create the node) fails with `Timeout`, and a server
+//! that stops answering during the wait with `Timeout` or `Unavailable`
+//! within the request timeout, as any call. The fencing token is the holder node's `czxid`, store-wide
 //! increasing even if the lock's directory is reaped and re-created.
 //! When a lock counts as lost while its session's connection is down is
 //! the store's [`LossPolicy`] (`loss_policy` in the URL), as Curator's
