@@ -301,6 +301,32 @@
 //! connection stays down until `loss_deadline` of its timeout has passed
 //! since the client last heard from a server.
 //!
+//! # Status
+//!
+//! `Store::status` asks every server of the
+//! URL, at once and each within `request_timeout`, the `srvr` four-letter
+//! command (the one ZooKeeper 3.5+ allows by default): its version (as
+//! `3.8.4`) and its `Mode:` as the role (`leader`, `follower`, `observer`,
+//! `standalone`). A server that does not answer, refuses the command
+//! (`4lw.commands.whitelist` without `srvr`) or answers something else is
+//! listed with the error; the call fails with `Unavailable` only when no
+//! server answers and the store's session cannot read its root either.
+//! ZooKeeper's client protocol does not say which server a session is
+//! connected to, so that is asked with `cons` where the servers allow it
+//! (not by default), as the detail `connected_server`.
+//!
+//! The revision is `None`. The only store-wide counter ZooKeeper offers
+//! is a server's last zxid (in `srvr`'s answer), which counts every
+//! transaction of the ensemble, sessions opened and closed and other
+//! applications' writes included, and is that one server's, which may lag
+//! the leader; it is no revision a pair or a watch of this store ever
+//! carries, so it is shown only as the detail `zxid <server>` (hex) for
+//! each server that answered. The other details: `session_id` (hex, as
+//! ZooKeeper's own logs and `cons` show it), `session_timeout` (as the
+//! server granted it), `root` (the store's root znode path),
+//! `syncs_reads`, `loss_policy`, and `session_error` when the session
+//! could not read its root.
+//!
 //! # Capabilities
 //!
 //! | capability | value | why |
