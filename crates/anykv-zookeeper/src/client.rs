@@ -124,6 +124,7 @@ impl ZkClient {
         let standalone = is_standalone(config).await;
         self.standalone.store(standalone, Ordering::SeqCst);
         *self.session.lock() = fresh.clone();
+        count_reconnect("the store's session, after it ended");
         Ok(fresh)
     }
 
@@ -207,6 +208,31 @@ impl ZkClient {
             Err(e) => Err(map_err(e, what)),
         }
     }
+}
+
+/// The `tracing` target of the backend's background events.
+pub(crate) const TARGET: &str = "anykv_zookeeper";
+
+/// Counts a connection or session re-established
+/// (`anykv_reconnects_total`); `what` names it in the event.
+pub(crate) fn count_reconnect(what: &'static str) {
+    metrics::counter!("anykv_reconnects_total", "backend" => BACKEND).increment(1);
+    tracing::info!(target: TARGET, what, "zookeeper: re-established");
+}
+
+/// Counts a shared session's keep-alive failing
+/// (`anykv_keepalive_failures_total`): its connection lost, or the session
+/// itself lost. `what` names it in the event.
+pub(crate) fn count_keepalive_failure(what: &'static str) {
+    metrics::counter!("anykv_keepalive_failures_total", "backend" => BACKEND).increment(1);
+    tracing::warn!(target: TARGET, what, "zookeeper: session keep-alive failed");
+}
+
+/// Counts the store's shared watch re-synced after its connection or
+/// session failed (`anykv_watch_resumes_total`).
+pub(crate) fn count_watch_resume(what: &'static str) {
+    metrics::counter!("anykv_watch_resumes_total", "backend" => BACKEND).increment(1);
+    tracing::info!(target: TARGET, what, "zookeeper: watch re-synced");
 }
 
 /// The connection timeout the client gets for a session of

@@ -373,6 +373,23 @@
 //! nodes' stats (`exists`), which carry the exact revision without the
 //! value.
 //!
+//! # Background work: events and metrics
+//!
+//! Besides the span and metrics `anykv_core::observe` puts around every
+//! call, the backend's background work emits `tracing` events (target
+//! `anykv_zookeeper`) and counts, through the `metrics` crate, with the
+//! label `backend = "zookeeper"`:
+//!
+//! * `anykv_reconnects_total`: a lease and lock session's connection back
+//!   after it was lost (the client moved to another server, or the server
+//!   came back), or the store's own session opened again after it ended;
+//! * `anykv_keepalive_failures_total`: a lease and lock session's
+//!   connection lost, or the session itself lost (expired, or down past
+//!   its loss deadline), which fires its leases' and locks' `lost()`;
+//! * `anykv_watch_resumes_total`: the store's shared watch registered
+//!   again and its streams re-read after its connection came back or its
+//!   session was re-established (the streams go on, without a gap).
+//!
 //! # Design
 //!
 //! Each module's documentation says how its part works; each uses only
