@@ -1,5 +1,57 @@
 //! The ZooKeeper (3.6+) backend of anykv.
 //!
+//! # Example
+//!
+//! Open a store by URL (its keys live under the znode `/app`), write and
+//! read a key, watch it change, and take a lock:
+//!
+//! ```no_run
+//! # async fn demo() -> anykv_core::Result<()> {
+//! use anykv_core::{LockOptions, PutOptions, Store, WatchEvent, WatchOptions};
+//! use anykv_zookeeper::ZkStore;
+//! use futures::StreamExt;
+//! use std::time::Duration;
+//!
+//! let store = ZkStore::open_url("zk://127.0.0.1:2181/app?request_timeout=2s").await?;
+//!
+//! // Put and get: a pair's revision is the zxid of its last write.
+//! let rev = store
+//!     .put("config/mode", "fast".into(), PutOptions::new())
+//!     .await?;
+//! let pair = store.get("config/mode").await?;
+//! assert_eq!(
+//!     pair.map(|p| (p.value, p.revision)),
+//!     Some(("fast".into(), rev))
+//! );
+//!
+//! // A watch: the current state, `Synced`, then every change.
+//! let mut watch = store.watch_tree("config", WatchOptions::new()).await?;
+//! while let Some(event) = watch.next().await {
+//!     if let WatchEvent::Synced { .. } = event? {
+//!         break;
+//!     }
+//! }
+//! let rev = store
+//!     .put("config/mode", "safe".into(), PutOptions::new())
+//!     .await?;
+//! while let Some(event) = watch.next().await {
+//!     if let WatchEvent::Put(pair) = event? {
+//!         assert_eq!((pair.key.as_str(), pair.revision), ("config/mode", rev));
+//!         break;
+//!     }
+//! }
+//!
+//! // A lock: one holder at a time, with a fencing token for what it guards.
+//! let options = LockOptions::new().with_timeout(Duration::from_secs(10));
+//! let guard = store.lock("jobs/nightly", options).await?;
+//! assert!(guard.fencing_token() > 0);
+//! guard.release().await?;
+//! store.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! (`tests/front_page.rs` runs this very code against a real server.)
+//!
 //! # URL
 //!
 //! `zk://[user:password@]host:port[,host:port...]/root?params`. The path
