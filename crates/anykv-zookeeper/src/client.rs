@@ -425,8 +425,9 @@ pub(crate) async fn serves_session(server: &str, id: i64, limit: Duration) -> Op
 
 /// Parses a `srvr` answer. An answer without any of the known lines (the
 /// command not whitelisted: "srvr is not executed because it is not in
-/// the whitelist.", or an empty reply) is an error quoting the start of
-/// what came back.
+/// the whitelist.", a server not serving yet: "This ZooKeeper instance is
+/// not currently serving requests", or an empty reply) is an error quoting
+/// the start of what came back.
 pub(crate) fn parse_srvr(text: &str) -> std::result::Result<SrvrReply, String> {
     let mut out = SrvrReply::default();
     for line in text.lines() {
@@ -460,7 +461,7 @@ pub(crate) fn parse_srvr(text: &str) -> std::result::Result<SrvrReply, String> {
         return Err(if shown.is_empty() {
             "empty answer to srvr (four-letter commands disabled?)".to_owned()
         } else {
-            format!("srvr refused: {shown}")
+            format!("srvr: {shown}")
         });
     }
     Ok(out)
@@ -684,9 +685,7 @@ mod tests {
     fn odd_srvr_answers_are_errors_or_partial() {
         assert_eq!(
             parse_srvr("srvr is not executed because it is not in the whitelist.\n"),
-            Err(
-                "srvr refused: srvr is not executed because it is not in the whitelist.".to_owned()
-            )
+            Err("srvr: srvr is not executed because it is not in the whitelist.".to_owned())
         );
         assert_eq!(
             parse_srvr(""),
@@ -701,10 +700,7 @@ mod tests {
             })
         );
         let long = "x".repeat(10_000);
-        assert_eq!(
-            parse_srvr(&long).unwrap_err().len(),
-            "srvr refused: ".len() + 120
-        );
+        assert_eq!(parse_srvr(&long).unwrap_err().len(), "srvr: ".len() + 120);
         assert!(parse_srvr("\u{fffd}\u{0}:\u{fffd}").is_err());
     }
 }

@@ -41,7 +41,7 @@ use zookeeper_client as zk;
 
 use crate::client::{
     connection_timeout, count_keepalive_failure, count_reconnect, open_session, silence_grace,
-    with_deadline, ZkClient,
+    with_deadline, ZkClient, TARGET,
 };
 use crate::config::{LossPolicy, ZkConfig};
 
@@ -347,7 +347,7 @@ async fn delete_orphans(s: &SharedSession, limit: Duration) -> bool {
             // Gone already, or refused for good (retrying cannot help).
             Ok(Err(e)) => {
                 if e != zk::Error::NoNode && e != zk::Error::SessionExpired {
-                    tracing::warn!(node, error = %e, "zookeeper: cannot delete a lock node given up");
+                    tracing::warn!(target: TARGET, node, error = %e, "zookeeper: cannot delete a lock node given up");
                 }
             }
         }

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use zookeeper_client as zk;
 
 use crate::client::{
-    connection_timeout, count_watch_resume, map_err, silence_grace, with_deadline,
+    connection_timeout, count_watch_resume, map_err, silence_grace, with_deadline, TARGET,
 };
 use crate::config::BACKEND;
 use crate::layout::Layout;
@@ -215,7 +215,7 @@ fn give_up(
     outage: &Outage,
 ) {
     let Some(state) = weak.upgrade() else { return };
-    tracing::warn!("zookeeper watch: out of touch for too long, ending the streams");
+    tracing::warn!(target: TARGET, "zookeeper watch: out of touch for too long, ending the streams");
     let mut feed = state.watch_feed.lock();
     while let Ok(n) = incoming.try_recv() {
         rounds.add(n);
