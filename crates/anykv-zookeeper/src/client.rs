@@ -91,6 +91,11 @@ impl ZkClient {
         self.session.lock().session_id().0
     }
 
+    /// The timeout the server granted the store's own session.
+    pub(crate) fn granted_session_timeout(&self) -> Duration {
+        self.session.lock().session_timeout()
+    }
+
     /// The ACLs of the nodes the store creates at or under its root: its
     /// digest credentials' only, when it has some.
     pub(crate) fn acls(&self) -> zk::Acls<'static> {
@@ -119,6 +124,7 @@ impl ZkClient {
         let standalone = is_standalone(config).await;
         self.standalone.store(standalone, Ordering::SeqCst);
         *self.session.lock() = fresh.clone();
+        count_reconnect("the store's session, after it ended");
         Ok(fresh)
     }
 
@@ -202,6 +208,31 @@ impl ZkClient {
             Err(e) => Err(map_err(e, what)),
         }
     }
+}
+
+/// The `tracing` target of the backend's background events.
+pub(crate) const TARGET: &str = "anykv_zookeeper";
+
+/// Counts a connection or session re-established
+/// (`anykv_reconnects_total`); `what` names it in the event.
+pub(crate) fn count_reconnect(what: &'static str) {
+    metrics::counter!("anykv_reconnects_total", "backend" => BACKEND).increment(1);
+    tracing::info!(target: TARGET, what, "zookeeper: re-established");
+}
+
+/// Counts a shared session's keep-alive failing
+/// (`anykv_keepalive_failures_total`): its connection lost, or the session
+/// itself lost. `what` names it in the event.
+pub(crate) fn count_keepalive_failure(what: &'static str) {
+    metrics::counter!("anykv_keepalive_failures_total", "backend" => BACKEND).increment(1);
+    tracing::warn!(target: TARGET, what, "zookeeper: session keep-alive failed");
+}
+
+/// Counts the store's shared watch re-synced after its connection or
+/// session failed (`anykv_watch_resumes_total`).
+pub(crate) fn count_watch_resume(what: &'static str) {
+    metrics::counter!("anykv_watch_resumes_total", "backend" => BACKEND).increment(1);
+    tracing::info!(target: TARGET, what, "zookeeper: watch re-synced");
 }
 
 /// The connection timeout the client gets for a session of
@@ -308,18 +339,132 @@ fn is_serving_mode(mode: &str) -> bool {
 }
 
 /// The `Mode:` of a server's `srvr` answer; `None` when it does not
-/// answer, refuses the command, or does not serve.
+/// answer, refuses the command, or does not serve. Its callers bound the
+/// time it takes; [`MODE_LIMIT`] only keeps it from hanging without one.
 async fn server_mode(server: &str) -> Option<String> {
+    srvr(server, MODE_LIMIT).await.ok()?.mode
+}
+
+/// The longest [`server_mode`] waits by itself (its callers' limits are
+/// shorter).
+const MODE_LIMIT: Duration = Duration::from_secs(60);
+
+/// The most of a `srvr` answer read (a real one is a few hundred bytes).
+const SRVR_MAX_REPLY: u64 = 16 * 1024;
+
+/// What a server's `srvr` four-letter command said; a field the answer
+/// lacked is `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SrvrReply {
+    /// `Zookeeper version:` (the version, without the build line).
+    pub(crate) version: Option<String>,
+    /// `Mode:` (`leader`, `follower`, `observer`, `standalone`, ...).
+    pub(crate) mode: Option<String>,
+    /// `Zxid:`, the server's last processed transaction id.
+    pub(crate) zxid: Option<u64>,
+}
+
+/// Asks `server` the `srvr` four-letter command within `limit` (connect,
+/// send and read together; at most [`SRVR_MAX_REPLY`] bytes). The error,
+/// for a server that does not answer or refuses the command, is a short
+/// text for [`anykv_core::ServerStatus::unreachable`].
+pub(crate) async fn srvr(server: &str, limit: Duration) -> std::result::Result<SrvrReply, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(server).await.ok()?;
-    stream.write_all(b"srvr").await.ok()?;
-    let mut reply = Vec::new();
-    // The server closes the connection after its answer; a few KiB are
-    // plenty.
-    stream.take(16 * 1024).read_to_end(&mut reply).await.ok()?;
-    String::from_utf8_lossy(&reply)
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Mode:").map(|m| m.trim().to_owned()))
+    let ask = async {
+        let mut stream = tokio::net::TcpStream::connect(server)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        stream
+            .write_all(b"srvr")
+            .await
+            .map_err(|e| format!("send srvr: {e}"))?;
+        let mut reply = Vec::new();
+        // The server closes the connection after its answer.
+        stream
+            .take(SRVR_MAX_REPLY)
+            .read_to_end(&mut reply)
+            .await
+            .map_err(|e| format!("read srvr: {e}"))?;
+        Ok::<_, String>(reply)
+    };
+    let reply = match tokio::time::timeout(limit, ask).await {
+        Ok(r) => r?,
+        Err(_) => return Err(format!("no answer to srvr within {limit:?}")),
+    };
+    parse_srvr(&String::from_utf8_lossy(&reply))
+}
+
+/// The most of a `cons` answer read (about 200 bytes a connection).
+const CONS_MAX_REPLY: u64 = 1024 * 1024;
+
+/// Whether `server`'s `cons` four-letter command lists session `id`
+/// among its connections, asked within `limit`: `None` when it does not
+/// answer or refuses the command (`cons` is not in ZooKeeper's default
+/// whitelist, which allows only `srvr`).
+pub(crate) async fn serves_session(server: &str, id: i64, limit: Duration) -> Option<bool> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ask = async {
+        let mut stream = tokio::net::TcpStream::connect(server).await.ok()?;
+        stream.write_all(b"cons").await.ok()?;
+        let mut reply = Vec::new();
+        stream
+            .take(CONS_MAX_REPLY)
+            .read_to_end(&mut reply)
+            .await
+            .ok()?;
+        Some(reply)
+    };
+    let reply = tokio::time::timeout(limit, ask).await.ok()??;
+    let text = String::from_utf8_lossy(&reply);
+    if !text.contains("sid=0x") {
+        // Refused, or no connection with a session at all.
+        return (text.contains("queued=")).then_some(false);
+    }
+    Some(text.contains(&format!("sid=0x{id:x},")) || text.contains(&format!("sid=0x{id:x})")))
+}
+
+/// Parses a `srvr` answer. An answer without any of the known lines (the
+/// command not whitelisted: "srvr is not executed because it is not in
+/// the whitelist.", a server not serving yet: "This ZooKeeper instance is
+/// not currently serving requests", or an empty reply) is an error quoting
+/// the start of what came back.
+pub(crate) fn parse_srvr(text: &str) -> std::result::Result<SrvrReply, String> {
+    let mut out = SrvrReply::default();
+    for line in text.lines() {
+        let line = line.trim();
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match name.trim() {
+            "Zookeeper version" => {
+                // "3.8.4-9316c2a7a97e1666d8f4593f34dd6fc36ecc436c, built on ..."
+                let v = value.split(',').next().unwrap_or(value).trim();
+                let v = v.split_once('-').map_or(v, |(v, _)| v);
+                if !v.is_empty() {
+                    out.version = Some(v.to_owned());
+                }
+            }
+            "Mode" if !value.is_empty() => out.mode = Some(value.to_owned()),
+            "Zxid" => {
+                let hex = value
+                    .strip_prefix("0x")
+                    .or_else(|| value.strip_prefix("0X"))
+                    .unwrap_or(value);
+                out.zxid = u64::from_str_radix(hex, 16).ok();
+            }
+            _ => {}
+        }
+    }
+    if out == SrvrReply::default() {
+        let shown: String = text.trim().chars().take(120).collect();
+        return Err(if shown.is_empty() {
+            "empty answer to srvr (four-letter commands disabled?)".to_owned()
+        } else {
+            format!("srvr: {shown}")
+        });
+    }
+    Ok(out)
 }
 
 /// Opens a session with the configured servers (those that serve, see
@@ -515,4 +660,47 @@ pub(crate) async fn is_standalone(config: &ZkConfig) -> bool {
         tokio::time::timeout(config.connect_timeout, server_mode(server)).await,
         Ok(Some(mode)) if mode == "standalone"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn srvr_answers_parse() {
+        let answer = "Zookeeper version: 3.8.4-9316c2a7a97e1666d8f4593f34dd6fc36ecc436c, built on 2024-02-12 22:16 UTC\n\
+                      Latency min/avg/max: 0/0.0/0\nReceived: 3\nSent: 2\nConnections: 1\nOutstanding: 0\n\
+                      Zxid: 0x10000002a\nMode: follower\nNode count: 5\n";
+        assert_eq!(
+            parse_srvr(answer),
+            Ok(SrvrReply {
+                version: Some("3.8.4".to_owned()),
+                mode: Some("follower".to_owned()),
+                zxid: Some(0x1_0000_002a),
+            })
+        );
+    }
+
+    #[test]
+    fn odd_srvr_answers_are_errors_or_partial() {
+        assert_eq!(
+            parse_srvr("srvr is not executed because it is not in the whitelist.\n"),
+            Err("srvr: srvr is not executed because it is not in the whitelist.".to_owned())
+        );
+        assert_eq!(
+            parse_srvr(""),
+            Err("empty answer to srvr (four-letter commands disabled?)".to_owned())
+        );
+        assert_eq!(
+            parse_srvr("Mode: standalone\nZxid: 0xzz\nZookeeper version:\n:\n"),
+            Ok(SrvrReply {
+                version: None,
+                mode: Some("standalone".to_owned()),
+                zxid: None,
+            })
+        );
+        let long = "x".repeat(10_000);
+        assert_eq!(parse_srvr(&long).unwrap_err().len(), "srvr: ".len() + 120);
+        assert!(parse_srvr("\u{fffd}\u{0}:\u{fffd}").is_err());
+    }
 }

@@ -1,5 +1,57 @@
 //! The ZooKeeper (3.6+) backend of anykv.
 //!
+//! # Example
+//!
+//! Open a store by URL (its keys live under the znode `/app`), write and
+//! read a key, watch it change, and take a lock:
+//!
+//! ```no_run
+//! # async fn demo() -> anykv_core::Result<()> {
+//! use anykv_core::{LockOptions, PutOptions, Store, WatchEvent, WatchOptions};
+//! use anykv_zookeeper::ZkStore;
+//! use futures::StreamExt;
+//! use std::time::Duration;
+//!
+//! let store = ZkStore::open_url("zk://127.0.0.1:2181/app?request_timeout=2s").await?;
+//!
+//! // Put and get: a pair's revision is the zxid of its last write.
+//! let rev = store
+//!     .put("config/mode", "fast".into(), PutOptions::new())
+//!     .await?;
+//! let pair = store.get("config/mode").await?;
+//! assert_eq!(
+//!     pair.map(|p| (p.value, p.revision)),
+//!     Some(("fast".into(), rev))
+//! );
+//!
+//! // A watch: the current state, `Synced`, then every change.
+//! let mut watch = store.watch_tree("config", WatchOptions::new()).await?;
+//! while let Some(event) = watch.next().await {
+//!     if let WatchEvent::Synced { .. } = event? {
+//!         break;
+//!     }
+//! }
+//! let rev = store
+//!     .put("config/mode", "safe".into(), PutOptions::new())
+//!     .await?;
+//! while let Some(event) = watch.next().await {
+//!     if let WatchEvent::Put(pair) = event? {
+//!         assert_eq!((pair.key.as_str(), pair.revision), ("config/mode", rev));
+//!         break;
+//!     }
+//! }
+//!
+//! // A lock: one holder at a time, with a fencing token for what it guards.
+//! let options = LockOptions::new().with_timeout(Duration::from_secs(10));
+//! let guard = store.lock("jobs/nightly", options).await?;
+//! assert!(guard.fencing_token() > 0);
+//! guard.release().await?;
+//! store.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! (`tests/front_page.rs` runs this very code against a real server.)
+//!
 //! # URL
 //!
 //! `zk://[user:password@]host:port[,host:port...]/root?params`. The path
@@ -235,7 +287,12 @@
 //! other waiter watches only its predecessor, and looks again at least once
 //! per `request_timeout`, so a waiter whose server went away fails within
 //! about that (and within its own `LockOptions::timeout`, which bounds the
-//! whole call). The fencing token is the holder node's `czxid`, store-wide
+//! whole call). A waiter whose `LockOptions::timeout` runs out while its
+//! node waits behind another client's fails with `LockTimeout`; one whose
+//! timeout runs out before its node is in the queue (the server slow to
+//! open the session or create the node) fails with `Timeout`, and a server
+//! that stops answering during the wait with `Timeout` or `Unavailable`
+//! within the request timeout, as any call. The fencing token is the holder node's `czxid`, store-wide
 //! increasing even if the lock's directory is reaped and re-created.
 //! When a lock counts as lost while its session's connection is down is
 //! the store's [`LossPolicy`] (`loss_policy` in the URL), as Curator's
@@ -296,6 +353,32 @@
 //! connection stays down until `loss_deadline` of its timeout has passed
 //! since the client last heard from a server.
 //!
+//! # Status
+//!
+//! `Store::status` asks every server of the
+//! URL, at once and each within `request_timeout`, the `srvr` four-letter
+//! command (the one ZooKeeper 3.5+ allows by default): its version (as
+//! `3.8.4`) and its `Mode:` as the role (`leader`, `follower`, `observer`,
+//! `standalone`). A server that does not answer, refuses the command
+//! (`4lw.commands.whitelist` without `srvr`) or answers something else is
+//! listed with the error; the call fails with `Unavailable` only when no
+//! server answers and the store's session cannot read its root either.
+//! ZooKeeper's client protocol does not say which server a session is
+//! connected to, so that is asked with `cons` where the servers allow it
+//! (not by default), as the detail `connected_server`.
+//!
+//! The revision is `None`. The only store-wide counter ZooKeeper offers
+//! is a server's last zxid (in `srvr`'s answer), which counts every
+//! transaction of the ensemble, sessions opened and closed and other
+//! applications' writes included, and is that one server's, which may lag
+//! the leader; it is no revision a pair or a watch of this store ever
+//! carries, so it is shown only as the detail `zxid <server>` (hex) for
+//! each server that answered. The other details: `session_id` (hex, as
+//! ZooKeeper's own logs and `cons` show it), `session_timeout` (as the
+//! server granted it), `root` (the store's root znode path),
+//! `syncs_reads`, `loss_policy`, and `session_error` when the session
+//! could not read its root.
+//!
 //! # Capabilities
 //!
 //! | capability | value | why |
@@ -341,6 +424,23 @@
 //! page: its values in multi-read requests, or with `keys_only` the value
 //! nodes' stats (`exists`), which carry the exact revision without the
 //! value.
+//!
+//! # Background work: events and metrics
+//!
+//! Besides the span and metrics `anykv_core::observe` puts around every
+//! call, the backend's background work emits `tracing` events (target
+//! `anykv_zookeeper`) and counts, through the `metrics` crate, with the
+//! label `backend = "zookeeper"`:
+//!
+//! * `anykv_reconnects_total`: a lease and lock session's connection back
+//!   after it was lost (the client moved to another server, or the server
+//!   came back), or the store's own session opened again after it ended;
+//! * `anykv_keepalive_failures_total`: a lease and lock session's
+//!   connection lost, or the session itself lost (expired, or down past
+//!   its loss deadline), which fires its leases' and locks' `lost()`;
+//! * `anykv_watch_resumes_total`: the store's shared watch registered
+//!   again and its streams re-read after its connection came back or its
+//!   session was re-established (the streams go on, without a gap).
 //!
 //! # Design
 //!

@@ -9,7 +9,7 @@
 //! up that cannot be deleted at once is handed to the session, which
 //! deletes it as soon as it can.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -36,11 +36,17 @@ struct Budget {
     deadline: Option<Instant>,
     timeout: Option<Duration>,
     what: String,
+    /// The lock's name, as the caller gave it (normalized).
+    key: String,
+    /// Set while the waiter node waits behind another client's: the
+    /// lock's timeout running out then is [`Error::LockTimeout`] (the lock
+    /// is busy), before that and after the grant it is [`Error::Timeout`].
+    waiting: AtomicBool,
 }
 
 impl Budget {
-    /// The time the next request may take; `Timeout` when the lock's
-    /// timeout has run out.
+    /// The time the next request may take; [`Budget::timed_out`] when the
+    /// lock's timeout has run out.
     fn step(&self) -> Result<Duration> {
         match self.deadline {
             None => Ok(self.request_timeout),
@@ -55,7 +61,19 @@ impl Budget {
         }
     }
 
+    /// The lock's own timeout ran out: `LockTimeout` while waiting behind
+    /// another client's node (a request of that wait cut short by the
+    /// lock's deadline included: the time went on waiting for the
+    /// holder), `Timeout` otherwise (the server too slow to create the
+    /// node or to grant).
     fn timed_out(&self) -> Error {
+        if self.waiting.load(Ordering::Relaxed) {
+            return Error::LockTimeout {
+                backend: BACKEND,
+                key: self.key.clone(),
+                after: self.timeout.unwrap_or(self.request_timeout),
+            };
+        }
         Error::Timeout {
             backend: BACKEND,
             operation: self.what.clone(),
@@ -108,6 +126,8 @@ pub(crate) async fn acquire(
         deadline: options.timeout.map(|t| Instant::now() + t),
         timeout: options.timeout,
         what: format!("lock {canonical:?}"),
+        key: canonical.clone(),
+        waiting: AtomicBool::new(false),
     };
     let ttl = options.ttl.max(MIN_TTL);
     let id = state.next_lock_id.fetch_add(1, Ordering::Relaxed);
@@ -312,11 +332,13 @@ async fn take_turn(
             return Err(lost(&budget.what));
         };
         if idx == 0 {
+            budget.waiting.store(false, Ordering::Relaxed);
             return Ok(Some(name));
         }
         if !wait {
             return Ok(None);
         }
+        budget.waiting.store(true, Ordering::Relaxed);
         let pred = child(lock_dir, waiters[idx - 1]);
         let watcher = match budget.run(client.check_and_watch_stat(&pred)).await? {
             (None, _) => continue,

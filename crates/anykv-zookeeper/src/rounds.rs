@@ -40,7 +40,7 @@ use anykv_core::backend::{EventSender, WatchTarget};
 use anykv_core::{Bytes, Error, KvPair, Result, WatchEvent};
 use zookeeper_client as zk;
 
-use crate::client::{map_err, unexpected_reply, with_deadline};
+use crate::client::{map_err, unexpected_reply, with_deadline, TARGET};
 use crate::config::BACKEND;
 use crate::layout::{child, CLOCK_PREFIX, DELETED_FLAG, VALUE};
 use crate::nodes::{list_under, make_dirs};
@@ -99,6 +99,7 @@ impl RunningWatch {
         };
         if !ordered {
             tracing::warn!(
+                target: TARGET,
                 revision = rev,
                 last = self.last,
                 "zookeeper watch: out of order"

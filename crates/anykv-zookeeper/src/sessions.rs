@@ -39,7 +39,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use zookeeper_client as zk;
 
-use crate::client::{connection_timeout, open_session, silence_grace, with_deadline, ZkClient};
+use crate::client::{
+    connection_timeout, count_keepalive_failure, count_reconnect, open_session, silence_grace,
+    with_deadline, ZkClient, TARGET,
+};
 use crate::config::{LossPolicy, ZkConfig};
 
 /// How long the monitor waits before it tries again to delete orphans
@@ -278,11 +281,13 @@ fn monitor(shared: &Arc<SharedSession>, session: &zk::Client, config: &ZkConfig,
                     Ok(zk::SessionState::SyncConnected) => {
                         connected = true;
                         down_since = None;
+                        count_reconnect("a lease and lock session's connection");
                     }
                     Ok(st) if !st.is_terminated() => {}
                     // Expired, closed, or down for so long that the server
                     // may expire it any moment.
                     _ => {
+                        count_keepalive_failure("a lease and lock session lost");
                         s.end();
                         return;
                     }
@@ -297,11 +302,15 @@ fn monitor(shared: &Arc<SharedSession>, session: &zk::Client, config: &ZkConfig,
                 st = states.changed() => {
                     if st.is_terminated() {
                         if let Some(s) = live(&weak) {
+                            count_keepalive_failure("a lease and lock session lost");
                             s.end();
                         }
                         return;
                     }
                     connected = st == zk::SessionState::SyncConnected;
+                    if !connected {
+                        count_keepalive_failure("a lease and lock session's connection lost");
+                    }
                 }
                 () = wake.notified() => {}
                 () = tokio::time::sleep(ORPHAN_RETRY), if retry => {}
@@ -338,7 +347,7 @@ async fn delete_orphans(s: &SharedSession, limit: Duration) -> bool {
             // Gone already, or refused for good (retrying cannot help).
             Ok(Err(e)) => {
                 if e != zk::Error::NoNode && e != zk::Error::SessionExpired {
-                    tracing::warn!(node, error = %e, "zookeeper: cannot delete a lock node given up");
+                    tracing::warn!(target: TARGET, node, error = %e, "zookeeper: cannot delete a lock node given up");
                 }
             }
         }

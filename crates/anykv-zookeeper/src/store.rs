@@ -11,13 +11,15 @@ use std::time::Duration;
 use anykv_core::backend::{check_write, compare_outcome, WatchTarget};
 use anykv_core::{
     async_trait, key, Bytes, Capabilities, Error, KvPair, Lease, ListOptions, LockGuard,
-    LockOptions, PutOptions, Result, Store, StoreStats, Txn, TxnResponse, WatchOptions,
-    WatchStream,
+    LockOptions, PutOptions, Result, ServerStatus, Store, StoreStats, StoreStatus, Txn,
+    TxnResponse, WatchOptions, WatchStream,
 };
 use futures::FutureExt;
 use zookeeper_client as zk;
 
-use crate::client::{map_err, multi_err, unexpected_reply, with_deadline, ZkClient};
+use crate::client::{
+    map_err, multi_err, serves_session, srvr, unexpected_reply, with_deadline, ZkClient,
+};
 use crate::config::{ZkConfig, BACKEND, MIN_TTL};
 use crate::layout::{child, DELETED_FLAG, TTL_FLAG, VALUE};
 use crate::lease::delete_leased;
@@ -660,6 +662,92 @@ impl Store for ZkStore {
 
     async fn try_lock(&self, key: &str, options: LockOptions) -> Result<Option<LockGuard>> {
         lock::acquire(&self.state, key, options, false).await
+    }
+
+    /// Every server of the URL as its `srvr` four-letter command describes
+    /// it (version and mode; asked within the request timeout), and the
+    /// store's own session: see "Status" in the crate docs.
+    async fn status(&self) -> Result<StoreStatus> {
+        self.state.ensure_open()?;
+        let client = &self.state.client;
+        let limit = client.request_timeout();
+        let servers = &client.config().servers;
+        let id = client.session_id();
+        let asks =
+            futures::future::join_all(servers.iter().map(|s| async move {
+                futures::join!(srvr(s, limit), serves_session(s, id, limit))
+            }));
+        let root = client.layout().root_path().to_owned();
+        let session = async {
+            let session = client.session().await?;
+            client.stat_of(&session, &root, "status").await
+        };
+        let (answers, session) = futures::join!(asks, session);
+        let connected: Vec<&String> = servers
+            .iter()
+            .zip(&answers)
+            .filter(|(_, (_, cons))| *cons == Some(true))
+            .map(|(s, _)| s)
+            .collect();
+        let answers: Vec<_> = answers.into_iter().map(|(a, _)| a).collect();
+        if let Err(e) = &session {
+            if e.kind() == anykv_core::ErrorKind::Closed {
+                return Err(Error::closed(BACKEND));
+            }
+        }
+        let none_answered = answers.iter().all(|a| a.is_err());
+        if none_answered {
+            if let Err(e) = session {
+                let errors: Vec<String> = servers
+                    .iter()
+                    .zip(&answers)
+                    .filter_map(|(s, a)| a.as_ref().err().map(|e| format!("{s}: {e}")))
+                    .collect();
+                return Err(Error::Unavailable {
+                    backend: BACKEND,
+                    message: format!(
+                        "status: no server answered ({}; session: {e})",
+                        errors.join("; ")
+                    ),
+                    source: None,
+                });
+            }
+        }
+        let mut status = StoreStatus::new(BACKEND, None, self.stats());
+        let mut zxids = Vec::new();
+        for (server, answer) in servers.iter().zip(answers) {
+            status = status.with_server(match answer {
+                Ok(reply) => {
+                    if let Some(z) = reply.zxid {
+                        zxids.push((format!("zxid {server}"), format!("0x{z:x}")));
+                    }
+                    ServerStatus::new(server.clone(), reply.version, reply.mode)
+                }
+                Err(e) => ServerStatus::unreachable(server.clone(), e),
+            });
+        }
+        status = status
+            .with_detail("session_id", format!("0x{:x}", client.session_id()))
+            .with_detail(
+                "session_timeout",
+                format!("{:?}", client.granted_session_timeout()),
+            )
+            .with_detail("root", root)
+            .with_detail("syncs_reads", client.syncs_reads().to_string())
+            .with_detail(
+                "loss_policy",
+                format!("{:?}", client.config().loss_policy).to_lowercase(),
+            );
+        if let [server] = connected.as_slice() {
+            status = status.with_detail("connected_server", (*server).clone());
+        }
+        if let Err(e) = session {
+            status = status.with_detail("session_error", e.to_string());
+        }
+        for (name, value) in zxids {
+            status = status.with_detail(name, value);
+        }
+        Ok(status)
     }
 
     async fn close(&self) -> Result<()> {

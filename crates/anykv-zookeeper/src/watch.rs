@@ -24,7 +24,9 @@ use futures::{FutureExt, Stream};
 use tokio::sync::{mpsc, oneshot, watch};
 use zookeeper_client as zk;
 
-use crate::client::{connection_timeout, map_err, silence_grace, with_deadline};
+use crate::client::{
+    connection_timeout, count_watch_resume, map_err, silence_grace, with_deadline, TARGET,
+};
 use crate::config::BACKEND;
 use crate::layout::Layout;
 use crate::rounds::WatchRounds;
@@ -213,7 +215,7 @@ fn give_up(
     outage: &Outage,
 ) {
     let Some(state) = weak.upgrade() else { return };
-    tracing::warn!("zookeeper watch: out of touch for too long, ending the streams");
+    tracing::warn!(target: TARGET, "zookeeper watch: out of touch for too long, ending the streams");
     let mut feed = state.watch_feed.lock();
     while let Ok(n) = incoming.try_recv() {
         rounds.add(n);
@@ -328,6 +330,9 @@ async fn watch_loop(
         Some(state) => Outage::of(&state, None),
         None => return,
     };
+    // Set when the session ended under the watch: the next registration
+    // on a new session re-syncs the streams.
+    let mut session_ended = false;
     'outer: loop {
         if *shutdown.borrow() {
             return;
@@ -400,6 +405,9 @@ async fn watch_loop(
         let request_timeout = state.client.request_timeout();
         drop(state);
         let mut resync = rounds.has_running();
+        if std::mem::take(&mut session_ended) && resync {
+            count_watch_resume("the store's session was re-established");
+        }
         let mut connected = true;
         loop {
             let mut news = SessionNews::default();
@@ -436,6 +444,7 @@ async fn watch_loop(
             }
             take_received(&mut watcher, &layout, &mut news, &mut rounds);
             if news.ended {
+                session_ended = true;
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue 'outer;
             }
@@ -452,7 +461,10 @@ async fn watch_loop(
                         zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
                             break
                         }
-                        s if s.is_terminated() => continue 'outer,
+                        s if s.is_terminated() => {
+                            session_ended = true;
+                            continue 'outer;
+                        }
                         _ => {}
                     }
                     if outage.too_long() {
@@ -462,6 +474,7 @@ async fn watch_loop(
                         ev = watcher.changed() => {
                             if let (zk::EventType::Session, s) = (ev.event_type, ev.session_state) {
                                 if s.is_terminated() {
+                                    session_ended = true;
                                     continue 'outer;
                                 }
                             }
@@ -483,7 +496,10 @@ async fn watch_loop(
                 .await
                 {
                     Ok(Ok(w)) => watcher = w,
-                    Ok(Err(zk::Error::SessionExpired)) => continue 'outer,
+                    Ok(Err(zk::Error::SessionExpired)) => {
+                        session_ended = true;
+                        continue 'outer;
+                    }
                     _ => {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         continue;
@@ -491,6 +507,9 @@ async fn watch_loop(
                 }
                 connected = true;
                 resync = rounds.has_running();
+                if resync {
+                    count_watch_resume("the connection was back");
+                }
                 continue;
             }
             let Some(state) = weak.upgrade() else { return };
