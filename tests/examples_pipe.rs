@@ -72,4 +72,3 @@ fn config_watch_survives_a_closed_pipe() {
 fn leader_survives_a_closed_pipe() {
     closed_after_first_line("leader");
 }
-

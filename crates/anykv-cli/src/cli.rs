@@ -306,7 +306,7 @@ pub enum Command {
     Conformance(ConformanceArgs),
 
     /// Run a multi-key transaction: compares, then one of two branches, atomically
-    #[command(long_about = crate::txn::TXN_HELP)]
+    #[command(long_about = crate::txn_syntax::TXN_HELP)]
     Txn(TxnArgs),
 
     /// Print the store's servers, revision, stats and capabilities
@@ -350,7 +350,7 @@ pub struct TxnArgs {
     #[arg(
         long = "if",
         value_name = "COMPARE",
-        value_parser = crate::txn::parse_compare,
+        value_parser = crate::txn_syntax::parse_compare,
         allow_hyphen_values = true
     )]
     pub compares: Vec<anykv::Compare>,
@@ -360,7 +360,7 @@ pub struct TxnArgs {
     #[arg(
         long = "then",
         value_name = "OP",
-        value_parser = crate::txn::parse_op,
+        value_parser = crate::txn_syntax::parse_op,
         allow_hyphen_values = true
     )]
     pub success: Vec<anykv::TxnOp>,
@@ -369,7 +369,7 @@ pub struct TxnArgs {
     #[arg(
         long = "else",
         value_name = "OP",
-        value_parser = crate::txn::parse_op,
+        value_parser = crate::txn_syntax::parse_op,
         allow_hyphen_values = true
     )]
     pub failure: Vec<anykv::TxnOp>,

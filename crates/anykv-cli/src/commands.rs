@@ -1,36 +1,18 @@
 //! `get`, `put`, `rm`, `ls` and `watch`.
 
-use std::io::{IsTerminal, Read};
-use std::path::{Path, PathBuf};
+use std::io::IsTerminal;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anykv::{Bytes, ErrorKind, KvPair, PutOptions, Store, WatchEvent, WatchOptions};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
 use crate::cli::{GetArgs, LsArgs, PutArgs, RmArgs, WatchArgs};
-use crate::exit::{CliError, FAILURE, NOT_FOUND, USAGE};
+use crate::connect::{close_store, open_store, read_value};
+use crate::exit::{CliError, FAILURE, NOT_FOUND};
 use crate::output::{self, Out};
 use crate::signals::Interrupts;
-
-/// How long closing a store at the end of a command may take.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Opens the store `url` names, with every backend of this build
-/// registered. Errors name the URL without its password.
-pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, CliError> {
-    crate::register_backends();
-    anykv::open(url)
-        .await
-        .map_err(|e| CliError::from(e).context(format!("cannot open {}", anykv::redact_url(url))))
-}
-
-/// Closes a store, giving up after a few seconds (its leases and locks
-/// then expire on the server by themselves).
-pub async fn close_store(store: &Arc<dyn Store>) {
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, store.close()).await;
-}
 
 /// Runs `f` on the store `url` names and closes the store afterwards,
 /// whatever `f` returned.
@@ -109,30 +91,6 @@ fn pair_table(pairs: &[KvPair], keys_only: bool, out: Out) -> Result<(), CliErro
         out.line(&line)?;
     }
     Ok(())
-}
-
-/// Reads a value from a file, or from standard input for `-`.
-pub async fn read_value(path: &Path) -> Result<Bytes, CliError> {
-    let path: PathBuf = path.to_path_buf();
-    let read = tokio::task::spawn_blocking(move || {
-        let result = if path.as_os_str() == "-" {
-            let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).map(|_| buf)
-        } else {
-            std::fs::read(&path)
-        };
-        result.map_err(|e| {
-            let what = if path.as_os_str() == "-" {
-                "standard input".to_string()
-            } else {
-                format!("{:?}", path.display().to_string())
-            };
-            CliError::new(USAGE, "Io", format!("cannot read {what}: {e}"))
-        })
-    })
-    .await
-    .map_err(|e| CliError::new(FAILURE, "Io", format!("reading the value failed: {e}")))?;
-    read.map(Bytes::from)
 }
 
 /// The value of `anykv put`: the argument, a file or standard input.

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use crate::cli::ConformanceArgs;
-use crate::commands::{close_store, open_store};
+use crate::connect::{close_store, open_store};
 use crate::exit::{CliError, FAILURE};
 use crate::output::{self, one_line, Out};
 use crate::signals::Interrupts;

@@ -10,7 +10,7 @@ use anykv::{Bytes, Error, ErrorKind, LockOptions, PutOptions, Store};
 use serde_json::json;
 
 use crate::cli::{LeaseAction, LeaseArgs, LockArgs};
-use crate::commands::{close_store, open_store};
+use crate::connect::{close_store, open_store};
 use crate::exit::{CliError, COMMAND_NOT_EXECUTABLE, COMMAND_NOT_FOUND, FAILURE, LOCK_TIMEOUT, OK};
 use crate::output::{self, Out};
 use crate::signals::{Interrupts, SIGKILL, SIGTERM};

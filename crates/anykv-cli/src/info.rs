@@ -7,7 +7,7 @@ use anykv::{Capabilities, StoreStatus};
 use serde_json::{json, Map, Value};
 
 use crate::cli::{CompletionsArgs, StatusArgs};
-use crate::commands::{close_store, open_store};
+use crate::connect::{close_store, open_store};
 use crate::exit::{CliError, UNAVAILABLE};
 use crate::output::{self, Out};
 

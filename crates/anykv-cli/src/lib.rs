@@ -174,6 +174,7 @@ use std::time::Duration;
 pub mod cli;
 pub mod commands;
 pub mod conformance;
+pub mod connect;
 pub mod exit;
 pub mod hold;
 pub mod info;
@@ -181,6 +182,7 @@ pub mod output;
 pub mod recipes;
 pub mod signals;
 pub mod txn;
+pub mod txn_syntax;
 
 use cli::{Cli, Command};
 use exit::CliError;

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use crate::cli::{ElectArgs, ServicesAction, ServicesArgs};
-use crate::commands::{close_store, open_store};
+use crate::connect::{close_store, open_store};
 use crate::exit::CliError;
 use crate::hold::{finish, hold_until_signal, run_command, show_duration, Ended};
 use crate::output::{self, Out};

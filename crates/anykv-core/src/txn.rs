@@ -72,9 +72,7 @@ use crate::error::{Error, Result};
 use crate::key::normalize_key;
 use crate::types::{Capabilities, KvPair, PutOptions};
 
-/// The default limit on a transaction's operations, etcd's own default for
-/// `--max-txn-ops`.
-pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+pub use crate::types::DEFAULT_MAX_TXN_OPS;
 
 /// One condition of a [`Txn`], on one key of the store's root.
 #[derive(Debug, Clone, PartialEq, Eq)]

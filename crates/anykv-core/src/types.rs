@@ -111,6 +111,10 @@ pub fn check_ttl(ttl: Duration) -> Result<()> {
     Ok(())
 }
 
+/// The default limit on a transaction's operations, etcd's own default for
+/// `--max-txn-ops`.
+pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+
 /// The default number of events a watch stream buffers for a slow consumer.
 pub const DEFAULT_WATCH_BUFFER: usize = 4096;
 
@@ -308,7 +312,7 @@ impl Capabilities {
             locks: true,
             max_value_size: 16 * 1024 * 1024,
             transactions: false,
-            max_txn_ops: crate::txn::DEFAULT_MAX_TXN_OPS,
+            max_txn_ops: DEFAULT_MAX_TXN_OPS,
         }
     }
 }

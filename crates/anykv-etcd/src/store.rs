@@ -216,7 +216,7 @@ impl EtcdStore {
         let compares = match expected {
             None => Vec::new(),
             Some(None) => vec![Compare::create_revision(full.clone(), CompareOp::Equal, 0)],
-            Some(Some(rev)) => compare_at_revision(&full, rev),
+            Some(Some(rev)) => crate::txn::compare_at_revision(&full, rev),
         };
         let txn = Txn::new()
             .when(compares)
@@ -290,24 +290,6 @@ impl EtcdStore {
             .await?;
         self.retire_deleted(resp.prev_kvs());
         Ok(resp.deleted() > 0)
-    }
-}
-
-/// The comparisons of a write that expects `key` at revision `rev`. An
-/// absent key compares as mod revision 0, so for a revision above 0 the
-/// one comparison also proves the key exists (etcd reads the key once per
-/// comparison); revision 0 also needs the key to exist.
-pub(crate) fn compare_at_revision(key: &str, rev: u64) -> Vec<Compare> {
-    match i64::try_from(rev) {
-        Ok(r) if r > 0 => vec![Compare::mod_revision(key, CompareOp::Equal, r)],
-        _ => vec![
-            Compare::create_revision(key, CompareOp::Greater, 0),
-            Compare::mod_revision(
-                key,
-                CompareOp::Equal,
-                i64::try_from(rev).unwrap_or(i64::MAX),
-            ),
-        ],
     }
 }
 
@@ -502,7 +484,7 @@ impl Store for EtcdStore {
     async fn atomic_delete(&self, key: &str, expected: u64) -> Result<()> {
         let KeyNames { full, canonical } = self.open_key(key)?;
         let txn = Txn::new()
-            .when(compare_at_revision(&full, expected))
+            .when(crate::txn::compare_at_revision(&full, expected))
             .and_then([TxnOp::delete(
                 full.clone(),
                 Some(DeleteOptions::new().with_prev_key()),

@@ -41,7 +41,6 @@ use etcd_client::{
 use crate::client::{header_revision, revision, BACKEND};
 use crate::lease::{self, grant_for_ttl_put, retire_ttl_lease};
 use crate::state::StoreState;
-use crate::store::compare_at_revision;
 
 /// The largest etcd transaction sent, by an estimate of its encoded size:
 /// etcd's default `--max-request-bytes` (1.5 MiB) less a margin for the
@@ -511,5 +510,27 @@ fn internal(what: &str) -> Error {
         backend: BACKEND,
         message: format!("txn: {what}"),
         source: None,
+    }
+}
+
+/// The comparisons of a write that expects `key` at revision `rev`. An
+/// absent key compares as mod revision 0, so for a revision above 0 the
+/// one comparison also proves the key exists (etcd reads the key once per
+/// comparison); revision 0 also needs the key to exist.
+pub(crate) fn compare_at_revision(key: &str, rev: u64) -> Vec<etcd_client::Compare> {
+    match i64::try_from(rev) {
+        Ok(r) if r > 0 => vec![etcd_client::Compare::mod_revision(
+            key,
+            etcd_client::CompareOp::Equal,
+            r,
+        )],
+        _ => vec![
+            etcd_client::Compare::create_revision(key, etcd_client::CompareOp::Greater, 0),
+            etcd_client::Compare::mod_revision(
+                key,
+                etcd_client::CompareOp::Equal,
+                i64::try_from(rev).unwrap_or(i64::MAX),
+            ),
+        ],
     }
 }

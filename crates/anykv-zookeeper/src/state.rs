@@ -169,3 +169,17 @@ pub(crate) struct WatchFeed {
     /// Where new streams register.
     pub(crate) registrations: mpsc::UnboundedSender<NewWatch>,
 }
+
+/// How many keys a store remembers as present, for plain puts without a
+/// read (see `ZkStore::saw_present`).
+pub(crate) const PRESENT_KEYS: usize = 100_000;
+
+/// How a write makes the value node.
+pub(crate) enum Mode {
+    /// A persistent node.
+    Plain,
+    /// A TTL node.
+    Ttl(std::time::Duration),
+    /// An ephemeral node of the lease's session.
+    Lease(Arc<LeaseEntry>),
+}

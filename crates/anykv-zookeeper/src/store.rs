@@ -25,16 +25,12 @@ use crate::layout::{child, DELETED_FLAG, TTL_FLAG, VALUE};
 use crate::lease::delete_leased;
 use crate::nodes::{delete_value, list_under, make_dirs};
 use crate::page::{list_page, PageRequest};
-use crate::state::{LeaseEntry, StoreState};
+use crate::state::{Mode, StoreState, PRESENT_KEYS};
 use crate::{lease, lock, txn, watch};
 
 /// How often a write retries after a definite, not-applied failure (a
 /// parent reaped, a version moved) before giving up.
 const WRITE_ATTEMPTS: usize = 64;
-
-/// How many keys a store remembers as present, for plain puts without a
-/// read (see [`ZkStore::saw_present`]).
-pub(crate) const PRESENT_KEYS: usize = 100_000;
 
 /// A store on a ZooKeeper ensemble. Cheap to clone. See the
 /// [crate documentation](crate).
@@ -50,16 +46,6 @@ impl fmt::Debug for ZkStore {
             .field("closed", &self.state.is_closed())
             .finish()
     }
-}
-
-/// How a write makes the value node.
-pub(crate) enum Mode {
-    /// A persistent node.
-    Plain,
-    /// A TTL node.
-    Ttl(Duration),
-    /// An ephemeral node of the lease's session.
-    Lease(Arc<LeaseEntry>),
 }
 
 impl ZkStore {

@@ -58,8 +58,7 @@ use crate::client::{map_err, random_token, unexpected_reply};
 use crate::config::BACKEND;
 use crate::layout::{child, is_ancestor, DELETED_FLAG, TTL_FLAG, VALUE};
 use crate::lease::delete_leased;
-use crate::state::{LeaseEntry, StoreState};
-use crate::store::{Mode, PRESENT_KEYS};
+use crate::state::{LeaseEntry, Mode, StoreState, PRESENT_KEYS};
 
 /// The largest `multi` a transaction sends, as estimated from its
 /// operations (values, paths, ACLs and framing): under ZooKeeper's default
