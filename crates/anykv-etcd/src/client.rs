@@ -371,6 +371,21 @@ pub(crate) fn revision(r: i64) -> u64 {
     u64::try_from(r).unwrap_or(0)
 }
 
+/// The replies of a transaction's operations. etcd-client panics on a
+/// reply without its operation's result; here that is a `Backend` error,
+/// for every transaction the backend sends.
+pub(crate) fn op_responses(
+    resp: &etcd_client::TxnResponse,
+) -> Result<Vec<etcd_client::TxnOpResponse>> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| resp.op_responses())).map_err(|_| {
+        Error::Backend {
+            backend: BACKEND,
+            message: "a transaction reply lacks an operation's result".into(),
+            source: None,
+        }
+    })
+}
+
 /// The revision in a response header; an error if the server sent none.
 pub(crate) fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<i64> {
     match header.map(|h| h.revision()) {

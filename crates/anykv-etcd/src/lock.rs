@@ -10,7 +10,7 @@ use etcd_client::{
 };
 use futures::StreamExt;
 
-use crate::client::{header_revision, revision, EtcdClient, BACKEND};
+use crate::client::{header_revision, op_responses, revision, EtcdClient, BACKEND};
 use crate::layout::lock_holder_key;
 use crate::lease::{self, KeptLease, LeaseRelease};
 use crate::state::StoreState;
@@ -58,7 +58,7 @@ pub(crate) async fn acquire(
         })
         .await?;
     let my_rev = header_revision(resp.header())?;
-    let owner = resp.op_responses().into_iter().find_map(|op| match op {
+    let owner = op_responses(&resp)?.into_iter().find_map(|op| match op {
         TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.create_revision()),
         _ => None,
     });

@@ -30,7 +30,7 @@ use etcd_client::{
 };
 use parking_lot::Mutex;
 
-use crate::client::{header_revision, revision, EtcdClient, BACKEND};
+use crate::client::{header_revision, op_responses, revision, EtcdClient, BACKEND};
 use crate::config::EtcdConfig;
 use crate::layout::{KeyNames, Layout, TreeRange};
 use crate::lease::{self, lease_error, retire_ttl_lease, LeaseRelease, MIN_TTL};
@@ -240,7 +240,8 @@ impl EtcdStore {
             return Err(swap_error(&canonical, expected.flatten(), &resp));
         }
         let rev = header_revision(resp.header())?;
-        for op in resp.op_responses() {
+        // Retiring the old lease is best effort: the write succeeded.
+        for op in op_responses(&resp).unwrap_or_default() {
             if let TxnOpResponse::Put(p) = op {
                 if let Some(prev) = p.prev_key() {
                     retire_ttl_lease(self.client(), prev.lease(), lease);
@@ -296,8 +297,11 @@ impl EtcdStore {
 /// The error of a compare-and-swap or compare-and-delete whose comparison
 /// failed, from the current revision its failure branch read.
 fn swap_error(canonical: &str, expected: Option<u64>, resp: &TxnResponse) -> Error {
-    let current = resp
-        .op_responses()
+    let replies = match op_responses(resp) {
+        Ok(replies) => replies,
+        Err(e) => return e,
+    };
+    let current = replies
         .into_iter()
         .find_map(|op| match op {
             TxnOpResponse::Get(g) => Some(g.kvs().first().map(|kv| revision(kv.mod_revision()))),
@@ -501,7 +505,7 @@ impl Store for EtcdStore {
             return Err(swap_error(&canonical, Some(expected), &resp));
         }
         // A deleted TTL key's lease (and marker) goes with it.
-        for op in resp.op_responses() {
+        for op in op_responses(&resp).unwrap_or_default() {
             if let TxnOpResponse::Delete(d) = op {
                 self.retire_deleted(d.prev_kvs());
             }

@@ -30,15 +30,13 @@
 //!   like `get`. Any other is sent once unless it certainly was not
 //!   applied (see [`crate::client`]).
 
-use std::panic::AssertUnwindSafe;
-
 use anykv_core::{Bytes, Compare, Error, KvPair, Result, Txn, TxnOp, TxnOpResult, TxnResponse};
 use etcd_client::{
     Compare as EtcdCompare, CompareOp, DeleteOptions, GetOptions, PutOptions as EtcdPutOptions,
-    Txn as EtcdTxn, TxnOp as EtcdTxnOp, TxnOpResponse, TxnResponse as EtcdTxnResponse,
+    Txn as EtcdTxn, TxnOp as EtcdTxnOp, TxnOpResponse,
 };
 
-use crate::client::{header_revision, revision, BACKEND};
+use crate::client::{header_revision, op_responses, revision, BACKEND};
 use crate::lease::{self, grant_for_ttl_put, retire_ttl_lease};
 use crate::state::StoreState;
 
@@ -479,13 +477,6 @@ async fn lost_lease(state: &StoreState, branches: [&Branch; 2]) -> u64 {
         }
     }
     leases.first().map_or(0, |(_, user)| *user)
-}
-
-/// The replies of a transaction's operations; an error for a reply that
-/// lacks one (the client library cannot decode it).
-fn op_responses(resp: &EtcdTxnResponse) -> Result<Vec<TxnOpResponse>> {
-    std::panic::catch_unwind(AssertUnwindSafe(|| resp.op_responses()))
-        .map_err(|_| unexpected_reply())
 }
 
 /// The etcd lease id of a user's lease: -1 (which etcd never has) for an
