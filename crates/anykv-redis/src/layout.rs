@@ -8,7 +8,7 @@
 //!
 //! | Redis key | type | holds |
 //! |---|---|---|
-//! | `{ns}:k:<root/key>` | hash | `v` value, `r` revision, `e` expiry deadline (ms, server clock), `l` lease id |
+//! | `{ns}:k:<root/key>` | string | the key's record: a header `<revision> <deadline> <lease>\n` (the expiry deadline in ms of the server's clock and the lease id, each empty when none; at most 64 bytes), then the value |
 //! | `{ns}:idx` | sorted set, score 0 | every key; `list` and `delete_tree` read it with `ZRANGEBYLEX [root/prefix/ (root/prefix0` |
 //! | `{ns}:rev` | string | the revision counter: one per namespace, shared by all roots, so roots nest |
 //! | `{ns}:log` | stream | one entry `{revision}-0` per revision: `k` key, `t` `p`ut or `d`elete, `v` value (a transaction that writes several keys adds `{revision}-1`, `{revision}-2`, ... for the others); lock releases add `{revision}-n` entries with `t` `u` that use no revision; the failover check adds a fence record `{to}-0` with `t` `f` and `v` the revision the counter jumped from |
@@ -20,6 +20,7 @@
 //! | `{ns}:replid` | string | the server replication id (`master_replid`) the counters were last checked under |
 //! | `{ns}:fenced` | string | `from:to` of the counters' last jump |
 //! | `{ns}:lock:<root/name>` | string with `PX` | a lock's holder token |
+//! | `{ns}:layout` | string | the records' layout, `2` (layout 1, of earlier versions, kept a hash per key; a namespace in it is refused at open) |
 //!
 //! The scripts (`scripts.rs`) build the same names from the prefix they
 //! are given; this module names what the Rust side touches directly.
@@ -39,7 +40,7 @@ pub(crate) struct Layout {
 #[derive(Debug, Clone)]
 pub(crate) struct KeyName {
     /// `root/key`: the name in the index, the change stream and the
-    /// `{ns}:k:` hash.
+    /// `{ns}:k:` record.
     pub(crate) full: String,
     /// The key relative to the root, canonical: what results carry.
     pub(crate) canonical: String,
@@ -83,8 +84,9 @@ impl Layout {
         format!("{}log", self.prefix)
     }
 
-    /// The hash holding a key's value and revision, `{ns}:k:<full>`.
-    pub(crate) fn value_hash(&self, full: &str) -> String {
+    /// The string holding a key's record (header and value),
+    /// `{ns}:k:<full>`.
+    pub(crate) fn record(&self, full: &str) -> String {
         let mut name = String::with_capacity(self.prefix.len() + 2 + full.len());
         name.push_str(&self.prefix);
         name.push_str("k:");
@@ -150,7 +152,7 @@ mod tests {
         assert_eq!(l.change_log(), "{ns}:log");
         let k = l.key("/a/b/").unwrap();
         assert_eq!((k.full.as_str(), k.canonical.as_str()), ("app/a/b", "a/b"));
-        assert_eq!(l.value_hash(&k.full), "{ns}:k:app/a/b");
+        assert_eq!(l.record(&k.full), "{ns}:k:app/a/b");
         assert_eq!(l.relative("app/a/b"), "a/b");
         assert_eq!(l.relative_owned("app/a/b".into()), "a/b");
         let t = l.tree("").unwrap();

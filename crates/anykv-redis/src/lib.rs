@@ -299,6 +299,7 @@
 
 #![deny(rustdoc::broken_intra_doc_links)]
 
+mod batch;
 mod client;
 mod config;
 mod connection;

@@ -7,6 +7,7 @@ use anykv_core::{Bytes, Error, Result};
 use redis::Value;
 
 use crate::config::BACKEND;
+use crate::scripts::LAYOUT;
 
 /// `Backend`: the server's reply to `what` is not what the backend sent
 /// for.
@@ -83,7 +84,50 @@ pub(crate) fn parse_state(v: Value, what: &str) -> Result<(String, u64)> {
         .get(1)
         .and_then(as_u64)
         .ok_or_else(|| unexpected_reply(what))?;
+    let layout = a
+        .get(2)
+        .and_then(as_bytes)
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| unexpected_reply(what))?;
+    if layout != LAYOUT {
+        return Err(Error::Config(format!(
+            "redis: {what}: the namespace holds records in anykv's layout {layout:?}, \
+             written by an earlier version; this version reads layout {LAYOUT:?}. \
+             Use a new namespace (`?namespace=`) and copy the keys over with the earlier version"
+        )));
+    }
     Ok((epoch, rev))
+}
+
+/// A key's record (layout 2, see `layout.rs`): `<rev> <deadline> <lease>\n`
+/// then the value; deadline and lease are empty when the key has none.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Record {
+    /// The key's revision.
+    pub(crate) revision: u64,
+    /// Whether the key has a deadline (its liveness then needs the
+    /// server's clock).
+    pub(crate) has_deadline: bool,
+    /// Where the value starts in the record.
+    pub(crate) value_at: usize,
+}
+
+/// Reads a record's header; `None` for anything that is not one.
+pub(crate) fn parse_record(record: &[u8]) -> Option<Record> {
+    // The header is at most 64 bytes (the scripts read it with GETRANGE 0 63).
+    let end = record.iter().take(64).position(|&b| b == b'\n')?;
+    let mut fields = record[..end].split(|&b| b == b' ');
+    let (r, e, l) = (fields.next()?, fields.next()?, fields.next()?);
+    let digits = |f: &[u8]| f.iter().all(u8::is_ascii_digit);
+    if fields.next().is_some() || r.is_empty() || !digits(r) || !digits(e) || !digits(l) {
+        return None;
+    }
+    let revision = std::str::from_utf8(r).ok()?.parse().ok()?;
+    Some(Record {
+        revision,
+        has_deadline: !e.is_empty(),
+        value_at: end + 1,
+    })
 }
 
 /// One change record of the stream, `{rev}-{seq}`.
@@ -173,5 +217,50 @@ pub(crate) fn parse_xread(v: Value) -> Option<Vec<ChangeRecord>> {
             }
             Some(out)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records() {
+        let r = parse_record(b"42  \nvalue").unwrap();
+        assert_eq!(
+            r,
+            Record {
+                revision: 42,
+                has_deadline: false,
+                value_at: 5
+            }
+        );
+        assert_eq!(&b"42  \nvalue"[r.value_at..], b"value");
+        let r = parse_record(b"7 1700000000000 3\n").unwrap();
+        assert_eq!((r.revision, r.has_deadline, r.value_at), (7, true, 18));
+        // A value may hold anything, newlines and spaces included.
+        let r = parse_record(b"1  9\na b\nc").unwrap();
+        assert_eq!((r.revision, r.has_deadline), (1, false));
+        for bad in [
+            &b""[..],
+            b"no header",
+            b"\n",
+            b" 1 2\n",
+            b"1 2\n",
+            b"1 2 3 4\n",
+            b"x  \n",
+            b"1 -5 \n",
+            b"99999999999999999999999  \n",
+        ] {
+            assert_eq!(
+                parse_record(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let mut long = vec![b'1'; 70];
+        long.extend_from_slice(b"  \n");
+        assert_eq!(parse_record(&long), None);
     }
 }

@@ -55,6 +55,11 @@ impl Lua {
 /// bound; a lost history longer than 2^32 revisions would not be passed.
 pub const FAILOVER_GAP: u64 = 1 << 32;
 
+/// The layout of the namespace's records that these scripts read and
+/// write, kept in `{ns}:layout`: 1 was a hash per key (`v`, `r`, `e`,
+/// `l`), 2 one string per key, a header then the value.
+pub(crate) const LAYOUT: &str = "2";
+
 /// The namespace's key names and the helpers that need no server call.
 const NAMES: &str = r#"
 local P = ARGV[1]
@@ -65,9 +70,39 @@ local LOG = P .. 'log'
 local TTL = P .. 'ttl'
 local LEASES = P .. 'leases'
 local GAP = 4294967296
+local LAYOUT = '2'
 local function fmt(n) return string.format('%d', n) end
 local function kk(full) return P .. 'k:' .. full end
 local function lk(id) return P .. 'lease:' .. id end
+-- A key's record is one string: a header `<rev> <deadline> <lease>\n`
+-- (deadline and lease empty when none), then the value.
+local function parse(full, s)
+  local nl = string.find(s, '\n', 1, true)
+  local r, e, l
+  if nl then r, e, l = string.match(string.sub(s, 1, nl - 1), '^(%d+) (%d*) (%d*)$') end
+  if not r then error('anykv: the record of ' .. full .. ' is not in this layout') end
+  if e == '' then e = false end
+  if l == '' then l = false end
+  return r, e, l, nl
+end
+-- A key's revision, deadline and lease (`false` each when absent),
+-- reading only the header.
+local function head(full)
+  local s = redis.call('GETRANGE', kk(full), 0, 63)
+  if s == '' then return false, false, false end
+  local r, e, l = parse(full, s)
+  return r, e, l
+end
+-- As `head`, plus the value.
+local function whole(full)
+  local s = redis.call('GET', kk(full))
+  if not s then return false, false, false, false end
+  local r, e, l, nl = parse(full, s)
+  return r, e, l, string.sub(s, nl + 1)
+end
+local function store(full, r, e, l, value)
+  redis.call('SET', kk(full), r .. ' ' .. (e or '') .. ' ' .. (l or '') .. '\n' .. value)
+end
 "#;
 
 /// The server's clock in ms, read (`TIME`) on first use only.
@@ -168,15 +203,14 @@ end
 const DELETES: &str = r#"
 -- Returns -1 if absent, 1 if it was live, 0 if it had expired unswept.
 local function del_key(full)
-  local k = kk(full)
-  local cur = redis.call('HMGET', k, 'r', 'e', 'l')
-  if not cur[1] then return -1 end
+  local r, e, l = head(full)
+  if not r then return -1 end
   local live = 1
-  if expired(cur[2]) then live = 0 end
-  redis.call('DEL', k)
+  if expired(e) then live = 0 end
+  redis.call('DEL', kk(full))
   redis.call('ZREM', IDX, full)
-  if cur[2] then redis.call('ZREM', TTL, full) end
-  if cur[3] then redis.call('SREM', lk(cur[3]), full) end
+  if e then redis.call('ZREM', TTL, full) end
+  if l then redis.call('SREM', lk(l), full) end
   bump(full, 'd', nil)
   return live
 end
@@ -199,7 +233,8 @@ local function revoke(id)
   table.sort(members, bless)
   local n = 0
   for _, m in ipairs(members) do
-    if redis.call('HGET', kk(m), 'l') == id then
+    local _, _, l = head(m)
+    if l == id then
       if del_key(m) == 1 then n = n + 1 end
     end
   end
@@ -220,60 +255,63 @@ fn script(pieces: &[&str], body: &str) -> Lua {
 /// Every piece, for the scripts that are not on the hot path.
 const ALL: &[&str] = &[NAMES, CLOCK, TOP, FENCE, BUMP, DELETES, REVOKES];
 
-/// `put`/`atomic_put`: ARGV[3] key, [4] value, [5] mode (`put`, `create`,
-/// `cas`), [6] expected revision, [7] TTL in ms (`0`: none), [8] lease id
-/// (`0`: none). Returns `{code, n}`: 0 ok (n = new revision), 1 exists,
-/// 2 modified (n = actual), 3 not found, 4 lease lost.
+/// `put`/`atomic_put`, one write or several sent together: ARGV[3] how
+/// many, then for each its key, value, mode (`put`, `create`, `cas`),
+/// expected revision, TTL in ms (`0`: none) and lease id (`0`: none).
+/// Returns one `{code, n}` per write, in order: 0 ok (n = new revision), 1
+/// exists, 2 modified (n = actual), 3 not found, 4 lease lost. Each write
+/// has a revision and a change record of its own, as if sent alone; the
+/// failover check and the script's own cost are paid once.
 ///
-/// Overwriting a key without a TTL or a lease is `HMGET`, `INCR`, `XADD`,
-/// `HSET`: the clock is read only for a deadline or a lease, and the index
-/// only written for a new key.
+/// Overwriting a key without a TTL or a lease is `GETRANGE` (the old
+/// record's header), `INCR`, `XADD`, `SET`: the clock is read only for a
+/// deadline or a lease, and the index only written for a new key.
 pub(crate) static PUT: LazyLock<Lua> = LazyLock::new(|| {
     script(
         &[NAMES, CLOCK, TOP, FENCE, BUMP, DELETES],
         r#"
-local full, value, mode, expected = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local ttl = tonumber(ARGV[7])
-local lease = ARGV[8]
-local k = kk(full)
-local cur = redis.call('HMGET', k, 'r', 'e', 'l')
-if cur[1] and expired(cur[2]) then
-  del_key(full)
-  cur = {false, false, false}
-end
-if mode == 'create' and cur[1] then return {1, tonumber(cur[1])} end
-if mode == 'cas' then
-  if not cur[1] then return {3, 0} end
-  if cur[1] ~= expected then return {2, tonumber(cur[1])} end
-end
-if lease ~= '0' then
-  local d = redis.call('ZSCORE', LEASES, lease)
-  if (not d) or tonumber(d) <= now() then return {4, 0} end
-end
--- The clock is read before the first write.
-if ttl > 0 then now() end
-local rev = bump(full, 'p', value)
-if ttl > 0 then
-  local dl = NOW + ttl
-  redis.call('HSET', k, 'v', value, 'r', fmt(rev), 'e', fmt(dl))
-  redis.call('ZADD', TTL, dl, full)
-else
-  redis.call('HSET', k, 'v', value, 'r', fmt(rev))
-  if cur[2] then
-    redis.call('HDEL', k, 'e')
+local function put1(full, value, mode, expected, ttl, lease)
+  local r, e, l = head(full)
+  if r and expired(e) then
+    del_key(full)
+    r, e, l = false, false, false
+  end
+  if mode == 'create' and r then return {1, tonumber(r)} end
+  if mode == 'cas' then
+    if not r then return {3, 0} end
+    if r ~= expected then return {2, tonumber(r)} end
+  end
+  if lease ~= '0' then
+    local d = redis.call('ZSCORE', LEASES, lease)
+    if (not d) or tonumber(d) <= now() then return {4, 0} end
+  end
+  -- The clock is read before the first write.
+  if ttl > 0 then now() end
+  local rev = bump(full, 'p', value)
+  local dl = false
+  if ttl > 0 then
+    dl = fmt(NOW + ttl)
+    redis.call('ZADD', TTL, dl, full)
+  elseif e then
     redis.call('ZREM', TTL, full)
   end
+  if l and l ~= lease then redis.call('SREM', lk(l), full) end
+  local nl = false
+  if lease ~= '0' then
+    nl = lease
+    if l ~= lease then redis.call('SADD', lk(lease), full) end
+  end
+  store(full, fmt(rev), dl, nl, value)
+  -- A key that existed (and had not expired) is in the index already.
+  if not r then redis.call('ZADD', IDX, 0, full) end
+  return {0, rev}
 end
-if cur[3] and cur[3] ~= lease then redis.call('SREM', lk(cur[3]), full) end
-if lease ~= '0' then
-  redis.call('HSET', k, 'l', lease)
-  redis.call('SADD', lk(lease), full)
-elseif cur[3] then
-  redis.call('HDEL', k, 'l')
+local out = {}
+for i = 0, tonumber(ARGV[3]) - 1 do
+  local b = 4 + 6 * i
+  out[i + 1] = put1(ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4]), ARGV[b + 5])
 end
--- A key that existed (and had not expired) is in the index already.
-if not cur[1] then redis.call('ZADD', IDX, 0, full) end
-return {0, rev}
+return out
 "#,
     )
 });
@@ -286,16 +324,16 @@ pub(crate) static DELETE: LazyLock<Lua> = LazyLock::new(|| {
         &[NAMES, CLOCK, TOP, FENCE, BUMP, DELETES],
         r#"
 local full = ARGV[3]
-local cur = redis.call('HMGET', kk(full), 'r', 'e')
-local live = cur[1] and not expired(cur[2])
+local r, e = head(full)
+local live = r and not expired(e)
 if ARGV[4] == 'cas' then
   if not live then
-    if cur[1] then del_key(full) end
+    if r then del_key(full) end
     return {3, 0}
   end
-  if cur[1] ~= ARGV[5] then return {2, tonumber(cur[1])} end
+  if r ~= ARGV[5] then return {2, tonumber(r)} end
 end
-if not cur[1] then return {0, 0} end
+if not r then return {0, 0} end
 local r = del_key(full)
 if r == 1 then return {0, 1} end
 return {0, 0}
@@ -343,29 +381,32 @@ local now = nil
 local n = 1
 local found = 0
 local function take(m)
-  local cur
+  -- The record (see the prelude): the header alone for keys only.
+  local s
   if keys_only then
-    cur = redis.call('HMGET', P .. 'k:' .. m, 'r', 'r', 'e')
-    cur[1] = ''
+    s = redis.call('GETRANGE', P .. 'k:' .. m, 0, 63)
   else
-    cur = redis.call('HMGET', P .. 'k:' .. m, 'v', 'r', 'e')
+    s = redis.call('GET', P .. 'k:' .. m)
   end
-  if cur[2] then
-    local live = true
-    if cur[3] then
-      if not now then
-        local T = redis.call('TIME')
-        now = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
-      end
-      live = tonumber(cur[3]) > now
+  if not s or s == '' then return end
+  local nl = string.find(s, '\n', 1, true)
+  local r, e
+  if nl then r, e = string.match(string.sub(s, 1, nl - 1), '^(%d+) (%d*) %d*$') end
+  if not r then error('anykv: the record of ' .. m .. ' is not in this layout') end
+  local live = true
+  if e ~= '' then
+    if not now then
+      local T = redis.call('TIME')
+      now = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
     end
-    if live then
-      out[n + 1] = m
-      out[n + 2] = cur[1]
-      out[n + 3] = cur[2]
-      n = n + 3
-      found = found + 1
-    end
+    live = tonumber(e) > now
+  end
+  if live then
+    out[n + 1] = m
+    if keys_only then out[n + 2] = '' else out[n + 2] = string.sub(s, nl + 1) end
+    out[n + 3] = r
+    n = n + 3
+    found = found + 1
   end
 end
 if ARGV[3] ~= '' then
@@ -402,7 +443,7 @@ local n = 0
 local due = redis.call('ZRANGEBYSCORE', TTL, '-inf', now(), 'LIMIT', 0, limit)
 table.sort(due, bless)
 for _, m in ipairs(due) do
-  local e = redis.call('HGET', kk(m), 'e')
+  local _, e = head(m)
   if expired(e) then
     del_key(m)
     n = n + 1
@@ -504,8 +545,10 @@ return 0
 
 /// The namespace's state, for `open` and every reconnect of the watch
 /// reader: ARGV[3] a candidate epoch, stored if the namespace has none.
-/// Returns `{epoch, revision}`, the revision being the larger of the
-/// counter and the stream's top. It runs the failover check first, so a
+/// Returns `{epoch, revision, layout}`, the revision being the larger of
+/// the counter and the stream's top, the layout that of the namespace's
+/// records ([`LAYOUT`]; a new namespace is marked with it). It runs the
+/// failover check first, so a
 /// store or reader that has just found a new primary moves the counters
 /// on before it reads or waits for anything.
 pub(crate) static STATE: LazyLock<Lua> = LazyLock::new(|| {
@@ -517,7 +560,18 @@ redis.call('SET', P .. 'epoch', ARGV[3], 'NX')
 local rev = tonumber(redis.call('GET', REV) or '0')
 local t = top()
 if t > rev then rev = t end
-return {redis.call('GET', P .. 'epoch'), fmt(rev)}
+-- The records' layout: a namespace without a mark is new (it takes this
+-- layout) unless it already has keys, which an earlier version wrote.
+local layout = redis.call('GET', P .. 'layout')
+if not layout then
+  if redis.call('EXISTS', IDX) == 1 then
+    layout = '1'
+  else
+    layout = LAYOUT
+    redis.call('SET', P .. 'layout', layout)
+  end
+end
+return {redis.call('GET', P .. 'epoch'), fmt(rev), layout}
 "#,
     )
 });
@@ -563,13 +617,19 @@ for c = 0, tonumber(ARGV[3]) - 1 do
   local kind, full, arg = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   i = i + 3
   if failed < 0 then
-    local cur = redis.call('HMGET', kk(full), 'v', 'r', 'e')
-    local live = cur[2] and not expired(cur[3])
+    local r, e, v
+    if kind == 'v' then
+      local _
+      r, e, _, v = whole(full)
+    else
+      r, e = head(full)
+    end
+    local live = r and not expired(e)
     local ok
     if kind == 'a' then ok = not live
     elseif not live then ok = false
-    elseif kind == 'r' then ok = cur[2] == arg
-    elseif kind == 'v' then ok = cur[1] == arg
+    elseif kind == 'r' then ok = r == arg
+    elseif kind == 'v' then ok = v == arg
     else ok = true end
     if not ok then failed = c end
   end
@@ -586,8 +646,11 @@ for o = 1, count do
   local b = first + (o - 1) * 5
   local op = {kind = ARGV[b], full = ARGV[b + 1], value = ARGV[b + 2],
     ttl = tonumber(ARGV[b + 3]), lease = ARGV[b + 4]}
-  op.cur = redis.call('HMGET', kk(op.full), 'v', 'r', 'e', 'l')
-  op.live = (op.cur[2] and not expired(op.cur[3])) and true or false
+  -- op.cur: revision, deadline, lease, value (a get's only).
+  local r, e, l, v
+  if op.kind == 'g' then r, e, l, v = whole(op.full) else r, e, l = head(op.full) end
+  op.cur = {r, e, l, v}
+  op.live = (r and not expired(e)) and true or false
   ops[o] = op
 end
 for _, op in ipairs(ops) do
@@ -601,7 +664,7 @@ local results = {}
 local writes = false
 for o, op in ipairs(ops) do
   if op.kind == 'g' then
-    if op.live then results[o] = {op.cur[1], op.cur[2]} else results[o] = false end
+    if op.live then results[o] = {op.cur[4], op.cur[1]} else results[o] = false end
   elseif op.kind == 'd' then
     if op.live then
       results[o] = 1
@@ -619,7 +682,7 @@ end
 -- Keys past their deadline that the branch writes: deleted first, each
 -- with a revision of its own (as the sweep would).
 for _, op in ipairs(ops) do
-  if op.kind ~= 'g' and op.cur[2] and not op.live then
+  if op.kind ~= 'g' and op.cur[1] and not op.live then
     del_key(op.full)
     op.cur = {false, false, false, false}
   end
@@ -659,33 +722,28 @@ for _, op in ipairs(ops) do
 end
 local r = fmt(rev)
 for _, op in ipairs(ops) do
-  local k = kk(op.full)
   local cur = op.cur
   if op.kind == 'p' then
+    local dl = false
     if op.ttl > 0 then
-      local dl = NOW + op.ttl
-      redis.call('HSET', k, 'v', op.value, 'r', r, 'e', fmt(dl))
+      dl = fmt(NOW + op.ttl)
       redis.call('ZADD', TTL, dl, op.full)
-    else
-      redis.call('HSET', k, 'v', op.value, 'r', r)
-      if cur[3] then
-        redis.call('HDEL', k, 'e')
-        redis.call('ZREM', TTL, op.full)
-      end
+    elseif cur[2] then
+      redis.call('ZREM', TTL, op.full)
     end
-    if cur[4] and cur[4] ~= op.lease then redis.call('SREM', lk(cur[4]), op.full) end
+    if cur[3] and cur[3] ~= op.lease then redis.call('SREM', lk(cur[3]), op.full) end
+    local l = false
     if op.lease ~= '0' then
-      redis.call('HSET', k, 'l', op.lease)
-      redis.call('SADD', lk(op.lease), op.full)
-    elseif cur[4] then
-      redis.call('HDEL', k, 'l')
+      l = op.lease
+      if cur[3] ~= op.lease then redis.call('SADD', lk(op.lease), op.full) end
     end
-    if not cur[2] then redis.call('ZADD', IDX, 0, op.full) end
+    store(op.full, r, dl, l, op.value)
+    if not cur[1] then redis.call('ZADD', IDX, 0, op.full) end
   elseif op.kind == 'd' and op.live then
-    redis.call('DEL', k)
+    redis.call('DEL', kk(op.full))
     redis.call('ZREM', IDX, op.full)
-    if cur[3] then redis.call('ZREM', TTL, op.full) end
-    if cur[4] then redis.call('SREM', lk(cur[4]), op.full) end
+    if cur[2] then redis.call('ZREM', TTL, op.full) end
+    if cur[3] then redis.call('SREM', lk(cur[3]), op.full) end
   end
 end
 return {0, failed < 0 and 1 or 0, failed, rev, results}

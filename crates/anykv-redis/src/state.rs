@@ -45,6 +45,8 @@ pub(crate) struct StoreState {
     /// store's calls succeed again after failing, perhaps on a new
     /// primary that lacks the lease or the lock.
     pub(crate) recheck: Notify,
+    /// `put` and `atomic_put` calls waiting to be sent together.
+    pub(crate) batcher: crate::batch::Batcher,
 }
 
 /// A lock this store holds.
@@ -83,6 +85,7 @@ impl StoreState {
             wake_reader: Notify::new(),
             epoch: Mutex::new(epoch),
             recheck: Notify::new(),
+            batcher: Default::default(),
         }
     }
 

@@ -22,14 +22,16 @@ use anykv_core::{
     PutOptions, Result, Store, StoreStats, StoreStatus, Txn, TxnResponse, WatchOptions,
     WatchStream,
 };
+use bytes::Buf;
 use redis::Value;
 
+use crate::batch::{self, PutWrite};
 use crate::client::{Durability, RedisClient, Written};
 use crate::config::{RedisConfig, Topology, BACKEND, MAX_TTL, MIN_TTL};
 use crate::layout::{KeyName, Layout};
 use crate::lock::Wait;
 use crate::reply::{
-    as_array, as_bytes, as_u64, code_pair, into_bytes, parse_state, unexpected_reply,
+    as_array, as_bytes, as_u64, code_pair, into_bytes, parse_record, parse_state, unexpected_reply,
 };
 use crate::state::StoreState;
 use crate::{expiry, lease, lock, recovery, scripts, status, txn, watch};
@@ -305,28 +307,25 @@ impl RedisStore {
             Condition::Absent => ("create", None),
             Condition::Revision(r) => ("cas", Some(r)),
         };
-        let ttl = options
+        let ttl_ms = options
             .ttl
-            .map(|t| t.clamp(MIN_TTL, MAX_TTL).as_millis().to_string())
-            .unwrap_or_else(|| "0".into());
-        let lease = options.lease.map(|l| l.0).unwrap_or(0).to_string();
-        let canonical = &name.canonical;
-        let Written { value, replicas } = s
-            .client
-            .write_script(
-                &scripts::PUT,
-                &[
-                    name.full.as_bytes(),
-                    &value,
-                    mode.as_bytes(),
-                    expected.unwrap_or(0).to_string().as_bytes(),
-                    ttl.as_bytes(),
-                    lease.as_bytes(),
-                ],
-                || format!("put {canonical:?}"),
-                Durability::Replicated,
-            )
-            .await?;
+            .map(|t| t.clamp(MIN_TTL, MAX_TTL).as_millis() as u64)
+            .unwrap_or(0);
+        let KeyName { full, canonical } = name;
+        let (value, replicas) = batch::put(
+            s,
+            PutWrite {
+                full,
+                canonical: canonical.clone(),
+                value,
+                mode,
+                expected: expected.unwrap_or(0),
+                ttl_ms,
+                lease: options.lease.map(|l| l.0).unwrap_or(0),
+            },
+        )
+        .await?;
+        let canonical = &canonical;
         match code_pair(value, "put")? {
             (0, n) => {
                 replicas.check(|| format!("put {canonical:?}"))?;
@@ -354,35 +353,30 @@ impl RedisStore {
         read_pairs(self.state(), single, min, max, with_revision, what).await
     }
 
-    /// `get`: one `HMGET` of the key's hash. Only a key with a deadline
+    /// `get`: one `GET` of the key's record. Only a key with a deadline
     /// needs the server's clock to know whether it is still live; that
     /// one is read again with the read script (one instant, `TIME`).
     async fn get_pair(&self, name: KeyName) -> Result<Option<KvPair>> {
         let s = self.state();
-        let mut cmd = redis::cmd("HMGET");
-        cmd.arg(s.layout.value_hash(&name.full))
-            .arg("v")
-            .arg("r")
-            .arg("e");
-        let v = s.client.read_command(&cmd, "get").await?;
-        let mut it = as_array(v)
-            .ok_or_else(|| unexpected_reply("get"))?
-            .into_iter();
-        let (Some(v), Some(r), Some(e)) = (it.next(), it.next(), it.next()) else {
-            return Err(unexpected_reply("get"));
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(s.layout.record(&name.full));
+        let record = match s.client.read_command(&cmd, "get").await? {
+            Value::Nil => return Ok(None),
+            Value::BulkString(b) => b,
+            _ => return Err(unexpected_reply("get")),
         };
-        if !matches!(e, Value::Nil) {
+        let header = parse_record(&record).ok_or_else(|| unexpected_reply("get"))?;
+        if header.has_deadline {
             let (_, mut pairs) = self.read_pairs(&name.full, "", "", false, "get").await?;
             return Ok(pairs.pop());
         }
-        if matches!(r, Value::Nil) {
-            return Ok(None);
-        }
-        let revision = as_u64(&r).ok_or_else(|| unexpected_reply("get"))?;
+        // Moving the start past the header copies nothing.
+        let mut value = Bytes::from(record);
+        value.advance(header.value_at);
         Ok(Some(KvPair {
             key: name.canonical,
-            value: Bytes::from(into_bytes(v).unwrap_or_default()),
-            revision,
+            value,
+            revision: header.revision,
         }))
     }
 }

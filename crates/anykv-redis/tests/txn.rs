@@ -792,15 +792,17 @@ async fn expired_keys_not_yet_swept() {
     let ns = anykv_testserver::unique_name("txn-expired");
     let url = format!("{}/0/app?namespace={ns}", server.url());
     let s: Arc<dyn Store> = Arc::new(RedisStore::open_url(&url).await.unwrap());
+    let mut revs = Vec::new();
     for k in ["x", "y", "z"] {
-        s.put(k, "v".into(), PutOptions::new()).await.unwrap();
+        revs.push(s.put(k, "v".into(), PutOptions::new()).await.unwrap());
     }
     let r0 = s.put("live", "l".into(), PutOptions::new()).await.unwrap();
-    for k in ["x", "y", "z"] {
-        let hash = format!("{{{ns}}}:k:app/{k}");
+    for (k, rev) in ["x", "y", "z"].into_iter().zip(revs) {
+        // The key's record with a deadline of 1 ms after the epoch.
+        let record = format!("{{{ns}}}:k:app/{k}");
         anykv_testserver::resp::command_ok(
             server.port(),
-            &["HSET", &hash, "e", "1"],
+            &["SET", &record, &format!("{rev} 1 \nv")],
             Duration::from_secs(5),
         )
         .unwrap();
