@@ -19,6 +19,14 @@ pub enum Workload {
     Put,
     /// Successful compare-and-swaps, each task on a key of its own.
     Cas,
+    /// Writes of existing keys against the least work a revisioned store
+    /// must do (Redis only: the raw side runs a script that bumps a
+    /// revision counter, stores the value with its revision and appends
+    /// a change record), so the ratio shows the abstraction's own cost.
+    PutMin,
+    /// Successful compare-and-swaps against the least work (Redis only:
+    /// the raw script also reads and compares the key's revision first).
+    CasMin,
     /// Successful two-key transactions, each task on two keys of its own:
     /// two compares on the keys' versions, two puts.
     Txn,
@@ -51,10 +59,12 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload, in the order they run.
-    pub const ALL: [Workload; 12] = [
+    pub const ALL: [Workload; 14] = [
         Workload::Get,
         Workload::Put,
+        Workload::PutMin,
         Workload::Cas,
+        Workload::CasMin,
         Workload::Txn,
         Workload::List,
         Workload::WatchLatency,
@@ -72,6 +82,8 @@ impl Workload {
             Workload::Get => "get",
             Workload::Put => "put",
             Workload::Cas => "cas",
+            Workload::PutMin => "put-min",
+            Workload::CasMin => "cas-min",
             Workload::Txn => "txn",
             Workload::List => "list",
             Workload::WatchLatency => "watch-latency",

@@ -133,7 +133,7 @@ fn target_for(backend: Backend, workload: Workload, concurrency: usize) -> Optio
         (_, Get | List) => min(0.9),
         (Backend::Etcd | Backend::Zookeeper, Put | Cas) => min(0.9),
         (Backend::Redis, Put) => min(0.5),
-        (Backend::Redis, Cas) => min(0.9),
+        (Backend::Redis, Cas | PutMin | CasMin) => min(0.9),
         _ => None,
     }
 }

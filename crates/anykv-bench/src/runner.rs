@@ -286,6 +286,14 @@ async fn opendal_side(
 /// after a failure.
 pub async fn run(config: &BenchConfig) -> Result<Report> {
     let backend = config.validate()?;
+    let mut config = config.clone();
+    if backend != Backend::Redis {
+        // Only the raw Redis side has a minimum-work script.
+        config
+            .workloads
+            .retain(|w| !matches!(w, Workload::PutMin | Workload::CasMin));
+    }
+    let config = &config;
     let url = anykv::parse_url(&config.url).map_err(|e| BenchError::config(e.to_string()))?;
     let store = anykv::open(&config.url).await?;
     let pid = std::process::id();

@@ -46,6 +46,10 @@ fn cas_key(task: usize) -> String {
     format!("c/{task:014}")
 }
 
+fn cas_min_key(task: usize) -> String {
+    format!("cm/{task:014}")
+}
+
 fn other_key(i: usize) -> String {
     format!("o/{i:014}")
 }
@@ -109,17 +113,41 @@ impl Op for PutOp {
     }
 }
 
+struct PutMinOp {
+    kv: Arc<dyn Kv>,
+    rng: Rng,
+    keys: usize,
+    value: Bytes,
+}
+
+#[async_trait]
+impl Op for PutMinOp {
+    async fn run(&mut self) -> Result<Option<Vec<Duration>>> {
+        let key = put_key(self.rng.below(self.keys));
+        self.kv.put_min(&key, &self.value).await?;
+        Ok(None)
+    }
+}
+
 struct CasOp {
     kv: Arc<dyn Kv>,
     key: String,
     version: u64,
     value: Bytes,
+    /// `cas-min` rather than `cas`.
+    min: bool,
 }
 
 #[async_trait]
 impl Op for CasOp {
     async fn run(&mut self) -> Result<Option<Vec<Duration>>> {
-        self.version = self.kv.cas(&self.key, &self.value, self.version).await?;
+        self.version = if self.min {
+            self.kv
+                .cas_min(&self.key, &self.value, self.version)
+                .await?
+        } else {
+            self.kv.cas(&self.key, &self.value, self.version).await?
+        };
         Ok(None)
     }
 }
@@ -293,14 +321,31 @@ pub(crate) async fn ops_for(
                 keys: config.keys,
                 value: value(),
             }),
-            Workload::Cas => {
-                let key = cas_key(task);
-                let version = kv.version(&key).await?;
+            Workload::PutMin => Box::new(PutMinOp {
+                kv,
+                rng: Rng::new(seed),
+                keys: config.keys,
+                value: value(),
+            }),
+            Workload::Cas | Workload::CasMin => {
+                let min = workload == Workload::CasMin;
+                let key = if min {
+                    cas_min_key(task)
+                } else {
+                    cas_key(task)
+                };
+                // The versions are set up again for each row.
+                let version = if min {
+                    kv.cas_min_create(&key, &value()).await?
+                } else {
+                    kv.version(&key).await?
+                };
                 Box::new(CasOp {
                     kv,
                     key,
                     version,
                     value: value(),
+                    min,
                 })
             }
             Workload::Txn => {
@@ -366,7 +411,7 @@ pub(crate) async fn setup(kv: &Arc<dyn Kv>, config: &BenchConfig) -> Result<()> 
         })
         .await?;
     }
-    if needs(Workload::Put) {
+    if needs(Workload::Put) || needs(Workload::PutMin) {
         for_each(0..config.keys, |i| {
             let (kv, v) = (kv.clone(), v.clone());
             async move { kv.put(&put_key(i), &v).await }

@@ -46,9 +46,12 @@ pub trait Kv: Send + Sync + 'static {
     /// watch or lock, and no list on Redis). A side is only asked for the
     /// operations of the workloads it has, and only their keys are
     /// written to it.
+    ///
+    /// `put-min` and `cas-min` compare anykv with a hand-written script
+    /// that does the least work a revisioned store must; only the raw
+    /// Redis side has one.
     fn supports(&self, workload: Workload) -> bool {
-        let _ = workload;
-        true
+        !matches!(workload, Workload::PutMin | Workload::CasMin)
     }
 
     /// Creates or replaces `key`.
@@ -83,6 +86,25 @@ pub trait Kv: Send + Sync + 'static {
         value: &Bytes,
         expected: (u64, u64),
     ) -> Result<(u64, u64)>;
+
+    /// `put-min`: writes `key` doing the least work a revisioned store
+    /// must (see [`Workload::PutMin`]); anykv's `put` on the anykv side.
+    async fn put_min(&self, key: &str, value: &Bytes) -> Result<()> {
+        self.put(key, value).await
+    }
+
+    /// `cas-min`: creates `key` for [`Kv::cas_min`] and returns its
+    /// version.
+    async fn cas_min_create(&self, key: &str, value: &Bytes) -> Result<u64> {
+        self.cas_create(key, value).await
+    }
+
+    /// `cas-min`: compare-and-swap doing the least work a revisioned
+    /// store must (see [`Workload::CasMin`]); anykv's `atomic_put` on the
+    /// anykv side.
+    async fn cas_min(&self, key: &str, value: &Bytes, expected: u64) -> Result<u64> {
+        self.cas(key, value, expected).await
+    }
 
     /// Writes a key that [`Kv::list`] must find (the raw Redis side also
     /// indexes it).
@@ -142,6 +164,10 @@ impl AnykvKv {
 impl Kv for AnykvKv {
     fn label(&self) -> &'static str {
         "anykv"
+    }
+
+    fn supports(&self, _workload: Workload) -> bool {
+        true
     }
 
     async fn put(&self, key: &str, value: &Bytes) -> Result<()> {

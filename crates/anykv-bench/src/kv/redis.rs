@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use futures::stream::{self, StreamExt};
 
 use super::{err, ChangeStream, Kv, Result};
+use crate::Workload;
 
 const REDIS_CAS: &str = r#"
 local cur = redis.call('HGET', KEYS[1], 'r')
@@ -27,6 +28,33 @@ redis.call('HSET', KEYS[1], 'v', ARGV[3], 'r', na)
 redis.call('HSET', KEYS[2], 'v', ARGV[3], 'r', nb)
 return {na, nb}
 "#;
+
+/// `put-min`: the least work a store with revisions and a change feed
+/// must do for a write, by hand. KEYS: the revision counter, the change
+/// stream, the key. ARGV: the key's name in the stream, the value, the
+/// stream's length bound. The value is stored with its revision in a
+/// header, as anykv stores it, so a `GET` returns both.
+const REDIS_PUT_MIN: &str = r#"
+local rev = redis.call('INCR', KEYS[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], rev .. '-0', 'k', ARGV[1], 't', 'p', 'v', ARGV[2])
+redis.call('SET', KEYS[3], rev .. '  \n' .. ARGV[2])
+return rev
+"#;
+
+/// `cas-min`: as `put-min`, after reading the key's revision from its
+/// header and comparing it with ARGV[4]; -1 if it differs.
+const REDIS_CAS_MIN: &str = r#"
+local cur = redis.call('GETRANGE', KEYS[3], 0, 63)
+if string.match(cur, '^(%d+) ') ~= ARGV[4] then return -1 end
+local rev = redis.call('INCR', KEYS[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], rev .. '-0', 'k', ARGV[1], 't', 'p', 'v', ARGV[2])
+redis.call('SET', KEYS[3], rev .. '  \n' .. ARGV[2])
+return rev
+"#;
+
+/// The change stream's length bound of the minimum-work scripts: anykv's
+/// default history.
+const HISTORY: usize = anykv::redis::DEFAULT_HISTORY;
 
 const REDIS_UNLOCK: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -48,6 +76,8 @@ pub struct RedisRaw {
     prefix: String,
     cas: redis::Script,
     txn2: redis::Script,
+    put_min: redis::Script,
+    cas_min: redis::Script,
     unlock: redis::Script,
     saved_notify: tokio::sync::Mutex<Option<String>>,
     next_token: std::sync::atomic::AtomicU64,
@@ -87,6 +117,8 @@ impl RedisRaw {
             prefix,
             cas: redis::Script::new(REDIS_CAS),
             txn2: redis::Script::new(REDIS_TXN2),
+            put_min: redis::Script::new(REDIS_PUT_MIN),
+            cas_min: redis::Script::new(REDIS_CAS_MIN),
             unlock: redis::Script::new(REDIS_UNLOCK),
             saved_notify: tokio::sync::Mutex::new(None),
             next_token: std::sync::atomic::AtomicU64::new(1),
@@ -99,6 +131,33 @@ impl RedisRaw {
 
     fn idx(&self) -> String {
         format!("{}:@idx", self.prefix)
+    }
+
+    /// The minimum-work scripts' revision counter and change stream.
+    fn counter_and_log(&self) -> (String, String) {
+        (
+            format!("{}:@rev", self.prefix),
+            format!("{}:@log", self.prefix),
+        )
+    }
+
+    async fn min_write(&self, key: &str, value: &Bytes, expected: Option<u64>) -> Result<i64> {
+        let (rev, log) = self.counter_and_log();
+        let mut c = self.conn.clone();
+        let script = match expected {
+            Some(_) => &self.cas_min,
+            None => &self.put_min,
+        };
+        let mut call = script.key(rev);
+        call.key(log)
+            .key(self.k(key))
+            .arg(key)
+            .arg(value.as_ref())
+            .arg(HISTORY);
+        if let Some(e) = expected {
+            call.arg(e);
+        }
+        Ok(call.invoke_async(&mut c).await?)
     }
 
     /// Deletes every key of the database that matches the glob `pattern`
@@ -133,6 +192,25 @@ impl RedisRaw {
 impl Kv for RedisRaw {
     fn label(&self) -> &'static str {
         "redis"
+    }
+
+    fn supports(&self, _workload: Workload) -> bool {
+        true
+    }
+
+    async fn put_min(&self, key: &str, value: &Bytes) -> Result<()> {
+        self.min_write(key, value, None).await?;
+        Ok(())
+    }
+
+    async fn cas_min_create(&self, key: &str, value: &Bytes) -> Result<u64> {
+        let r = self.min_write(key, value, None).await?;
+        u64::try_from(r).map_err(|_| err(format!("redis: creating {key} failed")))
+    }
+
+    async fn cas_min(&self, key: &str, value: &Bytes, expected: u64) -> Result<u64> {
+        let r = self.min_write(key, value, Some(expected)).await?;
+        u64::try_from(r).map_err(|_| err(format!("redis: compare-and-swap of {key} failed")))
     }
 
     async fn put(&self, key: &str, value: &Bytes) -> Result<()> {
