@@ -409,6 +409,31 @@ pub(crate) fn lease_error(e: Error, lease: i64) -> Error {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ttl_keys_are_remembered_until_their_leases_can_lapse() {
+        let mut t = TtlKeys::default();
+        assert!(!t.may_have("a"));
+        t.wrote("a", Duration::from_secs(30));
+        assert!(t.may_have("a"));
+        assert!(!t.may_have("b"));
+        t.forget("a");
+        assert!(!t.may_have("a"));
+        // Lapsed entries are pruned once the map has doubled.
+        for i in 0..2000 {
+            t.wrote(&format!("k{i}"), Duration::from_secs(30));
+        }
+        assert!(t.deadlines.len() <= 2000);
+        t.deadlines
+            .values_mut()
+            .for_each(|d| *d = Instant::now() - Duration::from_secs(1));
+        assert!(!t.may_have("k1"));
+        for i in 0..3000 {
+            t.wrote(&format!("n{i}"), Duration::from_secs(30));
+        }
+        assert!(t.deadlines.len() <= 3000, "{}", t.deadlines.len());
+        assert!(t.may_have("n2999"));
+    }
+
     use super::*;
 
     #[test]
@@ -416,5 +441,49 @@ mod tests {
         assert_eq!(lease_seconds(Duration::from_millis(1)), 2);
         assert_eq!(lease_seconds(Duration::from_millis(2500)), 3);
         assert_eq!(lease_seconds(Duration::from_secs(10)), 10);
+    }
+}
+
+/// Keys this store wrote with a TTL, and until when their TTL leases can
+/// live. etcd names a key's lease only in the previous pair (`prev_kv`),
+/// which costs a plain put about a tenth of its speed; so a plain put asks
+/// for it (and retires the TTL lease it replaces) only for the keys listed
+/// here. A TTL key another store wrote and this store overwrites keeps its
+/// lease until the lease's TTL ends: the lease then binds nothing but its
+/// marker, and expires with it.
+#[derive(Debug, Default)]
+pub(crate) struct TtlKeys {
+    deadlines: HashMap<String, Instant>,
+    /// The size after the last pruning: the map is pruned of lapsed
+    /// entries whenever it has doubled since.
+    pruned: usize,
+}
+
+impl TtlKeys {
+    /// `full` was written with a lease of `ttl` (as granted, at most).
+    pub(crate) fn wrote(&mut self, full: &str, ttl: Duration) {
+        let now = Instant::now();
+        // Granted TTLs are whole seconds, at least `MIN_TTL`: a deadline a
+        // little late only costs one more put a previous pair.
+        let until = now + ttl.max(MIN_TTL) + Duration::from_secs(1);
+        self.deadlines.insert(full.to_owned(), until);
+        if self.deadlines.len() > 2 * self.pruned.max(512) {
+            self.deadlines.retain(|_, d| *d > now);
+            self.pruned = self.deadlines.len();
+        }
+    }
+
+    /// Whether `full` may still have a TTL lease this store granted.
+    pub(crate) fn may_have(&self, full: &str) -> bool {
+        !self.deadlines.is_empty()
+            && self
+                .deadlines
+                .get(full)
+                .is_some_and(|d| *d > Instant::now())
+    }
+
+    /// `full` was written without a TTL (or deleted).
+    pub(crate) fn forget(&mut self, full: &str) {
+        self.deadlines.remove(full);
     }
 }

@@ -77,8 +77,25 @@ pub(crate) struct Member {
     url: String,
     /// Its client, once one was built (kept for the store's life: the
     /// client reconnects by itself).
-    client: OnceLock<Client>,
+    client: OnceLock<Arc<MemberClient>>,
     health: Mutex<Health>,
+}
+
+/// A member's client and its key-value service, built once: a request
+/// takes a reference to them, not a copy of every service's handle.
+pub(crate) struct MemberClient {
+    client: Client,
+    kv: KvClient,
+}
+
+impl MemberClient {
+    fn new(client: Client) -> Self {
+        let kv = client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        MemberClient { client, kv }
+    }
 }
 
 /// The members of one store and what connects them to the tasks and
@@ -154,14 +171,14 @@ impl Members {
 
     /// Member `i`'s client, if it has one.
     pub fn client(&self, i: usize) -> Option<Client> {
-        self.members.get(i)?.client.get().cloned()
+        Some(self.members.get(i)?.client.get()?.client.clone())
     }
 
     /// Gives member `i` its client (the first one set stays).
     pub fn set_client(&self, i: usize, client: Client) -> Option<Client> {
         let m = self.members.get(i)?;
-        let _ = m.client.set(client);
-        m.client.get().cloned()
+        let _ = m.client.set(Arc::new(MemberClient::new(client)));
+        Some(m.client.get()?.client.clone())
     }
 
     /// Every member's state, in endpoint order.
@@ -278,6 +295,21 @@ impl Members {
     }
 
     fn pick_among(self: &Arc<Self>, avoid: &[usize], or_avoided: bool) -> Option<Conn> {
+        if let [only] = &self.members[..] {
+            // One endpoint: nothing to choose (and nothing probed).
+            if !or_avoided && avoid.contains(&0) {
+                return None;
+            }
+            let client = only.client.get()?.clone();
+            let h = *only.health.lock();
+            return Some(Conn {
+                members: self.clone(),
+                index: 0,
+                client,
+                downs: h.downs,
+                leader_id: h.leader_id,
+            });
+        }
         let candidates: Vec<Candidate> = self
             .members
             .iter()
@@ -291,7 +323,7 @@ impl Members {
             .collect();
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         let index = choose(&candidates, turn, or_avoided)?;
-        let client = self.client(index)?;
+        let client = self.members.get(index)?.client.get()?.clone();
         let h = self.health(index);
         Some(Conn {
             members: self.clone(),
@@ -452,7 +484,7 @@ impl Drop for Members {
 pub(crate) struct Conn {
     members: Arc<Members>,
     index: usize,
-    client: Client,
+    client: Arc<MemberClient>,
     /// The member's count of downs when it was chosen.
     downs: u64,
     /// The leader it named then (0: unknown).
@@ -472,20 +504,18 @@ impl Conn {
 
     /// The key-value service, without a message size limit of its own.
     pub fn kv(&self) -> KvClient {
-        self.client
-            .kv_client()
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE)
+        self.client.kv.clone()
     }
 
     /// The lease service.
     pub fn leases(&self) -> LeaseClient {
-        self.client.lease_client()
+        self.client.client.lease_client()
     }
 
     /// The watch service, without a message size limit of its own.
     pub fn watches(&self) -> WatchClient {
         self.client
+            .client
             .watch_client()
             .max_decoding_message_size(MAX_MESSAGE)
     }

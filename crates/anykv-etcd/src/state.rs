@@ -23,6 +23,8 @@ pub(crate) struct StoreState {
     pub leases: LeaseTable,
     /// The leases of the locks held.
     pub locks: LeaseTable,
+    /// Keys this store wrote with a TTL (see [`crate::lease::TtlKeys`]).
+    pub ttl_keys: parking_lot::Mutex<crate::lease::TtlKeys>,
 }
 
 impl Drop for StoreState {

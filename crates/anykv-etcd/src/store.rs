@@ -83,6 +83,7 @@ impl EtcdStore {
                 watches,
                 leases: Arc::new(Mutex::new(HashMap::new())),
                 locks: Arc::new(Mutex::new(HashMap::new())),
+                ttl_keys: Mutex::new(Default::default()),
             }),
         })
     }
@@ -198,19 +199,31 @@ impl EtcdStore {
         let KeyNames { full, canonical } = self.open_key(key)?;
         check_write(BACKEND, &canonical, value.len(), MAX_VALUE_SIZE, &options)?;
         let (lease, mut ops) = self.write_lease(&options).await?;
+        // The previous pair names the TTL lease a write replaces; a plain
+        // put asks for it only where this store wrote a TTL.
+        let had_ttl = self.state.ttl_keys.lock().may_have(&full);
+        let plain = expected.is_none() && ops.is_empty();
         let put_opts = {
-            let o = EtcdPutOptions::new().with_prev_key();
+            let o = if had_ttl || !plain {
+                EtcdPutOptions::new().with_prev_key()
+            } else {
+                EtcdPutOptions::new()
+            };
             if lease != 0 {
                 o.with_lease(lease)
             } else {
                 o
             }
         };
-        if expected.is_none() && ops.is_empty() {
+        if plain {
             // Nothing to compare and no TTL marker to write with the key:
             // a plain put, which etcd applies at about twice the rate of a
             // transaction.
-            return self.plain_put(full, value, put_opts, lease).await;
+            let rev = self.plain_put(&full, value, put_opts, lease).await?;
+            if had_ttl {
+                self.state.ttl_keys.lock().forget(&full);
+            }
+            return Ok(rev);
         }
         ops.insert(0, TxnOp::put(full.clone(), value.to_vec(), Some(put_opts)));
         let compares = match expected {
@@ -240,6 +253,11 @@ impl EtcdStore {
             return Err(swap_error(&canonical, expected.flatten(), &resp));
         }
         let rev = header_revision(resp.header())?;
+        match options.ttl {
+            Some(ttl) => self.state.ttl_keys.lock().wrote(&full, ttl),
+            None if had_ttl => self.state.ttl_keys.lock().forget(&full),
+            None => {}
+        }
         // Retiring the old lease is best effort: the write succeeded.
         for op in op_responses(&resp).unwrap_or_default() {
             if let TxnOpResponse::Put(p) = op {
@@ -253,10 +271,10 @@ impl EtcdStore {
     }
 
     /// An unconditional put without bookkeeping ops: its previous pair
-    /// (for `retire_ttl_lease`) comes back with `prev_kv`.
+    /// (for `retire_ttl_lease`) comes back when `put_opts` ask for it.
     async fn plain_put(
         &self,
-        full: String,
+        full: &str,
         value: Bytes,
         put_opts: EtcdPutOptions,
         lease: i64,
@@ -265,7 +283,7 @@ impl EtcdStore {
             .client()
             .send("put", |c| {
                 let mut kv = c.kv();
-                let (k, v, o) = (full.clone(), value.to_vec(), put_opts.clone());
+                let (k, v, o) = (full.to_owned(), value.to_vec(), put_opts.clone());
                 async move { kv.put(k, v, Some(o)).await }
             })
             .await
