@@ -157,6 +157,14 @@ impl MemoryStore {
     /// Fails with `Closed` after close; while the store is frozen, waits
     /// until it runs again or the request timeout passes (`Timeout`).
     async fn ready(&self) -> Result<()> {
+        // A call that never waits would let a loop of calls hold its
+        // runtime thread for ever: one call in 1,024 on a thread yields
+        // first, so such a loop gives other tasks their turn at least
+        // every millisecond or so, as tokio's own locks and channels do
+        // once a task's budget is spent.
+        if yield_turn() {
+            tokio::task::yield_now().await;
+        }
         self.inner.owner.ensure_open()?;
         let gate = &self.inner.shared.gate;
         if gate.is_paused() {
@@ -374,4 +382,16 @@ pub fn compact(store: &dyn Store, revision: u64) -> Result<()> {
         .downcast_ref::<MemoryStore>()
         .ok_or_else(|| Error::InvalidArgument(format!("{store:?} is not a memory store")))?
         .compact(revision)
+}
+
+/// Whether this call of the thread is the one in 1,024 that yields first.
+fn yield_turn() -> bool {
+    thread_local! {
+        static CALLS: std::cell::Cell<u16> = const { std::cell::Cell::new(0) };
+    }
+    CALLS.with(|c| {
+        let n = c.get().wrapping_add(1);
+        c.set(n);
+        n % 1024 == 0
+    })
 }

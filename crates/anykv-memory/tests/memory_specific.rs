@@ -346,3 +346,30 @@ async fn passwords_never_reach_errors() {
         assert!(!e.to_string().contains("ter2"), "{e}");
     }
 }
+
+/// A loop of calls that never wait still gives other tasks of its thread
+/// their turn: on a one-thread runtime, a task spawned before a loop of
+/// 20,000 reads runs before the loop ends.
+#[tokio::test(flavor = "current_thread")]
+async fn a_loop_of_calls_lets_other_tasks_run() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let store = anykv_memory::MemoryStore::new();
+    store
+        .put("k", "v".into(), anykv_core::PutOptions::new())
+        .await
+        .unwrap();
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = ran.clone();
+    let other = tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+    let mut seen_at = None;
+    for i in 0..20_000 {
+        assert!(store.get("k").await.unwrap().is_some());
+        if seen_at.is_none() && ran.load(Ordering::SeqCst) {
+            seen_at = Some(i);
+        }
+    }
+    other.await.unwrap();
+    let at = seen_at.expect("the other task never ran during the loop");
+    assert!(at < 2_100, "the other task ran only after {at} calls");
+}
