@@ -17,7 +17,10 @@
 //! **Metrics** (install any `metrics` recorder, such as
 //! `metrics-exporter-prometheus`, before opening stores: each store takes
 //! its handles when it opens; without a recorder they cost next to
-//! nothing):
+//! nothing, and when neither a recorder nor a `tracing` subscriber that
+//! takes `DEBUG` is there, `get`, `put`, `delete`, `exists`, `list` and
+//! `atomic_put` are not even timed: the backend's call is returned as it
+//! is):
 //!
 //! | name | kind | labels | what |
 //! |---|---|---|---|
@@ -55,6 +58,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::Stream;
 use tracing::Instrument;
 
@@ -91,10 +95,14 @@ pub fn observe(store: Arc<dyn Store>) -> Arc<dyn Store> {
             ),
         })
         .collect();
+    // The no-op recorder (none installed) is the only one without state
+    // of its own.
+    let metrics_live = metrics::with_recorder(|r| std::mem::size_of_val(r) != 0);
     Arc::new(Observed {
         inner: store,
         backend,
         meters,
+        metrics_live,
     })
 }
 
@@ -159,12 +167,22 @@ pub struct Observed {
     inner: Arc<dyn Store>,
     backend: &'static str,
     meters: Vec<Meter>,
+    /// Whether a metrics recorder was installed when the store was
+    /// wrapped.
+    metrics_live: bool,
 }
 
 impl Observed {
     /// The wrapped store.
     pub fn inner(&self) -> &Arc<dyn Store> {
         &self.inner
+    }
+
+    /// Whether a call would record nothing: no metrics recorder, and no
+    /// `tracing` subscriber that takes `DEBUG`. The hot calls then hand
+    /// the backend's future back as it is, without timing it.
+    fn quiet(&self) -> bool {
+        !self.metrics_live && !tracing::level_enabled!(tracing::Level::DEBUG)
     }
 
     /// Runs one call inside its span and records it; `revision` picks
@@ -293,30 +311,75 @@ impl Store for Observed {
         self.inner.as_any()
     }
 
-    async fn get(&self, key: &str) -> Result<Option<KvPair>> {
+    fn get<'a, 'k, 'f>(&'a self, key: &'k str) -> BoxFuture<'f, Result<Option<KvPair>>>
+    where
+        'a: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        let f = self.inner.get(key);
+        if self.quiet() {
+            return f;
+        }
         let rev = |p: &Option<KvPair>| p.as_ref().map(|p| p.revision);
-        self.call(Op::Get, Some(key), rev, self.inner.get(key))
-            .await
+        Box::pin(self.call(Op::Get, Some(key), rev, f))
     }
 
-    async fn put(&self, key: &str, value: Bytes, options: PutOptions) -> Result<u64> {
+    fn put<'a, 'k, 'f>(
+        &'a self,
+        key: &'k str,
+        value: Bytes,
+        options: PutOptions,
+    ) -> BoxFuture<'f, Result<u64>>
+    where
+        'a: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
         let f = self.inner.put(key, value, options);
-        self.call(Op::Put, Some(key), |r| Some(*r), f).await
+        if self.quiet() {
+            return f;
+        }
+        Box::pin(self.call(Op::Put, Some(key), |r| Some(*r), f))
     }
 
-    async fn delete(&self, key: &str) -> Result<bool> {
-        self.call(Op::Delete, Some(key), none, self.inner.delete(key))
-            .await
+    fn delete<'a, 'k, 'f>(&'a self, key: &'k str) -> BoxFuture<'f, Result<bool>>
+    where
+        'a: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        let f = self.inner.delete(key);
+        if self.quiet() {
+            return f;
+        }
+        Box::pin(self.call(Op::Delete, Some(key), none, f))
     }
 
-    async fn exists(&self, key: &str) -> Result<bool> {
-        self.call(Op::Exists, Some(key), none, self.inner.exists(key))
-            .await
+    fn exists<'a, 'k, 'f>(&'a self, key: &'k str) -> BoxFuture<'f, Result<bool>>
+    where
+        'a: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        let f = self.inner.exists(key);
+        if self.quiet() {
+            return f;
+        }
+        Box::pin(self.call(Op::Exists, Some(key), none, f))
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<KvPair>> {
-        self.call(Op::List, Some(prefix), none, self.inner.list(prefix))
-            .await
+    fn list<'a, 'k, 'f>(&'a self, prefix: &'k str) -> BoxFuture<'f, Result<Vec<KvPair>>>
+    where
+        'a: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        let f = self.inner.list(prefix);
+        if self.quiet() {
+            return f;
+        }
+        Box::pin(self.call(Op::List, Some(prefix), none, f))
     }
 
     async fn list_with(&self, prefix: &str, options: ListOptions) -> Result<Vec<KvPair>> {
@@ -329,15 +392,23 @@ impl Store for Observed {
         self.call(Op::DeleteTree, Some(prefix), none, f).await
     }
 
-    async fn atomic_put(
-        &self,
-        key: &str,
+    fn atomic_put<'a, 'k, 'f>(
+        &'a self,
+        key: &'k str,
         value: Bytes,
         expected: Option<u64>,
         options: PutOptions,
-    ) -> Result<u64> {
+    ) -> BoxFuture<'f, Result<u64>>
+    where
+        'a: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
         let f = self.inner.atomic_put(key, value, expected, options);
-        self.call(Op::AtomicPut, Some(key), |r| Some(*r), f).await
+        if self.quiet() {
+            return f;
+        }
+        Box::pin(self.call(Op::AtomicPut, Some(key), |r| Some(*r), f))
     }
 
     async fn atomic_delete(&self, key: &str, expected: u64) -> Result<()> {
