@@ -361,7 +361,7 @@ impl RedisClient {
             .unwrap_or_else(Instant::now);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let handle = match tokio::time::timeout(left, self.link.get(lane)).await {
+            let handle = match self.handle(lane, left).await {
                 Ok(Ok(h)) => h,
                 Ok(Err(e)) => {
                     self.failed(None, None);
@@ -431,6 +431,22 @@ impl RedisClient {
         .await
     }
 
+    /// A connection of `lane`, waiting at most `limit` for one (only a
+    /// Sentinel link that is finding its primary waits; the others answer
+    /// at once, without a timer).
+    async fn handle(
+        &self,
+        lane: Lane,
+        limit: Duration,
+    ) -> std::result::Result<Result<Handle>, tokio::time::error::Elapsed> {
+        let get = self.link.get(lane);
+        futures::pin_mut!(get);
+        if let Some(ready) = futures::FutureExt::now_or_never(&mut get) {
+            return Ok(ready);
+        }
+        tokio::time::timeout(limit, get).await
+    }
+
     /// Sends a read-only command, retrying transient failures within the
     /// timeout.
     pub(crate) async fn read_command(&self, cmd: &redis::Cmd, what: &str) -> Result<Value> {
@@ -443,11 +459,10 @@ impl RedisClient {
     /// Sends a command once, within the timeout.
     pub(crate) async fn command_once(&self, cmd: &redis::Cmd, what: &str) -> Result<Value> {
         let started = Instant::now();
-        let handle =
-            match tokio::time::timeout(self.request_timeout, self.link.get(Lane::Main)).await {
-                Ok(h) => h?,
-                Err(_) => return Err(self.timed_out(what)),
-            };
+        let handle = match self.handle(Lane::Main, self.request_timeout).await {
+            Ok(h) => h?,
+            Err(_) => return Err(self.timed_out(what)),
+        };
         let mut conn = handle.conn.clone();
         let left = self.request_timeout.saturating_sub(started.elapsed());
         match tokio::time::timeout(left, cmd.query_async::<Value>(&mut conn)).await {
@@ -478,7 +493,7 @@ impl RedisClient {
             .unwrap_or_else(Instant::now);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let err = match tokio::time::timeout(left, self.link.get(Lane::Main)).await {
+            let err = match self.handle(Lane::Main, left).await {
                 Err(_) => {
                     self.failed(None, None);
                     return Err(self.timed_out(what));
