@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 
 use crate::kv::{AnykvKv, EtcdRaw, Kv, MemoryBaseline, OpenDal, RedisRaw, ZkRaw};
 use crate::recipes;
-use crate::report::check_row;
+use crate::report::{check_row, check_zookeeper_watch};
 use crate::workloads::{cleanup, ops_for, setup, watch_op, Ops};
 use crate::{kv, load, sys};
 use crate::{
@@ -325,6 +325,9 @@ pub async fn run(config: &BenchConfig) -> Result<Report> {
         opendal,
     };
     let result = measure(config, backend, &url, &sides, &anykv_prefix, &mut report).await;
+    if backend == Backend::Zookeeper {
+        check_zookeeper_watch(&mut report.rows);
+    }
     let t = Instant::now();
     say(config, "cleaning up");
     let clean_a = cleanup(&sides.anykv, config).await;

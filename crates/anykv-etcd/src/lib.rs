@@ -246,6 +246,12 @@
 //!   client). Revoke, drop and close delete the keys one by one first, and
 //!   TTL keys each have a lease of their own, so only expiry (and foreign
 //!   writers) produce such events.
+//! - A TTL key has a lease of its own. A plain `put` over it retires that
+//!   lease at once when this store wrote the TTL (it then asks etcd for
+//!   the previous pair, which names the lease; other plain puts do not,
+//!   as that costs a put about a tenth of its speed). Over a TTL key that
+//!   another store wrote, the old lease stays until its TTL ends, bound
+//!   to nothing but its marker, and then expires.
 //! - [`compact`] (the conformance suite's hook) compacts the whole etcd
 //!   cluster, not just the store's root.
 //! - A write whose outcome is unknown (it timed out, or its connection

@@ -7,6 +7,16 @@
 //! appends a change record to a Redis stream. Nothing depends on keyspace
 //! notifications or `CONFIG SET`, and nothing ever scans the keyspace.
 //!
+//! A key is one Redis string: a short header (revision, TTL deadline,
+//! lease) and then the value, so `get` is a single plain `GET`. Writes
+//! that arrive while earlier ones are on their way to the server (at most
+//! two script runs at once) go out together in one run of the write
+//! script, each with its own revision, change record and result: at high
+//! concurrency the server pays the script's fixed cost and the failover
+//! check once per run, not once per write. A namespace written by an
+//! earlier version in its earlier layout (a hash per key) is refused at
+//! open with a `Config` error that names the layout; it is left as it was.
+//!
 //! Open a store by URL, write and read, watch a tree and take a lock
 //! (`tests/front_page.rs` runs this same code against a real server):
 //!
@@ -234,10 +244,10 @@
 //! Redis 7.0 or later (scripts that call `TIME` before writing, `XADD`
 //! with `<ms>-*` IDs, exclusive stream ranges). An ACL user needs the key
 //! pattern `~{ns}:*` and the commands `EVALSHA`, `SCRIPT|LOAD`, `XREAD`,
-//! `SELECT` (a database other than 0), `HMGET` (`get` sends it directly),
-//! plus those the scripts call: `TIME INCR GET SET PTTL PEXPIRE DEL HMGET
-//! HGET HSET HDEL ZADD ZREM ZSCORE ZRANGEBYLEX ZRANGEBYSCORE SADD SREM
-//! SMEMBERS XADD XRANGE XREVRANGE EXISTS`, and `INFO` for the failover
+//! `SELECT` (a database other than 0), `GET` (`get` sends it directly),
+//! plus those the scripts call: `TIME INCR GET GETRANGE SET PTTL PEXPIRE
+//! DEL ZADD ZREM ZSCORE ZRANGEBYLEX ZRANGEBYSCORE SADD SREM SMEMBERS XADD
+//! XRANGE XREVRANGE EXISTS`, and `INFO` for the failover
 //! check. On one server `INFO` may be forbidden: the store then opens
 //! without the check (and logs a warning), and a restart that loses
 //! writes may make it hand out revisions again; Sentinel and Cluster

@@ -3,12 +3,14 @@
 //!
 //! Writes are scripts (`EVALSHA`) that check their conditions (CAS,
 //! create-only, the lease) before their first write, so a failed condition
-//! writes nothing. Reads take the cheapest path that keeps them exact:
-//! `get` is one `HMGET` of the key's hash, and only a key with a TTL
-//! deadline (whose liveness needs the server's clock) is read again by the
-//! read script; `list` is one script (`ZRANGEBYLEX` and an `HMGET` per key,
-//! as of one instant) that reads the clock only if a listed key has a
-//! deadline.
+//! writes nothing; `put` and `atomic_put` calls that meet others on their
+//! way share one run of the script (see `batch.rs`). Reads take the
+//! cheapest path that keeps them exact: `get` is one `GET` of the key's
+//! record (its header carries the revision and the deadline), and only a
+//! key with a TTL deadline (whose liveness needs the server's clock) is
+//! read again by the read script; `list` is one script (`ZRANGEBYLEX` and
+//! a `GET` per key, as of one instant) that reads the clock only if a
+//! listed key has a deadline.
 
 use std::any::Any;
 use std::fmt;
