@@ -245,7 +245,7 @@
 //! with `<ms>-*` IDs, exclusive stream ranges). An ACL user needs the key
 //! pattern `~{ns}:*` and the commands `EVALSHA`, `SCRIPT|LOAD`, `XREAD`,
 //! `SELECT` (a database other than 0), `GET` (`get` sends it directly),
-//! plus those the scripts call: `TIME INCR GET GETRANGE SET PTTL PEXPIRE
+//! plus those the scripts call: `TIME INCR GET MGET GETRANGE SET PTTL PEXPIRE
 //! DEL ZADD ZREM ZSCORE ZRANGEBYLEX ZRANGEBYSCORE SADD SREM SMEMBERS XADD
 //! XRANGE XREVRANGE EXISTS`, and `INFO` for the failover
 //! check. On one server `INFO` may be forbidden: the store then opens

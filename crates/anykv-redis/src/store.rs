@@ -9,7 +9,7 @@
 //! record (its header carries the revision and the deadline), and only a
 //! key with a TTL deadline (whose liveness needs the server's clock) is
 //! read again by the read script; `list` is one script (`ZRANGEBYLEX` and
-//! a `GET` per key, as of one instant) that reads the clock only if a
+//! an `MGET` per 256 keys, as of one instant) that reads the clock only if a
 //! listed key has a deadline.
 
 use std::any::Any;
@@ -410,17 +410,28 @@ async fn read_page(
         )
         .await?;
     let a = as_array(v).ok_or_else(|| unexpected_reply("list"))?;
-    let mut it = a.into_iter().skip(1);
-    let mut pairs = Vec::new();
-    while let (Some(k), Some(v), Some(r)) = (it.next(), it.next(), it.next()) {
+    records(s, a.into_iter().skip(1), "list")
+}
+
+/// The pairs of the read script's `{key, record, ...}`.
+fn records(
+    s: &StoreState,
+    mut it: impl ExactSizeIterator<Item = Value>,
+    what: &str,
+) -> Result<Vec<KvPair>> {
+    let mut pairs = Vec::with_capacity(it.len() / 2);
+    while let (Some(k), Some(record)) = (it.next(), it.next()) {
         let k = into_bytes(k)
             .and_then(|k| String::from_utf8(k).ok())
-            .ok_or_else(|| unexpected_reply("list"))?;
-        let revision = as_u64(&r).ok_or_else(|| unexpected_reply("list"))?;
+            .ok_or_else(|| unexpected_reply(what))?;
+        let record = into_bytes(record).ok_or_else(|| unexpected_reply(what))?;
+        let header = parse_record(&record).ok_or_else(|| unexpected_reply(what))?;
+        let mut value = Bytes::from(record);
+        value.advance(header.value_at);
         pairs.push(KvPair {
             key: s.layout.relative_owned(k),
-            value: Bytes::from(into_bytes(v).unwrap_or_default()),
-            revision,
+            value,
+            revision: header.revision,
         });
     }
     Ok(pairs)
@@ -451,20 +462,7 @@ async fn read_pairs(
         .as_ref()
         .and_then(as_u64)
         .ok_or_else(|| unexpected_reply(what))?;
-    let mut pairs = Vec::with_capacity(it.len() / 3);
-    while let (Some(k), Some(v), Some(r)) = (it.next(), it.next(), it.next()) {
-        let k = into_bytes(k)
-            .and_then(|k| String::from_utf8(k).ok())
-            .ok_or_else(|| unexpected_reply(what))?;
-        let value = into_bytes(v).unwrap_or_default();
-        let revision = as_u64(&r).ok_or_else(|| unexpected_reply(what))?;
-        pairs.push(KvPair {
-            key: s.layout.relative_owned(k),
-            value: Bytes::from(value),
-            revision,
-        });
-    }
-    Ok((rev, pairs))
+    Ok((rev, records(s, it, what)?))
 }
 
 #[async_trait]

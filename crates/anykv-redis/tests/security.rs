@@ -56,7 +56,7 @@ async fn acl_users() {
             // Exactly the commands the crate documentation lists; no
             // CONFIG, no KEYS or SCAN: the backend never needs them.
             rules: "~{anykv}:* -@all +evalsha +script|load +xread +select \
-                    +time +incr +get +getrange +set +pttl +pexpire +del +zadd \
+                    +time +incr +get +mget +getrange +set +pttl +pexpire +del +zadd \
                     +zrem +zscore +zrangebylex +zrangebyscore +sadd +srem +smembers +xadd \
                     +xrange +xrevrange +exists"
                 .into(),
