@@ -27,9 +27,10 @@ struct Args {
     #[arg(long, env = "ANYKV_URL", default_value = "memory://")]
     url: String,
 
-    /// Workloads (repeat or comma-separate): get, put, cas, txn, list,
-    /// watch-latency, lock, mixed, election-failover, discovery, watch-under-load,
-    /// watch-resources. Default: all.
+    /// Workloads (repeat or comma-separate): get, put, put-min, cas, cas-min,
+    /// txn, list, watch-latency, lock, mixed, election-failover, discovery,
+    /// watch-under-load, watch-resources (put-min and cas-min on Redis only).
+    /// Default: all.
     #[arg(long = "workload", value_delimiter = ',')]
     workloads: Vec<String>,
 
