@@ -102,29 +102,19 @@ struct PutOp {
     rng: Rng,
     keys: usize,
     value: Bytes,
+    /// `put-min` rather than `put`.
+    min: bool,
 }
 
 #[async_trait]
 impl Op for PutOp {
     async fn run(&mut self) -> Result<Option<Vec<Duration>>> {
         let key = put_key(self.rng.below(self.keys));
-        self.kv.put(&key, &self.value).await?;
-        Ok(None)
-    }
-}
-
-struct PutMinOp {
-    kv: Arc<dyn Kv>,
-    rng: Rng,
-    keys: usize,
-    value: Bytes,
-}
-
-#[async_trait]
-impl Op for PutMinOp {
-    async fn run(&mut self) -> Result<Option<Vec<Duration>>> {
-        let key = put_key(self.rng.below(self.keys));
-        self.kv.put_min(&key, &self.value).await?;
+        if self.min {
+            self.kv.put_min(&key, &self.value).await?;
+        } else {
+            self.kv.put(&key, &self.value).await?;
+        }
         Ok(None)
     }
 }
@@ -315,17 +305,12 @@ pub(crate) async fn ops_for(
                 rng: Rng::new(seed),
                 keys: config.keys,
             }),
-            Workload::Put => Box::new(PutOp {
+            Workload::Put | Workload::PutMin => Box::new(PutOp {
                 kv,
                 rng: Rng::new(seed),
                 keys: config.keys,
                 value: value(),
-            }),
-            Workload::PutMin => Box::new(PutMinOp {
-                kv,
-                rng: Rng::new(seed),
-                keys: config.keys,
-                value: value(),
+                min: workload == Workload::PutMin,
             }),
             Workload::Cas | Workload::CasMin => {
                 let min = workload == Workload::CasMin;

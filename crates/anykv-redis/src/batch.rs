@@ -24,11 +24,10 @@ use parking_lot::Mutex;
 use redis::Value;
 use tokio::sync::oneshot;
 
-use crate::client::{Durability, Replicas, Written};
+use crate::client::{Durability, RedisClient, Replicas, Written};
 use crate::config::BACKEND;
 use crate::reply::{as_array, unexpected_reply};
 use crate::scripts;
-use crate::state::StoreState;
 
 /// Script runs on their way to the server at once; further writes queue.
 pub(crate) const MAX_IN_FLIGHT: usize = 2;
@@ -78,10 +77,20 @@ struct Waiting {
     deadline: Instant,
 }
 
-/// The queue of a store's writes.
-#[derive(Default)]
+/// The queue of a store's writes, and the client that sends them.
 pub(crate) struct Batcher {
+    client: Arc<RedisClient>,
     inner: Mutex<Queue>,
+}
+
+impl Batcher {
+    /// An empty queue in front of `client`.
+    pub(crate) fn new(client: Arc<RedisClient>) -> Self {
+        Batcher {
+            client,
+            inner: Mutex::default(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -92,11 +101,11 @@ struct Queue {
 
 /// Sends `write`, alone at once if a run is free, else with the writes
 /// queued beside it when one comes back.
-pub(crate) async fn put(state: &Arc<StoreState>, write: PutWrite) -> PutOutcome {
-    let timeout = state.client.request_timeout();
+pub(crate) async fn put(batcher: &Arc<Batcher>, write: PutWrite) -> PutOutcome {
+    let timeout = batcher.client.request_timeout();
     let mut write = Some(write);
     let queued = {
-        let mut q = state.batcher.inner.lock();
+        let mut q = batcher.inner.lock();
         if q.in_flight < MAX_IN_FLIGHT {
             q.in_flight += 1;
             None
@@ -113,8 +122,8 @@ pub(crate) async fn put(state: &Arc<StoreState>, write: PutWrite) -> PutOutcome 
     let rx = match (queued, write) {
         (Some(rx), _) => rx,
         (None, Some(write)) => {
-            let slot = Slot(state.clone());
-            let mut outcome = run(state, vec![write]).await;
+            let slot = Slot(batcher.clone());
+            let mut outcome = run(&batcher.client, vec![write]).await;
             drop(slot);
             return outcome
                 .pop()
@@ -142,7 +151,7 @@ pub(crate) async fn put(state: &Arc<StoreState>, write: PutWrite) -> PutOutcome 
 
 /// A run's place: given back when the run ends or is dropped (its caller
 /// cancelled, its runtime shut down), which sends what queued meanwhile.
-struct Slot(Arc<StoreState>);
+struct Slot(Arc<Batcher>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -152,9 +161,9 @@ impl Drop for Slot {
 
 /// After a run: sends what queued meanwhile as the next run, or frees the
 /// run's place.
-fn next(state: &Arc<StoreState>) {
+fn next(batcher: &Arc<Batcher>) {
     let batch = {
-        let mut q = state.batcher.inner.lock();
+        let mut q = batcher.inner.lock();
         let now = Instant::now();
         // Writes whose callers gave up are not sent.
         q.waiting
@@ -174,7 +183,7 @@ fn next(state: &Arc<StoreState>) {
         }
         q.waiting.drain(..n).collect::<Vec<_>>()
     };
-    let slot = Slot(state.clone());
+    let slot = Slot(batcher.clone());
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         // No runtime to send them on: their callers hear that the run
         // stopped, and the place passes on.
@@ -184,7 +193,7 @@ fn next(state: &Arc<StoreState>) {
     runtime.spawn(async move {
         let (writes, replies): (Vec<PutWrite>, Vec<oneshot::Sender<PutOutcome>>) =
             batch.into_iter().map(|w| (w.write, w.reply)).unzip();
-        let outcomes = run(&slot.0, writes).await;
+        let outcomes = run(&slot.0.client, writes).await;
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             let _ = reply.send(outcome);
         }
@@ -193,7 +202,7 @@ fn next(state: &Arc<StoreState>) {
 }
 
 /// One run of the write script for `writes`: one outcome per write.
-async fn run(state: &StoreState, writes: Vec<PutWrite>) -> Vec<PutOutcome> {
+async fn run(client: &RedisClient, writes: Vec<PutWrite>) -> Vec<PutOutcome> {
     let n = writes.len();
     let count = n.to_string();
     let numbers: Vec<[String; 3]> = writes
@@ -223,8 +232,7 @@ async fn run(state: &StoreState, writes: Vec<PutWrite>) -> Vec<PutOutcome> {
     } else {
         format!("{} writes sent together", n)
     };
-    let result = state
-        .client
+    let result = client
         .write_script(&scripts::PUT, &args, name.as_str(), Durability::Replicated)
         .await;
     match result {

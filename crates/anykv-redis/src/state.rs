@@ -3,10 +3,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::{watch, Notify};
 
+use crate::batch::Batcher;
 use crate::client::RedisClient;
 use crate::config::RedisConfig;
 use crate::feed::ChangeFeed;
@@ -21,7 +23,7 @@ pub(crate) struct StoreState {
     /// The store's names on the server.
     pub(crate) layout: Layout,
     /// The connection, and the closed flag.
-    pub(crate) client: RedisClient,
+    pub(crate) client: Arc<RedisClient>,
     /// Set once, on close: stops the reader and the sweep.
     pub(crate) shutdown: watch::Sender<bool>,
     /// The watch reader's position and whom it delivers to.
@@ -46,7 +48,7 @@ pub(crate) struct StoreState {
     /// primary that lacks the lease or the lock.
     pub(crate) recheck: Notify,
     /// `put` and `atomic_put` calls waiting to be sent together.
-    pub(crate) batcher: crate::batch::Batcher,
+    pub(crate) batcher: Arc<Batcher>,
 }
 
 /// A lock this store holds.
@@ -71,9 +73,11 @@ impl StoreState {
         revision: u64,
     ) -> Self {
         let (shutdown, _) = watch::channel(false);
+        let client = Arc::new(client);
         StoreState {
             config,
             layout,
+            batcher: Arc::new(Batcher::new(client.clone())),
             client,
             shutdown,
             feed: Mutex::new(ChangeFeed::new(revision)),
@@ -85,7 +89,6 @@ impl StoreState {
             wake_reader: Notify::new(),
             epoch: Mutex::new(epoch),
             recheck: Notify::new(),
-            batcher: Default::default(),
         }
     }
 

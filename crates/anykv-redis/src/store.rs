@@ -315,7 +315,7 @@ impl RedisStore {
             .unwrap_or(0);
         let KeyName { full, canonical } = name;
         let (value, replicas) = batch::put(
-            s,
+            &s.batcher,
             PutWrite {
                 full,
                 canonical: canonical.clone(),
