@@ -103,25 +103,24 @@ struct Queue {
 /// queued beside it when one comes back.
 pub(crate) async fn put(batcher: &Arc<Batcher>, write: PutWrite) -> PutOutcome {
     let timeout = batcher.client.request_timeout();
-    let mut write = Some(write);
-    let queued = {
+    let rx = {
         let mut q = batcher.inner.lock();
         if q.in_flight < MAX_IN_FLIGHT {
             q.in_flight += 1;
-            None
+            Turn::Now(write)
         } else {
             let (tx, rx) = oneshot::channel();
-            q.waiting.extend(write.take().map(|write| Waiting {
+            q.waiting.push(Waiting {
                 write,
                 reply: tx,
                 deadline: Instant::now() + timeout,
-            }));
-            Some(rx)
+            });
+            Turn::Queued(rx)
         }
     };
-    let rx = match (queued, write) {
-        (Some(rx), _) => rx,
-        (None, Some(write)) => {
+    let rx = match rx {
+        Turn::Queued(rx) => rx,
+        Turn::Now(write) => {
             let slot = Slot(batcher.clone());
             let mut outcome = run(&batcher.client, vec![write]).await;
             drop(slot);
@@ -129,7 +128,6 @@ pub(crate) async fn put(batcher: &Arc<Batcher>, write: PutWrite) -> PutOutcome {
                 .pop()
                 .unwrap_or_else(|| Err(unexpected_reply("put")));
         }
-        (None, None) => return Err(unexpected_reply("put")),
     };
     match tokio::time::timeout(timeout, rx).await {
         Ok(Ok(outcome)) => outcome,
@@ -147,6 +145,12 @@ pub(crate) async fn put(batcher: &Arc<Batcher>, write: PutWrite) -> PutOutcome {
             after: timeout,
         }),
     }
+}
+
+/// What a write does: run at once, or wait in the queue for its outcome.
+enum Turn {
+    Now(PutWrite),
+    Queued(oneshot::Receiver<PutOutcome>),
 }
 
 /// A run's place: given back when the run ends or is dropped (its caller
@@ -227,13 +231,16 @@ async fn run(client: &RedisClient, writes: Vec<PutWrite>) -> Vec<PutOutcome> {
             lease.as_bytes(),
         ]);
     }
-    let name = if n == 1 {
-        writes[0].describe()
-    } else {
-        format!("{} writes sent together", n)
+    // The run's name, for its errors only.
+    let name = || {
+        if n == 1 {
+            writes[0].describe()
+        } else {
+            format!("{n} writes sent together")
+        }
     };
     let result = client
-        .write_script(&scripts::PUT, &args, name.as_str(), Durability::Replicated)
+        .write_script(&scripts::PUT, &args, name, Durability::Replicated)
         .await;
     match result {
         Ok(Written { value, replicas }) => match as_array(value) {
@@ -243,10 +250,13 @@ async fn run(client: &RedisClient, writes: Vec<PutWrite>) -> Vec<PutOutcome> {
             _ => (0..n).map(|_| Err(unexpected_reply("put"))).collect(),
         },
         Err(e) if n == 1 => vec![Err(e)],
-        Err(e) => writes
-            .iter()
-            .map(|w| Err(for_one(&e, &name, &w.describe())))
-            .collect(),
+        Err(e) => {
+            let name = name();
+            writes
+                .iter()
+                .map(|w| Err(for_one(&e, &name, &w.describe())))
+                .collect()
+        }
     }
 }
 

@@ -130,6 +130,15 @@ pub(crate) fn parse_record(record: &[u8]) -> Option<Record> {
     })
 }
 
+/// A record's revision and its value (the record's own bytes past the
+/// header: nothing is copied); `None` for anything that is not a record.
+pub(crate) fn record_value(record: Vec<u8>) -> Option<(Record, Bytes)> {
+    let header = parse_record(&record)?;
+    let mut value = Bytes::from(record);
+    bytes::Buf::advance(&mut value, header.value_at);
+    Some((header, value))
+}
+
 /// One change record of the stream, `{rev}-{seq}`.
 #[derive(Debug)]
 pub(crate) struct ChangeRecord {

@@ -24,7 +24,6 @@ use anykv_core::{
     PutOptions, Result, Store, StoreStats, StoreStatus, Txn, TxnResponse, WatchOptions,
     WatchStream,
 };
-use bytes::Buf;
 use redis::Value;
 
 use crate::batch::{self, PutWrite};
@@ -33,7 +32,7 @@ use crate::config::{RedisConfig, Topology, BACKEND, MAX_TTL, MIN_TTL};
 use crate::layout::{KeyName, Layout};
 use crate::lock::Wait;
 use crate::reply::{
-    as_array, as_bytes, as_u64, code_pair, into_bytes, parse_record, parse_state, unexpected_reply,
+    as_array, as_bytes, as_u64, code_pair, into_bytes, parse_state, record_value, unexpected_reply,
 };
 use crate::state::StoreState;
 use crate::{expiry, lease, lock, recovery, scripts, status, txn, watch};
@@ -367,14 +366,11 @@ impl RedisStore {
             Value::BulkString(b) => b,
             _ => return Err(unexpected_reply("get")),
         };
-        let header = parse_record(&record).ok_or_else(|| unexpected_reply("get"))?;
+        let (header, value) = record_value(record).ok_or_else(|| unexpected_reply("get"))?;
         if header.has_deadline {
             let (_, mut pairs) = self.read_pairs(&name.full, "", "", false, "get").await?;
             return Ok(pairs.pop());
         }
-        // Moving the start past the header copies nothing.
-        let mut value = Bytes::from(record);
-        value.advance(header.value_at);
         Ok(Some(KvPair {
             key: name.canonical,
             value,
@@ -424,10 +420,9 @@ fn records(
         let k = into_bytes(k)
             .and_then(|k| String::from_utf8(k).ok())
             .ok_or_else(|| unexpected_reply(what))?;
-        let record = into_bytes(record).ok_or_else(|| unexpected_reply(what))?;
-        let header = parse_record(&record).ok_or_else(|| unexpected_reply(what))?;
-        let mut value = Bytes::from(record);
-        value.advance(header.value_at);
+        let (header, value) = into_bytes(record)
+            .and_then(record_value)
+            .ok_or_else(|| unexpected_reply(what))?;
         pairs.push(KvPair {
             key: s.layout.relative_owned(k),
             value,
