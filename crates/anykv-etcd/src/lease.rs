@@ -407,43 +407,6 @@ pub(crate) fn lease_error(e: Error, lease: i64) -> Error {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn ttl_keys_are_remembered_until_their_leases_can_lapse() {
-        let mut t = TtlKeys::default();
-        assert!(!t.may_have("a"));
-        t.wrote("a", Duration::from_secs(30));
-        assert!(t.may_have("a"));
-        assert!(!t.may_have("b"));
-        t.forget("a");
-        assert!(!t.may_have("a"));
-        // Lapsed entries are pruned once the map has doubled.
-        for i in 0..2000 {
-            t.wrote(&format!("k{i}"), Duration::from_secs(30));
-        }
-        assert!(t.deadlines.len() <= 2000);
-        t.deadlines
-            .values_mut()
-            .for_each(|d| *d = Instant::now() - Duration::from_secs(1));
-        assert!(!t.may_have("k1"));
-        for i in 0..3000 {
-            t.wrote(&format!("n{i}"), Duration::from_secs(30));
-        }
-        assert!(t.deadlines.len() <= 3000, "{}", t.deadlines.len());
-        assert!(t.may_have("n2999"));
-    }
-
-    use super::*;
-
-    #[test]
-    fn lease_seconds_round_up_to_the_minimum() {
-        assert_eq!(lease_seconds(Duration::from_millis(1)), 2);
-        assert_eq!(lease_seconds(Duration::from_millis(2500)), 3);
-        assert_eq!(lease_seconds(Duration::from_secs(10)), 10);
-    }
-}
-
 /// Keys this store wrote with a TTL, and until when their TTL leases can
 /// live. etcd names a key's lease only in the previous pair (`prev_kv`),
 /// which costs a plain put about a tenth of its speed; so a plain put asks
@@ -485,5 +448,42 @@ impl TtlKeys {
     /// `full` was written without a TTL (or deleted).
     pub(crate) fn forget(&mut self, full: &str) {
         self.deadlines.remove(full);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_seconds_round_up_to_the_minimum() {
+        assert_eq!(lease_seconds(Duration::from_millis(1)), 2);
+        assert_eq!(lease_seconds(Duration::from_millis(2500)), 3);
+        assert_eq!(lease_seconds(Duration::from_secs(10)), 10);
+    }
+
+    #[test]
+    fn ttl_keys_are_remembered_until_their_leases_can_lapse() {
+        let mut t = TtlKeys::default();
+        assert!(!t.may_have("a"));
+        t.wrote("a", Duration::from_secs(30));
+        assert!(t.may_have("a"));
+        assert!(!t.may_have("b"));
+        t.forget("a");
+        assert!(!t.may_have("a"));
+        // Lapsed entries are pruned once the map has doubled.
+        for i in 0..2000 {
+            t.wrote(&format!("k{i}"), Duration::from_secs(30));
+        }
+        assert!(t.deadlines.len() <= 2000);
+        t.deadlines
+            .values_mut()
+            .for_each(|d| *d = Instant::now() - Duration::from_secs(1));
+        assert!(!t.may_have("k1"));
+        for i in 0..3000 {
+            t.wrote(&format!("n{i}"), Duration::from_secs(30));
+        }
+        assert!(t.deadlines.len() <= 3000, "{}", t.deadlines.len());
+        assert!(t.may_have("n2999"));
     }
 }

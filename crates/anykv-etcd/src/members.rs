@@ -295,20 +295,12 @@ impl Members {
     }
 
     fn pick_among(self: &Arc<Self>, avoid: &[usize], or_avoided: bool) -> Option<Conn> {
-        if let [only] = &self.members[..] {
+        if self.members.len() == 1 {
             // One endpoint: nothing to choose (and nothing probed).
             if !or_avoided && avoid.contains(&0) {
                 return None;
             }
-            let client = only.client.get()?.clone();
-            let h = *only.health.lock();
-            return Some(Conn {
-                members: self.clone(),
-                index: 0,
-                client,
-                downs: h.downs,
-                leader_id: h.leader_id,
-            });
+            return self.conn(0);
         }
         let candidates: Vec<Candidate> = self
             .members
@@ -323,6 +315,11 @@ impl Members {
             .collect();
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         let index = choose(&candidates, turn, or_avoided)?;
+        self.conn(index)
+    }
+
+    /// A connection to member `index`, if it has a client.
+    fn conn(self: &Arc<Self>, index: usize) -> Option<Conn> {
         let client = self.members.get(index)?.client.get()?.clone();
         let h = self.health(index);
         Some(Conn {
