@@ -185,6 +185,21 @@ impl Observed {
         !self.metrics_live && !tracing::level_enabled!(tracing::Level::DEBUG)
     }
 
+    /// `future` as it is when [`Observed::quiet`], else inside
+    /// [`Observed::call`].
+    fn hot<'f, T: Send + 'f>(
+        &'f self,
+        op: Op,
+        key: &'f str,
+        revision: impl FnOnce(&T) -> Option<u64> + Send + 'f,
+        future: BoxFuture<'f, Result<T>>,
+    ) -> BoxFuture<'f, Result<T>> {
+        if self.quiet() {
+            return future;
+        }
+        Box::pin(self.call(op, Some(key), revision, future))
+    }
+
     /// Runs one call inside its span and records it; `revision` picks
     /// the revision to report from a successful result.
     async fn call<T, F>(
@@ -317,12 +332,8 @@ impl Store for Observed {
         'k: 'f,
         Self: 'f,
     {
-        let f = self.inner.get(key);
-        if self.quiet() {
-            return f;
-        }
         let rev = |p: &Option<KvPair>| p.as_ref().map(|p| p.revision);
-        Box::pin(self.call(Op::Get, Some(key), rev, f))
+        self.hot(Op::Get, key, rev, self.inner.get(key))
     }
 
     fn put<'a, 'k, 'f>(
@@ -337,10 +348,7 @@ impl Store for Observed {
         Self: 'f,
     {
         let f = self.inner.put(key, value, options);
-        if self.quiet() {
-            return f;
-        }
-        Box::pin(self.call(Op::Put, Some(key), |r| Some(*r), f))
+        self.hot(Op::Put, key, |r| Some(*r), f)
     }
 
     fn delete<'a, 'k, 'f>(&'a self, key: &'k str) -> BoxFuture<'f, Result<bool>>
@@ -349,11 +357,7 @@ impl Store for Observed {
         'k: 'f,
         Self: 'f,
     {
-        let f = self.inner.delete(key);
-        if self.quiet() {
-            return f;
-        }
-        Box::pin(self.call(Op::Delete, Some(key), none, f))
+        self.hot(Op::Delete, key, none, self.inner.delete(key))
     }
 
     fn exists<'a, 'k, 'f>(&'a self, key: &'k str) -> BoxFuture<'f, Result<bool>>
@@ -362,11 +366,7 @@ impl Store for Observed {
         'k: 'f,
         Self: 'f,
     {
-        let f = self.inner.exists(key);
-        if self.quiet() {
-            return f;
-        }
-        Box::pin(self.call(Op::Exists, Some(key), none, f))
+        self.hot(Op::Exists, key, none, self.inner.exists(key))
     }
 
     fn list<'a, 'k, 'f>(&'a self, prefix: &'k str) -> BoxFuture<'f, Result<Vec<KvPair>>>
@@ -375,11 +375,7 @@ impl Store for Observed {
         'k: 'f,
         Self: 'f,
     {
-        let f = self.inner.list(prefix);
-        if self.quiet() {
-            return f;
-        }
-        Box::pin(self.call(Op::List, Some(prefix), none, f))
+        self.hot(Op::List, prefix, none, self.inner.list(prefix))
     }
 
     async fn list_with(&self, prefix: &str, options: ListOptions) -> Result<Vec<KvPair>> {
@@ -405,10 +401,7 @@ impl Store for Observed {
         Self: 'f,
     {
         let f = self.inner.atomic_put(key, value, expected, options);
-        if self.quiet() {
-            return f;
-        }
-        Box::pin(self.call(Op::AtomicPut, Some(key), |r| Some(*r), f))
+        self.hot(Op::AtomicPut, key, |r| Some(*r), f)
     }
 
     async fn atomic_delete(&self, key: &str, expected: u64) -> Result<()> {
