@@ -78,6 +78,9 @@ pub struct RedisRaw {
     txn2: redis::Script,
     put_min: redis::Script,
     cas_min: redis::Script,
+    /// The minimum-work scripts' revision counter and change stream.
+    min_counter: String,
+    min_log: String,
     unlock: redis::Script,
     saved_notify: tokio::sync::Mutex<Option<String>>,
     next_token: std::sync::atomic::AtomicU64,
@@ -114,11 +117,13 @@ impl RedisRaw {
             client,
             conn,
             db,
-            prefix,
             cas: redis::Script::new(REDIS_CAS),
             txn2: redis::Script::new(REDIS_TXN2),
             put_min: redis::Script::new(REDIS_PUT_MIN),
             cas_min: redis::Script::new(REDIS_CAS_MIN),
+            min_counter: format!("{prefix}:@rev"),
+            min_log: format!("{prefix}:@log"),
+            prefix,
             unlock: redis::Script::new(REDIS_UNLOCK),
             saved_notify: tokio::sync::Mutex::new(None),
             next_token: std::sync::atomic::AtomicU64::new(1),
@@ -133,23 +138,14 @@ impl RedisRaw {
         format!("{}:@idx", self.prefix)
     }
 
-    /// The minimum-work scripts' revision counter and change stream.
-    fn counter_and_log(&self) -> (String, String) {
-        (
-            format!("{}:@rev", self.prefix),
-            format!("{}:@log", self.prefix),
-        )
-    }
-
     async fn min_write(&self, key: &str, value: &Bytes, expected: Option<u64>) -> Result<i64> {
-        let (rev, log) = self.counter_and_log();
         let mut c = self.conn.clone();
         let script = match expected {
             Some(_) => &self.cas_min,
             None => &self.put_min,
         };
-        let mut call = script.key(rev);
-        call.key(log)
+        let mut call = script.key(&self.min_counter);
+        call.key(&self.min_log)
             .key(self.k(key))
             .arg(key)
             .arg(value.as_ref())
